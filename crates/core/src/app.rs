@@ -1,0 +1,189 @@
+//! What every binary does around its stage: logging, settings, the metrics/health server, the
+//! topic check, dependency probes for readiness, signal handling, and `migrate`.
+
+use crate::cli::{CommonArgs, StageDefaults};
+use crate::config::Settings;
+use crate::health::Health;
+use crate::storage::Db;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often dependencies are probed for readiness.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a stage needs from its environment.
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// Kafka must be configured.
+    pub kafka: bool,
+    /// The database must be configured.
+    pub database: bool,
+    /// Topics that must exist when Kafka is configured.
+    pub topics: Vec<String>,
+}
+
+/// The started process: everything a stage runs with.
+pub struct Context {
+    pub stage: StageDefaults,
+    pub common: CommonArgs,
+    pub settings: Arc<Settings>,
+    pub health: Arc<Health>,
+    pub db: Option<Db>,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// Where `/metrics` and the health endpoints are served.
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+/// Runs `main` on a multi-threaded runtime; an error is logged and becomes exit status 1.
+pub fn block_on<F: Future<Output = anyhow::Result<()>>>(main: F) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting on error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Context {
+    /// Validates settings and required configuration, serves metrics and health, checks that the
+    /// topics exist, and starts readiness probes and the signal handler.
+    pub async fn start(
+        stage: StageDefaults,
+        common: CommonArgs,
+        needs: Needs,
+    ) -> anyhow::Result<Context> {
+        crate::logging::init(common.log_format, &common.log_level);
+        crate::metrics::set_build_info(stage.name);
+        let settings = Arc::new(Settings::load(common.config.as_deref())?);
+        if needs.kafka && common.kafka_brokers.is_none() {
+            anyhow::bail!("Kafka is not configured: set --kafka-brokers or KAFKA_BROKERS");
+        }
+        if needs.database && common.database_url.is_none() {
+            anyhow::bail!("the database is not configured: set --database-url or DATABASE_URL");
+        }
+        let health = Health::new(Duration::from_millis(
+            common.max_poll_interval_ms.max(60_000),
+        ));
+        let metrics_addr = crate::health::serve(common.metrics_addr(), health.clone()).await?;
+        if let Some(brokers) = &common.kafka_brokers {
+            crate::kafka::topics::ensure_topics_exist(
+                brokers,
+                needs.topics.clone(),
+                Duration::from_secs(10),
+            )
+            .await?;
+        }
+        let db = common.database_url.as_deref().map(|url| Db::new(url, 8));
+        let shutdown = crate::shutdown::install(health.clone());
+        let ctx = Context {
+            stage,
+            common,
+            settings,
+            health,
+            db,
+            shutdown,
+            metrics_addr,
+        };
+        ctx.spawn_probes();
+        tracing::info!(stage = stage.name, metrics = %metrics_addr, "started");
+        Ok(ctx)
+    }
+
+    fn spawn_probes(&self) {
+        let (health, db, brokers, token) = (
+            self.health.clone(),
+            self.db.clone(),
+            self.common.kafka_brokers.clone(),
+            self.shutdown.clone(),
+        );
+        let file = self.common.healthcheck_file_path.clone();
+        tokio::spawn(async move {
+            loop {
+                let db_ok = match &db {
+                    Some(db) => db
+                        .ping()
+                        .await
+                        .map_err(|e| tracing::warn!(error = %e, "database probe failed"))
+                        .is_ok(),
+                    None => true,
+                };
+                let kafka_ok = match &brokers {
+                    Some(b) => {
+                        let b = b.clone();
+                        tokio::task::spawn_blocking(move || {
+                            crate::kafka::topics::missing_topics(&b, &[], Duration::from_secs(3))
+                        })
+                        .await
+                        .map(|r| {
+                            r.map_err(|e| tracing::warn!(error = %e, "Kafka probe failed"))
+                                .is_ok()
+                        })
+                        .unwrap_or(false)
+                    }
+                    None => true,
+                };
+                health.set_dependencies_ok(db_ok && kafka_ok);
+                if let Some(path) = &file {
+                    if health.is_live() {
+                        touch(path);
+                    }
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                }
+            }
+        });
+    }
+
+    /// Placeholder stage body: stays up (metrics, health) until SIGTERM, then exits 0.
+    pub async fn idle_until_shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancelled().await;
+        tracing::info!(stage = self.stage.name, "stopped");
+        Ok(())
+    }
+}
+
+/// Touches the health-check file (creates it or updates its modification time).
+pub fn touch(path: &std::path::Path) {
+    let res = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = res {
+        tracing::warn!(path = %path.display(), error = %e, "cannot touch the health-check file");
+    }
+}
+
+/// `migrate`: applies pending migrations under the advisory lock.
+pub async fn migrate(common: &CommonArgs) -> anyhow::Result<()> {
+    crate::logging::init(common.log_format, &common.log_level);
+    let url = common.database_url.clone().ok_or_else(|| {
+        anyhow::anyhow!("the database is not configured: set --database-url or DATABASE_URL")
+    })?;
+    let applied = tokio::task::spawn_blocking(move || crate::storage::migrate(&url)).await??;
+    if applied.is_empty() {
+        tracing::info!("schema is up to date");
+    } else {
+        tracing::info!(applied = ?applied, "migrations applied");
+    }
+    Ok(())
+}

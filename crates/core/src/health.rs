@@ -1,0 +1,142 @@
+//! Liveness and readiness (design §6), served with `/metrics` on `--metrics-addr`.
+//! Live = the process's loops make progress. Ready = dependencies reachable and not shutting
+//! down (never "has partitions", so replicas beyond the partition count stay ready).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Shared health state.
+#[derive(Debug)]
+pub struct Health {
+    dependencies_ok: AtomicBool,
+    shutting_down: AtomicBool,
+    /// Epoch milliseconds of the last progress tick; 0 = no watched loop yet.
+    last_progress_ms: AtomicU64,
+    stall_after: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Health {
+    /// A state that reports not ready until the first successful dependency check, and not
+    /// live when a watched loop has not ticked for `stall_after`.
+    pub fn new(stall_after: Duration) -> Arc<Health> {
+        Arc::new(Health {
+            dependencies_ok: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(0),
+            stall_after,
+        })
+    }
+
+    /// Records the outcome of a dependency check.
+    pub fn set_dependencies_ok(&self, ok: bool) {
+        self.dependencies_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// From now on the process reports not ready.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// A watched loop made progress.
+    pub fn tick(&self) {
+        self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Ready to take traffic.
+    pub fn is_ready(&self) -> bool {
+        self.dependencies_ok.load(Ordering::Relaxed) && !self.is_shutting_down()
+    }
+
+    /// Not stuck.
+    pub fn is_live(&self) -> bool {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        last == 0 || now_ms().saturating_sub(last) <= self.stall_after.as_millis() as u64
+    }
+}
+
+/// Binds `addr` (an error names `--metrics-addr`) and serves `/metrics`, `/health/live` and
+/// `/health/ready` until the process ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(health);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics() -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}
+
+async fn live(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if h.is_live() {
+        (StatusCode::OK, "live\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "stalled\n")
+    }
+}
+
+async fn ready(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if h.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if h.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependencies unavailable\n",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_dependencies_and_shutdown() {
+        let h = Health::new(Duration::from_secs(60));
+        assert!(!h.is_ready());
+        h.set_dependencies_ok(true);
+        assert!(h.is_ready() && h.is_live());
+        h.tick();
+        assert!(h.is_live());
+        h.begin_shutdown();
+        assert!(!h.is_ready());
+        let stalled = Health::new(Duration::from_millis(0));
+        stalled.last_progress_ms.store(1, Ordering::Relaxed);
+        assert!(!stalled.is_live());
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared core of the sluice pipeline: wire types, derived ids, configuration, the command line,
+//! storage, attachment objects, Kafka plumbing, metrics and health.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod ids;
+pub mod kafka;
+pub mod logging;
+pub mod messages;
+pub mod metrics;
+pub mod objects;
+pub mod shutdown;
+pub mod stages;
+pub mod storage;

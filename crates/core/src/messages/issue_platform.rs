@@ -1,0 +1,315 @@
+//! JSON messages on `ingest-occurrences` (reference §1.8, design §5): occurrences and status
+//! changes, told apart by `payload_type` (absent = occurrence).
+
+use super::dlq::{DlqReason, Rejection};
+use super::time::Timestamp;
+use crate::ids::md5_hex_bytes;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// `payload_type` of an occurrence.
+pub const PAYLOAD_OCCURRENCE: &str = "occurrence";
+/// `payload_type` of a status change.
+pub const PAYLOAD_STATUS_CHANGE: &str = "status_change";
+
+/// One decoded `ingest-occurrences` message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IssuePlatformMessage {
+    Occurrence(Box<OccurrenceMessage>),
+    StatusChange(StatusChangeMessage),
+}
+
+/// One line of evidence shown with an issue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssueEvidence {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub important: bool,
+}
+
+/// An issue occurrence as produced (Sentry's `IssueOccurrence.to_dict()` plus extras). Field
+/// names and types are Sentry's; hashing, defaults and registry checks belong to processing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OccurrenceMessage {
+    /// UUID, hyphens allowed.
+    pub id: String,
+    pub project_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Raw (unhashed) fingerprint parts.
+    pub fingerprint: Vec<String>,
+    pub issue_title: String,
+    pub subtitle: String,
+    #[serde(default)]
+    pub resource_id: Option<String>,
+    #[serde(default)]
+    pub evidence_data: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub evidence_display: Option<Vec<IssueEvidence>>,
+    /// Group type id.
+    #[serde(rename = "type")]
+    pub group_type: i32,
+    pub detection_time: Timestamp,
+    /// Absent means `"info"`; an explicit `null` stays `None`.
+    #[serde(default = "default_level")]
+    pub level: Option<String>,
+    #[serde(default)]
+    pub culprit: Option<String>,
+    #[serde(default)]
+    pub initial_issue_priority: Option<i32>,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// The event to create with the occurrence; `None` (or `{}` on the wire) means "look it up".
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_empty_event"
+    )]
+    pub event: Option<EmbeddedEvent>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub is_buffered_spans: bool,
+}
+
+fn default_level() -> Option<String> {
+    Some("info".to_owned())
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn non_empty_event<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmbeddedEvent>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) if m.is_empty() => Ok(None),
+        Some(v) => EmbeddedEvent::deserialize(v)
+            .map(Some)
+            .map_err(de::Error::custom),
+    }
+}
+
+/// The event embedded in an occurrence (design §5): `event_id`, `platform` and `project_id`
+/// required; timestamps as epoch numbers or RFC 3339; tags as an object or a list of pairs;
+/// keys outside Sentry's whitelist are dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedEvent {
+    pub event_id: String,
+    pub project_id: u64,
+    pub platform: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(flatten)]
+    pub optional: OptionalEventFields,
+}
+
+macro_rules! optional_event_fields {
+    ($($name:ident),* $(,)?) => {
+        /// The whitelisted optional blocks of an embedded event, kept as JSON.
+        #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+        pub struct OptionalEventFields {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $name: Option<Value>,
+            )*
+        }
+    };
+}
+
+optional_event_fields!(
+    breadcrumbs,
+    contexts,
+    debug_meta,
+    dist,
+    environment,
+    extra,
+    modules,
+    release,
+    request,
+    sdk,
+    server_name,
+    stacktrace,
+    trace_id,
+    transaction,
+    user,
+);
+
+/// Event tags: accepted as an object or a list of `[key, value]` pairs, written as pairs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tags(pub Vec<(String, String)>);
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(k, v)| [k, v]))
+    }
+}
+
+fn scalar_text(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tags;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or a list of [key, value] pairs")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Tags, E> {
+                Ok(Tags::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tags, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if let Some(v) = scalar_text(v) {
+                        out.push((k, v));
+                    }
+                }
+                Ok(Tags(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tags, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = seq.next_element::<Option<(String, Value)>>()? {
+                    if let Some((k, v)) = pair {
+                        if let Some(v) = scalar_text(v) {
+                            out.push((k, v));
+                        }
+                    }
+                }
+                Ok(Tags(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A status change for the group a fingerprint belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChangeMessage {
+    /// Always present after decoding: a legacy message without one gets md5 of its bytes.
+    #[serde(default)]
+    pub id: String,
+    pub project_id: u64,
+    /// Raw parts; non-empty.
+    pub fingerprint: Vec<String>,
+    pub new_status: i32,
+    #[serde(default)]
+    pub new_substatus: Option<i32>,
+}
+
+fn classify(err: serde_json::Error) -> Rejection {
+    let text = err.to_string();
+    let reason = if text.starts_with("missing field") {
+        DlqReason::MissingField
+    } else {
+        DlqReason::InvalidField
+    };
+    Rejection::new(reason, text)
+}
+
+impl IssuePlatformMessage {
+    /// Decodes one Kafka value: invalid JSON is `undecodable`, an unknown `payload_type` is
+    /// `unsupported_type`, absent required keys `missing_field`, wrong types `invalid_field`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Rejection> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::new(DlqReason::Undecodable, e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(Rejection::new(
+                DlqReason::InvalidField,
+                "message is not a JSON object",
+            ));
+        };
+        let payload_type = match map.remove("payload_type") {
+            None | Some(Value::Null) => PAYLOAD_OCCURRENCE.to_owned(),
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(Rejection::new(
+                    DlqReason::InvalidField,
+                    format!("payload_type is {other}"),
+                ))
+            }
+        };
+        match payload_type.as_str() {
+            PAYLOAD_OCCURRENCE => serde_json::from_value::<OccurrenceMessage>(Value::Object(map))
+                .map(|o| IssuePlatformMessage::Occurrence(Box::new(o)))
+                .map_err(classify),
+            PAYLOAD_STATUS_CHANGE => {
+                let mut sc: StatusChangeMessage =
+                    serde_json::from_value(Value::Object(map)).map_err(classify)?;
+                if sc.fingerprint.is_empty() {
+                    return Err(Rejection::new(
+                        DlqReason::InvalidField,
+                        "fingerprint must be non-empty",
+                    ));
+                }
+                if sc.id.is_empty() {
+                    sc.id = md5_hex_bytes(bytes);
+                }
+                Ok(IssuePlatformMessage::StatusChange(sc))
+            }
+            other => Err(Rejection::new(
+                DlqReason::UnsupportedType,
+                format!(
+                    "Unknown payload type: {}",
+                    super::dlq::truncate_utf8(other, 64)
+                ),
+            )),
+        }
+    }
+
+    /// The JSON value as produced: the message's fields plus `payload_type`.
+    pub fn to_json(&self) -> Value {
+        let (mut value, kind) = match self {
+            IssuePlatformMessage::Occurrence(o) => (serde_json::to_value(o), PAYLOAD_OCCURRENCE),
+            IssuePlatformMessage::StatusChange(s) => {
+                (serde_json::to_value(s), PAYLOAD_STATUS_CHANGE)
+            }
+        };
+        if let Ok(Value::Object(map)) = &mut value {
+            map.insert("payload_type".into(), Value::from(kind));
+        }
+        value.unwrap_or(Value::Null)
+    }
+
+    /// Serialized JSON bytes, the Kafka value.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+    }
+
+    /// The partition key `"{fingerprint[0]}-{project_id}"`, or none without a fingerprint.
+    pub fn partition_key(&self) -> Option<String> {
+        let (fp, project) = match self {
+            IssuePlatformMessage::Occurrence(o) => (o.fingerprint.first(), o.project_id),
+            IssuePlatformMessage::StatusChange(s) => (s.fingerprint.first(), s.project_id),
+        };
+        fp.map(|f| format!("{f}-{project}"))
+    }
+
+    /// The raw first fingerprint part (`""` when empty): the unit of ordering in a batch.
+    pub fn ordering_key(&self) -> &str {
+        let fp = match self {
+            IssuePlatformMessage::Occurrence(o) => &o.fingerprint,
+            IssuePlatformMessage::StatusChange(s) => &s.fingerprint,
+        };
+        fp.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+#[path = "issue_platform_tests.rs"]
+mod tests;

@@ -1,0 +1,41 @@
+//! Prometheus metrics: one process-wide registry, rendered at `/metrics`. Names are
+//! `sluice_<what>_<unit>`; labels are bounded (stage, topic, reason, result), never ids.
+
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::OnceLock;
+
+/// The registry every metric of this process registers in.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::new)
+}
+
+/// Registers a collector, ignoring a second registration of the same metric.
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    let _ = registry().register(Box::new(c.clone()));
+    c
+}
+
+/// `sluice_build_info{stage, version}` = 1.
+pub fn set_build_info(stage: &str) {
+    static INFO: OnceLock<Option<IntGaugeVec>> = OnceLock::new();
+    let gauge = INFO.get_or_init(|| {
+        IntGaugeVec::new(
+            Opts::new("sluice_build_info", "Build of this process."),
+            &["stage", "version"],
+        )
+        .ok()
+        .map(register)
+    });
+    if let Some(g) = gauge {
+        g.with_label_values(&[stage, env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&registry().gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

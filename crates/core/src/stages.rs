@@ -1,0 +1,71 @@
+//! The four binaries' names, default ports and consumer groups, and the topics each one needs.
+
+use crate::cli::{dlq_topic, CommonArgs, StageDefaults};
+
+/// `ingest-consumer`: Relay's events and attachments → events, attachments, user reports.
+pub const INGEST: StageDefaults = StageDefaults {
+    name: "ingest-consumer",
+    metrics_addr: "127.0.0.1:9101",
+    consumer_group: "ingest-consumer",
+};
+/// `feedback-worker`: feedback events → feedback issues.
+pub const FEEDBACK: StageDefaults = StageDefaults {
+    name: "feedback-worker",
+    metrics_addr: "127.0.0.1:9102",
+    consumer_group: "feedback-worker",
+};
+/// `occurrence-consumer`: occurrences and status changes → groups.
+pub const OCCURRENCE: StageDefaults = StageDefaults {
+    name: "occurrence-consumer",
+    metrics_addr: "127.0.0.1:9103",
+    consumer_group: "occurrence-consumer",
+};
+/// `producer-shim`: HTTP/CLI → occurrences topic (or direct processing).
+pub const SHIM: StageDefaults = StageDefaults {
+    name: "producer-shim",
+    metrics_addr: "127.0.0.1:9104",
+    consumer_group: "producer-shim",
+};
+
+fn outcomes(c: &CommonArgs) -> Vec<String> {
+    let mut v = vec![c.topics.outcomes_topic.clone()];
+    v.extend(c.topics.outcomes_billing_topic.clone());
+    v
+}
+
+/// Inputs, DLQs and outputs of `ingest-consumer` reading `inputs`.
+pub fn ingest_topics(c: &CommonArgs, inputs: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = inputs
+        .iter()
+        .flat_map(|t| [t.clone(), dlq_topic(t)])
+        .collect();
+    v.push(c.topics.feedback_topic.clone());
+    v.push(c.topics.occurrences_topic.clone());
+    v.extend(outcomes(c));
+    v
+}
+
+/// Inputs, DLQ and outputs of `feedback-worker`.
+pub fn feedback_topics(c: &CommonArgs) -> Vec<String> {
+    let t = &c.topics;
+    let mut v = vec![
+        t.feedback_topic.clone(),
+        dlq_topic(&t.feedback_topic),
+        t.occurrences_topic.clone(),
+    ];
+    v.extend(outcomes(c));
+    v
+}
+
+/// Input, DLQ and outputs of `occurrence-consumer`.
+pub fn occurrence_topics(c: &CommonArgs) -> Vec<String> {
+    let t = &c.topics;
+    let mut v = vec![t.occurrences_topic.clone(), dlq_topic(&t.occurrences_topic)];
+    v.extend(outcomes(c));
+    v
+}
+
+/// Output of `producer-shim`.
+pub fn shim_topics(c: &CommonArgs) -> Vec<String> {
+    vec![c.topics.occurrences_topic.clone()]
+}

@@ -1,0 +1,45 @@
+//! `occurrence-consumer`.
+
+use clap::{Parser, Subcommand};
+use sluice_core::app::{self, Context, Needs};
+use sluice_core::cli::CommonArgs;
+use sluice_core::stages::{occurrence_topics, OCCURRENCE};
+use std::process::ExitCode;
+
+/// Turns issue occurrences and status changes into issue groups.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consume and process (the default).
+    Run,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = sluice_core::cli::parse(&OCCURRENCE);
+    app::block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Migrate => app::migrate(&cli.common).await,
+            Command::Run => {
+                let needs = Needs {
+                    kafka: true,
+                    database: true,
+                    topics: occurrence_topics(&cli.common),
+                };
+                Context::start(OCCURRENCE, cli.common, needs)
+                    .await?
+                    .idle_until_shutdown()
+                    .await
+            }
+        }
+    })
+}

@@ -1,0 +1,2 @@
+DROP TABLE attachment_chunks;
+DROP TABLE events;

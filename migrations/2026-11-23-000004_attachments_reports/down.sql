@@ -1,0 +1,2 @@
+DROP TABLE user_reports;
+DROP TABLE event_attachments;
