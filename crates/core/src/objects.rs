@@ -4,11 +4,13 @@
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::RetryConfig;
 use object_store::{Attribute, Attributes, ObjectStore, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Errors of the object store.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,15 @@ impl Objects {
     /// Opens the store named by `url`. `file://` directories are created when missing; a relative
     /// `file://./dir` is taken relative to the working directory.
     pub fn from_url(url: &str) -> Result<Objects, ObjectsError> {
+        Self::from_url_with(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// [`Objects::from_url`] with S3 client options (`AWS_ENDPOINT`-style names, any case) applied
+    /// over the environment's.
+    pub fn from_url_with<K: AsRef<str>, V: Into<String>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Objects, ObjectsError> {
         if let Some(rest) = url.strip_prefix("s3://") {
             let mut parts = rest.trim_end_matches('/').splitn(2, '/');
             let bucket = parts
@@ -65,7 +76,22 @@ impl Objects {
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| invalid(url, "no bucket"))?;
             let prefix = parts.next().unwrap_or("");
-            let store = AmazonS3Builder::from_env()
+            // Fail fast on outages: the consumer runtime pauses and retries with its own backoff.
+            let retry = RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(10),
+                ..RetryConfig::default()
+            };
+            let mut builder = AmazonS3Builder::from_env().with_retry(retry);
+            for (k, v) in options {
+                let key: AmazonS3ConfigKey = k
+                    .as_ref()
+                    .to_ascii_lowercase()
+                    .parse()
+                    .map_err(|e: object_store::Error| invalid(url, e.to_string()))?;
+                builder = builder.with_config(key, v);
+            }
+            let store = builder
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| invalid(url, e.to_string()))?;

@@ -193,6 +193,11 @@ impl Serialize for WireTime {
     }
 }
 
+/// Whether `bytes` begin with a msgpack map marker (fixmap, map16, map32).
+fn starts_with_map(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
+}
+
 fn missing(field: &str, ty: &str) -> Rejection {
     Rejection::new(
         DlqReason::MissingField,
@@ -210,6 +215,9 @@ impl IngestMessage {
     /// wrong type is `invalid_field`; an absent required field is `missing_field`; a `type` this
     /// pipeline does not handle is `unsupported_type`.
     pub fn decode(bytes: &[u8]) -> Result<Self, Rejection> {
+        if !starts_with_map(bytes) {
+            return Err(Rejection::new(DlqReason::Undecodable, "not a msgpack map"));
+        }
         let wire: Wire = match rmp_serde::from_slice(bytes) {
             Ok(w) => w,
             Err(err) => {

@@ -32,7 +32,7 @@ fn relay_event_with_attachment_list() {
     };
     assert_eq!(ev.event_id, "606f3c2bc036486eac417841ebfbf7f0");
     assert_eq!(ev.project_id, 42);
-    assert_eq!(ev.start_time.epoch_secs(), 1_795_432_200.0);
+    assert_eq!(ev.start_time.epoch_secs(), 1_795_432_199.0);
     assert_eq!(ev.attachments.len(), 1);
     let a = &ev.attachments[0];
     assert_eq!(a.id, "145a873a-d148-45f8-8370-b13bc3a3ffb4");

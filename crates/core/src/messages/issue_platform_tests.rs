@@ -99,7 +99,7 @@ fn embedded_event_shapes() {
             json!({"event": {"event_id": "e", "project_id": 1}})
         ))
         .map(|_| ()),
-        Err(DlqReason::InvalidField),
+        Err(DlqReason::MissingField),
         "event without platform"
     );
 }

@@ -1,0 +1,136 @@
+//! Migrations and the pool against a real PostgreSQL (a fresh database per test).
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use sluice_core::storage::{migrate, Db, DbError};
+use sluice_testkit::TestDb;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+fn tables(db: &TestDb) -> Vec<String> {
+    let mut c = db.connect().unwrap_or_else(|e| panic!("{e}"));
+    diesel::sql_query("SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+        .load::<Name>(&mut c)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+#[test]
+fn migrations_twice_is_a_no_op() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    let first = migrate(&db.url)?;
+    assert_eq!(first.len(), 4, "{first:?}");
+    let before = tables(&db);
+    for t in [
+        "organizations",
+        "projects",
+        "events",
+        "groups",
+        "group_hashes",
+        "occurrences",
+        "applied_status_changes",
+        "event_attachments",
+        "user_reports",
+        "activities",
+        "group_history",
+        "attachment_chunks",
+    ] {
+        assert!(
+            before.contains(&t.to_owned()),
+            "missing table {t}: {before:?}"
+        );
+    }
+    assert!(migrate(&db.url)?.is_empty(), "second run applies nothing");
+    assert_eq!(tables(&db), before);
+    Ok(())
+}
+
+#[test]
+fn concurrent_migrations_both_succeed() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let url = db.url.clone();
+            std::thread::spawn(move || migrate(&url).map_err(|e| e.to_string()))
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for h in handles {
+        let r = h.join().map_err(|_| anyhow::anyhow!("thread panicked"))?;
+        applied.push(r.map_err(anyhow::Error::msg)?.len());
+    }
+    applied.sort();
+    assert_eq!(
+        applied,
+        vec![0, 0, 4],
+        "exactly one run applied the migrations"
+    );
+    Ok(())
+}
+
+#[test]
+fn minimal_org_and_project_rows_work() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let mut c = db.connect()?;
+    diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (1, 'acme')").execute(&mut c)?;
+    diesel::sql_query("INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'web')")
+        .execute(&mut c)?;
+    let n: Vec<Count> = diesel::sql_query(
+        "SELECT count(*) AS n FROM projects p JOIN organizations o ON o.id = p.organization_id \
+         WHERE p.options = '{}'::jsonb AND o.options = '{}'::jsonb",
+    )
+    .load(&mut c)?;
+    assert_eq!(n[0].n, 1, "options default to an empty object");
+    // Natural-key uniqueness holds.
+    let dup = diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (2, 'acme')")
+        .execute(&mut c);
+    assert!(dup.is_err(), "slug is unique");
+    diesel::sql_query(
+        "INSERT INTO events (project_id, event_id, data) VALUES (42, repeat('a', 32), '{}')",
+    )
+    .execute(&mut c)?;
+    let dup = diesel::sql_query(
+        "INSERT INTO events (project_id, event_id, data) VALUES (42, repeat('a', 32), '{}')",
+    )
+    .execute(&mut c);
+    assert!(dup.is_err(), "(project_id, event_id) is the key of events");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pool_runs_on_blocking_threads_and_reports_outages() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let pool = Db::new(&db.url, 2);
+    pool.ping().await?;
+    let n = pool
+        .run(|c| {
+            diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (7, 'x')").execute(c)?;
+            Ok(diesel::sql_query("SELECT count(*) AS n FROM organizations")
+                .get_result::<Count>(c)?
+                .n)
+        })
+        .await?;
+    assert_eq!(n, 1);
+
+    let port = sluice_testkit::process::free_port()?;
+    let down = Db::new(&format!("postgres://postgres@127.0.0.1:{port}/none"), 1);
+    match down.ping().await {
+        Err(e @ DbError::Unavailable(_)) => assert!(e.is_dependency_wide()),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    Ok(())
+}
