@@ -39,3 +39,48 @@ pub fn render() -> String {
     let _ = TextEncoder::new().encode(&registry().gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// A registered counter vector (an invalid static definition yields an unregistered one).
+pub fn counter_vec(opts: prometheus::Opts, labels: &[&str]) -> prometheus::IntCounterVec {
+    match prometheus::IntCounterVec::new(opts, labels) {
+        Ok(c) => register(c),
+        Err(e) => {
+            tracing::error!(error = %e, "invalid metric definition");
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new("sluice_invalid_metric_total", "-"),
+                labels,
+            )
+            .unwrap_or_else(|_| unreachable!("static fallback metric is valid"))
+        }
+    }
+}
+
+/// A registered gauge vector.
+pub fn gauge_vec(opts: prometheus::Opts, labels: &[&str]) -> prometheus::IntGaugeVec {
+    match prometheus::IntGaugeVec::new(opts, labels) {
+        Ok(g) => register(g),
+        Err(e) => {
+            tracing::error!(error = %e, "invalid metric definition");
+            prometheus::IntGaugeVec::new(
+                prometheus::Opts::new("sluice_invalid_metric", "-"),
+                labels,
+            )
+            .unwrap_or_else(|_| unreachable!("static fallback metric is valid"))
+        }
+    }
+}
+
+/// A registered histogram vector.
+pub fn histogram_vec(opts: prometheus::HistogramOpts, labels: &[&str]) -> prometheus::HistogramVec {
+    match prometheus::HistogramVec::new(opts, labels) {
+        Ok(h) => register(h),
+        Err(e) => {
+            tracing::error!(error = %e, "invalid metric definition");
+            prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new("sluice_invalid_histogram", "-"),
+                labels,
+            )
+            .unwrap_or_else(|_| unreachable!("static fallback metric is valid"))
+        }
+    }
+}

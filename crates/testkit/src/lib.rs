@@ -6,6 +6,7 @@ pub mod broker;
 pub mod db;
 pub mod http;
 pub mod paths;
+pub mod pg;
 pub mod process;
 pub mod s3;
 

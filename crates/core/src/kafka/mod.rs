@@ -1,5 +1,9 @@
-//! Kafka: client configuration shared by every client and the start-up topic check.
+//! Kafka: client configuration, the start-up topic check, the producer, the DLQ and the consumer
+//! runtime.
 
+pub mod consumer;
+pub mod dlq;
+pub mod producer;
 pub mod topics;
 
 use rdkafka::ClientConfig;

@@ -1,0 +1,317 @@
+//! The consumer runtime's guarantees, proven with the toy stage against the mock broker and a
+//! real PostgreSQL.
+
+mod support;
+
+use rdkafka::message::{Headers, Message};
+use sluice_testkit::process::wait_for;
+use sluice_testkit::{unique, Broker, TestDb};
+use std::collections::HashMap;
+use std::time::Duration;
+use support::*;
+
+fn setup(partitions: i32) -> anyhow::Result<(Broker, TestDb, String)> {
+    let broker = Broker::start(&[("toy", partitions), ("toy-dlq", 1)])?;
+    let db = TestDb::new()?;
+    create_toy_table(&db)?;
+    Ok((broker, db, unique("toy-group")))
+}
+
+#[test]
+fn ten_thousand_messages_all_written_and_committed() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(4)?;
+    let topic = broker.topic("toy");
+    produce(&broker, &topic, &(0..10_000).map(ok).collect::<Vec<_>>())?;
+    let mut t = toy(&broker, &db.url, &group, &topic, &[])?;
+    let stats = wait_rows(&db.url, 10_000, Duration::from_secs(120))?;
+    let offsets = wait_committed_all(&broker, &group, &topic)?;
+    assert_eq!(offsets.iter().map(|(_, h)| h).sum::<i64>(), 10_000);
+    assert!(
+        offsets.iter().all(|(_, h)| *h > 0),
+        "all four partitions used: {offsets:?}"
+    );
+    t.proc.signal("TERM")?;
+    assert_eq!(
+        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    let after = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(
+        after,
+        RowStats {
+            rows: 10_000,
+            times: 10_000
+        },
+        "each message written exactly once ({stats:?})"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigkill_mid_run_then_restart_loses_nothing() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(4)?;
+    let topic = broker.topic("toy");
+    produce(&broker, &topic, &(0..10_000).map(ok).collect::<Vec<_>>())?;
+    let mut t = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--max-batch-size", "200"],
+    )?;
+    wait_rows(&db.url, 2_000, Duration::from_secs(60))?;
+    t.proc.kill();
+    let mid = row_stats(&db.url).map(|s| s.rows).unwrap_or_default();
+    let mut t2 = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--max-batch-size", "200"],
+    )?;
+    wait_rows(&db.url, 10_000, Duration::from_secs(120))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    t2.proc.signal("TERM")?;
+    assert_eq!(
+        t2.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(s.rows, 10_000, "no gap after the kill at {mid} rows");
+    Ok(())
+}
+
+#[test]
+fn second_consumer_joins_mid_run() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(4)?;
+    let topic = broker.topic("toy");
+    let mut msgs: Vec<Out> = (0..10_000).map(ok).collect();
+    for i in (0..10_000).step_by(500) {
+        msgs[i].1 = "slow:300".into(); // keep batches in flight while the group rebalances
+    }
+    produce(&broker, &topic, &msgs)?;
+    let mut a = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--max-batch-size", "250"],
+    )?;
+    wait_rows(&db.url, 1_000, Duration::from_secs(60))?;
+    let mut b = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--max-batch-size", "250"],
+    )?;
+    let both = wait_for(
+        "both consumers hold partitions",
+        Duration::from_secs(60),
+        || {
+            let pa = metric(&a.metrics, "sluice_consumer_assigned_partitions")?;
+            let pb = metric(&b.metrics, "sluice_consumer_assigned_partitions")?;
+            (pa > 0.0 && pb > 0.0).then_some((pa, pb))
+        },
+    )?;
+    assert_eq!(both.0 + both.1, 4.0, "{both:?}");
+    wait_rows(&db.url, 10_000, Duration::from_secs(120))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(s.rows, 10_000, "no loss");
+    for t in [&mut a, &mut b] {
+        t.proc.signal("TERM")?;
+        assert_eq!(
+            t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+            Some(0)
+        );
+    }
+    eprintln!(
+        "rows written twice across the rebalance: {}",
+        s.times - s.rows
+    );
+    Ok(())
+}
+
+#[test]
+fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(2)?;
+    let topic = broker.topic("toy");
+    let dlq_topic = broker.topic("toy-dlq");
+    let mut msgs: Vec<Out> = (0..100).map(ok).collect();
+    for i in [5, 17, 42] {
+        msgs[i] = (
+            format!("p{i}"),
+            "poison".into(),
+            vec![("trace".into(), format!("t{i}"))],
+        );
+    }
+    msgs[60] = ("f60".into(), "flaky".into(), vec![]);
+    msgs[70] = ("n70".into(), "never".into(), vec![]);
+    produce(&broker, &topic, &msgs)?;
+    let mut t = toy(&broker, &db.url, &group, &topic, &[])?;
+    wait_rows(&db.url, 96, Duration::from_secs(60))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    let dead = dlq(&broker, &dlq_topic, 4)?;
+    assert_eq!(dead.len(), 4, "three poison and one never-found");
+    let mut by_key: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for m in &dead {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        by_key.insert(key, headers);
+    }
+    // Where each message landed, read back from the input topic.
+    let originals = broker.read_all(&topic, 100, Duration::from_secs(20))?;
+    for key in ["p5", "p17", "p42", "n70"] {
+        let h = by_key
+            .get(key)
+            .ok_or_else(|| anyhow::anyhow!("{key} not in the DLQ: {by_key:?}"))?;
+        let orig = originals
+            .iter()
+            .find(|m| m.key() == Some(key.as_bytes()))
+            .ok_or_else(|| anyhow::anyhow!("{key} not in input"))?;
+        assert_eq!(h["original_topic"], topic);
+        assert_eq!(
+            h["original_partition"],
+            orig.partition().to_string(),
+            "{key}"
+        );
+        assert_eq!(h["original_offset"], orig.offset().to_string(), "{key}");
+        let expected = if key == "n70" {
+            "event_not_found"
+        } else {
+            "invalid_field"
+        };
+        assert_eq!(h["reason"], expected);
+        if let Some(n) = key.strip_prefix('p') {
+            assert_eq!(h["trace"], format!("t{n}"), "original headers kept");
+        }
+    }
+    let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(s.rows, 96, "every good message plus the flaky one written");
+    let rejected = metric(&t.metrics, "sluice_consumer_rejected_total").unwrap_or_default();
+    assert_eq!(rejected, 4.0);
+    t.proc.signal("TERM")?;
+    assert_eq!(
+        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    Ok(())
+}
+
+#[test]
+fn circuit_breaker_flushes_commits_and_exits_non_zero() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(1)?;
+    let topic = broker.topic("toy");
+    let dlq_topic = broker.topic("toy-dlq");
+    let mut msgs: Vec<Out> = (0..60)
+        .map(|i| (format!("p{i}"), "poison".to_owned(), vec![]))
+        .collect();
+    msgs.extend((0..20).map(ok));
+    produce(&broker, &topic, &msgs)?;
+    let args = ["--breaker", "50", "--max-batch-size", "10"];
+    let mut t = toy(&broker, &db.url, &group, &topic, &args)?;
+    let status = t.proc.wait_timeout(Duration::from_secs(60))?;
+    assert_ne!(status.code(), Some(0), "the breaker trips the process");
+    let (committed, _) = committed_vs_high(&broker, &group, &topic)?[0];
+    assert!(
+        committed >= 51,
+        "offsets of the dead-lettered messages were committed: {committed}"
+    );
+    assert_eq!(
+        dlq(&broker, &dlq_topic, 100)?.len() as i64,
+        committed,
+        "the DLQ was flushed first"
+    );
+
+    // A restart continues after them: nothing is dead-lettered twice.
+    let mut t2 = toy(&broker, &db.url, &group, &topic, &args)?;
+    wait_rows(&db.url, 20, Duration::from_secs(60))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    assert_eq!(dlq(&broker, &dlq_topic, 100)?.len(), 60);
+    t2.proc.signal("TERM")?;
+    assert_eq!(
+        t2.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    Ok(())
+}
+
+#[test]
+fn out_of_range_offset_resets_and_counts() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(1)?;
+    let topic = broker.topic("toy");
+    produce(&broker, &topic, &(0..100).map(ok).collect::<Vec<_>>())?;
+    {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .set("group.id", &group)
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(1_000_000))?;
+        c.commit(&tpl, CommitMode::Sync)?;
+    }
+    assert_eq!(committed_vs_high(&broker, &group, &topic)?[0].0, 1_000_000);
+    let mut t = toy(&broker, &db.url, &group, &topic, &[])?;
+    wait_rows(&db.url, 100, Duration::from_secs(60))?;
+    let resets = wait_for("reset metric", Duration::from_secs(10), || {
+        metric(&t.metrics, "sluice_consumer_offset_resets_total").filter(|v| *v >= 1.0)
+    })?;
+    assert!(resets >= 1.0);
+    wait_committed_all(&broker, &group, &topic)?;
+    t.proc.signal("TERM")?;
+    assert_eq!(
+        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_during_a_batch_completes_it_and_commits() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(1)?;
+    let topic = broker.topic("toy");
+    let mut msgs: Vec<Out> = (0..50).map(ok).collect();
+    msgs[0].1 = "slow:3000".into();
+    produce(&broker, &topic, &msgs)?;
+    let mut t = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--max-batch-time-ms", "500"],
+    )?;
+    wait_for("a batch in flight", Duration::from_secs(30), || {
+        metric(&t.metrics, "sluice_consumer_assigned_partitions").filter(|v| *v >= 1.0)
+    })?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        row_stats(&db.url).map(|s| s.rows),
+        Some(0),
+        "the slow batch is still running"
+    );
+    t.proc.signal("TERM")?;
+    assert_eq!(
+        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0),
+        "exit 0 after draining"
+    );
+    let rows = row_stats(&db.url).map(|s| s.rows).unwrap_or_default();
+    assert!(rows >= 1, "the in-flight batch completed");
+    let (committed, _) = committed_vs_high(&broker, &group, &topic)?[0];
+    assert_eq!(committed, rows, "committed exactly what was written");
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Shared helpers of the runtime acceptance tests.
+#![allow(dead_code)]
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_testkit::paths::existing_bin;
+use sluice_testkit::process::{free_port, wait_for, Proc};
+use sluice_testkit::{http, Broker};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One message to produce: key, payload, headers.
+pub type Out = (String, String, Vec<(String, String)>);
+
+pub fn ok(key: impl ToString) -> Out {
+    (key.to_string(), "ok".into(), vec![])
+}
+
+pub fn produce(broker: &Broker, topic: &str, msgs: &[Out]) -> anyhow::Result<()> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()?;
+    for (k, v, hs) in msgs {
+        let headers = hs.iter().fold(OwnedHeaders::new(), |h, (hk, hv)| {
+            h.insert(Header {
+                key: hk,
+                value: Some(hv),
+            })
+        });
+        let mut rec = BaseRecord::to(topic).key(k).payload(v);
+        if !hs.is_empty() {
+            rec = rec.headers(headers);
+        }
+        p.send(rec).map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+pub fn create_toy_table(db: &sluice_testkit::TestDb) -> anyhow::Result<()> {
+    let mut c = db.connect()?;
+    diesel::sql_query(
+        "CREATE TABLE toy_rows (key TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INT NOT NULL, \
+         \"offset\" BIGINT NOT NULL, times INT NOT NULL DEFAULT 1)",
+    )
+    .execute(&mut c)?;
+    Ok(())
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+pub struct RowStats {
+    #[diesel(sql_type = BigInt)]
+    pub rows: i64,
+    #[diesel(sql_type = BigInt)]
+    pub times: i64,
+}
+
+pub fn row_stats(url: &str) -> Option<RowStats> {
+    let mut c = PgConnection::establish(url).ok()?;
+    diesel::sql_query(
+        "SELECT count(*) AS rows, coalesce(sum(times), 0)::bigint AS times FROM toy_rows",
+    )
+    .get_result(&mut c)
+    .ok()
+}
+
+pub fn wait_rows(url: &str, n: i64, timeout: Duration) -> anyhow::Result<RowStats> {
+    wait_for(&format!("{n} rows"), timeout, || {
+        row_stats(url).filter(|s| s.rows >= n)
+    })
+}
+
+/// A running toy consumer and its metrics address.
+pub struct Toy {
+    pub proc: Proc,
+    pub metrics: String,
+}
+
+pub fn toy(
+    broker: &Broker,
+    db_url: &str,
+    group: &str,
+    topic: &str,
+    extra: &[&str],
+) -> anyhow::Result<Toy> {
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let mut cmd = Command::new(existing_bin("toy-consumer")?);
+    cmd.env("KAFKA_BROKERS", &broker.bootstrap)
+        .env("DATABASE_URL", db_url)
+        .args([
+            "--topic",
+            topic,
+            "--consumer-group",
+            group,
+            "--metrics-addr",
+            &metrics,
+        ])
+        .args([
+            "--session-timeout-ms",
+            "6000",
+            "--heartbeat-interval-ms",
+            "500",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TOY_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    Ok(Toy {
+        proc: Proc::spawn("toy-consumer", cmd)?,
+        metrics,
+    })
+}
+
+/// The sum of a metric's samples whose line starts with `prefix` (name plus optional labels).
+pub fn metric(addr: &str, prefix: &str) -> Option<f64> {
+    let (_, body) = http::get(addr, "/metrics")?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+pub fn partitions(broker: &Broker, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default())
+}
+
+/// (committed offset, high watermark) per partition.
+pub fn committed_vs_high(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let parts = partitions(broker, topic)?;
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for p in parts {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let off = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        };
+        out.push((off, high));
+    }
+    Ok(out)
+}
+
+pub fn wait_committed_all(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    wait_for(
+        "committed offsets = high watermarks",
+        Duration::from_secs(30),
+        || {
+            committed_vs_high(broker, group, topic)
+                .ok()
+                .filter(|v| v.iter().all(|(c, h)| c == h))
+        },
+    )
+}
+
+/// DLQ messages as (key, partition header, offset header, reason, all headers).
+pub fn dlq(
+    broker: &Broker,
+    topic: &str,
+    n: usize,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    broker.read_all(topic, n, Duration::from_secs(20))
+}

@@ -1,0 +1,561 @@
+//! The driver thread: owns the Kafka consumer, polls it continuously (so the process stays in
+//! the group while work is paused), cuts batches, hands them to the worker, applies their
+//! completions to the commit positions, and serves rebalances inside `poll`.
+
+use super::breaker::Breaker;
+use super::metrics;
+use super::offsets::{Offsets, Tp};
+use super::worker::{Batch, Completion, Worker};
+use super::{Msg, RuntimeConfig, RuntimeError, Stage};
+use crate::health::Health;
+use crate::kafka::producer::{Producer, ProducerConfig};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Runs `stage` on the configured topics until `shutdown` is cancelled (then drains, commits and
+/// returns `Ok`), or until a fatal error (breaker, `--auto-offset-reset=error`).
+pub async fn run<S: Stage>(
+    stage: S,
+    config: RuntimeConfig,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let producer = Producer::new(&ProducerConfig {
+        brokers: config.brokers.clone(),
+        client_id: format!("{}-dlq", config.group),
+        message_timeout: config.produce_timeout,
+    })?;
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Batch>(1);
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Completion>(4);
+    let dependency_down = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        stage: Arc::new(stage),
+        producer: producer.clone(),
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+        dependency_down: dependency_down.clone(),
+        breaker: Breaker::new(config.breaker),
+    };
+    let worker = tokio::spawn(worker.run(batch_rx, done_tx));
+
+    let consumer = create_consumer(&config, done_rx)?;
+    consumer.subscribe(&config.topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let driver = Driver {
+        consumer,
+        config: config.clone(),
+        health,
+        shutdown,
+        dependency_down,
+        batch_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("kafka-driver".into())
+        .spawn(move || driver.run())
+        .map_err(|e| RuntimeError::Internal(format!("cannot start the driver thread: {e}")))?;
+    let result = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))?
+        .map_err(|_| RuntimeError::Internal("driver thread panicked".into()))?;
+    let _ = worker.await;
+    if let Err(e) = producer.flush(Duration::from_secs(10)) {
+        tracing::warn!(error = %e, "producer flush incomplete at shutdown");
+    }
+    result
+}
+
+fn create_consumer(
+    config: &RuntimeConfig,
+    done_rx: Receiver<Completion>,
+) -> KafkaResult<BaseConsumer<Ctx>> {
+    let mut c = crate::kafka::base_config(&config.brokers, &config.group);
+    c.set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", config.auto_offset_reset.as_kafka())
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            config.heartbeat_interval.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval.as_millis().to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            config.prefetch_kbytes.to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.message.max.bytes", (10 * 1024 * 1024).to_string());
+    let ctx = Ctx {
+        state: Mutex::new(State {
+            done_rx,
+            offsets: Offsets::default(),
+            in_flight: None,
+            current: Vec::new(),
+            current_started: Instant::now(),
+            pending: None,
+            epoch: 0,
+            next_batch_id: 0,
+            assigned: HashSet::new(),
+            needs_repause: false,
+            fatal: None,
+        }),
+        drain_timeout: config.drain_timeout,
+        group: config.group.clone(),
+    };
+    c.create_with_context(ctx)
+}
+
+/// The in-flight batch.
+struct InFlight {
+    id: u64,
+    tps: HashSet<Tp>,
+}
+
+/// Everything the driver loop and the rebalance callbacks share (same thread; the lock is
+/// never held across `poll`).
+struct State {
+    done_rx: Receiver<Completion>,
+    offsets: Offsets,
+    in_flight: Option<InFlight>,
+    current: Vec<Arc<Msg>>,
+    current_started: Instant,
+    pending: Option<Vec<Arc<Msg>>>,
+    /// Incremented on every revoke; completions of older epochs are not committed.
+    epoch: u64,
+    next_batch_id: u64,
+    assigned: HashSet<Tp>,
+    needs_repause: bool,
+    fatal: Option<RuntimeError>,
+}
+
+impl State {
+    fn apply(&mut self, c: Completion) {
+        if self.in_flight.as_ref().is_some_and(|f| f.id == c.id) {
+            self.in_flight = None;
+        }
+        if let Some(f) = c.fatal {
+            self.fatal.get_or_insert(f);
+        }
+        if c.epoch != self.epoch {
+            tracing::debug!(
+                batch = c.id,
+                "completion from before a rebalance; its messages will be re-read"
+            );
+            return;
+        }
+        let keep = |(tp, _): &(Tp, i64)| self.assigned.contains(tp);
+        let done: Vec<_> = c.done.into_iter().filter(keep).collect();
+        let unfinished: Vec<_> = c.unfinished.into_iter().filter(keep).collect();
+        self.offsets.record(&done, &unfinished);
+    }
+
+    fn drain_completions(&mut self) {
+        while let Ok(c) = self.done_rx.try_recv() {
+            self.apply(c);
+        }
+    }
+
+    /// Waits up to `timeout` for the in-flight batch (if any) to complete.
+    fn wait_in_flight(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.in_flight.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done_rx.recv_timeout(left) {
+                Ok(c) => self.apply(c),
+                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.in_flight = None;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Drops buffered (not yet dispatched) messages of `tps`: they are re-read by the next owner.
+    fn drop_buffered(&mut self, tps: &HashSet<Tp>) {
+        let keep = |m: &Arc<Msg>| !tps.contains(&(m.topic.to_string(), m.partition));
+        self.current.retain(keep);
+        if let Some(p) = &mut self.pending {
+            p.retain(keep);
+        }
+    }
+}
+
+/// Consumer context: rebalance and commit callbacks.
+struct Ctx {
+    state: Mutex<State>,
+    drain_timeout: Duration,
+    group: String,
+}
+
+impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+fn commit_positions(
+    consumer: &BaseConsumer<Ctx>,
+    positions: &[(Tp, i64)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+impl ClientContext for Ctx {
+    /// librdkafka's logs, into `tracing`. An offset reset caused by an error (out of range) is
+    /// only reported here (facility `OFFSET`): it is counted and logged loudly.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "OFFSET" && log_message.contains("offset reset") {
+            let topic = log_message.split(" [").next().unwrap_or("unknown");
+            metrics::get()
+                .offset_resets
+                .with_label_values(&[topic])
+                .inc();
+            tracing::error!(
+                message = log_message,
+                "offset out of range: position reset per --auto-offset-reset"
+            );
+            return;
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(facility = fac, "{log_message}")
+            }
+            L::Warning => tracing::warn!(facility = fac, "{log_message}"),
+            L::Notice | L::Info => tracing::info!(facility = fac, "{log_message}"),
+            L::Debug => tracing::debug!(facility = fac, "{log_message}"),
+        }
+    }
+
+    /// librdkafka's statistics (every 5 s): per-partition lag without extra requests.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let lag = &metrics::get().lag;
+        for (name, topic) in &stats.topics {
+            for (partition, p) in &topic.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lag.with_label_values(&[name, &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let m = metrics::get();
+        m.rebalances.with_label_values(&["revoke"]).inc();
+        let revoked: Vec<Tp> = tps_of(tpl);
+        let revoked_set: HashSet<Tp> = revoked.iter().cloned().collect();
+        let mut st = self.lock();
+        st.drop_buffered(&revoked_set);
+        let touches = st
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.tps.iter().any(|tp| revoked_set.contains(tp)));
+        if touches && !st.wait_in_flight(self.drain_timeout) {
+            tracing::warn!("in-flight batch did not finish before the revoke deadline; its messages will be re-read");
+        }
+        st.drain_completions();
+        let positions = st.offsets.positions_of(&revoked);
+        if !positions.is_empty() {
+            match commit_positions(consumer, &positions, CommitMode::Sync) {
+                Ok(()) => m.commits.with_label_values(&["revoke", "ok"]).inc(),
+                Err(e) => {
+                    // Expected when the group moved on (old generation); the next owner re-reads.
+                    m.commits.with_label_values(&["revoke", "error"]).inc();
+                    tracing::info!(error = %e, "commit on revoke failed");
+                }
+            }
+        }
+        st.offsets.forget(&revoked);
+        for tp in &revoked {
+            st.assigned.remove(tp);
+            metrics::get()
+                .lag
+                .remove_label_values(&[&tp.0, &tp.1.to_string()])
+                .ok();
+        }
+        st.epoch += 1;
+        m.assigned
+            .with_label_values(&[&self.group])
+            .set(st.assigned.len() as i64);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let m = metrics::get();
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                m.rebalances.with_label_values(&["assign"]).inc();
+                let mut st = self.lock();
+                st.assigned.extend(tps_of(tpl));
+                st.needs_repause = true;
+                m.assigned
+                    .with_label_values(&[&self.group])
+                    .set(st.assigned.len() as i64);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                m.errors.with_label_values(&["rebalance"]).inc();
+                tracing::warn!(error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            metrics::get()
+                .commits
+                .with_label_values(&["async", "error"])
+                .inc();
+            tracing::info!(error = %e, "offset commit failed; will retry");
+            if let Ok(mut st) = self.state.try_lock() {
+                st.offsets.unmark_all();
+            }
+        }
+    }
+}
+
+struct Driver {
+    consumer: BaseConsumer<Ctx>,
+    config: RuntimeConfig,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    dependency_down: Arc<AtomicBool>,
+    batch_tx: tokio::sync::mpsc::Sender<Batch>,
+}
+
+impl Driver {
+    fn run(self) -> Result<(), RuntimeError> {
+        let m = metrics::get();
+        let group = self.config.group.clone();
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        let mut paused = false;
+        let (mut last_commit, mut last_touch) = (Instant::now(), None::<Instant>);
+        let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
+
+        let result = loop {
+            self.health.tick();
+            if let Some(path) = &self.config.healthcheck_file {
+                if last_touch.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    crate::app::touch(path);
+                    last_touch = Some(Instant::now());
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break Ok(());
+            }
+
+            let want_pause = {
+                let mut st = self.consumer.context().lock();
+                st.drain_completions();
+                if let Some(f) = st.fatal.take() {
+                    break Err(f);
+                }
+                let full = st.current.len() >= self.config.max_batch_size;
+                if st.pending.is_none()
+                    && !st.current.is_empty()
+                    && (full || st.current_started.elapsed() >= self.config.max_batch_time)
+                {
+                    st.pending = Some(std::mem::take(&mut st.current));
+                }
+                if st.in_flight.is_none() {
+                    if let Some(msgs) = st.pending.take() {
+                        let id = st.next_batch_id;
+                        st.next_batch_id += 1;
+                        let tps = msgs
+                            .iter()
+                            .map(|m| (m.topic.to_string(), m.partition))
+                            .collect();
+                        let batch = Batch {
+                            id,
+                            epoch: st.epoch,
+                            msgs,
+                        };
+                        match self.batch_tx.try_send(batch) {
+                            Ok(()) => st.in_flight = Some(InFlight { id, tps }),
+                            Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => {
+                                st.pending = Some(b.msgs)
+                            }
+                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                                break Err(RuntimeError::Internal("worker stopped".into()));
+                            }
+                        }
+                    }
+                }
+                if std::mem::take(&mut st.needs_repause) {
+                    paused = false; // pause state is lost when partitions are reassigned
+                }
+                let backpressure =
+                    st.pending.is_some() && st.current.len() >= self.config.max_batch_size;
+                let dependency = self.dependency_down.load(Ordering::Relaxed);
+                if !paused && (backpressure || dependency) {
+                    m.pauses
+                        .with_label_values(&[if dependency {
+                            "dependency"
+                        } else {
+                            "backpressure"
+                        }])
+                        .inc();
+                }
+                backpressure || dependency
+            };
+            if want_pause != paused {
+                if let Ok(assignment) = self.consumer.assignment() {
+                    let r = if want_pause {
+                        self.consumer.pause(&assignment)
+                    } else {
+                        self.consumer.resume(&assignment)
+                    };
+                    match r {
+                        Ok(()) => {
+                            paused = want_pause;
+                            m.paused.with_label_values(&[&group]).set(i64::from(paused));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+                    }
+                }
+            }
+
+            match self.consumer.poll(poll_timeout) {
+                Some(Ok(msg)) => {
+                    let owned = Arc::new(to_msg(&msg, &mut topics));
+                    let mut st = self.consumer.context().lock();
+                    if st.current.is_empty() {
+                        st.current_started = Instant::now();
+                    }
+                    st.current.push(owned);
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // Only emitted with --auto-offset-reset=error.
+                    m.offset_resets.with_label_values(&["*"]).inc();
+                    break Err(RuntimeError::OffsetOutOfRange);
+                }
+                Some(Err(e)) => {
+                    m.errors.with_label_values(&[error_kind(&e)]).inc();
+                    tracing::debug!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+
+            if last_commit.elapsed() >= self.config.commit_interval {
+                self.commit("timer", CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        };
+        self.drain();
+        result
+    }
+
+    fn commit(&self, trigger: &str, mode: CommitMode) {
+        let mut st = self.consumer.context().lock();
+        let positions = st.offsets.pending();
+        if positions.is_empty() {
+            return;
+        }
+        st.offsets.mark_committed(&positions);
+        drop(st);
+        let m = metrics::get();
+        match commit_positions(&self.consumer, &positions, mode) {
+            Ok(()) => m.commits.with_label_values(&[trigger, "ok"]).inc(),
+            Err(e) => {
+                m.commits.with_label_values(&[trigger, "error"]).inc();
+                tracing::info!(error = %e, trigger, "offset commit failed; will retry");
+                self.consumer.context().lock().offsets.unmark(&positions);
+            }
+        }
+    }
+
+    /// Shutdown: stop fetching, let the in-flight batch finish (bounded), commit, leave the group.
+    fn drain(&self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&assignment);
+        }
+        {
+            let mut st = self.consumer.context().lock();
+            if !st.wait_in_flight(self.config.drain_timeout) {
+                tracing::warn!(
+                    "in-flight batch unfinished at the drain deadline; it will be re-read"
+                );
+            }
+            st.drain_completions();
+        }
+        self.commit("shutdown", CommitMode::Sync);
+        self.consumer.unsubscribe();
+        tracing::info!("consumer drained and committed");
+    }
+}
+
+fn error_kind(e: &KafkaError) -> &'static str {
+    match e {
+        KafkaError::MessageConsumption(_) => "consume",
+        KafkaError::Global(_) => "global",
+        _ => "other",
+    }
+}
+
+fn to_msg(m: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Msg {
+    let topic = match topics.get(m.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(m.topic());
+            topics.insert(m.topic().to_owned(), t.clone());
+            t
+        }
+    };
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Msg {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}

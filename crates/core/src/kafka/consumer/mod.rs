@@ -1,0 +1,149 @@
+//! The consumer runtime every stage reuses (design §6).
+//!
+//! A stage implements [`Stage::process`]: "process this batch and return when its effects are
+//! durable", with one [`Outcome`] per message. The runtime owns the rest:
+//! - polling on a dedicated driver thread (rebalance callbacks run inside `poll`, so they can
+//!   block on in-flight work without touching the async runtime);
+//! - batching (`--max-batch-size`, `--max-batch-time-ms`) with one batch in flight and one being
+//!   filled, and a bounded librdkafka prefetch, so memory stays bounded under any backlog;
+//! - per-partition `offset+1` commits after effects, on a timer, on revoke and on shutdown;
+//!   commits failing after a revoke are logged and counted, never fatal;
+//! - error classes: bad input → DLQ with reason, original key/headers, offset advances;
+//!   dependency-wide → pause the partitions, keep polling (stay in the group), back off, resume;
+//!   per-message → up to 5 attempts within 10 s, then DLQ;
+//! - the circuit breaker (flush DLQ, commit, exit non-zero), out-of-range resets with a metric,
+//!   progress-aware liveness and the health-check file, and SIGTERM drain → commit → exit.
+
+mod breaker;
+mod driver;
+mod metrics;
+mod offsets;
+mod worker;
+
+pub use breaker::BreakerConfig;
+pub use driver::run;
+
+use crate::messages::{DlqReason, Rejection};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Broker or producer timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Msg {
+    /// The payload, or an empty slice for a tombstone.
+    pub fn payload(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
+    }
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Effects are durable (or there were none to make: a drop counted in the stage's metrics).
+    Done,
+    /// Bad input: goes to the DLQ with this reason; the offset advances.
+    Reject(Rejection),
+    /// A failure scoped to this message (event not found yet, serialization conflict): retried
+    /// up to 5 times within 10 s, then dead-lettered with `reason` (e.g. `event_not_found`,
+    /// `retry_exhausted`).
+    Retry { reason: DlqReason, detail: String },
+    /// A dependency every message needs is down (database, object store, broker): the runtime
+    /// pauses the partitions and retries with backoff, indefinitely; never dead-lettered.
+    Unavailable(String),
+}
+
+/// A pipeline stage.
+pub trait Stage: Send + Sync + 'static {
+    /// Processes `batch` and returns once every effect is durable, with one outcome per message
+    /// in input order. Messages of one partition arrive in offset order.
+    fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// Runtime settings (from the common flags, with test overrides).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub brokers: String,
+    pub group: String,
+    pub topics: Vec<String>,
+    pub auto_offset_reset: crate::cli::OffsetReset,
+    pub max_batch_size: usize,
+    pub max_batch_time: Duration,
+    pub max_poll_interval: Duration,
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// How often durable offsets are committed.
+    pub commit_interval: Duration,
+    /// Longest wait for in-flight work on revoke and on shutdown.
+    pub drain_timeout: Duration,
+    /// librdkafka's `queued.max.messages.kbytes` (prefetch bound per consumer).
+    pub prefetch_kbytes: usize,
+    pub per_message_attempts: u32,
+    pub per_message_budget: Duration,
+    pub max_backoff: Duration,
+    pub breaker: BreakerConfig,
+    pub healthcheck_file: Option<std::path::PathBuf>,
+    /// Producer delivery timeout for the DLQ.
+    pub produce_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// Settings from the common flags.
+    pub fn from_args(
+        common: &crate::cli::CommonArgs,
+        brokers: &str,
+        topics: Vec<String>,
+    ) -> RuntimeConfig {
+        RuntimeConfig {
+            brokers: brokers.to_owned(),
+            group: common.consumer_group().to_owned(),
+            topics,
+            auto_offset_reset: common.auto_offset_reset,
+            max_batch_size: common.max_batch_size.max(1),
+            max_batch_time: Duration::from_millis(common.max_batch_time_ms.max(1)),
+            max_poll_interval: Duration::from_millis(common.max_poll_interval_ms),
+            session_timeout: Duration::from_millis(common.session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(common.heartbeat_interval_ms),
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            prefetch_kbytes: 64 * 1024,
+            per_message_attempts: 5,
+            per_message_budget: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(10),
+            breaker: BreakerConfig::default(),
+            healthcheck_file: common.healthcheck_file_path.clone(),
+            produce_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the runtime stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("circuit breaker tripped: {0} consecutive messages rejected; DLQ flushed and offsets committed")]
+    BreakerTripped(u64),
+    #[error("offset out of range and --auto-offset-reset=error")]
+    OffsetOutOfRange,
+    #[error("runtime failure: {0}")]
+    Internal(String),
+}

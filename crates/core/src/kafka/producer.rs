@@ -1,0 +1,127 @@
+//! The producer every stage uses: a send resolves only when the broker acknowledged the message
+//! (never "enqueued = delivered"); keys are partitioned with `murmur2_random` (the Java client's
+//! partitioner) so other services' producers agree; lz4; flushed on shutdown.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub brokers: String,
+    pub client_id: String,
+    /// How long librdkafka keeps trying to deliver before the send fails.
+    pub message_timeout: Duration,
+}
+
+/// A failed send.
+#[derive(Debug, thiserror::Error)]
+#[error("produce to {topic} failed: {error}")]
+pub struct ProduceError {
+    pub topic: String,
+    pub error: rdkafka::error::KafkaError,
+}
+
+struct ProducerMetrics {
+    sent: IntCounterVec,
+    latency: HistogramVec,
+}
+
+fn metrics() -> &'static ProducerMetrics {
+    static M: OnceLock<ProducerMetrics> = OnceLock::new();
+    M.get_or_init(|| ProducerMetrics {
+        sent: crate::metrics::counter_vec(
+            Opts::new(
+                "sluice_produced_messages_total",
+                "Messages produced, by topic and result (ok, error).",
+            ),
+            &["topic", "result"],
+        ),
+        latency: crate::metrics::histogram_vec(
+            HistogramOpts::new(
+                "sluice_produce_latency_seconds",
+                "Time from send to broker acknowledgement.",
+            ),
+            &["topic"],
+        ),
+    })
+}
+
+/// A Kafka producer.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl Producer {
+    /// Creates the producer (no network I/O yet).
+    pub fn new(config: &ProducerConfig) -> Result<Producer, rdkafka::error::KafkaError> {
+        let mut c = super::base_config(&config.brokers, &config.client_id);
+        c.set("partitioner", "murmur2_random")
+            .set("compression.type", "lz4")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.max.bytes", super::MAX_MESSAGE_BYTES.to_string())
+            .set(
+                "message.timeout.ms",
+                config.message_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5");
+        Ok(Producer { inner: c.create()? })
+    }
+
+    /// Sends one message and waits for the broker's acknowledgement; returns (partition, offset).
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(i32, i64), ProduceError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if !headers.is_empty() {
+            let h = headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(*v),
+                    })
+                },
+            );
+            record = record.headers(h);
+        }
+        let started = Instant::now();
+        let m = metrics();
+        // Timeout::Never for the local queue: back-pressure waits instead of failing the send;
+        // message.timeout.ms still bounds delivery.
+        match self.inner.send(record, Timeout::Never).await {
+            Ok(delivery) => {
+                m.sent.with_label_values(&[topic, "ok"]).inc();
+                m.latency
+                    .with_label_values(&[topic])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok((delivery.partition, delivery.offset))
+            }
+            Err((error, _)) => {
+                m.sent.with_label_values(&[topic, "error"]).inc();
+                Err(ProduceError {
+                    topic: topic.to_owned(),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+        self.inner.flush(timeout)
+    }
+}
