@@ -315,3 +315,91 @@ fn sigterm_during_a_batch_completes_it_and_commits() -> anyhow::Result<()> {
     assert_eq!(committed, rows, "committed exactly what was written");
     Ok(())
 }
+
+#[test]
+fn database_outage_pauses_stays_in_group_and_resumes() -> anyhow::Result<()> {
+    use diesel::prelude::*;
+    let pg = sluice_testkit::pg::PrivatePostgres::start()?;
+    let url = pg.url();
+    {
+        let mut c = PgConnection::establish(&url)?;
+        diesel::sql_query(
+            "CREATE TABLE toy_rows (key TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INT NOT NULL, \
+             \"offset\" BIGINT NOT NULL, times INT NOT NULL DEFAULT 1)",
+        )
+        .execute(&mut c)?;
+    }
+    let broker = Broker::start(&[("toy", 2), ("toy-dlq", 1)])?;
+    let topic = broker.topic("toy");
+    let group = unique("toy-group");
+    produce(&broker, &topic, &(0..3_000).map(ok).collect::<Vec<_>>())?;
+    let args = ["--max-poll-interval-ms", "8000", "--max-batch-size", "100"];
+    let mut t = toy(&broker, &url, &group, &topic, &args)?;
+    wait_rows(&url, 500, Duration::from_secs(60))?;
+
+    pg.stop_server()?;
+    produce(&broker, &topic, &(3_000..5_000).map(ok).collect::<Vec<_>>())?;
+    std::thread::sleep(Duration::from_secs(15)); // longer than max.poll.interval.ms
+    assert!(
+        t.proc.child.try_wait()?.is_none(),
+        "the consumer survives the outage"
+    );
+    assert_eq!(
+        metric(&t.metrics, "sluice_consumer_paused"),
+        Some(1.0),
+        "partitions paused"
+    );
+    let during = committed_vs_high(&broker, &group, &topic)?;
+    assert_eq!(
+        metric(
+            &t.metrics,
+            "sluice_consumer_rebalances_total{kind=\"revoke\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "still in the group: no revoke"
+    );
+
+    pg.start_server()?;
+    // What is written right after the restart bounds what may have been committed before it.
+    let written: Vec<(i32, i64)> = {
+        #[derive(QueryableByName)]
+        struct W {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            partition: i32,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            max: i64,
+        }
+        let mut c = PgConnection::establish(&url)?;
+        diesel::sql_query(
+            "SELECT partition, max(\"offset\") AS max FROM toy_rows GROUP BY partition",
+        )
+        .load::<W>(&mut c)?
+        .into_iter()
+        .map(|w| (w.partition, w.max))
+        .collect()
+    };
+    for (p, (committed, _)) in during.iter().enumerate() {
+        let max_written = written
+            .iter()
+            .find(|(wp, _)| *wp == p as i32)
+            .map(|(_, m)| *m)
+            .unwrap_or(-1);
+        assert!(
+            *committed <= max_written + 1,
+            "partition {p}: committed {committed} past written {max_written}"
+        );
+    }
+    wait_rows(&url, 5_000, Duration::from_secs(120))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    assert_eq!(row_stats(&url).map(|s| s.rows), Some(5_000));
+    wait_for("resumed", Duration::from_secs(10), || {
+        metric(&t.metrics, "sluice_consumer_paused").filter(|v| *v == 0.0)
+    })?;
+    t.proc.signal("TERM")?;
+    assert_eq!(
+        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
+        Some(0)
+    );
+    Ok(())
+}

@@ -62,7 +62,7 @@ impl Db {
             .max_size(max_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(5))
-            .test_on_check_out(false)
+            .test_on_check_out(true)
             .build_unchecked(manager);
         Db { pool }
     }
