@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod ids;
+pub mod issues;
 pub mod kafka;
 pub mod logging;
 pub mod messages;

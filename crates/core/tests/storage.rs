@@ -119,9 +119,11 @@ async fn pool_runs_on_blocking_threads_and_reports_outages() -> anyhow::Result<(
     let n = pool
         .run(|c| {
             diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (7, 'x')").execute(c)?;
-            Ok(diesel::sql_query("SELECT count(*) AS n FROM organizations")
-                .get_result::<Count>(c)?
-                .n)
+            Ok::<_, DbError>(
+                diesel::sql_query("SELECT count(*) AS n FROM organizations")
+                    .get_result::<Count>(c)?
+                    .n,
+            )
         })
         .await?;
     assert_eq!(n, 1);

@@ -1,8 +1,11 @@
-//! `occurrence-consumer`.
+//! `occurrence-consumer`: issue occurrences and status changes → issue groups.
+
+mod batch;
 
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
+use sluice_core::kafka::consumer::{self, RuntimeConfig};
 use sluice_core::stages::{occurrence_topics, OCCURRENCE};
 use std::process::ExitCode;
 
@@ -35,10 +38,25 @@ fn main() -> ExitCode {
                     database: true,
                     topics: occurrence_topics(&cli.common),
                 };
-                Context::start(OCCURRENCE, cli.common, needs)
-                    .await?
-                    .idle_until_shutdown()
-                    .await
+                let brokers = cli.common.kafka_brokers.clone().unwrap_or_default();
+                let config = RuntimeConfig::from_args(
+                    &cli.common,
+                    &brokers,
+                    vec![cli.common.topics.occurrences_topic.clone()],
+                );
+                let ctx = Context::start(OCCURRENCE, cli.common, needs).await?;
+                let db = ctx
+                    .db
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+                consumer::run(
+                    batch::OccurrenceStage { db },
+                    config,
+                    ctx.health.clone(),
+                    ctx.shutdown.clone(),
+                )
+                .await?;
+                Ok(())
             }
         }
     })

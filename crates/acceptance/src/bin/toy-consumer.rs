@@ -118,7 +118,7 @@ impl Stage for Toy {
                         }
                         Ok::<_, diesel::result::Error>(())
                     })?;
-                    Ok(())
+                    Ok::<_, DbError>(())
                 })
                 .await
         };

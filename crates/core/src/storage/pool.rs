@@ -68,27 +68,28 @@ impl Db {
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
-    pub async fn run<F, R>(&self, f: F) -> Result<R, DbError>
+    pub async fn run<F, R, E>(&self, f: F) -> Result<R, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool
                 .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                .map_err(|e| E::from(DbError::Unavailable(e.to_string())))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+        .map_err(|e| E::from(DbError::Task(e.to_string())))?
     }
 
     /// `SELECT 1`: whether the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.run(|c| {
             diesel::sql_query("SELECT 1").execute(c)?;
-            Ok(())
+            Ok::<_, DbError>(())
         })
         .await
     }

@@ -66,6 +66,10 @@ pub enum Outcome {
     /// up to 5 times within 10 s, then dead-lettered with `reason` (e.g. `event_not_found`,
     /// `retry_exhausted`).
     Retry { reason: DlqReason, detail: String },
+    /// Like `Retry`, but once the attempts are exhausted the message is dropped (counted as
+    /// `dropped_after_retry`), not dead-lettered: e.g. a status change for a group that never
+    /// appeared.
+    RetryThenDrop(String),
     /// A dependency every message needs is down (database, object store, broker): the runtime
     /// pauses the partitions and retries with backoff, indefinitely; never dead-lettered.
     Unavailable(String),

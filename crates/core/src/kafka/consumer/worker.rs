@@ -126,6 +126,21 @@ impl<S: Stage> Worker<S> {
                             unfinished.push((tp(&msg), msg.offset));
                         }
                     }
+                    Outcome::RetryThenDrop(detail) => {
+                        let attempts = attempts + 1;
+                        m.retries.with_label_values(&["message"]).inc();
+                        if attempts < self.config.per_message_attempts
+                            && started.elapsed() < self.config.per_message_budget
+                        {
+                            next.push((msg, attempts));
+                        } else {
+                            tracing::info!(topic = %msg.topic, offset = msg.offset, detail = %detail, "dropped after retries");
+                            m.messages
+                                .with_label_values(&[&msg.topic, "dropped_after_retry"])
+                                .inc();
+                            done.push((tp(&msg), msg.offset));
+                        }
+                    }
                     Outcome::Unavailable(error) => {
                         dependency_error = Some(error);
                         next.push((msg, attempts));

@@ -1,0 +1,90 @@
+//! The issue platform's processing (reference §5, design §5): occurrences become groups,
+//! status changes move them. Shared by `occurrence-consumer` and the producer-shim fallback.
+
+pub mod group;
+pub mod grouptype;
+pub mod occurrence;
+pub mod parse;
+pub mod project;
+pub mod status_change;
+
+use crate::messages::{IssuePlatformMessage, Rejection};
+use crate::storage::{Db, DbError};
+use diesel::Connection;
+
+/// What processing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A new group was created for the occurrence.
+    Created { group_id: i64 },
+    /// The occurrence was added to an existing group.
+    Updated { group_id: i64, regressed: bool },
+    /// This occurrence or status change was applied before (replay).
+    Duplicate,
+    /// Dropped on purpose (reason is a bounded metric label).
+    Dropped(&'static str),
+    /// The group's status changed.
+    StatusChanged { group_id: i64 },
+    /// The group already had the requested status.
+    StatusUnchanged,
+    /// Refused by Sentry's validation table (logged).
+    StatusInvalid(&'static str),
+}
+
+impl Applied {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Applied::Created { .. } => "group_created",
+            Applied::Updated {
+                regressed: true, ..
+            } => "group_regressed",
+            Applied::Updated { .. } => "group_updated",
+            Applied::Duplicate => "duplicate",
+            Applied::Dropped(r) => r,
+            Applied::StatusChanged { .. } => "status_changed",
+            Applied::StatusUnchanged => "status_unchanged",
+            Applied::StatusInvalid(_) => "status_invalid",
+        }
+    }
+}
+
+/// Why processing did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// Bad input: dead-letter it.
+    #[error(transparent)]
+    Reject(#[from] Rejection),
+    /// The occurrence's event is not stored (yet): retry, then dead-letter `event_not_found`.
+    #[error("{0}")]
+    EventNotFound(String),
+    /// No group for the status change's fingerprint (yet): retry, then drop.
+    #[error("{0}")]
+    GroupNotFound(String),
+    /// A race to retry (serialization failure, vanished row).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for IssueError {
+    fn from(e: diesel::result::Error) -> Self {
+        IssueError::Db(DbError::Query(e))
+    }
+}
+
+/// Processes one decoded message in its own transaction.
+pub async fn process(db: &Db, msg: IssuePlatformMessage) -> Result<Applied, IssueError> {
+    match msg {
+        IssuePlatformMessage::Occurrence(o) => {
+            let occ = parse::parse(&o)?;
+            db.run(move |c| c.transaction(|c| occurrence::save(c, &occ)))
+                .await
+        }
+        IssuePlatformMessage::StatusChange(s) => {
+            db.run(move |c| c.transaction(|c| status_change::apply(c, &s)))
+                .await
+        }
+    }
+}

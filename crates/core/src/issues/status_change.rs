@@ -1,0 +1,200 @@
+//! Applying a status change (reference §5.8): find the group of the hashed `fingerprint[0]`,
+//! validate the requested (status, substatus), update the group and write one activity and one
+//! history row. Applied ids are recorded in `applied_status_changes` in the same transaction, so
+//! a replay is a no-op.
+
+use super::group::{self, priority_name, GroupRow};
+use super::{Applied, IssueError};
+use crate::ids::md5_hex;
+use crate::messages::enums::{group_status as st, group_substatus as sub, priority};
+use crate::messages::StatusChangeMessage;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bpchar, Integer, Nullable};
+use serde_json::json;
+
+/// Why a requested status is refused (Sentry's log keys).
+fn validate(status: i32, substatus: Option<i32>) -> Result<(), &'static str> {
+    match (status, substatus) {
+        (st::UNRESOLVED | st::IGNORED, None) => Err("group.update_status.missing_substatus"),
+        (st::RESOLVED, Some(_)) => Err("group.update_status.unexpected_substatus"),
+        (st::IGNORED, Some(s))
+            if ![
+                sub::UNTIL_ESCALATING,
+                sub::UNTIL_CONDITION_MET,
+                sub::FOREVER,
+            ]
+            .contains(&s) =>
+        {
+            Err("group.update_status.invalid_substatus")
+        }
+        (st::UNRESOLVED, Some(s))
+            if ![sub::ESCALATING, sub::REGRESSED, sub::ONGOING].contains(&s) =>
+        {
+            Err("group.update_status.invalid_substatus")
+        }
+        (st::RESOLVED | st::IGNORED | st::UNRESOLVED, _) => Ok(()),
+        _ => Err("group.update_status.unsupported_status"),
+    }
+}
+
+/// The history status of a (status, substatus).
+fn history_name(status: i32, substatus: Option<i32>) -> &'static str {
+    match (status, substatus) {
+        (st::RESOLVED, _) => "resolved",
+        (_, Some(sub::FOREVER)) => "archived_forever",
+        (_, Some(sub::UNTIL_ESCALATING)) => "archived_until_escalating",
+        (_, Some(sub::UNTIL_CONDITION_MET)) => "archived_until_condition_met",
+        (_, Some(sub::ESCALATING)) => "escalating",
+        (_, Some(sub::REGRESSED)) => "regressed",
+        (_, Some(sub::NEW)) => "new",
+        _ => "ongoing",
+    }
+}
+
+/// Applies `change`; runs inside the caller's transaction.
+pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Applied, IssueError> {
+    let hash = md5_hex(&change.fingerprint[0]);
+    let project_id = change.project_id as i64;
+    let Some(g) = group::find_for_update(conn, project_id, &hash)? else {
+        return Err(IssueError::GroupNotFound(format!(
+            "no group for fingerprint hash {hash} in project {project_id}"
+        )));
+    };
+    let id = normalised_id(&change.id);
+    let recorded = diesel::sql_query(
+        "INSERT INTO applied_status_changes (id, project_id, group_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind::<Bpchar, _>(&id)
+    .bind::<BigInt, _>(project_id)
+    .bind::<BigInt, _>(g.id)
+    .execute(conn)?;
+    if recorded == 0 {
+        return Ok(Applied::Duplicate);
+    }
+    let (status, substatus) = (change.new_status, change.new_substatus);
+    if g.status == status && g.substatus == substatus {
+        return Ok(Applied::StatusUnchanged);
+    }
+    if let Err(key) = validate(status, substatus) {
+        tracing::error!(project_id, fingerprint = %hash, new_status = status, new_substatus = ?substatus, "{key}");
+        return Ok(Applied::StatusInvalid(key));
+    }
+    let (activity, new_priority) = match (status, substatus) {
+        (st::RESOLVED, _) => ("set_resolved", None),
+        (st::IGNORED, _) => ("set_ignored", None),
+        (_, Some(sub::ESCALATING)) => ("set_escalating", Some(priority::HIGH)),
+        (_, Some(sub::REGRESSED)) => ("set_regression", None),
+        _ if g.substatus == Some(sub::ESCALATING) => ("auto_set_ongoing", initial_priority(&g)),
+        _ => ("set_unresolved", None),
+    };
+    let new_priority = new_priority.filter(|p| *p != g.priority);
+    diesel::sql_query(
+        "UPDATE groups SET status = $2, substatus = $3, priority = COALESCE($4, priority), \
+           resolved_at = CASE WHEN $2 = 1 THEN now() ELSE NULL END, \
+           active_at = CASE WHEN $2 = 0 AND status <> 0 THEN now() ELSE active_at END \
+         WHERE id = $1",
+    )
+    .bind::<BigInt, _>(g.id)
+    .bind::<Integer, _>(status)
+    .bind::<Nullable<Integer>, _>(substatus)
+    .bind::<Nullable<Integer>, _>(new_priority)
+    .execute(conn)?;
+    group::record(
+        conn,
+        &g,
+        activity,
+        json!({}),
+        history_name(status, substatus),
+    )?;
+    if let Some(p) = new_priority {
+        let reason = if activity == "set_escalating" {
+            "escalating"
+        } else {
+            "ongoing"
+        };
+        group::record(
+            conn,
+            &g,
+            "set_priority",
+            json!({ "priority": priority_name(p), "reason": reason }),
+            "",
+        )?;
+    }
+    Ok(Applied::StatusChanged { group_id: g.id })
+}
+
+/// The priority the group was created with (`data.metadata.initial_priority`).
+fn initial_priority(g: &GroupRow) -> Option<i32> {
+    g.data
+        .get("metadata")?
+        .get("initial_priority")?
+        .as_i64()
+        .map(|p| p as i32)
+}
+
+/// Status change ids are uuid4 hex from Sentry's producer; anything else (legacy md5 ids, other
+/// producers' strings) is kept when it fits 32 characters and hashed otherwise.
+fn normalised_id(id: &str) -> String {
+    match crate::ids::uuid_hex(id) {
+        Ok(u) => u,
+        Err(_) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_ascii_lowercase()
+        }
+        Err(_) => md5_hex(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentry_validation_table() {
+        assert_eq!(
+            validate(st::RESOLVED, Some(sub::FOREVER)),
+            Err("group.update_status.unexpected_substatus")
+        );
+        assert_eq!(
+            validate(st::IGNORED, None),
+            Err("group.update_status.missing_substatus")
+        );
+        assert_eq!(
+            validate(st::IGNORED, Some(sub::REGRESSED)),
+            Err("group.update_status.invalid_substatus")
+        );
+        assert_eq!(
+            validate(st::UNRESOLVED, Some(sub::NEW)),
+            Err("group.update_status.invalid_substatus")
+        );
+        assert_eq!(
+            validate(st::PENDING_DELETION, None),
+            Err("group.update_status.unsupported_status")
+        );
+        for ok in [
+            (st::RESOLVED, None),
+            (st::IGNORED, Some(sub::FOREVER)),
+            (st::IGNORED, Some(sub::UNTIL_ESCALATING)),
+            (st::IGNORED, Some(sub::UNTIL_CONDITION_MET)),
+            (st::UNRESOLVED, Some(sub::ESCALATING)),
+            (st::UNRESOLVED, Some(sub::ONGOING)),
+            (st::UNRESOLVED, Some(sub::REGRESSED)),
+        ] {
+            assert_eq!(validate(ok.0, ok.1), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn history_names_and_ids() {
+        assert_eq!(
+            history_name(st::IGNORED, Some(sub::FOREVER)),
+            "archived_forever"
+        );
+        assert_eq!(history_name(st::RESOLVED, None), "resolved");
+        assert_eq!(history_name(st::UNRESOLVED, Some(sub::ONGOING)), "ongoing");
+        assert_eq!(
+            normalised_id("5C1D7A0E-2F4B-4E8A-9D3C-6B1E0A7F4C21"),
+            "5c1d7a0e2f4b4e8a9d3c6b1e0a7f4c21"
+        );
+        assert_eq!(normalised_id("not-a-uuid").len(), 32);
+    }
+}
