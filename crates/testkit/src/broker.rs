@@ -166,7 +166,24 @@ impl Broker {
             .create()?)
     }
 
-    /// Reads up to `n` messages of `topic` from the beginning within `timeout`.
+    /// Messages currently stored in `topic` (sum of high minus low watermarks).
+    pub fn stored(&self, topic: &str) -> anyhow::Result<usize> {
+        use rdkafka::consumer::Consumer;
+        let consumer = self.consumer()?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut total = 0;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) =
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                total += (high - low).max(0) as usize;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Reads up to `n` messages of `topic` from the beginning within `timeout`, never waiting
+    /// for more than the topic holds when the read starts.
     pub fn read_all(
         &self,
         topic: &str,
@@ -174,6 +191,7 @@ impl Broker {
         timeout: Duration,
     ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
         use rdkafka::consumer::Consumer;
+        let n = n.min(self.stored(topic)?);
         let consumer = self.consumer()?;
         consumer.subscribe(&[topic])?;
         let deadline = std::time::Instant::now() + timeout;

@@ -158,7 +158,8 @@ pub fn parse(msg: &OccurrenceMessage) -> Result<Occurrence, Rejection> {
 }
 
 /// The stored form of an embedded event: type `generic`, the occurrence's level, normalised id,
-/// `metadata.title` = the issue title, epoch timestamps.
+/// `metadata.title` = the issue title, epoch timestamps (`timestamp` and `received` default to the
+/// detection time).
 fn event_body(
     ev: &EmbeddedEvent,
     event_id: &str,
@@ -174,8 +175,9 @@ fn event_body(
         m.insert("metadata".into(), json!({ "title": title }));
         m.entry("timestamp")
             .or_insert_with(|| json!(detected.epoch_secs()));
+        // Deterministic, so every replay and every consumer stores the same event.
         m.entry("received")
-            .or_insert_with(|| json!(Timestamp::now().epoch_secs()));
+            .or_insert_with(|| json!(detected.epoch_secs()));
         m.entry("tags").or_insert_with(|| json!([]));
     }
     v
