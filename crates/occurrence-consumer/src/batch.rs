@@ -1,17 +1,18 @@
-//! The occurrence consumer's stage: a batch is decoded, grouped by raw `fingerprint[0]`
-//! (order kept within a fingerprint), and the fingerprints run concurrently, each message in its
-//! own transaction.
+//! The occurrence consumer's stage: a batch is decoded and split into lanes by raw
+//! `fingerprint[0]` (every message of a fingerprint in one lane, in arrival order). Lanes run
+//! concurrently, each as one transaction with a savepoint per message, so a batch costs a few
+//! commits instead of one per message.
 
-use futures::StreamExt;
 use prometheus::{IntCounterVec, Opts};
 use sluice_core::issues::{self, IssueError};
 use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
 use sluice_core::messages::{DlqReason, IssuePlatformMessage};
 use sluice_core::storage::Db;
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-/// Fingerprints processed at once (bounded by the database pool).
+/// Lanes (concurrent transactions) per batch; bounded by the database pool.
 pub const CONCURRENCY: usize = 8;
 
 fn results() -> &'static IntCounterVec {
@@ -63,33 +64,32 @@ pub fn outcome(result: Result<issues::Applied, IssueError>) -> Outcome {
 impl Stage for OccurrenceStage {
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut order: Vec<String> = Vec::new();
-        let mut groups: HashMap<String, Vec<(usize, IssuePlatformMessage)>> = HashMap::new();
+        // Lanes: every message of one fingerprint goes to the same lane, in arrival order.
+        let mut lanes: Vec<Vec<(usize, IssuePlatformMessage)>> =
+            (0..CONCURRENCY).map(|_| Vec::new()).collect();
         for (i, m) in batch.iter().enumerate() {
             match IssuePlatformMessage::decode(m.payload()) {
                 Err(r) => outcomes[i] = Some(Outcome::Reject(r)),
                 Ok(msg) => {
-                    let key = msg.ordering_key().to_owned();
-                    if !groups.contains_key(&key) {
-                        order.push(key.clone());
-                    }
-                    groups.entry(key).or_default().push((i, msg));
+                    let mut h = DefaultHasher::new();
+                    msg.ordering_key().hash(&mut h);
+                    lanes[(h.finish() % CONCURRENCY as u64) as usize].push((i, msg));
                 }
             }
         }
         let db = &self.db;
         let done: Vec<Vec<(usize, Outcome)>> =
-            futures::stream::iter(order.into_iter().filter_map(|k| groups.remove(&k)))
-                .map(|items| async move {
-                    let mut out = Vec::with_capacity(items.len());
-                    for (i, msg) in items {
-                        out.push((i, outcome(issues::process(db, msg).await)));
-                    }
-                    out
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+            futures::future::join_all(lanes.into_iter().filter(|l| !l.is_empty()).map(
+                |lane| async move {
+                    let (idx, msgs): (Vec<usize>, Vec<IssuePlatformMessage>) =
+                        lane.into_iter().unzip();
+                    let results = issues::process_many(db, msgs).await;
+                    idx.into_iter()
+                        .zip(results.into_iter().map(outcome))
+                        .collect()
+                },
+            ))
+            .await;
         for (i, o) in done.into_iter().flatten() {
             outcomes[i] = Some(o);
         }

@@ -76,15 +76,67 @@ impl From<diesel::result::Error> for IssueError {
 
 /// Processes one decoded message in its own transaction.
 pub async fn process(db: &Db, msg: IssuePlatformMessage) -> Result<Applied, IssueError> {
-    match msg {
-        IssuePlatformMessage::Occurrence(o) => {
-            let occ = parse::parse(&o)?;
-            db.run(move |c| c.transaction(|c| occurrence::save(c, &occ)))
-                .await
+    let mut out = process_many(db, vec![msg]).await;
+    out.pop()
+        .unwrap_or_else(|| Err(IssueError::Conflict("no result".into())))
+}
+
+/// Processes `msgs` in order in one transaction, each message under its own savepoint: a
+/// message that fails leaves no trace and does not affect the others, and one commit covers
+/// them all. If the transaction itself fails, every message gets that error (nothing was kept).
+pub async fn process_many(
+    db: &Db,
+    msgs: Vec<IssuePlatformMessage>,
+) -> Vec<Result<Applied, IssueError>> {
+    let n = msgs.len();
+    let parsed: Vec<Result<Parsed, IssueError>> =
+        msgs.into_iter().map(Parsed::from_message).collect();
+    let outcome = db
+        .run(move |c| {
+            let mut projects = project::Cache::default();
+            c.transaction::<_, IssueError, _>(|c| {
+                Ok(parsed
+                    .into_iter()
+                    .map(|p| {
+                        let p = p?;
+                        c.transaction(|c| match &p {
+                            Parsed::Occurrence(occ) => occurrence::save(c, occ, &mut projects),
+                            Parsed::StatusChange(s) => status_change::apply(c, s),
+                        })
+                    })
+                    .collect::<Vec<_>>())
+            })
+        })
+        .await;
+    match outcome {
+        Ok(results) => results,
+        Err(e) => {
+            let text = e.to_string();
+            let dependency = matches!(&e, IssueError::Db(d) if d.is_dependency_wide());
+            (0..n)
+                .map(|_| {
+                    Err(if dependency {
+                        IssueError::Db(DbError::Unavailable(text.clone()))
+                    } else {
+                        IssueError::Conflict(text.clone())
+                    })
+                })
+                .collect()
         }
-        IssuePlatformMessage::StatusChange(s) => {
-            db.run(move |c| c.transaction(|c| status_change::apply(c, &s)))
-                .await
-        }
+    }
+}
+
+/// A message ready for the database.
+enum Parsed {
+    Occurrence(Box<parse::Occurrence>),
+    StatusChange(crate::messages::StatusChangeMessage),
+}
+
+impl Parsed {
+    fn from_message(msg: IssuePlatformMessage) -> Result<Parsed, IssueError> {
+        Ok(match msg {
+            IssuePlatformMessage::Occurrence(o) => Parsed::Occurrence(Box::new(parse::parse(&o)?)),
+            IssuePlatformMessage::StatusChange(s) => Parsed::StatusChange(s),
+        })
     }
 }

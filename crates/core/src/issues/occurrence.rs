@@ -9,8 +9,12 @@ use diesel::sql_types::{BigInt, Bpchar, Integer, Jsonb};
 use serde_json::Value;
 
 /// Saves `occ`; runs inside the caller's transaction.
-pub fn save(conn: &mut PgConnection, occ: &Occurrence) -> Result<Applied, IssueError> {
-    let Some(project) = project::load(conn, occ.project_id)? else {
+pub fn save(
+    conn: &mut PgConnection,
+    occ: &Occurrence,
+    projects: &mut project::Cache,
+) -> Result<Applied, IssueError> {
+    let Some(project) = projects.get(conn, occ.project_id)? else {
         return Ok(Applied::Dropped("unknown_project"));
     };
     if !occ.group_type.allows_ingest(&project.organization_options) {
@@ -19,14 +23,18 @@ pub fn save(conn: &mut PgConnection, occ: &Occurrence) -> Result<Applied, IssueE
     let event = match &occ.event {
         Some(body) => {
             // First stored copy wins.
-            diesel::sql_query(
+            let stored = diesel::sql_query(
                 "INSERT INTO events (project_id, event_id, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind::<BigInt, _>(project.id)
             .bind::<Bpchar, _>(&occ.event_id)
             .bind::<Jsonb, _>(body)
             .execute(conn)?;
-            load_event(conn, project.id, &occ.event_id)?.unwrap_or_else(|| body.clone())
+            if stored == 1 {
+                body.clone()
+            } else {
+                load_event(conn, project.id, &occ.event_id)?.unwrap_or_else(|| body.clone())
+            }
         }
         None => load_event(conn, project.id, &occ.event_id)?.ok_or_else(|| {
             IssueError::EventNotFound(format!(

@@ -18,6 +18,22 @@ pub struct Project {
     pub options: serde_json::Value,
 }
 
+/// Projects already looked up within one transaction.
+#[derive(Default)]
+pub struct Cache(std::collections::HashMap<u64, Option<Project>>);
+
+impl Cache {
+    /// The project `id` (looked up once per cache).
+    pub fn get(&mut self, conn: &mut PgConnection, id: u64) -> QueryResult<Option<Project>> {
+        if let Some(p) = self.0.get(&id) {
+            return Ok(p.clone());
+        }
+        let p = load(conn, id)?;
+        self.0.insert(id, p.clone());
+        Ok(p)
+    }
+}
+
 /// The project `id`, or `None` when it is not provisioned.
 pub fn load(conn: &mut PgConnection, id: u64) -> QueryResult<Option<Project>> {
     diesel::sql_query(

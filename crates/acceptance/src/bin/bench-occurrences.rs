@@ -1,0 +1,203 @@
+//! Benchmark: issue occurrences from the broker to committed rows through `occurrence-consumer`,
+//! next to a same-run baseline that writes the equivalent rows with batched SQL directly.
+//!
+//! Usage: bench-occurrences --brokers HOST:PORT --admin-url POSTGRES_URL [--count N] [--fingerprints F]
+//! The topic `ingest-occurrences` (8 partitions), its DLQ and `outcomes` must exist on the broker.
+//! Prints one JSON line with both rates, their ratio and the consumer's peak RSS.
+
+use clap::Parser;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    admin_url: String,
+    #[arg(long, default_value_t = 20_000)]
+    count: u32,
+    #[arg(long, default_value_t = 2_000)]
+    fingerprints: u32,
+    /// Directory holding the `occurrence-consumer` binary.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: String,
+}
+
+const TOPIC: &str = "ingest-occurrences";
+
+fn message(n: u32, fingerprints: u32) -> (String, String) {
+    let fp = format!("bench-fp-{}", n % fingerprints);
+    let event_id = format!("{:032x}", 0xbe00_0000_0000u64 + u64::from(n));
+    let t = 1_795_432_000.0 + f64::from(n) / 1000.0;
+    let v = json!({
+        "id": format!("{:032x}", 0xa000_0000_0000u64 + u64::from(n)), "project_id": 42, "event_id": event_id,
+        "fingerprint": [fp], "issue_title": format!("Slow DB query {n}"), "subtitle": "SELECT * FROM things",
+        "culprit": "/api/things", "type": 1001, "detection_time": t, "level": "warning",
+        "evidence_display": [{"name": "query", "value": "SELECT * FROM things", "important": true}],
+        "event": {"event_id": event_id, "project_id": 42, "platform": "python", "timestamp": t,
+                  "tags": {"environment": "prod"}, "contexts": {"trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}},
+    });
+    (format!("{fp}-42"), v.to_string())
+}
+
+fn fresh_db(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut c = PgConnection::establish(admin)?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c)?;
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c)?;
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
+    );
+    sluice_core::storage::migrate(&url)?;
+    PgConnection::establish(&url)?.batch_execute(
+        "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'bench');",
+    )?;
+    Ok(url)
+}
+
+fn committed_all(brokers: &str, group: &str) -> anyhow::Result<bool> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition(TOPIC, p.id());
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    for e in committed.elements() {
+        let (_, high) = c.fetch_watermarks(TOPIC, e.partition(), Duration::from_secs(10))?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        if at < high && high > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The baseline: the same rows (events, occurrences, groups, hashes) written with batched,
+/// set-based SQL in batches of 1000, one transaction per batch.
+fn baseline(url: &str, msgs: &[(String, String)]) -> anyhow::Result<Duration> {
+    let mut c = PgConnection::establish(url)?;
+    let started = Instant::now();
+    for batch in msgs.chunks(1000) {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_str(v).ok())
+            .collect();
+        let payload = serde_json::Value::Array(rows)
+            .to_string()
+            .replace('\'', "''");
+        c.batch_execute(&format!(
+            "BEGIN;
+             CREATE TEMP TABLE IF NOT EXISTS b (j jsonb) ON COMMIT DELETE ROWS;
+             INSERT INTO b SELECT jsonb_array_elements('{payload}'::jsonb);
+             INSERT INTO events (project_id, event_id, data)
+               SELECT 42, j->>'event_id', j->'event' FROM b ON CONFLICT DO NOTHING;
+             INSERT INTO occurrences (id, project_id, event_id, type, data)
+               SELECT j->>'id', 42, j->>'event_id', 1001, j FROM b ON CONFLICT DO NOTHING;
+             CREATE TEMP TABLE IF NOT EXISTS f (hash char(32), n bigint, first timestamptz, last timestamptz, title text) ON COMMIT DELETE ROWS;
+             INSERT INTO f SELECT md5(j->'fingerprint'->>0), count(*), to_timestamp(min((j->>'detection_time')::float8)),
+                    to_timestamp(max((j->>'detection_time')::float8)), max(j->>'issue_title') FROM b GROUP BY 1;
+             UPDATE groups g SET times_seen = g.times_seen + f.n, last_seen = GREATEST(g.last_seen, f.last), title = f.title
+               FROM group_hashes h JOIN f ON f.hash = h.hash WHERE h.group_id = g.id AND h.project_id = 42;
+             WITH new AS (
+               INSERT INTO groups (project_id, type, status, substatus, priority, level, title, culprit, message, times_seen, first_seen, last_seen, data)
+               SELECT 42, 1001, 0, 7, 25, 30, f.title, '', '', f.n, f.first, f.last, jsonb_build_object('hash', f.hash)
+               FROM f WHERE NOT EXISTS (SELECT 1 FROM group_hashes h WHERE h.project_id = 42 AND h.hash = f.hash)
+               RETURNING id, data->>'hash' AS hash)
+             INSERT INTO group_hashes (project_id, hash, group_id) SELECT 42, hash, id FROM new;
+             UPDATE occurrences o SET group_id = h.group_id FROM b JOIN group_hashes h ON h.hash = md5(b.j->'fingerprint'->>0)
+               WHERE o.id = b.j->>'id';
+             COMMIT;"
+        ))?;
+    }
+    Ok(started.elapsed())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let msgs: Vec<(String, String)> = (0..args.count)
+        .map(|n| message(n, args.fingerprints))
+        .collect();
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    for (k, v) in &msgs {
+        producer
+            .send(BaseRecord::to(TOPIC).key(k).payload(v))
+            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60))?;
+
+    let pipeline_url = fresh_db(&args.admin_url, "sluice_bench_pipeline")?;
+    let group = format!("bench-{}", std::process::id());
+    let started = Instant::now();
+    let mut child = Command::new(format!("{}/occurrence-consumer", args.bin_dir))
+        .env("KAFKA_BROKERS", &args.brokers)
+        .env("DATABASE_URL", &pipeline_url)
+        .args([
+            "run",
+            "--consumer-group",
+            &group,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    while !committed_all(&args.brokers, &group)? {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pipeline = started.elapsed();
+    let rss = peak_rss_kb(child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let base_url = fresh_db(&args.admin_url, "sluice_bench_baseline")?;
+    let base = baseline(&base_url, &msgs)?;
+
+    let n = f64::from(args.count);
+    let (p_rate, b_rate) = (n / pipeline.as_secs_f64(), n / base.as_secs_f64());
+    println!(
+        "{}",
+        json!({
+            "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
+            "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
+            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss / 1024,
+            "pipeline_secs": pipeline.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
+        })
+    );
+    Ok(())
+}
