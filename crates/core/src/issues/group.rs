@@ -42,7 +42,7 @@ pub fn find_for_update(
 ) -> QueryResult<Option<GroupRow>> {
     diesel::sql_query(format!(
         "SELECT {GROUP_COLUMNS} FROM group_hashes h JOIN groups g ON g.id = h.group_id \
-         WHERE h.project_id = $1 AND h.hash = $2 FOR UPDATE OF g"
+         WHERE h.project_id = $1 AND h.hash = $2::bpchar FOR UPDATE OF g"
     ))
     .bind::<BigInt, _>(project_id)
     .bind::<Bpchar, _>(hash)
@@ -265,21 +265,28 @@ pub fn same_category(group: &GroupRow, occ: &Occurrence) -> bool {
     grouptype::get(group.group_type).map(|g| g.category) == Some(occ.group_type.category)
 }
 
-/// Sets `group_id` on the event, its attachments and its user reports.
+/// Sets `group_id` on the occurrence, its event, the event's attachments and user reports (one
+/// statement).
 pub fn backfill(
     conn: &mut PgConnection,
     project_id: i64,
     event_id: &str,
+    occurrence_id: &str,
     group_id: i64,
 ) -> QueryResult<()> {
-    for table in ["events", "event_attachments", "user_reports"] {
-        diesel::sql_query(format!(
-            "UPDATE {table} SET group_id = $3 WHERE project_id = $1 AND event_id = $2 AND group_id IS DISTINCT FROM $3"
-        ))
-        .bind::<BigInt, _>(project_id)
-        .bind::<Bpchar, _>(event_id)
-        .bind::<BigInt, _>(group_id)
-        .execute(conn)?;
-    }
+    diesel::sql_query(
+        "WITH o AS (UPDATE occurrences SET group_id = $3 WHERE id = $4::bpchar), \
+              e AS (UPDATE events SET group_id = $3 \
+                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3), \
+              a AS (UPDATE event_attachments SET group_id = $3 \
+                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3) \
+         UPDATE user_reports SET group_id = $3 \
+         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Bpchar, _>(event_id)
+    .bind::<BigInt, _>(group_id)
+    .bind::<Bpchar, _>(occurrence_id)
+    .execute(conn)?;
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! The issue platform's processing (reference §5, design §5): occurrences become groups,
 //! status changes move them. Shared by `occurrence-consumer` and the producer-shim fallback.
+//!
+//! SQL note: diesel binds strings as `text`; comparisons with `char(32)` key columns cast the
+//! parameter (`$n::bpchar`) so PostgreSQL uses the index instead of casting every row.
 
 pub mod group;
 pub mod grouptype;
@@ -81,9 +84,10 @@ pub async fn process(db: &Db, msg: IssuePlatformMessage) -> Result<Applied, Issu
         .unwrap_or_else(|| Err(IssueError::Conflict("no result".into())))
 }
 
-/// Processes `msgs` in order in one transaction, each message under its own savepoint: a
-/// message that fails leaves no trace and does not affect the others, and one commit covers
-/// them all. If the transaction itself fails, every message gets that error (nothing was kept).
+/// Processes `msgs` in order in one transaction. The fast path runs them back to back; if any
+/// fails, that transaction is rolled back and the messages run again, each under its own
+/// savepoint, so a failing message leaves no trace and does not affect the others. If the
+/// transaction itself fails, every message gets that error (nothing was kept).
 pub async fn process_many(
     db: &Db,
     msgs: Vec<IssuePlatformMessage>,
@@ -93,16 +97,32 @@ pub async fn process_many(
         msgs.into_iter().map(Parsed::from_message).collect();
     let outcome = db
         .run(move |c| {
+            let fast = c.transaction::<_, IssueError, _>(|c| {
+                let mut projects = project::Cache::default();
+                let mut out = Vec::with_capacity(parsed.len());
+                for p in &parsed {
+                    out.push(match p {
+                        Ok(p) => Ok(p.save(c, &mut projects)?),
+                        Err(_) => Err(()),
+                    });
+                }
+                Ok(out)
+            });
+            if let Ok(out) = fast {
+                let merged = out.into_iter().zip(parsed).map(|(r, p)| match (r, p) {
+                    (Ok(applied), _) => Ok(applied),
+                    (Err(()), Err(e)) => Err(e),
+                    (Err(()), Ok(_)) => Err(IssueError::Conflict("inconsistent fast path".into())),
+                });
+                return Ok(merged.collect());
+            }
             let mut projects = project::Cache::default();
             c.transaction::<_, IssueError, _>(|c| {
                 Ok(parsed
                     .into_iter()
                     .map(|p| {
                         let p = p?;
-                        c.transaction(|c| match &p {
-                            Parsed::Occurrence(occ) => occurrence::save(c, occ, &mut projects),
-                            Parsed::StatusChange(s) => status_change::apply(c, s),
-                        })
+                        c.transaction(|c| p.save(c, &mut projects))
                     })
                     .collect::<Vec<_>>())
             })
@@ -133,6 +153,17 @@ enum Parsed {
 }
 
 impl Parsed {
+    fn save(
+        &self,
+        c: &mut diesel::PgConnection,
+        projects: &mut project::Cache,
+    ) -> Result<Applied, IssueError> {
+        match self {
+            Parsed::Occurrence(occ) => occurrence::save(c, occ, projects),
+            Parsed::StatusChange(s) => status_change::apply(c, s),
+        }
+    }
+
     fn from_message(msg: IssuePlatformMessage) -> Result<Parsed, IssueError> {
         Ok(match msg {
             IssuePlatformMessage::Occurrence(o) => Parsed::Occurrence(Box::new(parse::parse(&o)?)),

@@ -94,11 +94,7 @@ pub fn save(
             ))
         }
     };
-    diesel::sql_query("UPDATE occurrences SET group_id = $2 WHERE id = $1")
-        .bind::<Bpchar, _>(&occ.id)
-        .bind::<BigInt, _>(group_id)
-        .execute(conn)?;
-    group::backfill(conn, project.id, &occ.event_id, group_id)?;
+    group::backfill(conn, project.id, &occ.event_id, &occ.id, group_id)?;
     Ok(applied)
 }
 
@@ -112,7 +108,7 @@ fn load_event(
         #[diesel(sql_type = Jsonb)]
         data: Value,
     }
-    diesel::sql_query("SELECT data FROM events WHERE project_id = $1 AND event_id = $2")
+    diesel::sql_query("SELECT data FROM events WHERE project_id = $1 AND event_id = $2::bpchar")
         .bind::<BigInt, _>(project_id)
         .bind::<Bpchar, _>(event_id)
         .get_result::<Row>(conn)
