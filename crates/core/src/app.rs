@@ -82,12 +82,7 @@ impl Context {
         ));
         let metrics_addr = crate::health::serve(common.metrics_addr(), health.clone()).await?;
         if let Some(brokers) = &common.kafka_brokers {
-            crate::kafka::topics::ensure_topics_exist(
-                brokers,
-                needs.topics.clone(),
-                Duration::from_secs(10),
-            )
-            .await?;
+            check_topics(brokers, &needs).await?;
         }
         let db = common.database_url.as_deref().map(|url| Db::new(url, 8));
         let shutdown = crate::shutdown::install(health.clone());
@@ -157,6 +152,26 @@ impl Context {
         self.shutdown.cancelled().await;
         tracing::info!(stage = self.stage.name, "stopped");
         Ok(())
+    }
+}
+
+/// Start-up topic check. Missing topics are fatal. An unreachable broker is retried until it
+/// answers when Kafka is required; otherwise (producer-shim, which can fall back) it is a warning.
+async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
+    use crate::kafka::topics::{ensure_topics_exist, TopicCheckError};
+    loop {
+        match ensure_topics_exist(brokers, needs.topics.clone(), Duration::from_secs(10)).await {
+            Ok(()) => return Ok(()),
+            Err(e @ TopicCheckError::Missing(_)) => return Err(e.into()),
+            Err(e) if needs.kafka => {
+                tracing::warn!(error = %e, "Kafka unreachable at start-up; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka unreachable at start-up; continuing (items fall back)");
+                return Ok(());
+            }
+        }
     }
 }
 

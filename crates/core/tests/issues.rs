@@ -497,3 +497,40 @@ async fn concurrent_creators_end_with_one_group() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_message_blocks_later_ones_of_its_fingerprint() -> anyhow::Result<()> {
+    let e = env()?;
+    let decode = |v: Value| IssuePlatformMessage::decode(v.to_string().as_bytes());
+    // The resolve comes before its group exists: it fails, and what follows it for the same
+    // fingerprint waits instead of being applied ahead of it. Another fingerprint goes on.
+    let round = vec![
+        decode(status("r1", "late", 1, None))?,
+        decode(occurrence(1, "late", json!({})))?,
+        decode(status("i1", "late", 2, Some(5)))?,
+        decode(occurrence(2, "other", json!({})))?,
+    ];
+    let results = issues::process_many(&e.pool, round).await;
+    assert!(matches!(results[0], Err(IssueError::GroupNotFound(_))));
+    assert!(
+        matches!(results[1], Err(IssueError::Blocked))
+            && matches!(results[2], Err(IssueError::Blocked))
+    );
+    assert!(matches!(results[3], Ok(Applied::Created { .. })));
+    assert!(
+        group(&e.url, "late")?.is_none(),
+        "nothing of the blocked fingerprint was applied"
+    );
+    // Once the resolve is given up on, the rest applies in order.
+    let rest = vec![
+        decode(occurrence(1, "late", json!({})))?,
+        decode(status("i1", "late", 2, Some(5)))?,
+    ];
+    let results = issues::process_many(&e.pool, rest).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        group(&e.url, "late")?.map(|g| (g.status, g.substatus)),
+        Some((2, Some(5)))
+    );
+    Ok(())
+}

@@ -3,45 +3,9 @@
 
 use rdkafka::message::{Headers, Message};
 use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_testkit::kafka::java_partition;
 use sluice_testkit::Broker;
 use std::time::Duration;
-
-/// Kafka's murmur2 (Java client `Utils.murmur2`), positive, modulo the partition count.
-fn java_partition(key: &[u8], partitions: u32) -> i32 {
-    let (m, r): (u32, u32) = (0x5bd1_e995, 24);
-    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
-    let chunks = key.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> r;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m) ^ k;
-    }
-    match tail.len() {
-        3 => {
-            h ^= u32::from(tail[2]) << 16;
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        2 => {
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        1 => {
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    ((h & 0x7fff_ffff) % partitions) as i32
-}
 
 #[tokio::test]
 async fn acknowledged_sends_keyed_partitions_and_outage() -> anyhow::Result<()> {

@@ -49,6 +49,7 @@ pub fn outcome(result: Result<issues::Applied, IssueError>) -> Outcome {
             results().with_label_values(&["group_not_found"]).inc();
             Outcome::RetryThenDrop(d)
         }
+        Err(IssueError::Blocked) => Outcome::Defer,
         Err(IssueError::Conflict(d)) => Outcome::Retry {
             reason: DlqReason::RetryExhausted,
             detail: d,

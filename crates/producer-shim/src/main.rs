@@ -1,11 +1,18 @@
-//! `producer-shim`: how other services raise issues over HTTP or from NDJSON files.
+//! `producer-shim`: how other services raise issues, over HTTP or from NDJSON files.
+
+mod http;
+mod send;
+mod submit;
 
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::stages::{shim_topics, SHIM};
+use sluice_core::storage::Db;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Accepts occurrences and status changes and produces them to the occurrences topic, or
 /// processes them directly when Kafka is not configured or unavailable.
@@ -20,6 +27,18 @@ struct Cli {
     /// Bearer token required on every HTTP request (unset = no authentication).
     #[arg(long, env = "AUTH_TOKEN", global = true, hide_env_values = true)]
     auth_token: Option<String>,
+    /// Largest request body accepted (413 above).
+    #[arg(long, env = "MAX_BODY_BYTES", global = true, default_value_t = 10 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// How long a send may wait for the broker before the item is processed directly
+    /// (the producer's message.timeout.ms).
+    #[arg(
+        long,
+        env = "FALLBACK_AFTER_MS",
+        global = true,
+        default_value_t = 5_000
+    )]
+    fallback_after_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -28,29 +47,92 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (the default).
     Serve,
+    /// Deliver NDJSON occurrences and status changes from FILE, or stdin with `-`.
+    Send {
+        /// NDJSON file, or `-` for stdin.
+        file: String,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
 }
 
+fn producer(cli: &Cli) -> anyhow::Result<Option<Producer>> {
+    cli.common
+        .kafka_brokers
+        .as_ref()
+        .map(|brokers| {
+            Producer::new(&ProducerConfig {
+                brokers: brokers.clone(),
+                client_id: "producer-shim".into(),
+                message_timeout: Duration::from_millis(cli.fallback_after_ms.max(1)),
+            })
+        })
+        .transpose()
+        .map_err(Into::into)
+}
+
 fn main() -> ExitCode {
     let cli: Cli = sluice_core::cli::parse(&SHIM);
-    app::block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Migrate => app::migrate(&cli.common).await,
-            Command::Serve => {
+    let mut exit = ExitCode::SUCCESS;
+    let result = app::block_on(async {
+        match cli.command {
+            Some(Command::Migrate) => app::migrate(&cli.common).await,
+            Some(Command::Send { ref file }) => {
+                sluice_core::logging::init(cli.common.log_format, &cli.common.log_level);
+                let submitter = submit::Submitter {
+                    producer: producer(&cli)?,
+                    topic: cli.common.topics.occurrences_topic.clone(),
+                    db: cli.common.database_url.as_deref().map(|u| Db::new(u, 4)),
+                };
+                let summary = send::run(file, &submitter).await?;
+                if let Some(p) = &submitter.producer {
+                    p.flush(Duration::from_secs(10))?;
+                }
+                send::print(&summary);
+                if !summary.ok() {
+                    exit = ExitCode::FAILURE;
+                }
+                Ok(())
+            }
+            None | Some(Command::Serve) => {
                 if !cli.listen.ip().is_loopback() && cli.auth_token.is_none() {
                     tracing::warn!(listen = %cli.listen, "listening beyond loopback without --auth-token");
                 }
+                let topics = if cli.common.kafka_brokers.is_some() {
+                    shim_topics(&cli.common)
+                } else {
+                    Vec::new()
+                };
                 let needs = Needs {
                     kafka: false,
                     database: true,
-                    topics: shim_topics(&cli.common),
+                    topics,
                 };
-                Context::start(SHIM, cli.common, needs)
-                    .await?
-                    .idle_until_shutdown()
-                    .await
+                let producer = producer(&cli)?;
+                let ctx = Context::start(SHIM, cli.common.clone(), needs).await?;
+                if producer.is_none() {
+                    tracing::info!("Kafka is not configured: every item is processed directly");
+                }
+                let submitter = submit::Submitter {
+                    producer: producer.clone(),
+                    topic: ctx.common.topics.occurrences_topic.clone(),
+                    db: ctx.db.clone(),
+                };
+                let api = http::Api {
+                    submitter,
+                    auth_token: cli.auth_token.clone(),
+                };
+                http::serve(cli.listen, api, cli.max_body_bytes, ctx.shutdown.clone()).await?;
+                if let Some(p) = producer {
+                    p.flush(Duration::from_secs(10))?;
+                }
+                tracing::info!("stopped");
+                Ok(())
             }
         }
-    })
+    });
+    if result != ExitCode::SUCCESS {
+        return result;
+    }
+    exit
 }

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod db;
 pub mod http;
+pub mod kafka;
 pub mod paths;
 pub mod pg;
 pub mod process;

@@ -265,8 +265,8 @@ pub fn same_category(group: &GroupRow, occ: &Occurrence) -> bool {
     grouptype::get(group.group_type).map(|g| g.category) == Some(occ.group_type.category)
 }
 
-/// Sets `group_id` on the occurrence, its event, the event's attachments and user reports (one
-/// statement).
+/// Sets `group_id` on the occurrence, and on its event, the event's attachments and user reports
+/// where they have none yet (the first group an event gets stays; one statement).
 pub fn backfill(
     conn: &mut PgConnection,
     project_id: i64,
@@ -277,11 +277,11 @@ pub fn backfill(
     diesel::sql_query(
         "WITH o AS (UPDATE occurrences SET group_id = $3 WHERE id = $4::bpchar), \
               e AS (UPDATE events SET group_id = $3 \
-                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3), \
+                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL), \
               a AS (UPDATE event_attachments SET group_id = $3 \
-                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3) \
+                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL) \
          UPDATE user_reports SET group_id = $3 \
-         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS DISTINCT FROM $3",
+         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL",
     )
     .bind::<BigInt, _>(project_id)
     .bind::<Bpchar, _>(event_id)

@@ -8,6 +8,7 @@ pub mod group;
 pub mod grouptype;
 pub mod occurrence;
 pub mod parse;
+pub mod payload;
 pub mod project;
 pub mod status_change;
 
@@ -64,6 +65,9 @@ pub enum IssueError {
     /// No group for the status change's fingerprint (yet): retry, then drop.
     #[error("{0}")]
     GroupNotFound(String),
+    /// An earlier message of the same fingerprint failed in this batch: try again after it.
+    #[error("blocked by an earlier message of the same fingerprint")]
+    Blocked,
     /// A race to retry (serialization failure, vanished row).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -93,6 +97,7 @@ pub async fn process_many(
     msgs: Vec<IssuePlatformMessage>,
 ) -> Vec<Result<Applied, IssueError>> {
     let n = msgs.len();
+    let keys: Vec<String> = msgs.iter().map(|m| m.ordering_key().to_owned()).collect();
     let parsed: Vec<Result<Parsed, IssueError>> =
         msgs.into_iter().map(Parsed::from_message).collect();
     let outcome = db
@@ -118,11 +123,22 @@ pub async fn process_many(
             }
             let mut projects = project::Cache::default();
             c.transaction::<_, IssueError, _>(|c| {
+                // A message that failed blocks the later messages of its fingerprint, so
+                // retries never apply them out of order.
+                let mut failed: std::collections::HashSet<String> =
+                    std::collections::HashSet::new();
                 Ok(parsed
                     .into_iter()
-                    .map(|p| {
-                        let p = p?;
-                        c.transaction(|c| p.save(c, &mut projects))
+                    .zip(keys)
+                    .map(|(p, key)| {
+                        if failed.contains(&key) {
+                            return Err(IssueError::Blocked);
+                        }
+                        let result = p.and_then(|p| c.transaction(|c| p.save(c, &mut projects)));
+                        if matches!(&result, Err(e) if !matches!(e, IssueError::Reject(_))) {
+                            failed.insert(key);
+                        }
+                        result
                     })
                     .collect::<Vec<_>>())
             })

@@ -6,6 +6,7 @@ use super::grouptype::{self, GroupType};
 use crate::ids::{md5_hex, uuid_hex};
 use crate::messages::enums::log_level;
 use crate::messages::{DlqReason, EmbeddedEvent, OccurrenceMessage, Rejection, Timestamp};
+use chrono::SubsecRound;
 use serde_json::{json, Map, Value};
 
 /// An occurrence ready to be saved.
@@ -66,6 +67,8 @@ pub fn parse(msg: &OccurrenceMessage) -> Result<Occurrence, Rejection> {
     let priority = msg
         .initial_issue_priority
         .unwrap_or(group_type.default_priority);
+    // PostgreSQL keeps microseconds: compare and store exactly what it will hold.
+    let detection_time = Timestamp(msg.detection_time.0.trunc_subsecs(6));
 
     let top_event_id = msg.event_id.as_deref().filter(|e| !e.is_empty());
     let (event_id, event) = match &msg.event {
@@ -99,7 +102,7 @@ pub fn parse(msg: &OccurrenceMessage) -> Result<Occurrence, Rejection> {
                     &ev_id,
                     &level,
                     &msg.issue_title,
-                    msg.detection_time,
+                    detection_time,
                 )),
             )
         }
@@ -131,7 +134,7 @@ pub fn parse(msg: &OccurrenceMessage) -> Result<Occurrence, Rejection> {
         "evidence_data": evidence_data,
         "evidence_display": msg.evidence_display.clone().unwrap_or_default(),
         "type": group_type.id,
-        "detection_time": msg.detection_time.epoch_secs(),
+        "detection_time": detection_time.epoch_secs(),
         "level": level,
         "culprit": culprit,
         "initial_issue_priority": priority,
@@ -150,7 +153,7 @@ pub fn parse(msg: &OccurrenceMessage) -> Result<Occurrence, Rejection> {
         level_num,
         priority,
         initial_issue_priority: msg.initial_issue_priority,
-        detection_time: msg.detection_time,
+        detection_time,
         evidence_data,
         data,
         event,

@@ -363,13 +363,32 @@ impl Driver {
         let m = metrics::get();
         let group = self.config.group.clone();
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-        let mut paused = false;
+        // `None` = unknown (after an assignment): pause or resume is applied explicitly, because
+        // librdkafka keeps an application pause across reassignment of the same partition.
+        let mut paused: Option<bool> = Some(false);
         let (mut last_commit, mut last_touch) = (Instant::now(), None::<Instant>);
         let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
 
         let result = loop {
-            self.health.tick();
-            if let Some(path) = &self.config.healthcheck_file {
+            // Progress-aware liveness: idle, waiting out a known outage, or a batch just
+            // completed. A batch stuck beyond the stall deadline makes the process not live.
+            let progressing = {
+                let mut st = self.consumer.context().lock();
+                let before = st.in_flight.as_ref().map(|f| f.id);
+                st.drain_completions();
+                before.is_none()
+                    || st.in_flight.as_ref().map(|f| f.id) != before
+                    || self.dependency_down.load(Ordering::Relaxed)
+            };
+            if progressing {
+                self.health.tick();
+            }
+            if let Some(path) = self
+                .config
+                .healthcheck_file
+                .as_ref()
+                .filter(|_| self.health.is_live())
+            {
                 if last_touch.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     crate::app::touch(path);
                     last_touch = Some(Instant::now());
@@ -417,12 +436,12 @@ impl Driver {
                     }
                 }
                 if std::mem::take(&mut st.needs_repause) {
-                    paused = false; // pause state is lost when partitions are reassigned
+                    paused = None;
                 }
                 let backpressure =
                     st.pending.is_some() && st.current.len() >= self.config.max_batch_size;
                 let dependency = self.dependency_down.load(Ordering::Relaxed);
-                if !paused && (backpressure || dependency) {
+                if paused != Some(true) && (backpressure || dependency) {
                     m.pauses
                         .with_label_values(&[if dependency {
                             "dependency"
@@ -433,7 +452,7 @@ impl Driver {
                 }
                 backpressure || dependency
             };
-            if want_pause != paused {
+            if paused != Some(want_pause) {
                 if let Ok(assignment) = self.consumer.assignment() {
                     let r = if want_pause {
                         self.consumer.pause(&assignment)
@@ -442,8 +461,10 @@ impl Driver {
                     };
                     match r {
                         Ok(()) => {
-                            paused = want_pause;
-                            m.paused.with_label_values(&[&group]).set(i64::from(paused));
+                            paused = Some(want_pause);
+                            m.paused
+                                .with_label_values(&[&group])
+                                .set(i64::from(want_pause));
                         }
                         Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
                     }

@@ -10,7 +10,7 @@
 //!   commits failing after a revoke are logged and counted, never fatal;
 //! - error classes: bad input → DLQ with reason, original key/headers, offset advances;
 //!   dependency-wide → pause the partitions, keep polling (stay in the group), back off, resume;
-//!   per-message → up to 5 attempts within 10 s, then DLQ;
+//!   per-message → up to 5 attempts within 10 s of the message's first failure, then DLQ;
 //! - the circuit breaker (flush DLQ, commit, exit non-zero), out-of-range resets with a metric,
 //!   progress-aware liveness and the health-check file, and SIGTERM drain → commit → exit.
 
@@ -70,6 +70,9 @@ pub enum Outcome {
     /// `dropped_after_retry`), not dead-lettered: e.g. a status change for a group that never
     /// appeared.
     RetryThenDrop(String),
+    /// Not processed because an earlier message it must follow (same ordering key) has not
+    /// succeeded yet: tried again with it, without spending an attempt.
+    Defer,
     /// A dependency every message needs is down (database, object store, broker): the runtime
     /// pauses the partitions and retries with backoff, indefinitely; never dead-lettered.
     Unavailable(String),

@@ -63,14 +63,15 @@ impl<S: Stage> Worker<S> {
             .with_label_values(&[&group])
             .observe(batch.msgs.len() as f64);
         let started = Instant::now();
-        let mut pending: Vec<(Arc<Msg>, u32)> =
-            batch.msgs.into_iter().map(|msg| (msg, 0)).collect();
+        // (message, attempts used, time of its first failure): each message has its own budget.
+        let mut pending: Vec<(Arc<Msg>, u32, Option<Instant>)> =
+            batch.msgs.into_iter().map(|msg| (msg, 0, None)).collect();
         let (mut done, mut unfinished) = (Vec::new(), Vec::new());
         let mut tripped = false;
         let mut dependency_backoff = Duration::from_millis(100);
 
         while !pending.is_empty() {
-            let input: Vec<Arc<Msg>> = pending.iter().map(|(msg, _)| msg.clone()).collect();
+            let input: Vec<Arc<Msg>> = pending.iter().map(|(msg, _, _)| msg.clone()).collect();
             let mut outcomes = self.stage.process(input).await;
             if outcomes.len() != pending.len() {
                 tracing::error!(
@@ -88,7 +89,10 @@ impl<S: Stage> Worker<S> {
             }
             let mut next = Vec::new();
             let mut dependency_error = None;
-            for ((msg, attempts), outcome) in pending.into_iter().zip(outcomes) {
+            for ((msg, attempts, first_failure), outcome) in pending.into_iter().zip(outcomes) {
+                let failed_at = first_failure.unwrap_or_else(Instant::now);
+                let exhausted = attempts + 1 >= self.config.per_message_attempts
+                    || failed_at.elapsed() >= self.config.per_message_budget;
                 match outcome {
                     Outcome::Done => {
                         self.breaker.accepted(Instant::now());
@@ -107,12 +111,9 @@ impl<S: Stage> Worker<S> {
                         }
                     }
                     Outcome::Retry { reason, detail } => {
-                        let attempts = attempts + 1;
                         m.retries.with_label_values(&["message"]).inc();
-                        let exhausted = attempts >= self.config.per_message_attempts
-                            || started.elapsed() >= self.config.per_message_budget;
                         if !exhausted {
-                            next.push((msg, attempts));
+                            next.push((msg, attempts + 1, Some(failed_at)));
                         } else if self
                             .dead_letter(&msg, &Rejection::new(reason, detail))
                             .await
@@ -127,12 +128,9 @@ impl<S: Stage> Worker<S> {
                         }
                     }
                     Outcome::RetryThenDrop(detail) => {
-                        let attempts = attempts + 1;
                         m.retries.with_label_values(&["message"]).inc();
-                        if attempts < self.config.per_message_attempts
-                            && started.elapsed() < self.config.per_message_budget
-                        {
-                            next.push((msg, attempts));
+                        if !exhausted {
+                            next.push((msg, attempts + 1, Some(failed_at)));
                         } else {
                             tracing::info!(topic = %msg.topic, offset = msg.offset, detail = %detail, "dropped after retries");
                             m.messages
@@ -143,8 +141,9 @@ impl<S: Stage> Worker<S> {
                     }
                     Outcome::Unavailable(error) => {
                         dependency_error = Some(error);
-                        next.push((msg, attempts));
+                        next.push((msg, attempts, first_failure));
                     }
+                    Outcome::Defer => next.push((msg, attempts, first_failure)),
                 }
             }
             pending = next;
@@ -157,12 +156,12 @@ impl<S: Stage> Worker<S> {
                 }
                 m.retries.with_label_values(&["dependency"]).inc();
                 if !self.sleep(dependency_backoff).await {
-                    unfinished.extend(pending.iter().map(|(msg, _)| (tp(msg), msg.offset)));
+                    unfinished.extend(pending.iter().map(|(msg, _, _)| (tp(msg), msg.offset)));
                     break;
                 }
                 dependency_backoff = (dependency_backoff * 2).min(self.config.max_backoff);
             } else {
-                let attempt = pending.iter().map(|(_, a)| *a).max().unwrap_or(1);
+                let attempt = pending.iter().map(|(_, a, _)| *a).max().unwrap_or(1);
                 let delay = Duration::from_millis(200u64 << attempt.min(4).saturating_sub(1));
                 tokio::time::sleep(delay).await;
             }
