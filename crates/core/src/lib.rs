@@ -12,6 +12,7 @@ pub mod logging;
 pub mod messages;
 pub mod metrics;
 pub mod objects;
+pub mod outcomes;
 pub mod shutdown;
 pub mod stages;
 pub mod storage;

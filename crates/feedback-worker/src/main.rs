@@ -1,10 +1,18 @@
-//! `feedback-worker`.
+//! `feedback-worker`: user feedback → feedback issues, with optional spam detection.
+
+mod create_feedback;
+mod spam;
+mod stage;
 
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
+use sluice_core::kafka::consumer::{self, RuntimeConfig};
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::outcomes::Outcomes;
 use sluice_core::stages::{feedback_topics, FEEDBACK};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Turns feedback events into feedback issues, with optional spam detection.
 #[derive(Parser, Debug)]
@@ -35,10 +43,39 @@ fn main() -> ExitCode {
                     database: true,
                     topics: feedback_topics(&cli.common),
                 };
-                Context::start(FEEDBACK, cli.common, needs)
-                    .await?
-                    .idle_until_shutdown()
-                    .await
+                let brokers = cli.common.kafka_brokers.clone().unwrap_or_default();
+                let config = RuntimeConfig::from_args(
+                    &cli.common,
+                    &brokers,
+                    vec![cli.common.topics.feedback_topic.clone()],
+                );
+                let ctx = Context::start(FEEDBACK, cli.common, needs).await?;
+                let db = ctx
+                    .db
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+                let producer = Producer::new(&ProducerConfig {
+                    brokers: brokers.clone(),
+                    client_id: "feedback-worker".into(),
+                    message_timeout: Duration::from_secs(30),
+                })?;
+                let topics = &ctx.common.topics;
+                let stage = stage::FeedbackStage {
+                    db: db.clone(),
+                    producer: producer.clone(),
+                    occurrences_topic: topics.occurrences_topic.clone(),
+                    outcomes: Outcomes {
+                        producer: producer.clone(),
+                        topic: topics.outcomes_topic.clone(),
+                        billing_topic: topics.outcomes_billing_topic.clone(),
+                        db,
+                    },
+                    settings: ctx.settings.clone(),
+                    http: reqwest::Client::new(),
+                };
+                consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
+                producer.flush(Duration::from_secs(10))?;
+                Ok(())
             }
         }
     })

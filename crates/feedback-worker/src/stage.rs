@@ -1,0 +1,305 @@
+//! The feedback worker's stage: each `type: event` message on the feedback topic becomes a
+//! feedback issue (an occurrence with its event), spam is ignored forever, the linked user report
+//! is recorded, and the outcome is emitted once per feedback.
+
+use crate::create_feedback::{self, Filtered};
+use crate::spam::{self, Mode};
+use futures::future::join_all;
+use prometheus::{IntCounterVec, Opts};
+use serde_json::Value;
+use sluice_core::config::Settings;
+use sluice_core::ids;
+use sluice_core::issues::{payload, project};
+use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
+use sluice_core::kafka::producer::Producer;
+use sluice_core::messages::enums::{
+    data_category, group_status, group_substatus, FeedbackSource, Outcome as O,
+};
+use sluice_core::messages::{
+    DlqReason, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage, Timestamp,
+};
+use sluice_core::outcomes::Outcomes;
+use sluice_core::storage::{Db, DbError};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+fn results() -> &'static IntCounterVec {
+    static M: OnceLock<IntCounterVec> = OnceLock::new();
+    M.get_or_init(|| {
+        sluice_core::metrics::counter_vec(
+            Opts::new(
+                "sluice_feedback_total",
+                "Feedback handled, by result (produced, spam, filtered_*, unknown_project).",
+            ),
+            &["result"],
+        )
+    })
+}
+
+/// The stage.
+pub struct FeedbackStage {
+    pub db: Db,
+    pub producer: Producer,
+    pub occurrences_topic: String,
+    pub outcomes: Outcomes,
+    pub settings: Arc<Settings>,
+    pub http: reqwest::Client,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Unavailable(e.to_string())
+}
+
+impl FeedbackStage {
+    async fn one(&self, msg: &Msg) -> Outcome {
+        let event = match IngestMessage::decode(msg.payload()) {
+            Ok(IngestMessage::Event(e)) => e,
+            Ok(other) => {
+                let detail = format!(
+                    "{} messages do not belong on the feedback topic",
+                    other.type_name()
+                );
+                return Outcome::Reject(Rejection::new(DlqReason::UnsupportedType, detail));
+            }
+            Err(r) => return Outcome::Reject(r),
+        };
+        let body: Value = match serde_json::from_slice(&event.payload) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return Outcome::Reject(Rejection::new(
+                    DlqReason::InvalidEvent,
+                    "payload is not a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
+            }
+        };
+        let source = msg
+            .header("source")
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(FeedbackSource::parse)
+            .unwrap_or(FeedbackSource::NewFeedbackEnvelope);
+        let pid = event.project_id;
+        let proj = match self
+            .db
+            .run(move |c| project::load(c, pid).map_err(DbError::Query))
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                results().with_label_values(&["unknown_project"]).inc();
+                return Outcome::Done;
+            }
+            Err(e) => return unavailable(e),
+        };
+        let event_id = create_feedback::event_id(&body, &event.payload);
+        let outcome_base = |o: O| {
+            let mut m = OutcomeMessage::new(
+                proj.organization_id as u64,
+                pid,
+                o,
+                data_category::USER_REPORT_V2,
+            );
+            m.event_id = Some(event_id.clone());
+            m
+        };
+
+        let message = match create_feedback::feedback_message(&body) {
+            Ok(m) => m.to_owned(),
+            Err(f) => {
+                return self
+                    .filtered(f, outcome_base(O::Invalid), pid, &event_id)
+                    .await
+            }
+        };
+        let max = self.settings.feedback.message_max_size;
+        let mode = Mode::from_option(
+            proj.options
+                .get("feedback.spam_detection")
+                .and_then(Value::as_str),
+        );
+        let spam_reason = match mode {
+            Mode::Off => None,
+            _ if message.chars().count() > max => {
+                Some(format!("message longer than {max} characters"))
+            }
+            Mode::Heuristic => spam::heuristic(&message),
+            Mode::Http => match &self.settings.feedback.spam_classifier_url {
+                Some(url) => {
+                    let timeout =
+                        Duration::from_millis(self.settings.feedback.spam_classifier_timeout_ms);
+                    spam::classify(&self.http, url, timeout, &message).await
+                }
+                None => None,
+            },
+        };
+        let built = match create_feedback::build(
+            &body,
+            &event.payload,
+            pid,
+            source,
+            max,
+            spam_reason.as_deref(),
+            event.start_time,
+        ) {
+            Ok(b) => b,
+            Err(r) => return Outcome::Reject(r),
+        };
+        let occurrence_id = built.occurrence_id.clone();
+        let record = match payload::build("occurrence", Some(built.occurrence.clone()), None, None)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
+            }
+        };
+        if let Err(e) = self
+            .producer
+            .send(
+                &self.occurrences_topic,
+                record.key.as_deref().map(str::as_bytes),
+                &record.value,
+                &[],
+            )
+            .await
+        {
+            return unavailable(e);
+        }
+        if spam_reason.is_some() {
+            let change = StatusChangeMessage {
+                id: ids::spam_status_change_id(&occurrence_id),
+                project_id: pid,
+                fingerprint: vec![occurrence_id.clone()],
+                new_status: group_status::IGNORED,
+                new_substatus: Some(group_substatus::FOREVER),
+            };
+            let record = match payload::build("status_change", None, Some(change), None) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
+                }
+            };
+            if let Err(e) = self
+                .producer
+                .send(
+                    &self.occurrences_topic,
+                    record.key.as_deref().map(str::as_bytes),
+                    &record.value,
+                    &[],
+                )
+                .await
+            {
+                return unavailable(e);
+            }
+        }
+        if let Err(e) = self
+            .record_user_report(&body, pid, &event_id, &message)
+            .await
+        {
+            return unavailable(e);
+        }
+        let mut accepted = outcome_base(O::Accepted);
+        accepted.timestamp = built.detection_time;
+        if let Err(e) = self
+            .outcomes
+            .emit_once(&format!("feedback:{occurrence_id}"), &accepted)
+            .await
+        {
+            return unavailable(e);
+        }
+        results()
+            .with_label_values(&[if spam_reason.is_some() {
+                "spam"
+            } else {
+                "produced"
+            }])
+            .inc();
+        Outcome::Done
+    }
+
+    async fn filtered(
+        &self,
+        f: Filtered,
+        mut outcome: OutcomeMessage,
+        project_id: u64,
+        event_id: &str,
+    ) -> Outcome {
+        results()
+            .with_label_values(&[&format!("filtered_{}", f.label())])
+            .inc();
+        outcome.reason = Some(f.reason().to_owned());
+        outcome.timestamp = Timestamp::now();
+        match self
+            .outcomes
+            .emit_once(
+                &format!("feedback-invalid:{project_id}:{event_id}"),
+                &outcome,
+            )
+            .await
+        {
+            Ok(_) => Outcome::Done,
+            Err(e) => unavailable(e),
+        }
+    }
+
+    /// A feedback naming `associated_event_id` gets a user report row if none exists, with
+    /// `feedback_event_id` set so the ingest stage never shims it again.
+    async fn record_user_report(
+        &self,
+        body: &Value,
+        project_id: u64,
+        event_id: &str,
+        message: &str,
+    ) -> Result<(), DbError> {
+        let feedback = body
+            .get("contexts")
+            .and_then(|c| c.get("feedback"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let Some(associated) = feedback
+            .get("associated_event_id")
+            .and_then(Value::as_str)
+            .and_then(|e| ids::uuid_hex(e).ok())
+        else {
+            return Ok(());
+        };
+        let s = |k: &str| {
+            feedback
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (name, email, comments, fb) = (
+            s("name"),
+            s("contact_email"),
+            message.to_owned(),
+            event_id.to_owned(),
+        );
+        self.db
+            .run(move |c| {
+                use diesel::prelude::*;
+                use diesel::sql_types::{BigInt, Text};
+                diesel::sql_query(
+                    "INSERT INTO user_reports (project_id, event_id, name, email, comments, feedback_event_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, event_id) DO NOTHING",
+                )
+                .bind::<BigInt, _>(project_id as i64)
+                .bind::<Text, _>(associated)
+                .bind::<Text, _>(name)
+                .bind::<Text, _>(email)
+                .bind::<Text, _>(comments)
+                .bind::<Text, _>(fb)
+                .execute(c)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+    }
+}
+
+impl Stage for FeedbackStage {
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
+        join_all(batch.iter().map(|m| self.one(m))).await
+    }
+}
