@@ -9,10 +9,7 @@ use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
 use rdkafka::Message;
 use serde_json::{json, Value};
 use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
-use sluice_testkit::paths::existing_bin;
-use sluice_testkit::process::{free_port, Proc};
-use sluice_testkit::{unique, Broker, TestDb};
-use std::process::{Command, Stdio};
+use sluice_testkit::{unique, Broker};
 use std::time::Duration;
 use support::*;
 
@@ -42,34 +39,6 @@ fn feedback(project: u64, n: u32, message: Option<&str>) -> Vec<u8> {
         attachments: vec![],
     })
     .encode()
-}
-
-fn stage(bin: &str, broker: &Broker, db: &str, group: &str) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new(existing_bin(bin)?);
-    cmd.env("KAFKA_BROKERS", &broker.bootstrap)
-        .env("DATABASE_URL", db)
-        .args([
-            "run",
-            "--consumer-group",
-            group,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
-        .args([
-            "--session-timeout-ms",
-            "6000",
-            "--heartbeat-interval-ms",
-            "500",
-            "--max-batch-time-ms",
-            "200",
-        ])
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("STAGE_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
-    Proc::spawn(bin, cmd)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -109,19 +78,11 @@ fn outcomes(broker: &Broker) -> anyhow::Result<Vec<Value>> {
 fn feedback_becomes_issues_spam_is_ignored_and_replay_changes_nothing() -> anyhow::Result<()> {
     let broker = Broker::start(&TOPICS)?;
     anyhow::ensure!(broker.is_mock(), "uses the default topic names");
-    let db = TestDb::new()?;
-    let out = Command::new(existing_bin("feedback-worker")?)
-        .args(["migrate", "--database-url", &db.url])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    db.connect()?.batch_execute_sql(
+    let db = migrated_db(
+        "feedback-worker",
         "INSERT INTO organizations (id, slug) VALUES (1, 'o');
-         INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'spammy', '{\"feedback.spam_detection\": \"heuristic\"}'),
-                                                                         (43, 1, 'plain', '{}');",
+         INSERT INTO projects (id, organization_id, slug, options) VALUES
+           (42, 1, 'spammy', '{\"feedback.spam_detection\": \"heuristic\"}'), (43, 1, 'plain', '{}');",
     )?;
     let relay = std::fs::read(format!(
         "{}/../core/tests/fixtures/relay-26.9.0/ingest-feedback-events/000.bin",
@@ -166,8 +127,8 @@ fn feedback_becomes_issues_spam_is_ignored_and_replay_changes_nothing() -> anyho
         p.flush(Duration::from_secs(10))?;
     }
     let (fb_group, occ_group) = (unique("fb"), unique("occ"));
-    let mut worker = stage("feedback-worker", &broker, &db.url, &fb_group)?;
-    let mut occ = stage("occurrence-consumer", &broker, &db.url, &occ_group)?;
+    let mut worker = stage("feedback-worker", &broker, &db.url, &fb_group, &[])?;
+    let mut occ = stage("occurrence-consumer", &broker, &db.url, &occ_group, &[])?;
     wait_committed_all(&broker, &fb_group, "ingest-feedback-events")?;
     wait_committed_all(&broker, &occ_group, "ingest-occurrences")?;
 
@@ -265,7 +226,7 @@ fn feedback_becomes_issues_spam_is_ignored_and_replay_changes_nothing() -> anyho
 
     // Replay the feedback topic from offset 0: still one group per feedback, no second outcome.
     let replay_group = unique("fb-replay");
-    let mut again = stage("feedback-worker", &broker, &db.url, &replay_group)?;
+    let mut again = stage("feedback-worker", &broker, &db.url, &replay_group, &[])?;
     wait_committed_all(&broker, &replay_group, "ingest-feedback-events")?;
     wait_committed_all(&broker, &occ_group, "ingest-occurrences")?;
     let after = groups(&db.url)?;
@@ -280,16 +241,4 @@ fn feedback_becomes_issues_spam_is_ignored_and_replay_changes_nothing() -> anyho
         assert_eq!(p.wait_timeout(Duration::from_secs(30))?.code(), Some(0));
     }
     Ok(())
-}
-
-trait Batch {
-    fn batch_execute_sql(&mut self, sql: &str) -> anyhow::Result<()>;
-}
-
-impl Batch for PgConnection {
-    fn batch_execute_sql(&mut self, sql: &str) -> anyhow::Result<()> {
-        use diesel::connection::SimpleConnection;
-        self.batch_execute(sql)?;
-        Ok(())
-    }
 }

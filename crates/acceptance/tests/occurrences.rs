@@ -7,10 +7,8 @@ mod support;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use serde_json::json;
-use sluice_testkit::paths::existing_bin;
-use sluice_testkit::process::{free_port, Proc};
+use sluice_testkit::process::Proc;
 use sluice_testkit::{unique, Broker, TestDb};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
@@ -78,50 +76,21 @@ fn stream() -> Vec<Out> {
 }
 
 fn consumer(broker: &Broker, db: &str, group: &str) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new(existing_bin("occurrence-consumer")?);
-    cmd.env("KAFKA_BROKERS", &broker.bootstrap)
-        .env("DATABASE_URL", db)
-        .args([
-            "run",
-            "--consumer-group",
-            group,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
-        .args([
-            "--occurrences-topic",
-            &broker.topic(TOPIC),
-            "--outcomes-topic",
-            &broker.topic("outcomes"),
-        ])
-        .args([
-            "--session-timeout-ms",
-            "6000",
-            "--heartbeat-interval-ms",
-            "500",
-            "--max-batch-time-ms",
-            "200",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Proc::spawn("occurrence-consumer", cmd)
+    let topics = [
+        "--occurrences-topic",
+        &broker.topic(TOPIC),
+        "--outcomes-topic",
+        &broker.topic("outcomes"),
+    ];
+    stage("occurrence-consumer", broker, db, group, &topics)
 }
 
 fn database() -> anyhow::Result<TestDb> {
-    let db = TestDb::new()?;
-    let out = Command::new(existing_bin("occurrence-consumer")?)
-        .args(["migrate", "--database-url", &db.url])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut c = db.connect()?;
-    diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (1, 'acme')").execute(&mut c)?;
-    diesel::sql_query("INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'web')")
-        .execute(&mut c)?;
-    Ok(db)
+    migrated_db(
+        "occurrence-consumer",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'acme'); \
+         INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'web');",
+    )
 }
 
 /// Every table, by natural keys (no generated ids, no wall-clock columns).

@@ -23,21 +23,11 @@ fn occurrence(n: u32, fp: &str) -> Value {
 }
 
 fn database() -> anyhow::Result<TestDb> {
-    let db = TestDb::new()?;
-    let out = Command::new(existing_bin("producer-shim")?)
-        .args(["migrate", "--database-url", &db.url])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use diesel::RunQueryDsl;
-    let mut c = db.connect()?;
-    diesel::sql_query("INSERT INTO organizations (id, slug) VALUES (1, 'o')").execute(&mut c)?;
-    diesel::sql_query("INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'p')")
-        .execute(&mut c)?;
-    Ok(db)
+    support::migrated_db(
+        "producer-shim",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o'); \
+         INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'p');",
+    )
 }
 
 struct Shim {

@@ -198,3 +198,56 @@ pub fn dlq(
 ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
     broker.read_all(topic, n, Duration::from_secs(20))
 }
+
+/// A fresh database migrated by `<bin> migrate`, then set up with `setup` (SQL statements).
+pub fn migrated_db(bin: &str, setup: &str) -> anyhow::Result<sluice_testkit::TestDb> {
+    use diesel::connection::SimpleConnection;
+    let db = sluice_testkit::TestDb::new()?;
+    let out = Command::new(existing_bin(bin)?)
+        .args(["migrate", "--database-url", &db.url])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db.connect()?.batch_execute(setup)?;
+    Ok(db)
+}
+
+/// `<bin> run` against `broker` and `db` in consumer group `group`, on a free metrics port, with
+/// short group timeouts and `extra` flags. Logs go to stderr when `STAGE_LOGS` is set.
+pub fn stage(
+    bin: &str,
+    broker: &Broker,
+    db: &str,
+    group: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(existing_bin(bin)?);
+    cmd.env("KAFKA_BROKERS", &broker.bootstrap)
+        .env("DATABASE_URL", db)
+        .args([
+            "run",
+            "--consumer-group",
+            group,
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()?),
+        ])
+        .args([
+            "--session-timeout-ms",
+            "6000",
+            "--heartbeat-interval-ms",
+            "500",
+            "--max-batch-time-ms",
+            "200",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("STAGE_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    Proc::spawn(bin, cmd)
+}

@@ -147,24 +147,11 @@ impl FeedbackStage {
             Err(r) => return Outcome::Reject(r),
         };
         let occurrence_id = built.occurrence_id.clone();
-        let record = match payload::build("occurrence", Some(built.occurrence.clone()), None, None)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
-            }
-        };
-        if let Err(e) = self
-            .producer
-            .send(
-                &self.occurrences_topic,
-                record.key.as_deref().map(str::as_bytes),
-                &record.value,
-                &[],
-            )
+        if let Some(o) = self
+            .produce("occurrence", Some(built.occurrence.clone()), None)
             .await
         {
-            return unavailable(e);
+            return o;
         }
         if spam_reason.is_some() {
             let change = StatusChangeMessage {
@@ -174,23 +161,8 @@ impl FeedbackStage {
                 new_status: group_status::IGNORED,
                 new_substatus: Some(group_substatus::FOREVER),
             };
-            let record = match payload::build("status_change", None, Some(change), None) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
-                }
-            };
-            if let Err(e) = self
-                .producer
-                .send(
-                    &self.occurrences_topic,
-                    record.key.as_deref().map(str::as_bytes),
-                    &record.value,
-                    &[],
-                )
-                .await
-            {
-                return unavailable(e);
+            if let Some(o) = self.produce("status_change", None, Some(change)).await {
+                return o;
             }
         }
         if let Err(e) = self
@@ -216,6 +188,30 @@ impl FeedbackStage {
             }])
             .inc();
         Outcome::Done
+    }
+
+    /// Builds and produces one issue-platform message; `Some(outcome)` when that failed.
+    async fn produce(
+        &self,
+        payload_type: &str,
+        occurrence: Option<sluice_core::messages::OccurrenceMessage>,
+        status_change: Option<StatusChangeMessage>,
+    ) -> Option<Outcome> {
+        let record = match payload::build(payload_type, occurrence, status_change, None) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(Outcome::Reject(Rejection::new(
+                    DlqReason::InvalidEvent,
+                    e.to_string(),
+                )))
+            }
+        };
+        let key = record.key.as_deref().map(str::as_bytes);
+        self.producer
+            .send(&self.occurrences_topic, key, &record.value, &[])
+            .await
+            .err()
+            .map(unavailable)
     }
 
     async fn filtered(

@@ -1,0 +1,183 @@
+//! Benchmark: feedback events per second through `feedback-worker`, from the feedback topic to
+//! acknowledged occurrences (and outcomes) with offsets committed, next to a same-run baseline
+//! that produces the same number of occurrence records straight through the core producer.
+//!
+//! Usage: bench-feedback --brokers HOST:PORT --admin-url POSTGRES_URL [--count N]
+//! Topics: ingest-feedback-events, its DLQ, ingest-occurrences, outcomes. Prints one JSON line.
+
+use clap::Parser;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    admin_url: String,
+    #[arg(long, default_value_t = 10_000)]
+    count: u32,
+    #[arg(long, default_value = "target/release")]
+    bin_dir: String,
+}
+
+const TOPIC: &str = "ingest-feedback-events";
+
+fn feedback(n: u32) -> Vec<u8> {
+    let event_id = format!("{:032x}", 0xfe00_0000_0000u64 + u64::from(n));
+    let message = if n % 10 == 0 {
+        "Click here for free crypto: http://x.example".to_owned()
+    } else {
+        format!("The export button does nothing ({n})")
+    };
+    let body = json!({"event_id": event_id, "type": "feedback", "platform": "javascript", "level": "info",
+                      "timestamp": 1_795_432_200.0 + f64::from(n) / 1000.0, "user": {"id": n},
+                      "contexts": {"feedback": {"message": message, "contact_email": "u@example.com", "name": "U",
+                                                "associated_event_id": format!("{:032x}", 0xae00_0000u64 + u64::from(n))},
+                                   "trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}});
+    IngestMessage::Event(EventMessage {
+        payload: body.to_string().into_bytes(),
+        start_time: Timestamp::now(),
+        event_id,
+        project_id: 42,
+        remote_addr: None,
+        attachments: vec![],
+    })
+    .encode()
+}
+
+fn committed_all(brokers: &str, group: &str) -> anyhow::Result<bool> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition(TOPIC, p.id());
+    }
+    for e in c
+        .committed_offsets(tpl, Duration::from_secs(10))?
+        .elements()
+    {
+        let (_, high) = c.fetch_watermarks(TOPIC, e.partition(), Duration::from_secs(10))?;
+        let at = if let Offset::Offset(o) = e.offset() {
+            o
+        } else {
+            -1
+        };
+        if at < high && high > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut admin = PgConnection::establish(&args.admin_url)?;
+    admin.batch_execute("DROP DATABASE IF EXISTS sluice_bench_feedback WITH (FORCE); CREATE DATABASE sluice_bench_feedback;")?;
+    let url = format!(
+        "{}/sluice_bench_feedback",
+        args.admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&args.admin_url)
+    );
+    sluice_core::storage::migrate(&url)?;
+    PgConnection::establish(&url)?.batch_execute(
+        "INSERT INTO organizations (id, slug) VALUES (1, 'b');
+         INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
+    )?;
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for n in 0..args.count {
+        let key = format!("k{n}");
+        let value = feedback(n);
+        p.send(BaseRecord::to(TOPIC).key(&key).payload(&value))
+            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60))?;
+
+    let group = format!("bench-fb-{}", std::process::id());
+    let started = Instant::now();
+    let mut child = Command::new(format!("{}/feedback-worker", args.bin_dir))
+        .env("KAFKA_BROKERS", &args.brokers)
+        .env("DATABASE_URL", &url)
+        .args([
+            "run",
+            "--consumer-group",
+            &group,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    while !committed_all(&args.brokers, &group)? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pipeline = started.elapsed();
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    // Baseline: the same number of occurrence-sized records, produced and acknowledged directly.
+    let producer = Arc::new(Producer::new(&ProducerConfig {
+        brokers: args.brokers.clone(),
+        client_id: "bench-baseline".into(),
+        message_timeout: Duration::from_secs(30),
+    })?);
+    let started = Instant::now();
+    let sends = (0..args.count).map(|n| {
+        let producer = producer.clone();
+        async move {
+            let value = feedback(n);
+            let key = format!("k{n}-42");
+            producer
+                .send("ingest-occurrences", Some(key.as_bytes()), &value, &[])
+                .await
+                .is_ok()
+        }
+    });
+    let ok = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|b| *b)
+        .count();
+    let base = started.elapsed();
+    let n = f64::from(args.count);
+    let (rate, base_rate) = (n / pipeline.as_secs_f64(), n / base.as_secs_f64());
+    println!(
+        "{}",
+        json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
+               "baseline_produce_per_sec": base_rate.round(), "baseline_acked": ok,
+               "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss / 1024})
+    );
+    Ok(())
+}
