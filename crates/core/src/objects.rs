@@ -168,6 +168,24 @@ impl Objects {
         Ok(())
     }
 
+    /// Stores a body given as consecutive parts (e.g. attachment chunks) under `key` without
+    /// joining them in memory first; idempotent like [`Objects::put`].
+    pub async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        content_type: Option<&str>,
+    ) -> Result<(), ObjectsError> {
+        let opts = PutOptions {
+            attributes: self.attributes(content_type),
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(&Path::from(key), parts.into_iter().collect(), opts)
+            .await?;
+        Ok(())
+    }
+
     /// Stores `body` under `key` only if nothing is there yet.
     pub async fn put_if_absent(
         &self,

@@ -1,10 +1,27 @@
 //! `ingest-consumer`: consumes Relay's `ingest-events` and `ingest-attachments`.
 
+mod attachment;
+mod chunk;
+mod event;
+mod grouping;
+mod limits;
+mod metrics;
+mod stage;
+mod user_report;
+
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
+use sluice_core::issues::project;
+use sluice_core::kafka::consumer::{self, RuntimeConfig};
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::objects::Objects;
+use sluice_core::outcomes::Outcomes;
 use sluice_core::stages::{ingest_topics, INGEST};
+use sluice_core::storage::Db;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Turns Relay's events, attachments and user reports into stored events, attachments and user
 /// reports, error occurrences and shimmed feedback.
@@ -33,30 +50,91 @@ enum Command {
     Migrate,
 }
 
+/// How often expired attachment chunks are deleted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+fn spawn_sweeper(db: Db, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            match chunk::sweep(&db).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::count("attachment_chunk", "expired");
+                    tracing::info!(deleted = n, "expired attachment chunks deleted");
+                }
+                Err(e) => tracing::warn!(error = %e, "attachment chunk sweep failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    });
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let inputs = if cli.input_topics.is_empty() {
+        vec![
+            cli.common.topics.events_topic.clone(),
+            cli.common.topics.attachments_topic.clone(),
+        ]
+    } else {
+        cli.input_topics
+    };
+    let needs = Needs {
+        kafka: true,
+        database: true,
+        topics: ingest_topics(&cli.common, &inputs),
+    };
+    let brokers = cli.common.kafka_brokers.clone().unwrap_or_default();
+    let config = RuntimeConfig::from_args(&cli.common, &brokers, inputs);
+    let objects = Objects::from_url(&cli.common.object_store_url)?;
+    let ctx = Context::start(INGEST, cli.common, needs).await?;
+    let db = ctx
+        .db
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+    let producer = Producer::new(&ProducerConfig {
+        brokers: brokers.clone(),
+        client_id: "ingest-consumer".into(),
+        message_timeout: Duration::from_secs(30),
+    })?;
+    let topics = &ctx.common.topics;
+    let limits = &ctx.settings.attachments;
+    let deps = stage::Deps {
+        db: db.clone(),
+        objects,
+        producer: producer.clone(),
+        outcomes: Outcomes {
+            producer: producer.clone(),
+            topic: topics.outcomes_topic.clone(),
+            billing_topic: topics.outcomes_billing_topic.clone(),
+            db: db.clone(),
+        },
+        settings: ctx.settings.clone(),
+        projects: project::Shared::new(db.clone()),
+        limiter: limits::AttachmentLimiter::new(
+            limits.project_per_sec_limit,
+            limits.project_per_5_minute_limit,
+        ),
+        feedback_topic: topics.feedback_topic.clone(),
+        occurrences_topic: topics.occurrences_topic.clone(),
+    };
+    spawn_sweeper(db, ctx.shutdown.clone());
+    let stage = stage::IngestStage {
+        deps: Arc::new(deps),
+    };
+    consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli: Cli = sluice_core::cli::parse(&INGEST);
     app::block_on(async move {
-        match cli.command.unwrap_or(Command::Run) {
-            Command::Migrate => app::migrate(&cli.common).await,
-            Command::Run => {
-                let inputs = if cli.input_topics.is_empty() {
-                    vec![
-                        cli.common.topics.events_topic.clone(),
-                        cli.common.topics.attachments_topic.clone(),
-                    ]
-                } else {
-                    cli.input_topics
-                };
-                let needs = Needs {
-                    kafka: true,
-                    database: true,
-                    topics: ingest_topics(&cli.common, &inputs),
-                };
-                Context::start(INGEST, cli.common, needs)
-                    .await?
-                    .idle_until_shutdown()
-                    .await
-            }
+        match cli.command {
+            Some(Command::Migrate) => app::migrate(&cli.common).await,
+            Some(Command::Run) | None => run(cli).await,
         }
     })
 }

@@ -86,7 +86,9 @@ fn committed_all(brokers: &str, group: &str) -> anyhow::Result<bool> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut admin = PgConnection::establish(&args.admin_url)?;
-    admin.batch_execute("DROP DATABASE IF EXISTS sluice_bench_feedback WITH (FORCE); CREATE DATABASE sluice_bench_feedback;")?;
+    admin.batch_execute("DROP DATABASE IF EXISTS sluice_bench_feedback WITH (FORCE)")?;
+    admin.batch_execute("CREATE DATABASE sluice_bench_feedback")?;
+
     let url = format!(
         "{}/sluice_bench_feedback",
         args.admin_url

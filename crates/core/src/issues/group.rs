@@ -266,7 +266,11 @@ pub fn same_category(group: &GroupRow, occ: &Occurrence) -> bool {
 }
 
 /// Sets `group_id` on the occurrence, and on its event, the event's attachments and user reports
-/// where they have none yet (the first group an event gets stays; one statement).
+/// where they have none yet (the first group an event gets stays).
+///
+/// Two statements, the event first: updating the event row locks it, so a writer that attaches
+/// an attachment or report and then reads the event's group `FOR SHARE` either sees this group
+/// or committed before the second statement's snapshot, which then includes its row.
 pub fn backfill(
     conn: &mut PgConnection,
     project_id: i64,
@@ -275,9 +279,15 @@ pub fn backfill(
     group_id: i64,
 ) -> QueryResult<()> {
     diesel::sql_query(
+        "UPDATE events SET group_id = $3 \
+         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Bpchar, _>(event_id)
+    .bind::<BigInt, _>(group_id)
+    .execute(conn)?;
+    diesel::sql_query(
         "WITH o AS (UPDATE occurrences SET group_id = $3 WHERE id = $4::bpchar), \
-              e AS (UPDATE events SET group_id = $3 \
-                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL), \
               a AS (UPDATE event_attachments SET group_id = $3 \
                     WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL) \
          UPDATE user_reports SET group_id = $3 \

@@ -78,6 +78,21 @@ pub enum Outcome {
     Unavailable(String),
 }
 
+impl Outcome {
+    /// How a database failure while processing one message is handled: an outage pauses and
+    /// retries every message; anything else is retried for this message, then dead-lettered.
+    pub fn from_db(error: &crate::storage::DbError) -> Outcome {
+        if error.is_dependency_wide() {
+            Outcome::Unavailable(error.to_string())
+        } else {
+            Outcome::Retry {
+                reason: DlqReason::RetryExhausted,
+                detail: error.to_string(),
+            }
+        }
+    }
+}
+
 /// A pipeline stage.
 pub trait Stage: Send + Sync + 'static {
     /// Processes `batch` and returns once every effect is durable, with one outcome per message

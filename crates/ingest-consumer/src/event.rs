@@ -1,0 +1,365 @@
+//! `type: event` messages (reference §2.5, design §5). Transactions are dropped with a metric;
+//! feedback events are forwarded to the feedback topic; every other event is stored in `events`
+//! (first write wins) with its attachments, then becomes an error occurrence without an event
+//! body, produced until the event has a group (so a redelivered event that was never grouped
+//! produces the same occurrence again). User reports that arrived before the event are shimmed.
+
+use crate::attachment::{self, Owner};
+use crate::stage::{unavailable, Deps, Step};
+use crate::{chunk, grouping, metrics, user_report};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Jsonb, Nullable, Text};
+use serde_json::{Map, Value};
+use sluice_core::ids;
+use sluice_core::issues::payload;
+use sluice_core::issues::project::Project;
+use sluice_core::kafka::consumer::{Msg, Outcome};
+use sluice_core::messages::enums::log_level;
+use sluice_core::messages::{DlqReason, EventMessage, OccurrenceMessage, Rejection, Timestamp};
+use sluice_core::storage::DbError;
+
+/// Group type of error occurrences.
+const ERROR_GROUP_TYPE: i32 = 1;
+
+fn reject(reason: DlqReason, detail: impl Into<String>) -> Outcome {
+    Outcome::Reject(Rejection::new(reason, detail))
+}
+
+/// Parses the event JSON: an object whose `event_id` matches the message's.
+pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
+    // Postgres cannot store NUL in jsonb; such an event can never be saved.
+    if m.payload.windows(6).any(|w| w == b"\\u0000") {
+        return Err(reject(
+            DlqReason::InvalidEvent,
+            "event contains a NUL character",
+        ));
+    }
+    let data = match serde_json::from_slice::<Value>(&m.payload) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(reject(
+                DlqReason::InvalidEvent,
+                "event payload is not a JSON object",
+            ))
+        }
+        Err(e) => {
+            return Err(reject(
+                DlqReason::Undecodable,
+                format!("event payload: {e}"),
+            ))
+        }
+    };
+    let Some(id) = data.get("event_id") else {
+        return Err(reject(
+            DlqReason::MissingField,
+            "event payload without `event_id`",
+        ));
+    };
+    match id.as_str().map(ids::uuid_hex) {
+        Some(Ok(id)) if id == m.event_id => Ok(data),
+        Some(Ok(id)) => Err(reject(
+            DlqReason::IdMismatch,
+            format!(
+                "payload event_id {id} differs from the message's {}",
+                m.event_id
+            ),
+        )),
+        _ => Err(reject(
+            DlqReason::InvalidField,
+            "payload `event_id` is not a UUID",
+        )),
+    }
+}
+
+/// Handles one `type: event` message.
+pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project) -> Step<()> {
+    let pid = project.id as u64;
+    let pid_s = pid.to_string();
+    let has_attachments = if m.attachments.is_empty() {
+        "false"
+    } else {
+        "true"
+    };
+    let shed = &deps.settings.load_shed;
+    if shed.pipeline_projects.matches(&[
+        ("project_id", pid_s.as_str()),
+        ("event_id", m.event_id.as_str()),
+        ("has_attachments", has_attachments),
+    ]) {
+        metrics::count("event", "load_shed");
+        return Ok(());
+    }
+    let data = parse_payload(m)?;
+    let event_type = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("null")
+        .to_owned();
+    let org_s = project.organization_id.to_string();
+    if shed.parsed_pipeline_projects.matches(&[
+        ("organization_id", org_s.as_str()),
+        ("project_id", pid_s.as_str()),
+        ("event_type", event_type.as_str()),
+        ("has_attachments", has_attachments),
+        ("event_id", m.event_id.as_str()),
+    ]) {
+        metrics::count("event", "load_shed");
+        return Ok(());
+    }
+    match event_type.as_str() {
+        "transaction" => {
+            metrics::count("event", "transaction_dropped");
+            drop_chunks(deps, m).await
+        }
+        "feedback" => forward_feedback(deps, raw, m, project, &data).await,
+        _ => error_event(deps, m, project, data).await,
+    }
+}
+
+async fn drop_chunks(deps: &Deps, m: &EventMessage) -> Step<()> {
+    for a in &m.attachments {
+        chunk::delete(&deps.db, m.project_id, &m.event_id, &a.id)
+            .await
+            .map_err(|e| Outcome::from_db(&e))?;
+    }
+    Ok(())
+}
+
+/// Saves the event's attachments (those Relay did not rate-limit) and drops their chunks.
+async fn save_attachments(
+    deps: &Deps,
+    m: &EventMessage,
+    project: &Project,
+    group_id: Option<i64>,
+    key_id: Option<u64>,
+) -> Step<()> {
+    let owner = Owner {
+        project,
+        event_id: &m.event_id,
+        group_id,
+        start_time: Some(m.start_time),
+        key_id,
+    };
+    if attachment::enabled(project) {
+        for a in m.attachments.iter().filter(|a| !a.rate_limited) {
+            attachment::save(deps, &owner, a).await?;
+        }
+    }
+    drop_chunks(deps, m).await
+}
+
+fn key_id(data: &Map<String, Value>) -> Option<u64> {
+    match data.get("key_id") {
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// Feedback goes to the feedback worker unchanged (no `source` header: a new feedback).
+async fn forward_feedback(
+    deps: &Deps,
+    raw: &Msg,
+    m: &EventMessage,
+    project: &Project,
+    data: &Map<String, Value>,
+) -> Step<()> {
+    let denylist = &deps.settings.feedback.slug_denylist;
+    if denylist.contains(&project.organization_slug) {
+        metrics::count("event", "feedback_denylisted");
+        return drop_chunks(deps, m).await;
+    }
+    save_attachments(deps, m, project, None, key_id(data)).await?;
+    deps.producer
+        .send(&deps.feedback_topic, raw.key.as_deref(), raw.payload(), &[])
+        .await
+        .map_err(unavailable)?;
+    metrics::count("event", "feedback_forwarded");
+    Ok(())
+}
+
+/// The stored event's group (`None` for an event stored now or not grouped yet).
+struct Stored {
+    group_id: Option<i64>,
+}
+
+async fn store(deps: &Deps, project_id: i64, event_id: &str, data: Value) -> Step<Stored> {
+    let e = event_id.to_owned();
+    deps.db
+        .run(move |c| {
+            #[derive(QueryableByName)]
+            struct G {
+                #[diesel(sql_type = Nullable<BigInt>)]
+                group_id: Option<i64>,
+            }
+            let inserted = diesel::sql_query(
+                "INSERT INTO events (project_id, event_id, data) VALUES ($1, $2::bpchar, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind::<BigInt, _>(project_id)
+            .bind::<Text, _>(&e)
+            .bind::<Jsonb, _>(&data)
+            .execute(c)?;
+            if inserted == 1 {
+                return Ok(Stored { group_id: None });
+            }
+            let g: Option<G> = diesel::sql_query(
+                "SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar",
+            )
+            .bind::<BigInt, _>(project_id)
+            .bind::<Text, _>(&e)
+            .get_result(c)
+            .optional()?;
+            Ok::<_, DbError>(Stored {
+                group_id: g.and_then(|g| g.group_id),
+            })
+        })
+        .await
+        .map_err(|e| Outcome::from_db(&e))
+}
+
+async fn error_event(
+    deps: &Deps,
+    m: &EventMessage,
+    project: &Project,
+    data: Map<String, Value>,
+) -> Step<()> {
+    let key_id = key_id(&data);
+    let data = Value::Object(data);
+    let occurrence = occurrence(m, &data);
+    let stored = store(deps, project.id, &m.event_id, data.clone()).await?;
+    save_attachments(deps, m, project, stored.group_id, key_id).await?;
+    if stored.group_id.is_none() {
+        let record = payload::build("occurrence", Some(occurrence), None, None)
+            .map_err(|e| reject(DlqReason::InvalidEvent, e.to_string()))?;
+        deps.producer
+            .send(
+                &deps.occurrences_topic,
+                record.key.as_deref().map(str::as_bytes),
+                &record.value,
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        metrics::count("event", "grouped");
+    } else {
+        metrics::count("event", "already_grouped");
+    }
+    user_report::shim_waiting(deps, project, &m.event_id, &data, m.start_time).await
+}
+
+/// When the event happened: its `timestamp` (epoch seconds or RFC 3339), else the ingest time.
+pub fn event_time(data: &Value, fallback: Timestamp) -> Timestamp {
+    match data.get("timestamp") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(|s| Timestamp::from_epoch_secs(s).ok())
+            .unwrap_or(fallback),
+        Some(Value::String(s)) => Timestamp::parse_str(s).unwrap_or(fallback),
+        _ => fallback,
+    }
+}
+
+/// The error occurrence of an event: uuid5 id, the grouping's fingerprint, title and culprit,
+/// no event body (the occurrence consumer reads the stored event).
+pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
+    let g = grouping::group(data);
+    let level = data
+        .get("level")
+        .and_then(Value::as_str)
+        .filter(|l| log_level(l).is_some())
+        .unwrap_or("error");
+    OccurrenceMessage {
+        id: ids::error_occurrence_id(m.project_id, &m.event_id),
+        project_id: m.project_id,
+        event_id: Some(m.event_id.clone()),
+        fingerprint: vec![g.fingerprint],
+        issue_title: g.title,
+        subtitle: g.culprit.clone(),
+        resource_id: None,
+        evidence_data: Some(Map::new()),
+        evidence_display: Some(Vec::new()),
+        group_type: ERROR_GROUP_TYPE,
+        detection_time: event_time(data, m.start_time),
+        level: Some(level.to_owned()),
+        culprit: Some(g.culprit),
+        initial_issue_priority: None,
+        assignee: None,
+        event: None,
+        is_buffered_spans: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(payload: &str) -> EventMessage {
+        EventMessage {
+            payload: payload.as_bytes().to_vec(),
+            start_time: Timestamp::now(),
+            event_id: "606f3c2bc036486eac417841ebfbf7f0".into(),
+            project_id: 42,
+            remote_addr: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    fn reason(r: Step<Map<String, Value>>) -> Option<DlqReason> {
+        match r {
+            Err(Outcome::Reject(r)) => Some(r.reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn payload_checks() {
+        assert_eq!(
+            reason(parse_payload(&msg("{}"))),
+            Some(DlqReason::MissingField)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg("nope"))),
+            Some(DlqReason::Undecodable)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg("[1]"))),
+            Some(DlqReason::InvalidEvent)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg(
+                r#"{"event_id":"00000000000000000000000000000001"}"#
+            ))),
+            Some(DlqReason::IdMismatch)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg(
+                r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\u0000"}"#
+            ))),
+            Some(DlqReason::InvalidEvent)
+        );
+        assert!(parse_payload(&msg(
+            r#"{"event_id":"606F3C2B-C036-486E-AC41-7841EBFBF7F0"}"#
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn occurrence_of_an_error_event() {
+        let m = msg("{}");
+        let data = json!({"timestamp": 1795432199.5, "level": "warning",
+            "exception": {"values": [{"type": "E", "value": "v", "stacktrace": {"frames": [
+                {"module": "m", "function": "f", "in_app": true}]}}]}});
+        let o = occurrence(&m, &data);
+        assert_eq!(o.id, ids::error_occurrence_id(42, &m.event_id));
+        assert_eq!(o.group_type, 1);
+        assert_eq!(o.issue_title, "E: v");
+        assert_eq!(o.culprit.as_deref(), Some("m in f"));
+        assert_eq!(o.level.as_deref(), Some("warning"));
+        assert!(o.event.is_none());
+        assert_eq!(o.detection_time.epoch_secs(), 1795432199.5);
+        let bad_level = occurrence(&m, &json!({"level": "loud"}));
+        assert_eq!(bad_level.level.as_deref(), Some("error"));
+    }
+}
