@@ -224,7 +224,20 @@ pub fn stage(
     group: &str,
     extra: &[&str],
 ) -> anyhow::Result<Proc> {
+    stage_env(bin, broker, db, group, extra, &[])
+}
+
+/// [`stage`] with extra environment variables (e.g. the S3 server's `AWS_*`).
+pub fn stage_env(
+    bin: &str,
+    broker: &Broker,
+    db: &str,
+    group: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(existing_bin(bin)?);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env("KAFKA_BROKERS", &broker.bootstrap)
         .env("DATABASE_URL", db)
         .args([
