@@ -1,1 +1,77 @@
-//! Tests only: see `tests/`.
+//! Helpers of the benchmark binaries (`src/bin/bench-*`); the acceptance tests live in `tests/`.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// Drops and re-creates database `name` next to `admin`'s, migrates it, runs `setup`; returns its URL.
+pub fn fresh_database(admin: &str, name: &str, setup: &str) -> anyhow::Result<String> {
+    let mut c = PgConnection::establish(admin)?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    c.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
+    );
+    sluice_core::storage::migrate(&url)?;
+    PgConnection::establish(&url)?.batch_execute(setup)?;
+    Ok(url)
+}
+
+/// Whether consumer group `group` has committed every partition of `topic` up to its high watermark.
+pub fn committed_all(brokers: &str, group: &str, topic: &str) -> anyhow::Result<bool> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition(topic, p.id());
+    }
+    for e in c
+        .committed_offsets(tpl, Duration::from_secs(10))?
+        .elements()
+    {
+        let (_, high) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        if at < high && high > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until [`committed_all`] holds.
+pub async fn wait_committed(brokers: &str, group: &str, topic: &str) -> anyhow::Result<()> {
+    while !committed_all(brokers, group, topic)? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Peak resident memory of process `pid` in MiB (`VmHWM`), 0 when unknown.
+pub fn peak_rss_mb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// Sends SIGTERM to `child` and waits for it.
+pub fn stop(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

@@ -68,10 +68,11 @@ fn main() -> ExitCode {
                         producer: producer.clone(),
                         topic: topics.outcomes_topic.clone(),
                         billing_topic: topics.outcomes_billing_topic.clone(),
-                        db,
+                        db: db.clone(),
                     },
                     settings: ctx.settings.clone(),
                     http: reqwest::Client::new(),
+                    projects: sluice_core::issues::project::Shared::new(db.clone()),
                 };
                 consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
                 producer.flush(Duration::from_secs(10))?;

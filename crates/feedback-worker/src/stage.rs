@@ -44,6 +44,7 @@ pub struct FeedbackStage {
     pub outcomes: Outcomes,
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
+    pub projects: project::Shared,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Outcome {
@@ -81,11 +82,7 @@ impl FeedbackStage {
             .and_then(FeedbackSource::parse)
             .unwrap_or(FeedbackSource::NewFeedbackEnvelope);
         let pid = event.project_id;
-        let proj = match self
-            .db
-            .run(move |c| project::load(c, pid).map_err(DbError::Query))
-            .await
-        {
+        let proj = match self.projects.get(pid).await {
             Ok(Some(p)) => p,
             Ok(None) => {
                 results().with_label_values(&["unknown_project"]).inc();

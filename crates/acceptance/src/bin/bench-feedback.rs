@@ -6,11 +6,8 @@
 //! Topics: ingest-feedback-events, its DLQ, ingest-occurrences, outcomes. Prints one JSON line.
 
 use clap::Parser;
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::json;
 use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
@@ -55,49 +52,12 @@ fn feedback(n: u32) -> Vec<u8> {
     .encode()
 }
 
-fn committed_all(brokers: &str, group: &str) -> anyhow::Result<bool> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
-    let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition(TOPIC, p.id());
-    }
-    for e in c
-        .committed_offsets(tpl, Duration::from_secs(10))?
-        .elements()
-    {
-        let (_, high) = c.fetch_watermarks(TOPIC, e.partition(), Duration::from_secs(10))?;
-        let at = if let Offset::Offset(o) = e.offset() {
-            o
-        } else {
-            -1
-        };
-        if at < high && high > 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut admin = PgConnection::establish(&args.admin_url)?;
-    admin.batch_execute("DROP DATABASE IF EXISTS sluice_bench_feedback WITH (FORCE)")?;
-    admin.batch_execute("CREATE DATABASE sluice_bench_feedback")?;
-
-    let url = format!(
-        "{}/sluice_bench_feedback",
-        args.admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&args.admin_url)
-    );
-    sluice_core::storage::migrate(&url)?;
-    PgConnection::establish(&url)?.batch_execute(
+    let url = sluice_acceptance::fresh_database(
+        &args.admin_url,
+        "sluice_bench_feedback",
         "INSERT INTO organizations (id, slug) VALUES (1, 'b');
          INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
     )?;
@@ -132,22 +92,10 @@ async fn main() -> anyhow::Result<()> {
         ])
         .stdout(Stdio::null())
         .spawn()?;
-    while !committed_all(&args.brokers, &group)? {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sluice_acceptance::wait_committed(&args.brokers, &group, TOPIC).await?;
     let pipeline = started.elapsed();
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let rss = sluice_acceptance::peak_rss_mb(child.id());
+    sluice_acceptance::stop(&mut child);
 
     // Baseline: the same number of occurrence-sized records, produced and acknowledged directly.
     let producer = Arc::new(Producer::new(&ProducerConfig {
@@ -179,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
                "baseline_produce_per_sec": base_rate.round(), "baseline_acked": ok,
-               "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss / 1024})
+               "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss})
     );
     Ok(())
 }

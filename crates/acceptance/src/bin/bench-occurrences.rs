@@ -8,9 +8,8 @@
 use clap::Parser;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +31,8 @@ struct Args {
 
 const TOPIC: &str = "ingest-occurrences";
 
+const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'bench');";
+
 fn message(n: u32, fingerprints: u32) -> (String, String) {
     let fp = format!("bench-fp-{}", n % fingerprints);
     let event_id = format!("{:032x}", 0xbe00_0000_0000u64 + u64::from(n));
@@ -45,56 +46,6 @@ fn message(n: u32, fingerprints: u32) -> (String, String) {
                   "tags": {"environment": "prod"}, "contexts": {"trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}},
     });
     (format!("{fp}-42"), v.to_string())
-}
-
-fn fresh_db(admin: &str, name: &str) -> anyhow::Result<String> {
-    let mut c = PgConnection::establish(admin)?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c)?;
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c)?;
-    let url = format!(
-        "{}/{name}",
-        admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
-    );
-    sluice_core::storage::migrate(&url)?;
-    PgConnection::establish(&url)?.batch_execute(
-        "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'bench');",
-    )?;
-    Ok(url)
-}
-
-fn committed_all(brokers: &str, group: &str) -> anyhow::Result<bool> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
-    let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition(TOPIC, p.id());
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    for e in committed.elements() {
-        let (_, high) = c.fetch_watermarks(TOPIC, e.partition(), Duration::from_secs(10))?;
-        let at = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        };
-        if at < high && high > 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The baseline: the same rows (events, occurrences, groups, hashes) written with batched,
@@ -158,7 +109,8 @@ fn main() -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(60))?;
 
-    let pipeline_url = fresh_db(&args.admin_url, "sluice_bench_pipeline")?;
+    let pipeline_url =
+        sluice_acceptance::fresh_database(&args.admin_url, "sluice_bench_pipeline", SETUP)?;
     let group = format!("bench-{}", std::process::id());
     let started = Instant::now();
     let mut child = Command::new(format!("{}/occurrence-consumer", args.bin_dir))
@@ -175,17 +127,15 @@ fn main() -> anyhow::Result<()> {
         ])
         .stdout(Stdio::null())
         .spawn()?;
-    while !committed_all(&args.brokers, &group)? {
+    while !sluice_acceptance::committed_all(&args.brokers, &group, TOPIC)? {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pipeline = started.elapsed();
-    let rss = peak_rss_kb(child.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let rss = sluice_acceptance::peak_rss_mb(child.id());
+    sluice_acceptance::stop(&mut child);
 
-    let base_url = fresh_db(&args.admin_url, "sluice_bench_baseline")?;
+    let base_url =
+        sluice_acceptance::fresh_database(&args.admin_url, "sluice_bench_baseline", SETUP)?;
     let base = baseline(&base_url, &msgs)?;
 
     let n = f64::from(args.count);
@@ -195,7 +145,7 @@ fn main() -> anyhow::Result<()> {
         json!({
             "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
             "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
-            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss / 1024,
+            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss,
             "pipeline_secs": pipeline.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
         })
     );

@@ -102,18 +102,8 @@ async fn main() -> anyhow::Result<()> {
         failures += f;
     }
     let http_elapsed = started.elapsed();
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", shim.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    let _ = Command::new("kill")
-        .args(["-TERM", &shim.id().to_string()])
-        .status();
-    let _ = shim.wait();
+    let rss = sluice_acceptance::peak_rss_mb(shim.id());
+    sluice_acceptance::stop(&mut shim);
     latencies.sort();
 
     // Baseline: the same records through the core producer, same concurrency, no HTTP.
@@ -161,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         json!({"bench": "producer-shim", "requests": args.count, "concurrency": args.concurrency, "failures": failures,
                "http_acked_per_sec": http_rate.round(), "baseline_producer_per_sec": base_rate.round(),
                "ratio": (http_rate / base_rate * 1000.0).round() / 1000.0,
-               "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "shim_peak_rss_mb": rss / 1024})
+               "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "shim_peak_rss_mb": rss})
     );
     Ok(())
 }

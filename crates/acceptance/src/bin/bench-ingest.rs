@@ -1,0 +1,322 @@
+//! Benchmark of `ingest-consumer`, each part next to a same-run baseline:
+//! - events: realistic ~6 KB error events from `ingest-events` to stored rows and acknowledged
+//!   occurrences with offsets committed, vs. the same rows inserted with batched SQL plus the same
+//!   number of occurrence records produced directly;
+//! - attachments: 10 KB attachments (a chunk plus a standalone attachment message each) from
+//!   `ingest-attachments` to objects in `s3s-fs`, rows and outcomes, vs. raw PUTs of the same
+//!   bodies to the same server.
+//!
+//! Usage: bench-ingest --brokers HOST:PORT --admin-url POSTGRES_URL [--events N] [--attachments N]
+//! Prints one JSON line.
+
+use clap::Parser;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Jsonb, Text};
+use futures::StreamExt;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use sluice_acceptance::{fresh_database, peak_rss_mb, stop, wait_committed};
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::messages::{
+    AttachmentChunk, AttachmentMessage, ChunkedAttachment, EventMessage, IngestMessage, Timestamp,
+};
+use sluice_core::objects::Objects;
+use sluice_testkit::S3Server;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    admin_url: String,
+    #[arg(long, default_value_t = 20_000)]
+    events: u32,
+    #[arg(long, default_value_t = 3_000)]
+    attachments: u32,
+    #[arg(long, default_value = "target/release")]
+    bin_dir: String,
+}
+
+const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); \
+                     INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'bench');";
+
+fn event_id(n: u32) -> String {
+    format!("{:032x}", 0xbe00_0000_0000u64 + u64::from(n))
+}
+
+/// A Python-SDK-like error event of about 6 KB; 100 distinct stacks.
+fn event_body(n: u32) -> Value {
+    let kind = n % 100;
+    let frames: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"filename": format!("app/module_{i}.py"), "module": format!("app.module_{i}"),
+                   "function": format!("handler_{kind}_{i}"), "lineno": 10 + i, "in_app": i % 3 != 0,
+                   "context_line": "    return process(request, payload, retries=3)",
+                   "pre_context": ["def handler(request):", "    payload = request.json()", "    validate(payload)"],
+                   "post_context": ["", "def other():", "    pass"],
+                   "vars": {"request": "<Request 'POST /api/checkout'>", "retries": "3", "payload": "{'cart': [1, 2, 3]}"}})
+        })
+        .collect();
+    json!({"event_id": event_id(n), "type": "error", "platform": "python", "level": "error",
+           "timestamp": 1_795_432_200.0 + f64::from(n) / 1000.0, "received": 1_795_432_200.5,
+           "environment": "production", "release": "shop@1.2.3", "server_name": "web-1",
+           "exception": {"values": [{"type": format!("CheckoutError{kind}"), "value": format!("cart {n} rejected"),
+                                     "mechanism": {"type": "generic", "handled": true},
+                                     "stacktrace": {"frames": frames}}]},
+           "tags": [["browser", "Firefox"], ["os", "Linux"], ["customer", "acme"]],
+           "contexts": {"trace": {"trace_id": "0123456789abcdef0123456789abcdef", "span_id": "0123456789abcdef"},
+                        "runtime": {"name": "CPython", "version": "3.11.7"}},
+           "sdk": {"name": "sentry.python", "version": "2.75.0"},
+           "modules": {"django": "5.1", "requests": "2.32.3", "urllib3": "2.2.3", "certifi": "2026.10.18"}})
+}
+
+fn event_message(n: u32) -> Vec<u8> {
+    IngestMessage::Event(EventMessage {
+        payload: event_body(n).to_string().into_bytes(),
+        start_time: Timestamp::now(),
+        event_id: event_id(n),
+        project_id: 42,
+        remote_addr: None,
+        attachments: vec![],
+    })
+    .encode()
+}
+
+fn body_10k(n: u32) -> Vec<u8> {
+    (0..10 * 1024u32)
+        .map(|i| (i.wrapping_mul(7).wrapping_add(n) % 251) as u8)
+        .collect()
+}
+
+fn attachment_messages(n: u32) -> [Vec<u8>; 2] {
+    let id = format!("att-{n}");
+    let chunk = IngestMessage::AttachmentChunk(AttachmentChunk {
+        payload: body_10k(n),
+        event_id: event_id(n),
+        project_id: 42,
+        id: id.clone(),
+        chunk_index: 0,
+    });
+    let att = IngestMessage::Attachment(AttachmentMessage {
+        event_id: event_id(n),
+        project_id: 42,
+        attachment: ChunkedAttachment {
+            id,
+            name: "report.bin".into(),
+            content_type: Some("application/octet-stream".into()),
+            attachment_type: "event.attachment".into(),
+            chunks: Some(1),
+            data: None,
+            stored_id: None,
+            size: Some(10 * 1024),
+            rate_limited: false,
+        },
+    });
+    [chunk.encode(), att.encode()]
+}
+
+fn produce(
+    brokers: &str,
+    topic: &str,
+    msgs: impl Iterator<Item = (String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("message.max.bytes", "20000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2000000")
+        .create()?;
+    for (k, v) in msgs {
+        p.send(BaseRecord::to(topic).key(&k).payload(&v))
+            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn consumer(
+    args: &Args,
+    db: &str,
+    group: &str,
+    topic: &str,
+    env: &[(String, String)],
+    store: &str,
+) -> anyhow::Result<Child> {
+    Ok(Command::new(format!("{}/ingest-consumer", args.bin_dir))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("KAFKA_BROKERS", &args.brokers)
+        .env("DATABASE_URL", db)
+        .env("OBJECT_STORE_URL", store)
+        .args([
+            "run",
+            "--topics",
+            topic,
+            "--consumer-group",
+            group,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
+/// Baseline for events: the same rows in batched SQL, and one occurrence-sized record per event
+/// produced and acknowledged.
+async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
+    let bodies: Vec<Value> = (0..args.events).map(event_body).collect();
+    let producer = Arc::new(Producer::new(&ProducerConfig {
+        brokers: args.brokers.clone(),
+        client_id: "bench-baseline".into(),
+        message_timeout: Duration::from_secs(30),
+    })?);
+    let started = Instant::now();
+    let url = url.to_owned();
+    let rows = bodies.clone();
+    let sql = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut c = PgConnection::establish(&url)?;
+        for (i, batch) in rows.chunks(500).enumerate() {
+            let ids: Vec<String> = (0..batch.len())
+                .map(|j| event_id((i * 500 + j) as u32))
+                .collect();
+            diesel::sql_query(
+                "INSERT INTO events (project_id, event_id, data) \
+                 SELECT 42, e::bpchar, d FROM unnest($1::text[], $2::jsonb[]) AS t(e, d) ON CONFLICT DO NOTHING",
+            )
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<Jsonb>, _>(batch.to_vec())
+            .execute(&mut c)?;
+        }
+        Ok(())
+    });
+    let sends = (0..args.events).map(|n| {
+        let producer = producer.clone();
+        async move {
+            let value = json!({"id": event_id(n), "project_id": 42, "event_id": event_id(n), "fingerprint": [format!("{:032x}", n % 100)],
+                               "issue_title": "CheckoutError: cart rejected", "subtitle": "app.module_11 in handler", "type": 1,
+                               "detection_time": 1_795_432_200.0, "level": "error", "culprit": "app.module_11 in handler"}).to_string();
+            producer.send("ingest-occurrences", Some(format!("{n}-42").as_bytes()), value.as_bytes(), &[]).await.is_ok()
+        }
+    });
+    let acked = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|b| *b)
+        .count();
+    sql.await??;
+    anyhow::ensure!(acked == args.events as usize, "baseline produce failed");
+    Ok(started.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let n_events = f64::from(args.events);
+    let n_att = f64::from(args.attachments);
+
+    // Events.
+    produce(
+        &args.brokers,
+        "ingest-events",
+        (0..args.events).map(|n| (event_id(n), event_message(n))),
+    )?;
+    let url = fresh_database(&args.admin_url, "sluice_bench_ingest", SETUP)?;
+    let group = format!("bench-ingest-ev-{}", std::process::id());
+    let started = Instant::now();
+    let mut child = consumer(
+        &args,
+        &url,
+        &group,
+        "ingest-events",
+        &[],
+        "file:///tmp/sluice-bench-unused",
+    )?;
+    wait_committed(&args.brokers, &group, "ingest-events").await?;
+    let events_elapsed = started.elapsed();
+    let events_rss = peak_rss_mb(child.id());
+    stop(&mut child);
+    let stored: i64 = {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT count(*) AS n FROM events")
+            .get_result::<N>(&mut PgConnection::establish(&url)?)?
+            .n
+    };
+    anyhow::ensure!(stored == i64::from(args.events), "{stored} events stored");
+    let base_url = fresh_database(&args.admin_url, "sluice_bench_ingest_base", SETUP)?;
+    let events_base = events_baseline(&args, &base_url).await?;
+
+    // Attachments.
+    let s3 = S3Server::start("bench")?;
+    let store = s3.url("attachments");
+    produce(
+        &args.brokers,
+        "ingest-attachments",
+        (0..args.attachments).flat_map(|n| {
+            attachment_messages(n)
+                .into_iter()
+                .map(move |m| (event_id(n), m))
+        }),
+    )?;
+    let group = format!("bench-ingest-att-{}", std::process::id());
+    let started = Instant::now();
+    let mut child = consumer(&args, &url, &group, "ingest-attachments", &s3.env(), &store)?;
+    wait_committed(&args.brokers, &group, "ingest-attachments").await?;
+    let att_elapsed = started.elapsed();
+    let att_rss = peak_rss_mb(child.id());
+    stop(&mut child);
+    let objects = Objects::from_url_with(&s3.url("baseline"), s3.env())?;
+    let stored_objects = Objects::from_url_with(&store, s3.env())?
+        .list(Some("attachments"))
+        .await?
+        .len();
+    anyhow::ensure!(
+        stored_objects == args.attachments as usize,
+        "{stored_objects} objects stored"
+    );
+    let started = Instant::now();
+    let puts = futures::stream::iter(0..args.attachments)
+        .map(|n| {
+            let objects = objects.clone();
+            async move {
+                let key = objects.attachment_key(42, &event_id(n), &format!("att-{n}"))?;
+                objects
+                    .put(
+                        &key,
+                        bytes::Bytes::from(body_10k(n)),
+                        Some("application/octet-stream"),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    anyhow::ensure!(puts.iter().all(Result::is_ok), "baseline PUTs failed");
+    let att_base = started.elapsed();
+
+    let rate = |n: f64, d: Duration| (n / d.as_secs_f64()).round();
+    let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
+    let (ev, evb) = (rate(n_events, events_elapsed), rate(n_events, events_base));
+    let (at, atb) = (rate(n_att, att_elapsed), rate(n_att, att_base));
+    println!(
+        "{}",
+        json!({"bench": "ingest", "events": args.events, "event_bytes": event_body(1).to_string().len(),
+               "events_per_sec": ev, "events_baseline_per_sec": evb, "events_ratio": ratio(ev, evb),
+               "events_consumer_peak_rss_mb": events_rss,
+               "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
+               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss})
+    );
+    Ok(())
+}
