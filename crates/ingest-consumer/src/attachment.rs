@@ -273,14 +273,16 @@ struct Row {
     blob_path: Option<String>,
 }
 
-/// Inserts the row once, with the event's group when it has one; if it has none yet, re-reads
-/// the event's group after the commit under a share lock (see `issues::group::backfill`), so an
-/// event grouped meanwhile never leaves this attachment without its group.
+/// Inserts the row once, with the event's group when it has one; if the event exists without a
+/// group, re-reads its group after the commit under a share lock (see `issues::group::backfill`),
+/// so an event grouped meanwhile never leaves this attachment without its group.
 fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
     #[derive(QueryableByName)]
     struct G {
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        event_exists: bool,
     }
     let inserted: Option<G> = diesel::sql_query(
         "INSERT INTO event_attachments \
@@ -288,7 +290,8 @@ fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
          VALUES ($1, $2::bpchar, $3, \
                  COALESCE($4, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar)), \
                  $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING RETURNING group_id",
+         ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
+         RETURNING group_id, EXISTS (SELECT 1 FROM events WHERE project_id = $1 AND event_id = $2::bpchar) AS event_exists",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(&r.event_id)
@@ -302,7 +305,15 @@ fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
     .bind::<Nullable<Text>, _>(&r.blob_path)
     .get_result(c)
     .optional()?;
-    if matches!(inserted, Some(G { group_id: None })) {
+    // An event stored but not grouped yet may be grouped meanwhile; an event not stored yet is
+    // grouped only after this row is committed, and its back-fill then finds this row.
+    if matches!(
+        inserted,
+        Some(G {
+            group_id: None,
+            event_exists: true
+        })
+    ) {
         fill_group(c, Linked::Attachments, r.project_id, &r.event_id)?;
     }
     Ok(())

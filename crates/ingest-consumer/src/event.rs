@@ -363,3 +363,159 @@ mod tests {
         assert_eq!(bad_level.level.as_deref(), Some("error"));
     }
 }
+
+/// An error event ready for the batched path.
+pub struct Ready {
+    pub index: usize,
+    pub project: Project,
+    pub event_id: String,
+    pub data: Value,
+    pub occurrence: OccurrenceMessage,
+    pub start_time: Timestamp,
+}
+
+/// Whether `m` is a plain error event (no attachments, not shed) that the batched path can take;
+/// everything else goes through [`process`].
+pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> Option<Ready> {
+    if !m.attachments.is_empty() {
+        return None;
+    }
+    let data = parse_payload(m).ok()?;
+    let event_type = data.get("type").and_then(Value::as_str).unwrap_or("null");
+    if matches!(event_type, "transaction" | "feedback") {
+        return None;
+    }
+    let (pid, org) = (project.id.to_string(), project.organization_id.to_string());
+    let shed = &deps.settings.load_shed;
+    let base = [
+        ("project_id", pid.as_str()),
+        ("event_id", m.event_id.as_str()),
+        ("has_attachments", "false"),
+    ];
+    let parsed = [
+        ("organization_id", org.as_str()),
+        ("project_id", pid.as_str()),
+        ("event_type", event_type),
+        ("has_attachments", "false"),
+        ("event_id", m.event_id.as_str()),
+    ];
+    if shed.pipeline_projects.matches(&base) || shed.parsed_pipeline_projects.matches(&parsed) {
+        return None;
+    }
+    let data = Value::Object(data);
+    Some(Ready {
+        index,
+        project: project.clone(),
+        event_id: m.event_id.clone(),
+        occurrence: occurrence(m, &data),
+        data,
+        start_time: m.start_time,
+    })
+}
+
+/// Stores many error events in one statement, produces the occurrences of those without a group
+/// concurrently, then shims waiting reports (one query). `None` when the batch statement failed
+/// on something other than an outage: the caller then runs the events one by one, so one bad
+/// event cannot hold back the others.
+pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
+    let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
+    let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
+    let data: Vec<Value> = items.iter().map(|r| r.data.clone()).collect();
+    #[derive(QueryableByName)]
+    struct Grouped {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+    }
+    let (p, e) = (projects.clone(), events.clone());
+    let stored = deps
+        .db
+        .run(move |c| {
+            diesel::sql_query(
+                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[]) AS t(p, e, d)), \
+                      ins AS (INSERT INTO events (project_id, event_id, data) \
+                              SELECT p, e::bpchar, d FROM input ON CONFLICT DO NOTHING) \
+                 SELECT ev.project_id, ev.event_id::text AS event_id FROM events ev \
+                 JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
+                 WHERE ev.group_id IS NOT NULL",
+            )
+            .bind::<diesel::sql_types::Array<BigInt>, _>(p)
+            .bind::<diesel::sql_types::Array<Text>, _>(e)
+            .bind::<diesel::sql_types::Array<Jsonb>, _>(data)
+            .load::<Grouped>(c)
+            .map_err(DbError::Query)
+        })
+        .await;
+    let grouped: std::collections::HashSet<(i64, String)> = match stored {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|g| (g.project_id, g.event_id))
+            .collect(),
+        Err(e) if e.is_dependency_wide() => {
+            return Some(items.iter().map(|r| (r.index, unavailable(&e))).collect())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "batched event insert failed; processing one by one");
+            return None;
+        }
+    };
+    let produced = futures::future::join_all(items.iter().map(|r| async {
+        if grouped.contains(&(r.project.id, r.event_id.clone())) {
+            metrics::count("event", "already_grouped");
+            return Outcome::Done;
+        }
+        let record = match payload::build("occurrence", Some(r.occurrence.clone()), None, None) {
+            Ok(rec) => rec,
+            Err(e) => return reject(DlqReason::InvalidEvent, e.to_string()),
+        };
+        match deps
+            .producer
+            .send(
+                &deps.occurrences_topic,
+                record.key.as_deref().map(str::as_bytes),
+                &record.value,
+                &[],
+            )
+            .await
+        {
+            Ok(_) => {
+                metrics::count("event", "grouped");
+                Outcome::Done
+            }
+            Err(e) => unavailable(e),
+        }
+    }))
+    .await;
+    let mut out: Vec<(usize, Outcome)> = items.iter().map(|r| r.index).zip(produced).collect();
+    match user_report::waiting_for(deps, projects, events).await {
+        Ok(waiting) => {
+            for (pid, eid) in waiting {
+                let Some(pos) = items
+                    .iter()
+                    .position(|r| r.project.id == pid && r.event_id == eid)
+                else {
+                    continue;
+                };
+                if out[pos].1 != Outcome::Done {
+                    continue;
+                }
+                let r = &items[pos];
+                if let Err(o) =
+                    user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data, r.start_time)
+                        .await
+                {
+                    out[pos].1 = o;
+                }
+            }
+        }
+        Err(o) => {
+            for (_, slot) in out.iter_mut() {
+                if *slot == Outcome::Done {
+                    *slot = o.clone();
+                }
+            }
+        }
+    }
+    Some(out)
+}

@@ -50,6 +50,9 @@ enum Command {
     Migrate,
 }
 
+/// Database connections of the stage.
+const DB_POOL: u32 = 24;
+
 /// How often expired attachment chunks are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -90,10 +93,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = RuntimeConfig::from_args(&cli.common, &brokers, inputs);
     let objects = Objects::from_url(&cli.common.object_store_url)?;
     let ctx = Context::start(INGEST, cli.common, needs).await?;
-    let db = ctx
-        .db
+    // The stage's own pool: attachments and reports run many messages at once.
+    let url = ctx
+        .common
+        .database_url
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+    let db = Db::new(&url, DB_POOL);
     let producer = Producer::new(&ProducerConfig {
         brokers: brokers.clone(),
         client_id: "ingest-consumer".into(),

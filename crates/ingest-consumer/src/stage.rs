@@ -31,7 +31,7 @@ pub struct Deps {
 }
 
 /// How many events are handled at once within a batch (bounded by the database pool anyway).
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 48;
 
 /// The stage.
 pub struct IngestStage {
@@ -114,9 +114,39 @@ impl Stage for IngestStage {
             return vec![o; batch.len()];
         }
 
+        // Plain error events (the bulk of the traffic) take the batched path.
+        let mut ready = Vec::new();
+        let mut held = Vec::new();
+        let mut rest = Vec::with_capacity(decoded.len());
+        for (i, m) in decoded {
+            if let IngestMessage::Event(e) = &m {
+                if let Ok(Some(p)) = self.deps.projects.get(e.project_id).await {
+                    if let Some(r) = event::ready(&self.deps, i, e, &p) {
+                        ready.push(r);
+                        held.push((i, m));
+                        continue;
+                    }
+                }
+            }
+            rest.push((i, m));
+        }
+        if !ready.is_empty() {
+            match event::process_ready(&self.deps, &ready).await {
+                Some(done) => {
+                    for (i, o) in done {
+                        outcomes[i] = o;
+                    }
+                }
+                None => {
+                    rest.extend(held);
+                    rest.sort_by_key(|(i, _)| *i);
+                }
+            }
+        }
+
         let mut lanes: HashMap<(u64, String), Vec<(usize, IngestMessage)>> = HashMap::new();
         let mut order = Vec::new();
-        for (i, m) in decoded {
+        for (i, m) in rest {
             let key = lane_key(&m, i);
             let lane = lanes.entry(key.clone()).or_default();
             if lane.is_empty() {

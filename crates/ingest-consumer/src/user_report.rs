@@ -258,6 +258,40 @@ fn save(
     })
 }
 
+/// Which of the given events (project, event id pairs) have reports waiting to be shimmed.
+pub async fn waiting_for(
+    deps: &Deps,
+    projects: Vec<i64>,
+    events: Vec<String>,
+) -> Step<Vec<(i64, String)>> {
+    #[derive(QueryableByName)]
+    struct W {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+    }
+    let rows: Vec<W> = deps
+        .db
+        .run(move |c| {
+            diesel::sql_query(
+                "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
+                 JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
+                 WHERE u.feedback_event_id IS NULL",
+            )
+            .bind::<diesel::sql_types::Array<BigInt>, _>(projects)
+            .bind::<diesel::sql_types::Array<Text>, _>(events)
+            .load(c)
+            .map_err(DbError::Query)
+        })
+        .await
+        .map_err(|e| Outcome::from_db(&e))?;
+    Ok(rows
+        .into_iter()
+        .map(|w| (w.project_id, w.event_id))
+        .collect())
+}
+
 /// Shims the reports of an event that arrived after them.
 pub async fn shim_waiting(
     deps: &Deps,
