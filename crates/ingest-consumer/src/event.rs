@@ -290,80 +290,6 @@ pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn msg(payload: &str) -> EventMessage {
-        EventMessage {
-            payload: payload.as_bytes().to_vec(),
-            start_time: Timestamp::now(),
-            event_id: "606f3c2bc036486eac417841ebfbf7f0".into(),
-            project_id: 42,
-            remote_addr: None,
-            attachments: Vec::new(),
-        }
-    }
-
-    fn reason(r: Step<Map<String, Value>>) -> Option<DlqReason> {
-        match r {
-            Err(Outcome::Reject(r)) => Some(r.reason),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn payload_checks() {
-        assert_eq!(
-            reason(parse_payload(&msg("{}"))),
-            Some(DlqReason::MissingField)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg("nope"))),
-            Some(DlqReason::Undecodable)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg("[1]"))),
-            Some(DlqReason::InvalidEvent)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg(
-                r#"{"event_id":"00000000000000000000000000000001"}"#
-            ))),
-            Some(DlqReason::IdMismatch)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg(
-                r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\u0000"}"#
-            ))),
-            Some(DlqReason::InvalidEvent)
-        );
-        assert!(parse_payload(&msg(
-            r#"{"event_id":"606F3C2B-C036-486E-AC41-7841EBFBF7F0"}"#
-        ))
-        .is_ok());
-    }
-
-    #[test]
-    fn occurrence_of_an_error_event() {
-        let m = msg("{}");
-        let data = json!({"timestamp": 1795432199.5, "level": "warning",
-            "exception": {"values": [{"type": "E", "value": "v", "stacktrace": {"frames": [
-                {"module": "m", "function": "f", "in_app": true}]}}]}});
-        let o = occurrence(&m, &data);
-        assert_eq!(o.id, ids::error_occurrence_id(42, &m.event_id));
-        assert_eq!(o.group_type, 1);
-        assert_eq!(o.issue_title, "E: v");
-        assert_eq!(o.culprit.as_deref(), Some("m in f"));
-        assert_eq!(o.level.as_deref(), Some("warning"));
-        assert!(o.event.is_none());
-        assert_eq!(o.detection_time.epoch_secs(), 1795432199.5);
-        let bad_level = occurrence(&m, &json!({"level": "loud"}));
-        assert_eq!(bad_level.level.as_deref(), Some("error"));
-    }
-}
-
 /// An error event ready for the batched path.
 pub struct Ready {
     pub index: usize,
@@ -518,4 +444,78 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(payload: &str) -> EventMessage {
+        EventMessage {
+            payload: payload.as_bytes().to_vec(),
+            start_time: Timestamp::now(),
+            event_id: "606f3c2bc036486eac417841ebfbf7f0".into(),
+            project_id: 42,
+            remote_addr: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    fn reason(r: Step<Map<String, Value>>) -> Option<DlqReason> {
+        match r {
+            Err(Outcome::Reject(r)) => Some(r.reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn payload_checks() {
+        assert_eq!(
+            reason(parse_payload(&msg("{}"))),
+            Some(DlqReason::MissingField)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg("nope"))),
+            Some(DlqReason::Undecodable)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg("[1]"))),
+            Some(DlqReason::InvalidEvent)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg(
+                r#"{"event_id":"00000000000000000000000000000001"}"#
+            ))),
+            Some(DlqReason::IdMismatch)
+        );
+        assert_eq!(
+            reason(parse_payload(&msg(
+                r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\u0000"}"#
+            ))),
+            Some(DlqReason::InvalidEvent)
+        );
+        assert!(parse_payload(&msg(
+            r#"{"event_id":"606F3C2B-C036-486E-AC41-7841EBFBF7F0"}"#
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn occurrence_of_an_error_event() {
+        let m = msg("{}");
+        let data = json!({"timestamp": 1795432199.5, "level": "warning",
+            "exception": {"values": [{"type": "E", "value": "v", "stacktrace": {"frames": [
+                {"module": "m", "function": "f", "in_app": true}]}}]}});
+        let o = occurrence(&m, &data);
+        assert_eq!(o.id, ids::error_occurrence_id(42, &m.event_id));
+        assert_eq!(o.group_type, 1);
+        assert_eq!(o.issue_title, "E: v");
+        assert_eq!(o.culprit.as_deref(), Some("m in f"));
+        assert_eq!(o.level.as_deref(), Some("warning"));
+        assert!(o.event.is_none());
+        assert_eq!(o.detection_time.epoch_secs(), 1795432199.5);
+        let bad_level = occurrence(&m, &json!({"level": "loud"}));
+        assert_eq!(bad_level.level.as_deref(), Some("error"));
+    }
 }
