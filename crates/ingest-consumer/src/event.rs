@@ -296,6 +296,8 @@ pub struct Ready {
     pub project: Project,
     pub event_id: String,
     pub data: Value,
+    /// The payload as received (stored as is: no second serialization).
+    pub raw: String,
     pub occurrence: OccurrenceMessage,
     pub start_time: Timestamp,
 }
@@ -330,6 +332,7 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
     }
     let data = Value::Object(data);
     Some(Ready {
+        raw: String::from_utf8(m.payload.clone()).ok()?,
         index,
         project: project.clone(),
         event_id: m.event_id.clone(),
@@ -346,7 +349,7 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
 pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
     let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
     let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
-    let data: Vec<Value> = items.iter().map(|r| r.data.clone()).collect();
+    let data: Vec<String> = items.iter().map(|r| r.raw.clone()).collect();
     #[derive(QueryableByName)]
     struct Grouped {
         #[diesel(sql_type = BigInt)]
@@ -359,7 +362,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
         .db
         .run(move |c| {
             diesel::sql_query(
-                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[]) AS t(p, e, d)), \
+                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]::jsonb[]) AS t(p, e, d)), \
                       ins AS (INSERT INTO events (project_id, event_id, data) \
                               SELECT p, e::bpchar, d FROM input ON CONFLICT DO NOTHING) \
                  SELECT ev.project_id, ev.event_id::text AS event_id FROM events ev \
@@ -368,7 +371,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
             )
             .bind::<diesel::sql_types::Array<BigInt>, _>(p)
             .bind::<diesel::sql_types::Array<Text>, _>(e)
-            .bind::<diesel::sql_types::Array<Jsonb>, _>(data)
+            .bind::<diesel::sql_types::Array<Text>, _>(data)
             .load::<Grouped>(c)
             .map_err(DbError::Query)
         })

@@ -28,9 +28,15 @@ impl DbError {
         match self {
             DbError::Unavailable(_) | DbError::Task(_) => true,
             DbError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                let m = info.message().to_ascii_lowercase();
                 matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
-                    || info.message().contains("terminating connection")
+                    || m.contains("terminating connection")
+                    || m.contains("server closed the connection")
+                    || m.contains("connection to server")
+                    || m.contains("could not connect")
+                    || m.contains("the database system is")
             }
+            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
             DbError::Query(_) => false,
         }
     }
@@ -62,7 +68,10 @@ impl Db {
             .max_size(max_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(5))
-            .test_on_check_out(true)
+            // No probe query per checkout (it would double every round trip): a broken
+            // connection fails its query as `ClosedConnection` (an outage: retried) and r2d2
+            // discards it.
+            .test_on_check_out(false)
             .build_unchecked(manager);
         Db { pool }
     }
