@@ -51,7 +51,7 @@ enum Command {
 }
 
 /// Database connections of the stage.
-const DB_POOL: u32 = 24;
+const DB_POOL: u32 = 32;
 
 /// How often expired attachment chunks are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);

@@ -31,7 +31,7 @@ pub struct Deps {
 }
 
 /// How many events are handled at once within a batch (bounded by the database pool anyway).
-const CONCURRENCY: usize = 48;
+const CONCURRENCY: usize = 64;
 
 /// The stage.
 pub struct IngestStage {

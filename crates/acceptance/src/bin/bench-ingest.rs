@@ -7,6 +7,8 @@
 //!   bodies to the same server.
 //!
 //! Usage: bench-ingest --brokers HOST:PORT --admin-url POSTGRES_URL [--events N] [--attachments N]
+//! Each consumer is started and has joined its group before the messages are produced; the time
+//! runs from the first produced message to the last committed offset.
 //! Prints one JSON line.
 
 use clap::Parser;
@@ -148,6 +150,7 @@ fn consumer(
     topic: &str,
     env: &[(String, String)],
     store: &str,
+    metrics: &str,
 ) -> anyhow::Result<Child> {
     Ok(Command::new(format!("{}/ingest-consumer", args.bin_dir))
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -161,11 +164,11 @@ fn consumer(
             "--consumer-group",
             group,
             "--metrics-addr",
-            "127.0.0.1:0",
+            metrics,
             "--log-level",
             "warn",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::inherit())
         .spawn()?)
 }
 
@@ -216,21 +219,36 @@ async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Waits until the consumer behind `metrics` has partitions assigned.
+async fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let assigned = sluice_testkit::http::get(metrics, "/metrics")
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with("sluice_consumer_assigned_partitions"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .unwrap_or(0.0);
+        if assigned > 0.0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "consumer got no partitions");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let n_events = f64::from(args.events);
     let n_att = f64::from(args.attachments);
 
-    // Events.
-    produce(
-        &args.brokers,
-        "ingest-events",
-        (0..args.events).map(|n| (event_id(n), event_message(n))),
-    )?;
+    // Events: the consumer joins its group first, so the time measured is processing, not start-up.
     let url = fresh_database(&args.admin_url, "sluice_bench_ingest", SETUP)?;
     let group = format!("bench-ingest-ev-{}", std::process::id());
-    let started = Instant::now();
+    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
     let mut child = consumer(
         &args,
         &url,
@@ -238,6 +256,14 @@ async fn main() -> anyhow::Result<()> {
         "ingest-events",
         &[],
         "file:///tmp/sluice-bench-unused",
+        &metrics,
+    )?;
+    wait_assigned(&metrics).await?;
+    let started = Instant::now();
+    produce(
+        &args.brokers,
+        "ingest-events",
+        (0..args.events).map(|n| (event_id(n), event_message(n))),
     )?;
     wait_committed(&args.brokers, &group, "ingest-events").await?;
     let events_elapsed = started.elapsed();
@@ -260,6 +286,19 @@ async fn main() -> anyhow::Result<()> {
     // Attachments.
     let s3 = S3Server::start("bench")?;
     let store = s3.url("attachments");
+    let group = format!("bench-ingest-att-{}", std::process::id());
+    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
+    let mut child = consumer(
+        &args,
+        &url,
+        &group,
+        "ingest-attachments",
+        &s3.env(),
+        &store,
+        &metrics,
+    )?;
+    wait_assigned(&metrics).await?;
+    let started = Instant::now();
     produce(
         &args.brokers,
         "ingest-attachments",
@@ -269,10 +308,12 @@ async fn main() -> anyhow::Result<()> {
                 .map(move |m| (event_id(n), m))
         }),
     )?;
-    let group = format!("bench-ingest-att-{}", std::process::id());
-    let started = Instant::now();
-    let mut child = consumer(&args, &url, &group, "ingest-attachments", &s3.env(), &store)?;
     wait_committed(&args.brokers, &group, "ingest-attachments").await?;
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
+            eprintln!("{body}");
+        }
+    }
     let att_elapsed = started.elapsed();
     let att_rss = peak_rss_mb(child.id());
     stop(&mut child);
