@@ -168,7 +168,7 @@ fn consumer(
             "--log-level",
             "warn",
         ])
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::null())
         .spawn()?)
 }
 
