@@ -126,6 +126,8 @@ fn send(broker: &Broker, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Re
     let p: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("message.max.bytes", "20000000")
+        // The mock broker keeps 5 MiB of stored batches per partition: compress.
+        .set("compression.type", "lz4")
         .create()?;
     for (k, v) in msgs {
         p.send(BaseRecord::to(topic).key(k).payload(v))
@@ -255,6 +257,20 @@ fn relay_captures_and_ingest_scenarios_end_to_end() -> anyhow::Result<()> {
             ),
         ),
     ]);
+    // A 10 MB attachment in 1 MiB chunks, as Relay sends it.
+    let big_body: Vec<u8> = (0..10_000_000u32).map(|i| (i % 253) as u8).collect();
+    for (i, part) in big_body.chunks(1 << 20).enumerate() {
+        attachments_topic.push((k(8), chunk(8, "big", i as u32, part)));
+    }
+    attachments_topic.push((
+        k(8),
+        error_event(
+            8,
+            "KeyError",
+            "cart",
+            vec![att("big", "core.bin", Some(10), None, "event.attachment")],
+        ),
+    ));
     // Same type and in-app stack → one group; another type → another group.
     events_topic.extend([
         (k(2), error_event(2, "ValueError", "bad cart 2", vec![])),
@@ -398,7 +414,16 @@ fn relay_captures_and_ingest_scenarios_end_to_end() -> anyhow::Result<()> {
         !evil_key.contains("..") && evil_key.starts_with(&format!("attachments/7/{}/", eid(2))),
         "{evil_key}"
     );
-    assert_eq!(rows.len(), 6, "{rows:?}");
+    let big10 = find("big").ok_or_else(|| anyhow::anyhow!("10 MB attachment"))?;
+    assert_eq!(
+        (big10.size, big10.sha1.clone()),
+        (10_000_000, sha1_hex(&big_body))
+    );
+    assert_eq!(
+        get(big10.blob_path.as_deref().unwrap_or_default())?.as_deref(),
+        Some(big_body.as_slice())
+    );
+    assert_eq!(rows.len(), 7, "{rows:?}");
     assert!(rows.iter().all(|r| r.event_id.len() == 32));
 
     // Groups: Relay's error and default events, ValueError ×3 (one group), KeyError.
@@ -417,7 +442,7 @@ fn relay_captures_and_ingest_scenarios_end_to_end() -> anyhow::Result<()> {
         .map(|g| (g.project_id, g.title.as_str(), g.times_seen))
         .collect();
     assert_eq!(summary.len(), 4, "{summary:?}");
-    assert!(summary.contains(&(7, "KeyError: cart", 1)), "{summary:?}");
+    assert!(summary.contains(&(7, "KeyError: cart", 2)), "{summary:?}");
     assert!(
         summary
             .iter()
@@ -522,12 +547,12 @@ fn relay_captures_and_ingest_scenarios_end_to_end() -> anyhow::Result<()> {
         .collect();
     seen.sort();
     let accepted = seen.iter().filter(|o| o.1 == 4 && o.2 == 0).count();
-    assert_eq!(accepted, 6, "{seen:?}");
+    assert_eq!(accepted, 7, "{seen:?}");
     assert!(
         seen.contains(&(eid(2), 4, 3, "missing_chunks".into())),
         "{seen:?}"
     );
-    assert_eq!(outcomes.len(), 7, "{seen:?}");
+    assert_eq!(outcomes.len(), 8, "{seen:?}");
 
     // Replay both ingest topics from offset 0: no table changes, no second outcome.
     let before = snapshot(&db.url)?;
