@@ -75,3 +75,29 @@ pub fn stop(child: &mut std::process::Child) {
         .status();
     let _ = child.wait();
 }
+
+/// Where a consumer benchmark runs: the broker, the Postgres admin URL (benchmark databases are
+/// created next to it) and the directory of the binaries under test.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub admin_url: String,
+    /// Directory holding the stage binaries.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: String,
+}
+
+impl Target {
+    /// `<bin> run` against this broker and `db` in consumer group `group`, logging warnings only,
+    /// stdout discarded; callers add flags (at least `--metrics-addr`) and spawn it.
+    pub fn stage(&self, bin: &str, db: &str, group: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(format!("{}/{bin}", self.bin_dir));
+        cmd.env("KAFKA_BROKERS", &self.brokers)
+            .env("DATABASE_URL", db)
+            .args(["run", "--consumer-group", group, "--log-level", "warn"])
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+}

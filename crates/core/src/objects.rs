@@ -158,14 +158,7 @@ impl Objects {
         body: Bytes,
         content_type: Option<&str>,
     ) -> Result<(), ObjectsError> {
-        let opts = PutOptions {
-            attributes: self.attributes(content_type),
-            ..PutOptions::default()
-        };
-        self.store
-            .put_opts(&Path::from(key), PutPayload::from(body), opts)
-            .await?;
-        Ok(())
+        self.put_parts(key, vec![body], content_type).await
     }
 
     /// Stores a body given as consecutive parts (e.g. attachment chunks) under `key` without

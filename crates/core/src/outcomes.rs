@@ -30,6 +30,16 @@ pub enum OutcomeError {
 }
 
 impl Outcomes {
+    /// Outcomes to the topics named by the common flags.
+    pub fn new(producer: Producer, topics: &crate::cli::TopicArgs, db: Db) -> Outcomes {
+        Outcomes {
+            producer,
+            topic: topics.outcomes_topic.clone(),
+            billing_topic: topics.outcomes_billing_topic.clone(),
+            db,
+        }
+    }
+
     /// Emits `outcome` unless one with `key` was emitted before; returns whether it was emitted.
     pub async fn emit_once(
         &self,

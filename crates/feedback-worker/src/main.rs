@@ -64,12 +64,7 @@ fn main() -> ExitCode {
                     db: db.clone(),
                     producer: producer.clone(),
                     occurrences_topic: topics.occurrences_topic.clone(),
-                    outcomes: Outcomes {
-                        producer: producer.clone(),
-                        topic: topics.outcomes_topic.clone(),
-                        billing_topic: topics.outcomes_billing_topic.clone(),
-                        db: db.clone(),
-                    },
+                    outcomes: Outcomes::new(producer.clone(), topics, db.clone()),
                     settings: ctx.settings.clone(),
                     http: reqwest::Client::new(),
                     projects: sluice_core::issues::project::Shared::new(db.clone()),

@@ -203,9 +203,8 @@ impl FeedbackStage {
                 )))
             }
         };
-        let key = record.key.as_deref().map(str::as_bytes);
-        self.producer
-            .send(&self.occurrences_topic, key, &record.value, &[])
+        record
+            .send(&self.producer, &self.occurrences_topic)
             .await
             .err()
             .map(unavailable)

@@ -4,8 +4,8 @@
 //! per (project, event, attachment id); ACCEPTED / INVALID `missing_chunks` / RATE_LIMITED
 //! outcomes are emitted once per attachment.
 
-use crate::stage::{unavailable, Deps, Step};
-use crate::{chunk, metrics};
+use crate::stage::{emit, unavailable, Deps, Step};
+use crate::{chunk, metrics, shed};
 use bytes::Bytes;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
@@ -65,12 +65,7 @@ pub async fn process_individual(
         metrics::count("attachment", "attachments_disabled");
         return Ok(());
     }
-    let pid_s = pid.to_string();
-    if deps.settings.load_shed.pipeline_projects.matches(&[
-        ("project_id", pid_s.as_str()),
-        ("event_id", msg.event_id.as_str()),
-        ("has_attachments", "true"),
-    ]) {
+    if shed::before_parse(&deps.settings, project, &msg.event_id, true) {
         metrics::count("attachment", "load_shed");
         return Ok(());
     }
@@ -227,14 +222,6 @@ fn outcome(owner: &Owner<'_>, o: O, quantity: u64) -> OutcomeMessage {
         m.timestamp = t;
     }
     m
-}
-
-async fn emit(deps: &Deps, key: &str, o: &OutcomeMessage) -> Step<()> {
-    deps.outcomes
-        .emit_once(key, o)
-        .await
-        .map(|_| ())
-        .map_err(unavailable)
 }
 
 async fn exists(deps: &Deps, project_id: u64, event_id: &str, attachment_id: &str) -> Step<bool> {

@@ -6,7 +6,7 @@
 
 use crate::attachment::{self, Owner};
 use crate::stage::{unavailable, Deps, Step};
-use crate::{chunk, grouping, metrics, user_report};
+use crate::{chunk, grouping, metrics, shed, user_report};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text};
 use serde_json::{Map, Value};
@@ -73,19 +73,8 @@ pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
 
 /// Handles one `type: event` message.
 pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project) -> Step<()> {
-    let pid = project.id as u64;
-    let pid_s = pid.to_string();
-    let has_attachments = if m.attachments.is_empty() {
-        "false"
-    } else {
-        "true"
-    };
-    let shed = &deps.settings.load_shed;
-    if shed.pipeline_projects.matches(&[
-        ("project_id", pid_s.as_str()),
-        ("event_id", m.event_id.as_str()),
-        ("has_attachments", has_attachments),
-    ]) {
+    let has_attachments = !m.attachments.is_empty();
+    if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments) {
         metrics::count("event", "load_shed");
         return Ok(());
     }
@@ -95,14 +84,13 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
         .and_then(Value::as_str)
         .unwrap_or("null")
         .to_owned();
-    let org_s = project.organization_id.to_string();
-    if shed.parsed_pipeline_projects.matches(&[
-        ("organization_id", org_s.as_str()),
-        ("project_id", pid_s.as_str()),
-        ("event_type", event_type.as_str()),
-        ("has_attachments", has_attachments),
-        ("event_id", m.event_id.as_str()),
-    ]) {
+    if shed::after_parse(
+        &deps.settings,
+        project,
+        &m.event_id,
+        &event_type,
+        has_attachments,
+    ) {
         metrics::count("event", "load_shed");
         return Ok(());
     }
@@ -230,22 +218,23 @@ async fn error_event(
     let stored = store(deps, project.id, &m.event_id, data.clone()).await?;
     save_attachments(deps, m, project, stored.group_id, key_id).await?;
     if stored.group_id.is_none() {
-        let record = payload::build("occurrence", Some(occurrence), None, None)
-            .map_err(|e| reject(DlqReason::InvalidEvent, e.to_string()))?;
-        deps.producer
-            .send(
-                &deps.occurrences_topic,
-                record.key.as_deref().map(str::as_bytes),
-                &record.value,
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        metrics::count("event", "grouped");
+        produce_occurrence(deps, occurrence).await?;
     } else {
         metrics::count("event", "already_grouped");
     }
     user_report::shim_waiting(deps, project, &m.event_id, &data, m.start_time).await
+}
+
+/// Produces an error occurrence (acknowledged before returning) and counts it.
+async fn produce_occurrence(deps: &Deps, occurrence: OccurrenceMessage) -> Step<()> {
+    let record = payload::build("occurrence", Some(occurrence), None, None)
+        .map_err(|e| reject(DlqReason::InvalidEvent, e.to_string()))?;
+    record
+        .send(&deps.producer, &deps.occurrences_topic)
+        .await
+        .map_err(unavailable)?;
+    metrics::count("event", "grouped");
+    Ok(())
 }
 
 /// When the event happened: its `timestamp` (epoch seconds or RFC 3339), else the ingest time.
@@ -313,21 +302,9 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
     if matches!(event_type, "transaction" | "feedback") {
         return None;
     }
-    let (pid, org) = (project.id.to_string(), project.organization_id.to_string());
-    let shed = &deps.settings.load_shed;
-    let base = [
-        ("project_id", pid.as_str()),
-        ("event_id", m.event_id.as_str()),
-        ("has_attachments", "false"),
-    ];
-    let parsed = [
-        ("organization_id", org.as_str()),
-        ("project_id", pid.as_str()),
-        ("event_type", event_type),
-        ("has_attachments", "false"),
-        ("event_id", m.event_id.as_str()),
-    ];
-    if shed.pipeline_projects.matches(&base) || shed.parsed_pipeline_projects.matches(&parsed) {
+    if shed::before_parse(&deps.settings, project, &m.event_id, false)
+        || shed::after_parse(&deps.settings, project, &m.event_id, event_type, false)
+    {
         return None;
     }
     let data = Value::Object(data);
@@ -394,26 +371,10 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
             metrics::count("event", "already_grouped");
             return Outcome::Done;
         }
-        let record = match payload::build("occurrence", Some(r.occurrence.clone()), None, None) {
-            Ok(rec) => rec,
-            Err(e) => return reject(DlqReason::InvalidEvent, e.to_string()),
-        };
-        match deps
-            .producer
-            .send(
-                &deps.occurrences_topic,
-                record.key.as_deref().map(str::as_bytes),
-                &record.value,
-                &[],
-            )
+        produce_occurrence(deps, r.occurrence.clone())
             .await
-        {
-            Ok(_) => {
-                metrics::count("event", "grouped");
-                Outcome::Done
-            }
-            Err(e) => unavailable(e),
-        }
+            .err()
+            .unwrap_or(Outcome::Done)
     }))
     .await;
     let mut out: Vec<(usize, Outcome)> = items.iter().map(|r| r.index).zip(produced).collect();

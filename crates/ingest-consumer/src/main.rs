@@ -6,6 +6,7 @@ mod event;
 mod grouping;
 mod limits;
 mod metrics;
+mod shed;
 mod stage;
 mod user_report;
 
@@ -111,12 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         db: db.clone(),
         objects,
         producer: producer.clone(),
-        outcomes: Outcomes {
-            producer: producer.clone(),
-            topic: topics.outcomes_topic.clone(),
-            billing_topic: topics.outcomes_billing_topic.clone(),
-            db: db.clone(),
-        },
+        outcomes: Outcomes::new(producer.clone(), topics, db.clone()),
         settings: ctx.settings.clone(),
         projects: project::Shared::new(db.clone()),
         limiter: limits::AttachmentLimiter::new(

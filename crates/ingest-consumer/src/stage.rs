@@ -9,7 +9,7 @@ use sluice_core::config::Settings;
 use sluice_core::issues::project;
 use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
 use sluice_core::kafka::producer::Producer;
-use sluice_core::messages::IngestMessage;
+use sluice_core::messages::{IngestMessage, OutcomeMessage};
 use sluice_core::objects::Objects;
 use sluice_core::outcomes::Outcomes;
 use sluice_core::storage::Db;
@@ -44,6 +44,15 @@ pub type Step<T> = Result<T, Outcome>;
 /// An outage of a dependency every message needs.
 pub fn unavailable(e: impl std::fmt::Display) -> Outcome {
     Outcome::Unavailable(e.to_string())
+}
+
+/// Emits `outcome` once per natural `key` (see `Outcomes::emit_once`); a failure is an outage.
+pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> {
+    deps.outcomes
+        .emit_once(key, outcome)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
 }
 
 impl IngestStage {
@@ -105,13 +114,9 @@ impl Stage for IngestStage {
         }
         let ttl = Duration::from_secs(self.deps.settings.attachments.chunk_ttl_secs);
         if let Err(e) = crate::chunk::store(&self.deps.db, chunks, ttl).await {
-            // Nothing later in the batch may run without its chunks.
-            let o = Outcome::from_db(&e);
-            let o = match o {
-                Outcome::Retry { .. } => unavailable(&e),
-                other => other,
-            };
-            return vec![o; batch.len()];
+            // Nothing later in the batch may run without its chunks: the whole batch waits and
+            // is retried, never dead-lettered.
+            return vec![unavailable(&e); batch.len()];
         }
 
         // Plain error events (the bulk of the traffic) take the batched path.

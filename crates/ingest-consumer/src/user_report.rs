@@ -9,7 +9,7 @@
 use crate::attachment::{fill_group, Linked};
 use crate::event::event_time;
 use crate::metrics;
-use crate::stage::{unavailable, Deps, Step};
+use crate::stage::{emit, unavailable, Deps, Step};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Jsonb, Nullable, Text};
 use serde_json::{json, Map, Value};
@@ -111,14 +111,6 @@ fn outcome(project: &Project, o: O, reason: &str, start_time: Timestamp) -> Outc
     m
 }
 
-async fn emit(deps: &Deps, key: String, o: &OutcomeMessage) -> Step<()> {
-    deps.outcomes
-        .emit_once(&key, o)
-        .await
-        .map(|_| ())
-        .map_err(unavailable)
-}
-
 /// What the database said about a report.
 struct Saved {
     /// The event, if it exists (now).
@@ -135,7 +127,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
     if feedback.slug_denylist.contains(&project.organization_slug) {
         metrics::count("user_report", "org.denylist");
         let o = outcome(project, O::RateLimited, "feedback_denylist", m.start_time);
-        return emit(deps, natural("denylist"), &o).await;
+        return emit(deps, &natural("denylist"), &o).await;
     }
     let report = match validate(&m.payload, feedback.filter_garbage_messages) {
         Ok(r) => r,
@@ -143,7 +135,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
             tracing::info!(project_id = pid, reason = why.reason, "Invalid userreport");
             metrics::count("user_report", why.label);
             let o = outcome(project, O::Invalid, why.reason, m.start_time);
-            return emit(deps, natural(why.label), &o).await;
+            return emit(deps, &natural(why.label), &o).await;
         }
     };
     let saved = {

@@ -121,14 +121,7 @@ impl Submitter {
         let m = items_metric();
         let mut statuses: Vec<Option<Status>> = vec![None; records.len()];
         if let Some(producer) = &self.producer {
-            let sends = records.iter().map(|r| {
-                producer.send(
-                    &self.topic,
-                    r.key.as_deref().map(str::as_bytes),
-                    &r.value,
-                    &[],
-                )
-            });
+            let sends = records.iter().map(|r| r.send(producer, &self.topic));
             for (i, result) in futures::future::join_all(sends)
                 .await
                 .into_iter()

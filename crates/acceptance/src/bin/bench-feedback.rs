@@ -11,20 +11,15 @@ use rdkafka::ClientConfig;
 use serde_json::json;
 use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    brokers: String,
-    #[arg(long)]
-    admin_url: String,
+    #[command(flatten)]
+    target: sluice_acceptance::Target,
     #[arg(long, default_value_t = 10_000)]
     count: u32,
-    #[arg(long, default_value = "target/release")]
-    bin_dir: String,
 }
 
 const TOPIC: &str = "ingest-feedback-events";
@@ -56,13 +51,13 @@ fn feedback(n: u32) -> Vec<u8> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let url = sluice_acceptance::fresh_database(
-        &args.admin_url,
+        &args.target.admin_url,
         "sluice_bench_feedback",
         "INSERT INTO organizations (id, slug) VALUES (1, 'b');
          INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
     )?;
     let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+        .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
@@ -78,28 +73,19 @@ async fn main() -> anyhow::Result<()> {
 
     let group = format!("bench-fb-{}", std::process::id());
     let started = Instant::now();
-    let mut child = Command::new(format!("{}/feedback-worker", args.bin_dir))
-        .env("KAFKA_BROKERS", &args.brokers)
-        .env("DATABASE_URL", &url)
-        .args([
-            "run",
-            "--consumer-group",
-            &group,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
+    let mut child = args
+        .target
+        .stage("feedback-worker", &url, &group)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    sluice_acceptance::wait_committed(&args.brokers, &group, TOPIC).await?;
+    sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
     let pipeline = started.elapsed();
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     sluice_acceptance::stop(&mut child);
 
     // Baseline: the same number of occurrence-sized records, produced and acknowledged directly.
     let producer = Arc::new(Producer::new(&ProducerConfig {
-        brokers: args.brokers.clone(),
+        brokers: args.target.brokers.clone(),
         client_id: "bench-baseline".into(),
         message_timeout: Duration::from_secs(30),
     })?);

@@ -25,22 +25,17 @@ use sluice_core::messages::{
 };
 use sluice_core::objects::Objects;
 use sluice_testkit::S3Server;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    brokers: String,
-    #[arg(long)]
-    admin_url: String,
+    #[command(flatten)]
+    target: sluice_acceptance::Target,
     #[arg(long, default_value_t = 20_000)]
     events: u32,
     #[arg(long, default_value_t = 3_000)]
     attachments: u32,
-    #[arg(long, default_value = "target/release")]
-    bin_dir: String,
 }
 
 const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); \
@@ -143,33 +138,39 @@ fn produce(
     Ok(())
 }
 
-fn consumer(
+/// One measured run: `ingest-consumer` reading `topic` joins its group, then `messages` are
+/// produced. Returns the time from the first produced message to the last committed offset, and
+/// the consumer's peak RSS. `BENCH_METRICS` set: the consumer's metrics go to stderr.
+async fn measure(
     args: &Args,
     db: &str,
-    group: &str,
     topic: &str,
     env: &[(String, String)],
     store: &str,
-    metrics: &str,
-) -> anyhow::Result<Child> {
-    Ok(Command::new(format!("{}/ingest-consumer", args.bin_dir))
+    messages: impl Iterator<Item = (String, Vec<u8>)>,
+) -> anyhow::Result<(Duration, u64)> {
+    let group = format!("bench-{topic}-{}", std::process::id());
+    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
+    let mut child = args
+        .target
+        .stage("ingest-consumer", db, &group)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("KAFKA_BROKERS", &args.brokers)
-        .env("DATABASE_URL", db)
         .env("OBJECT_STORE_URL", store)
-        .args([
-            "run",
-            "--topics",
-            topic,
-            "--consumer-group",
-            group,
-            "--metrics-addr",
-            metrics,
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .spawn()?)
+        .args(["--topics", topic, "--metrics-addr", &metrics])
+        .spawn()?;
+    wait_assigned(&metrics).await?;
+    let started = Instant::now();
+    produce(&args.target.brokers, topic, messages)?;
+    wait_committed(&args.target.brokers, &group, topic).await?;
+    let elapsed = started.elapsed();
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
+            eprintln!("{body}");
+        }
+    }
+    let rss = peak_rss_mb(child.id());
+    stop(&mut child);
+    Ok((elapsed, rss))
 }
 
 /// Baseline for events: the same rows in batched SQL, and one occurrence-sized record per event
@@ -177,7 +178,7 @@ fn consumer(
 async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
     let bodies: Vec<Value> = (0..args.events).map(event_body).collect();
     let producer = Arc::new(Producer::new(&ProducerConfig {
-        brokers: args.brokers.clone(),
+        brokers: args.target.brokers.clone(),
         client_id: "bench-baseline".into(),
         message_timeout: Duration::from_secs(30),
     })?);
@@ -245,30 +246,17 @@ async fn main() -> anyhow::Result<()> {
     let n_events = f64::from(args.events);
     let n_att = f64::from(args.attachments);
 
-    // Events: the consumer joins its group first, so the time measured is processing, not start-up.
-    let url = fresh_database(&args.admin_url, "sluice_bench_ingest", SETUP)?;
-    let group = format!("bench-ingest-ev-{}", std::process::id());
-    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
-    let mut child = consumer(
+    // Events.
+    let url = fresh_database(&args.target.admin_url, "sluice_bench_ingest", SETUP)?;
+    let (events_elapsed, events_rss) = measure(
         &args,
         &url,
-        &group,
         "ingest-events",
         &[],
         "file:///tmp/sluice-bench-unused",
-        &metrics,
-    )?;
-    wait_assigned(&metrics).await?;
-    let started = Instant::now();
-    produce(
-        &args.brokers,
-        "ingest-events",
         (0..args.events).map(|n| (event_id(n), event_message(n))),
-    )?;
-    wait_committed(&args.brokers, &group, "ingest-events").await?;
-    let events_elapsed = started.elapsed();
-    let events_rss = peak_rss_mb(child.id());
-    stop(&mut child);
+    )
+    .await?;
     let stored: i64 = {
         #[derive(QueryableByName)]
         struct N {
@@ -280,43 +268,25 @@ async fn main() -> anyhow::Result<()> {
             .n
     };
     anyhow::ensure!(stored == i64::from(args.events), "{stored} events stored");
-    let base_url = fresh_database(&args.admin_url, "sluice_bench_ingest_base", SETUP)?;
+    let base_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_base", SETUP)?;
     let events_base = events_baseline(&args, &base_url).await?;
 
     // Attachments.
     let s3 = S3Server::start("bench")?;
     let store = s3.url("attachments");
-    let group = format!("bench-ingest-att-{}", std::process::id());
-    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
-    let mut child = consumer(
+    let (att_elapsed, att_rss) = measure(
         &args,
         &url,
-        &group,
         "ingest-attachments",
         &s3.env(),
         &store,
-        &metrics,
-    )?;
-    wait_assigned(&metrics).await?;
-    let started = Instant::now();
-    produce(
-        &args.brokers,
-        "ingest-attachments",
         (0..args.attachments).flat_map(|n| {
             attachment_messages(n)
                 .into_iter()
                 .map(move |m| (event_id(n), m))
         }),
-    )?;
-    wait_committed(&args.brokers, &group, "ingest-attachments").await?;
-    if std::env::var_os("BENCH_METRICS").is_some() {
-        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
-            eprintln!("{body}");
-        }
-    }
-    let att_elapsed = started.elapsed();
-    let att_rss = peak_rss_mb(child.id());
-    stop(&mut child);
+    )
+    .await?;
     let objects = Objects::from_url_with(&s3.url("baseline"), s3.env())?;
     let stored_objects = Objects::from_url_with(&store, s3.env())?
         .list(Some("attachments"))

@@ -11,22 +11,16 @@ use diesel::prelude::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::json;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    brokers: String,
-    #[arg(long)]
-    admin_url: String,
+    #[command(flatten)]
+    target: sluice_acceptance::Target,
     #[arg(long, default_value_t = 20_000)]
     count: u32,
     #[arg(long, default_value_t = 2_000)]
     fingerprints: u32,
-    /// Directory holding the `occurrence-consumer` binary.
-    #[arg(long, default_value = "target/release")]
-    bin_dir: String,
 }
 
 const TOPIC: &str = "ingest-occurrences";
@@ -95,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
 
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+        .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
@@ -110,24 +104,15 @@ fn main() -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60))?;
 
     let pipeline_url =
-        sluice_acceptance::fresh_database(&args.admin_url, "sluice_bench_pipeline", SETUP)?;
+        sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
     let group = format!("bench-{}", std::process::id());
     let started = Instant::now();
-    let mut child = Command::new(format!("{}/occurrence-consumer", args.bin_dir))
-        .env("KAFKA_BROKERS", &args.brokers)
-        .env("DATABASE_URL", &pipeline_url)
-        .args([
-            "run",
-            "--consumer-group",
-            &group,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
+    let mut child = args
+        .target
+        .stage("occurrence-consumer", &pipeline_url, &group)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    while !sluice_acceptance::committed_all(&args.brokers, &group, TOPIC)? {
+    while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pipeline = started.elapsed();
@@ -135,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     sluice_acceptance::stop(&mut child);
 
     let base_url =
-        sluice_acceptance::fresh_database(&args.admin_url, "sluice_bench_baseline", SETUP)?;
+        sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_baseline", SETUP)?;
     let base = baseline(&base_url, &msgs)?;
 
     let n = f64::from(args.count);

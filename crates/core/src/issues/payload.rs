@@ -30,6 +30,24 @@ pub struct Record {
     pub message: IssuePlatformMessage,
 }
 
+impl Record {
+    /// Produces the record to `topic` under its key; resolves once the broker acknowledged it.
+    pub async fn send(
+        &self,
+        producer: &crate::kafka::producer::Producer,
+        topic: &str,
+    ) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
+        producer
+            .send(
+                topic,
+                self.key.as_deref().map(str::as_bytes),
+                &self.value,
+                &[],
+            )
+            .await
+    }
+}
+
 fn normalised(id: &str) -> String {
     crate::ids::uuid_hex(id).unwrap_or_else(|_| id.to_owned())
 }
