@@ -72,7 +72,7 @@ fn status(id: &str, fp: &str, status: i32, substatus: Option<i32>) -> Value {
 
 async fn process(e: &Env, v: Value) -> Result<Applied, IssueError> {
     let msg = IssuePlatformMessage::decode(v.to_string().as_bytes())?;
-    issues::process(&e.pool, msg).await
+    issues::process(&e.pool, &Default::default(), msg).await
 }
 
 #[derive(QueryableByName, Debug, PartialEq, Clone)]
@@ -479,7 +479,7 @@ async fn concurrent_creators_end_with_one_group() -> anyhow::Result<()> {
             let v = occurrence(i, "race", json!({}));
             tokio::spawn(async move {
                 let msg = IssuePlatformMessage::decode(v.to_string().as_bytes())?;
-                issues::process(&pool, msg).await
+                issues::process(&pool, &Default::default(), msg).await
             })
         })
         .collect();
@@ -510,7 +510,7 @@ async fn a_failed_message_blocks_later_ones_of_its_fingerprint() -> anyhow::Resu
         decode(status("i1", "late", 2, Some(5)))?,
         decode(occurrence(2, "other", json!({})))?,
     ];
-    let results = issues::process_many(&e.pool, round).await;
+    let results = issues::process_many(&e.pool, &Default::default(), round).await;
     assert!(matches!(results[0], Err(IssueError::GroupNotFound(_))));
     assert!(
         matches!(results[1], Err(IssueError::Blocked))
@@ -526,11 +526,215 @@ async fn a_failed_message_blocks_later_ones_of_its_fingerprint() -> anyhow::Resu
         decode(occurrence(1, "late", json!({})))?,
         decode(status("i1", "late", 2, Some(5)))?,
     ];
-    let results = issues::process_many(&e.pool, rest).await;
+    let results = issues::process_many(&e.pool, &Default::default(), rest).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(
         group(&e.url, "late")?.map(|g| (g.status, g.substatus)),
         Some((2, Some(5)))
+    );
+    Ok(())
+}
+
+fn limited_reason(r: &Result<Applied, IssueError>) -> Option<&'static str> {
+    match r {
+        Ok(Applied::Limited(l)) => Some(l.reason),
+        _ => None,
+    }
+}
+
+async fn process_with(
+    e: &Env,
+    settings: &sluice_core::config::IssueSettings,
+    v: Value,
+) -> Result<Applied, IssueError> {
+    let msg = IssuePlatformMessage::decode(v.to_string().as_bytes())?;
+    issues::process(&e.pool, settings, msg).await
+}
+
+#[tokio::test]
+async fn noise_reduction_holds_creation_until_the_ignore_limit() -> anyhow::Result<()> {
+    let e = env()?;
+    let settings = sluice_core::config::IssueSettings {
+        noise_reduction: true,
+        ..Default::default()
+    };
+    // Type 1006 has an ignore limit of 3: two occurrences are held back, the third creates.
+    let n1 = json!({"type": 1006});
+    let first = process_with(&e, &settings, occurrence(1, "noisy", n1.clone())).await;
+    assert_eq!(limited_reason(&first), Some("noise_reduction"));
+    let second = process_with(&e, &settings, occurrence(2, "noisy", n1.clone())).await;
+    assert_eq!(limited_reason(&second), Some("noise_reduction"));
+    assert!(group(&e.url, "noisy")?.is_none());
+    // A redelivery is recognised (so its outcome can be re-emitted) but does not count.
+    let again = process_with(&e, &settings, occurrence(2, "noisy", n1.clone())).await;
+    assert_eq!(limited_reason(&again), Some("noise_reduction"));
+    let third = process_with(&e, &settings, occurrence(3, "noisy", n1.clone())).await?;
+    assert!(matches!(third, Applied::Created { .. }), "{third:?}");
+    assert_eq!(group(&e.url, "noisy")?.map(|g| g.times_seen), Some(1));
+    assert_eq!(
+        count(
+            &e.url,
+            "SELECT count(*) AS n FROM occurrences WHERE dropped = 'noise_reduction' AND group_id IS NULL"
+        )?,
+        2
+    );
+    // Error occurrences are never held back; types without a noise config neither.
+    let error = process_with(&e, &settings, occurrence(4, "err", json!({"type": 1}))).await?;
+    assert!(matches!(error, Applied::Created { .. }));
+    let plain = process_with(&e, &settings, occurrence(5, "plain", json!({"type": 1007}))).await?;
+    assert!(matches!(plain, Applied::Created { .. }));
+    // Off by default: the same type creates at once.
+    let default = process(&e, occurrence(6, "quiet", json!({"type": 1006}))).await?;
+    assert!(matches!(default, Applied::Created { .. }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn creation_quota_and_occurrence_rate_limit() -> anyhow::Result<()> {
+    let e = env()?;
+    let quotas = sluice_core::config::IssueSettings {
+        creation_quotas: true,
+        ..Default::default()
+    };
+    // Type 1001's creation quota is the default: 5 new issues per hour per project.
+    for i in 0..5 {
+        let r = process_with(&e, &quotas, occurrence(i, &format!("q{i}"), json!({}))).await?;
+        assert!(matches!(r, Applied::Created { .. }), "{i}: {r:?}");
+    }
+    let sixth = process_with(&e, &quotas, occurrence(5, "q5", json!({}))).await;
+    assert_eq!(limited_reason(&sixth), Some("issue_creation_quota"));
+    // An existing group still takes occurrences.
+    let update = process_with(&e, &quotas, occurrence(6, "q0", json!({}))).await?;
+    assert!(matches!(update, Applied::Updated { .. }), "{update:?}");
+    // An hour later (detection time) the window has room again.
+    let later = json!({"detection_time": 1_795_432_200.0 + 3700.0});
+    let r = process_with(&e, &quotas, occurrence(7, "q5", later)).await?;
+    assert!(matches!(r, Applied::Created { .. }), "{r:?}");
+
+    let rate = sluice_core::config::IssueSettings {
+        occurrence_rate_limit: sluice_core::config::Quota {
+            enabled: true,
+            window_seconds: 3600,
+            granularity_seconds: 60,
+            limit: 2,
+        },
+        ..Default::default()
+    };
+    let mut reasons = Vec::new();
+    for i in 10..13 {
+        reasons.push(limited_reason(
+            &process_with(&e, &rate, occurrence(i, "hot", json!({}))).await,
+        ));
+    }
+    assert_eq!(reasons, vec![None, None, Some("occurrence_rate_limit")]);
+    assert_eq!(group(&e.url, "hot")?.map(|g| g.times_seen), Some(2));
+    // Error occurrences are never rate limited.
+    for i in 20..23 {
+        let r = process_with(&e, &rate, occurrence(i, "hot-error", json!({"type": 1}))).await?;
+        assert!(!matches!(r, Applied::Limited(_)), "{r:?}");
+    }
+    assert_eq!(group(&e.url, "hot-error")?.map(|g| g.times_seen), Some(3));
+    Ok(())
+}
+
+/// A stream that touches every branch of saving: new groups, updates older and newer than the
+/// group, duplicates inside and across calls, a category mismatch, the lookup path, a resolve,
+/// a regression, a second occurrence after the regression, and two groups for one event.
+fn mixed_stream() -> Vec<Value> {
+    let older = json!({"detection_time": 1_795_432_100.0});
+    vec![
+        occurrence(1, "a", json!({})),
+        occurrence(2, "b", json!({"level": "error", "culprit": "other/1"})),
+        occurrence(3, "a", older),
+        occurrence(4, "a", json!({"subtitle": "newer"})),
+        occurrence(1, "a", json!({})),
+        occurrence(5, "a", json!({"type": 6001})),
+        occurrence(
+            6,
+            "c",
+            json!({"event": null, "event_id": format!("{:032x}", 0xfeed_u64)}),
+        ),
+        occurrence(7, "b", json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 2), "event": {
+            "event_id": format!("{:032x}", 0xe000_0000u64 + 2), "project_id": 42, "platform": "go"}})),
+        status("res-a", "a", 1, None),
+        occurrence(8, "a", json!({})),
+        occurrence(9, "a", json!({})),
+        occurrence(10, "d", json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 9), "event": {
+            "event_id": format!("{:032x}", 0xe000_0000u64 + 9), "project_id": 42, "platform": "go"}})),
+        occurrence(11, "b", json!({"initial_issue_priority": 75})),
+    ]
+}
+
+fn seed_lookup_event(url: &str) -> anyhow::Result<()> {
+    let mut c = PgConnection::establish(url)?;
+    c.batch_execute(&format!(
+        "INSERT INTO events (project_id, event_id, data) VALUES (42, '{:032x}', \
+         '{{\"message\": \"stored first\", \"platform\": \"python\"}}')",
+        0xfeed_u64
+    ))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn set_based_runs_match_one_by_one() -> anyhow::Result<()> {
+    let decode = |v: &Value| IssuePlatformMessage::decode(v.to_string().as_bytes());
+    let stream = mixed_stream();
+
+    let single = env()?;
+    seed_lookup_event(&single.url)?;
+    let mut one_by_one = Vec::new();
+    for v in &stream {
+        one_by_one.push(issues::process(&single.pool, &Default::default(), decode(v)?).await?);
+    }
+
+    let batched = env()?;
+    seed_lookup_event(&batched.url)?;
+    let msgs = stream.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let fallbacks = issues::one_by_one_total().get();
+    let results = issues::process_many(&batched.pool, &Default::default(), msgs).await;
+    let in_runs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(
+        issues::one_by_one_total().get(),
+        fallbacks,
+        "the batch was saved by the set-based path"
+    );
+
+    let label = |a: &Vec<Applied>| a.iter().map(Applied::label).collect::<Vec<_>>();
+    assert_eq!(label(&in_runs), label(&one_by_one));
+    assert_eq!(
+        label(&one_by_one),
+        vec![
+            "group_created",
+            "group_created",
+            "group_updated",
+            "group_updated",
+            "duplicate",
+            "category_mismatch",
+            "group_created",
+            "group_updated",
+            "status_changed",
+            "group_regressed",
+            "group_updated",
+            "group_created",
+            "group_updated"
+        ]
+    );
+    let snap = sluice_testkit::db::issue_snapshot(&batched.url)?;
+    sluice_testkit::db::assert_same_rows(
+        &snap,
+        &sluice_testkit::db::issue_snapshot(&single.url)?,
+        "set-based runs vs one by one",
+    );
+    // Replaying the whole stream in one call changes nothing.
+    let msgs = stream.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let again = issues::process_many(&batched.pool, &Default::default(), msgs).await;
+    assert!(again
+        .iter()
+        .all(|r| matches!(r, Ok(Applied::Duplicate | Applied::StatusUnchanged)) || matches!(r, Ok(Applied::Dropped(_)))), "{again:?}");
+    sluice_testkit::db::assert_same_rows(
+        &sluice_testkit::db::issue_snapshot(&batched.url)?,
+        &snap,
+        "replay",
     );
     Ok(())
 }

@@ -4,9 +4,12 @@
 //! commits instead of one per message.
 
 use prometheus::{IntCounterVec, Opts};
-use sluice_core::issues::{self, IssueError};
+use sluice_core::config::IssueSettings;
+use sluice_core::issues::{self, Applied, IssueError, Limited};
 use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
-use sluice_core::messages::{DlqReason, IssuePlatformMessage};
+use sluice_core::messages::enums::{data_category, group_category, Outcome as OutcomeKind};
+use sluice_core::messages::{DlqReason, IssuePlatformMessage, OutcomeMessage};
+use sluice_core::outcomes::Outcomes;
 use sluice_core::storage::Db;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -31,6 +34,38 @@ fn results() -> &'static IntCounterVec {
 /// The stage.
 pub struct OccurrenceStage {
     pub db: Db,
+    /// The optional limits (all off by default).
+    pub settings: IssueSettings,
+    /// Where RATE_LIMITED outcomes of held-back occurrences go.
+    pub outcomes: Outcomes,
+}
+
+/// Emits the RATE_LIMITED outcome of an occurrence a limit held back (once per occurrence).
+async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Outcome {
+    let category = if l.category == group_category::FEEDBACK {
+        data_category::USER_REPORT_V2
+    } else {
+        data_category::DEFAULT
+    };
+    let mut m = OutcomeMessage::new(
+        l.organization_id as u64,
+        l.project_id as u64,
+        OutcomeKind::RateLimited,
+        category,
+    );
+    m.reason = Some(l.reason.to_owned());
+    m.event_id = Some(l.event_id.clone());
+    match outcomes
+        .emit_once(&format!("limited:{}", l.occurrence_id), &m)
+        .await
+    {
+        Ok(_) => Outcome::Done,
+        Err(e) => Outcome::Unavailable(e.to_string()),
+    }
+}
+
+fn results_metric_inc(label: &str) {
+    results().with_label_values(&[label]).inc();
 }
 
 /// The runtime outcome of one processing result.
@@ -78,16 +113,25 @@ impl Stage for OccurrenceStage {
                 }
             }
         }
-        let db = &self.db;
+        let (db, settings, sink) = (&self.db, &self.settings, &self.outcomes);
         let done: Vec<Vec<(usize, Outcome)>> =
             futures::future::join_all(lanes.into_iter().filter(|l| !l.is_empty()).map(
                 |lane| async move {
                     let (idx, msgs): (Vec<usize>, Vec<IssuePlatformMessage>) =
                         lane.into_iter().unzip();
-                    let results = issues::process_many(db, msgs).await;
-                    idx.into_iter()
-                        .zip(results.into_iter().map(outcome))
-                        .collect()
+                    let results = issues::process_many(db, settings, msgs).await;
+                    let mut out = Vec::with_capacity(idx.len());
+                    for (i, result) in idx.into_iter().zip(results) {
+                        let o = match &result {
+                            Ok(Applied::Limited(l)) => {
+                                results_metric_inc(l.reason);
+                                report_limited(sink, l).await
+                            }
+                            _ => outcome(result),
+                        };
+                        out.push((i, o));
+                    }
+                    out
                 },
             ))
             .await;

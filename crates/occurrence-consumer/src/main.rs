@@ -7,7 +7,10 @@ use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
 use sluice_core::kafka::consumer::{self, RuntimeConfig};
 use sluice_core::stages::{occurrence_topics, OCCURRENCE};
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::outcomes::Outcomes;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Turns issue occurrences and status changes into issue groups.
 #[derive(Parser, Debug)]
@@ -49,13 +52,24 @@ fn main() -> ExitCode {
                     .db
                     .clone()
                     .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+                let producer = Producer::new(&ProducerConfig {
+                    brokers: brokers.clone(),
+                    client_id: "occurrence-consumer".into(),
+                    message_timeout: Duration::from_secs(30),
+                })?;
+                let stage = batch::OccurrenceStage {
+                    outcomes: Outcomes::new(producer.clone(), &ctx.common.topics, db.clone()),
+                    settings: ctx.settings.issues.clone(),
+                    db,
+                };
                 consumer::run(
-                    batch::OccurrenceStage { db },
+                    stage,
                     config,
                     ctx.health.clone(),
                     ctx.shutdown.clone(),
                 )
                 .await?;
+                producer.flush(Duration::from_secs(10))?;
                 Ok(())
             }
         }

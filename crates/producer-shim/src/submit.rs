@@ -112,6 +112,8 @@ pub struct Submitter {
     pub producer: Option<Producer>,
     pub topic: String,
     pub db: Option<Db>,
+    /// The optional issue limits the direct path applies, as the occurrence consumer does.
+    pub issue_settings: sluice_core::config::IssueSettings,
 }
 
 impl Submitter {
@@ -145,7 +147,7 @@ impl Submitter {
             }
             statuses[i] = Some(match &self.db {
                 None => Status::Failed("Kafka unavailable and no database configured".into()),
-                Some(db) => match issues::process(db, record.message).await {
+                Some(db) => match issues::process(db, &self.issue_settings, record.message).await {
                     Ok(applied) => {
                         m.with_label_values(&["direct", applied.label()]).inc();
                         Status::Processed

@@ -63,3 +63,50 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// The issue tables of the database at `url` as sorted text rows, by natural keys only (no
+/// generated ids, no wall-clock columns), so two databases that saw the same stream compare equal.
+pub fn issue_snapshot(url: &str) -> anyhow::Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct R {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        s: String,
+    }
+    let queries = [
+        "SELECT h.hash, g.type, g.status, g.substatus, g.priority, g.level, g.title, g.culprit, g.message, g.times_seen, \
+         g.first_seen, g.last_seen, g.active_at, g.resolved_at IS NULL AS unresolved, g.last_occurrence_id, g.data \
+         FROM groups g JOIN group_hashes h ON h.group_id = g.id",
+        "SELECT o.id, o.event_id, o.type, o.data, o.dropped, h.hash FROM occurrences o \
+         LEFT JOIN group_hashes h ON h.group_id = o.group_id",
+        "SELECT e.project_id, e.event_id, e.data, h.hash FROM events e LEFT JOIN group_hashes h ON h.group_id = e.group_id",
+        "SELECT h.hash, a.type, a.data, row_number() OVER (PARTITION BY a.group_id ORDER BY a.id) FROM activities a \
+         JOIN group_hashes h ON h.group_id = a.group_id",
+        "SELECT h.hash, gh.status, row_number() OVER (PARTITION BY gh.group_id ORDER BY gh.id) FROM group_history gh \
+         JOIN group_hashes h ON h.group_id = gh.group_id",
+        "SELECT s.id, h.hash FROM applied_status_changes s JOIN group_hashes h ON h.group_id = s.group_id",
+        "SELECT (SELECT count(*) FROM groups) AS groups, (SELECT count(*) FROM group_hashes) AS hashes",
+    ];
+    let mut c = PgConnection::establish(url)?;
+    let mut out = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        let mut rows: Vec<String> =
+            diesel::sql_query(format!("SELECT row_to_json(q)::text AS s FROM ({q}) q"))
+                .load::<R>(&mut c)?
+                .into_iter()
+                .map(|r| format!("{i}:{}", r.s))
+                .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Asserts two snapshots are equal, listing the rows missing from and extra in `actual`.
+pub fn assert_same_rows(actual: &[String], expected: &[String], what: &str) {
+    let missing: Vec<&String> = expected.iter().filter(|r| !actual.contains(r)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|r| !expected.contains(r)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:#?}\nextra {extra:#?}"
+    );
+}

@@ -31,7 +31,7 @@ pub struct GroupRow {
     pub data: Value,
 }
 
-const GROUP_COLUMNS: &str =
+pub(crate) const GROUP_COLUMNS: &str =
     "g.id, g.project_id, g.type, g.status, g.substatus, g.priority, g.last_seen, g.last_occurrence_id, g.data";
 
 /// The group of `hash` in `project_id`, locked for update.
@@ -61,7 +61,7 @@ pub fn priority_name(p: i32) -> &'static str {
 
 /// Sentry's search message of the group: the event's message, then title, subtitle and culprit,
 /// each appended when non-empty and not already contained.
-fn search_message(event: &Value, occ: &Occurrence) -> String {
+pub(crate) fn search_message(event: &Value, occ: &Occurrence) -> String {
     let base = event
         .get("logentry")
         .and_then(|l| l.get("formatted"))
@@ -82,7 +82,7 @@ fn search_message(event: &Value, occ: &Occurrence) -> String {
 
 /// `groups.data`: event type, title, culprit, and metadata (title, value = subtitle, initial
 /// priority; feedback fields for feedback issues), keeping the event's own metadata.
-fn materialized_data(event: &Value, occ: &Occurrence) -> Value {
+pub(crate) fn materialized_data(event: &Value, occ: &Occurrence) -> Value {
     let mut metadata = event
         .get("metadata")
         .cloned()
@@ -216,7 +216,7 @@ pub fn update(
 }
 
 /// The group's data with the newest occurrence's fields overlaid; metadata merged key by key.
-fn merged_data(existing: &Value, event: &Value, occ: &Occurrence) -> Value {
+pub(crate) fn merged_data(existing: &Value, event: &Value, occ: &Occurrence) -> Value {
     let mut incoming = materialized_data(event, occ);
     if let (Some(old), Some(Value::Object(new_meta))) = (
         existing.get("metadata").and_then(Value::as_object),

@@ -6,12 +6,15 @@
 
 pub mod group;
 pub mod grouptype;
+pub mod limits;
 pub mod occurrence;
 pub mod parse;
 pub mod payload;
 pub mod project;
+pub mod run;
 pub mod status_change;
 
+use crate::config::IssueSettings;
 use crate::messages::{IssuePlatformMessage, Rejection};
 use crate::storage::{Db, DbError};
 use diesel::Connection;
@@ -27,6 +30,9 @@ pub enum Applied {
     Duplicate,
     /// Dropped on purpose (reason is a bounded metric label).
     Dropped(&'static str),
+    /// Held back by an optional limit (design §4): no group; the stage reports a RATE_LIMITED
+    /// outcome. Also returned for a redelivery of such an occurrence (the outcome is emitted once).
+    Limited(Limited),
     /// The group's status changed.
     StatusChanged { group_id: i64 },
     /// The group already had the requested status.
@@ -46,11 +52,25 @@ impl Applied {
             Applied::Updated { .. } => "group_updated",
             Applied::Duplicate => "duplicate",
             Applied::Dropped(r) => r,
+            Applied::Limited(l) => l.reason,
             Applied::StatusChanged { .. } => "status_changed",
             Applied::StatusUnchanged => "status_unchanged",
             Applied::StatusInvalid(_) => "status_invalid",
         }
     }
+}
+
+/// An occurrence held back by a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    /// One of the `limits` reasons.
+    pub reason: &'static str,
+    pub organization_id: i64,
+    pub project_id: i64,
+    pub event_id: String,
+    pub occurrence_id: String,
+    /// The group type's category.
+    pub category: i32,
 }
 
 /// Why processing did not complete.
@@ -81,22 +101,46 @@ impl From<diesel::result::Error> for IssueError {
     }
 }
 
+/// Batches whose set-based save failed and were saved again one message at a time (each failure
+/// is expected to be rare: an event not stored yet, a concurrent group creation, bad input).
+pub fn one_by_one_total() -> prometheus::IntCounter {
+    static M: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        crate::metrics::counter_vec(
+            prometheus::Opts::new(
+                "sluice_issue_batches_one_by_one_total",
+                "Issue-platform batches saved again message by message after the set-based path failed.",
+            ),
+            &[],
+        )
+        .with_label_values(&[] as &[&str])
+    })
+    .clone()
+}
+
 /// Processes one decoded message in its own transaction.
-pub async fn process(db: &Db, msg: IssuePlatformMessage) -> Result<Applied, IssueError> {
-    let mut out = process_many(db, vec![msg]).await;
+pub async fn process(
+    db: &Db,
+    settings: &IssueSettings,
+    msg: IssuePlatformMessage,
+) -> Result<Applied, IssueError> {
+    let mut out = process_many(db, settings, vec![msg]).await;
     out.pop()
         .unwrap_or_else(|| Err(IssueError::Conflict("no result".into())))
 }
 
-/// Processes `msgs` in order in one transaction. The fast path runs them back to back; if any
+/// Processes `msgs` in order in one transaction. The fast path saves each run of consecutive
+/// occurrences with set-based statements ([`run`]) and status changes one by one; if any
 /// fails, that transaction is rolled back and the messages run again, each under its own
 /// savepoint, so a failing message leaves no trace and does not affect the others. If the
 /// transaction itself fails, every message gets that error (nothing was kept).
 pub async fn process_many(
     db: &Db,
+    settings: &IssueSettings,
     msgs: Vec<IssuePlatformMessage>,
 ) -> Vec<Result<Applied, IssueError>> {
     let n = msgs.len();
+    let settings = settings.clone();
     let keys: Vec<String> = msgs.iter().map(|m| m.ordering_key().to_owned()).collect();
     let parsed: Vec<Result<Parsed, IssueError>> =
         msgs.into_iter().map(Parsed::from_message).collect();
@@ -105,11 +149,28 @@ pub async fn process_many(
             let fast = c.transaction::<_, IssueError, _>(|c| {
                 let mut projects = project::Cache::default();
                 let mut out = Vec::with_capacity(parsed.len());
-                for p in &parsed {
-                    out.push(match p {
-                        Ok(p) => Ok(p.save(c, &mut projects)?),
+                let mut i = 0;
+                while i < parsed.len() {
+                    // A run: consecutive occurrences no enabled limit applies to.
+                    let run: Vec<&parse::Occurrence> = parsed[i..]
+                        .iter()
+                        .map_while(|p| match p {
+                            Ok(Parsed::Occurrence(o)) if !limits::any_enabled(&settings, o) => {
+                                Some(o.as_ref())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if run.len() > 1 {
+                        i += run.len();
+                        out.extend(run::save(c, &run, &mut projects)?.into_iter().map(Ok));
+                        continue;
+                    }
+                    out.push(match &parsed[i] {
+                        Ok(p) => Ok(p.save(c, &mut projects, &settings)?),
                         Err(_) => Err(()),
                     });
+                    i += 1;
                 }
                 Ok(out)
             });
@@ -120,6 +181,10 @@ pub async fn process_many(
                     (Err(()), Ok(_)) => Err(IssueError::Conflict("inconsistent fast path".into())),
                 });
                 return Ok(merged.collect());
+            }
+            if let Err(e) = &fast {
+                tracing::debug!(error = %e, "batch fast path failed; saving one by one");
+                one_by_one_total().inc();
             }
             let mut projects = project::Cache::default();
             c.transaction::<_, IssueError, _>(|c| {
@@ -134,7 +199,7 @@ pub async fn process_many(
                         if failed.contains(&key) {
                             return Err(IssueError::Blocked);
                         }
-                        let result = p.and_then(|p| c.transaction(|c| p.save(c, &mut projects)));
+                        let result = p.and_then(|p| c.transaction(|c| p.save(c, &mut projects, &settings)));
                         if matches!(&result, Err(e) if !matches!(e, IssueError::Reject(_))) {
                             failed.insert(key);
                         }
@@ -173,9 +238,10 @@ impl Parsed {
         &self,
         c: &mut diesel::PgConnection,
         projects: &mut project::Cache,
+        settings: &IssueSettings,
     ) -> Result<Applied, IssueError> {
         match self {
-            Parsed::Occurrence(occ) => occurrence::save(c, occ, projects),
+            Parsed::Occurrence(occ) => occurrence::save(c, occ, projects, settings),
             Parsed::StatusChange(s) => status_change::apply(c, s),
         }
     }

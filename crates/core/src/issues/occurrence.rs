@@ -3,7 +3,8 @@
 //! the group changes only when the occurrence row was actually inserted, replays change nothing.
 
 use super::parse::Occurrence;
-use super::{group, project, Applied, IssueError};
+use super::{group, limits, project, Applied, IssueError, Limited};
+use crate::config::IssueSettings;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bpchar, Integer, Jsonb};
 use serde_json::Value;
@@ -13,6 +14,7 @@ pub fn save(
     conn: &mut PgConnection,
     occ: &Occurrence,
     projects: &mut project::Cache,
+    settings: &IssueSettings,
 ) -> Result<Applied, IssueError> {
     let Some(project) = projects.get(conn, occ.project_id)? else {
         return Ok(Applied::Dropped("unknown_project"));
@@ -53,14 +55,37 @@ pub fn save(
     .bind::<Integer, _>(occ.group_type.id)
     .bind::<Jsonb, _>(&occ.data)
     .execute(conn)?;
+    let limited = |reason| {
+        Applied::Limited(Limited {
+            reason,
+            organization_id: project.organization_id,
+            project_id: project.id,
+            event_id: occ.event_id.clone(),
+            occurrence_id: occ.id.clone(),
+            category: occ.group_type.category,
+        })
+    };
     if inserted == 0 {
+        if limits::any_enabled(settings, occ) {
+            if let Some(reason) = limits::dropped_reason(conn, &occ.id)? {
+                return Ok(limited(reason));
+            }
+        }
         return Ok(Applied::Duplicate);
+    }
+    if let Some(reason) = limits::check_occurrence(conn, settings, occ)? {
+        limits::mark_dropped(conn, &occ.id, reason)?;
+        return Ok(limited(reason));
     }
 
     let hash = &occ.fingerprint[0];
     let mut existing = group::find_for_update(conn, project.id, hash)?;
     let mut created = None;
     if existing.is_none() {
+        if let Some(reason) = limits::check_creation(conn, settings, occ)? {
+            limits::mark_dropped(conn, &occ.id, reason)?;
+            return Ok(limited(reason));
+        }
         created = group::create(conn, occ, &event)?;
         if created.is_none() {
             // Another transaction created this hash's group first: update theirs.

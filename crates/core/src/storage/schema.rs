@@ -90,6 +90,7 @@ diesel::table! {
         occurrence_type -> Int4,
         data -> Jsonb,
         date_added -> Timestamptz,
+        dropped -> Nullable<Text>,
     }
 }
 
@@ -163,6 +164,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    rate_limit_counters (key, bucket) {
+        key -> Text,
+        bucket -> Int8,
+        count -> Int8,
+    }
+}
+
+diesel::table! {
+    noise_counters (project_id, hash) {
+        project_id -> Int8,
+        #[max_length = 32]
+        hash -> Bpchar,
+        count -> Int8,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(projects -> organizations (organization_id));
 diesel::joinable!(group_hashes -> groups (group_id));
 
@@ -179,4 +198,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     group_history,
     event_attachments,
     user_reports,
+    rate_limit_counters,
+    noise_counters,
 );
