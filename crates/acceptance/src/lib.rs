@@ -1,4 +1,7 @@
-//! Helpers of the benchmark binaries (`src/bin/bench-*`); the acceptance tests live in `tests/`.
+//! Helpers of the benchmark binaries (`src/bin/bench-*`) and the demo's stream (`stream`); the
+//! acceptance tests live in `tests/`.
+
+pub mod stream;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;

@@ -654,13 +654,21 @@ fn mixed_stream() -> Vec<Value> {
             "c",
             json!({"event": null, "event_id": format!("{:032x}", 0xfeed_u64)}),
         ),
-        occurrence(7, "b", json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 2), "event": {
-            "event_id": format!("{:032x}", 0xe000_0000u64 + 2), "project_id": 42, "platform": "go"}})),
+        occurrence(
+            7,
+            "b",
+            json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 2), "event": {
+            "event_id": format!("{:032x}", 0xe000_0000u64 + 2), "project_id": 42, "platform": "go"}}),
+        ),
         status("res-a", "a", 1, None),
         occurrence(8, "a", json!({})),
         occurrence(9, "a", json!({})),
-        occurrence(10, "d", json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 9), "event": {
-            "event_id": format!("{:032x}", 0xe000_0000u64 + 9), "project_id": 42, "platform": "go"}})),
+        occurrence(
+            10,
+            "d",
+            json!({"event_id": format!("{:032x}", 0xe000_0000u64 + 9), "event": {
+            "event_id": format!("{:032x}", 0xe000_0000u64 + 9), "project_id": 42, "platform": "go"}}),
+        ),
         occurrence(11, "b", json!({"initial_issue_priority": 75})),
     ]
 }
@@ -728,9 +736,13 @@ async fn set_based_runs_match_one_by_one() -> anyhow::Result<()> {
     // Replaying the whole stream in one call changes nothing.
     let msgs = stream.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
     let again = issues::process_many(&batched.pool, &Default::default(), msgs).await;
-    assert!(again
-        .iter()
-        .all(|r| matches!(r, Ok(Applied::Duplicate | Applied::StatusUnchanged)) || matches!(r, Ok(Applied::Dropped(_)))), "{again:?}");
+    assert!(
+        again.iter().all(
+            |r| matches!(r, Ok(Applied::Duplicate | Applied::StatusUnchanged))
+                || matches!(r, Ok(Applied::Dropped(_)))
+        ),
+        "{again:?}"
+    );
     sluice_testkit::db::assert_same_rows(
         &sluice_testkit::db::issue_snapshot(&batched.url)?,
         &snap,

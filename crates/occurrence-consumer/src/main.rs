@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::CommonArgs;
 use sluice_core::kafka::consumer::{self, RuntimeConfig};
-use sluice_core::stages::{occurrence_topics, OCCURRENCE};
 use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::outcomes::Outcomes;
+use sluice_core::stages::{occurrence_topics, OCCURRENCE};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,13 +62,7 @@ fn main() -> ExitCode {
                     settings: ctx.settings.issues.clone(),
                     db,
                 };
-                consumer::run(
-                    stage,
-                    config,
-                    ctx.health.clone(),
-                    ctx.shutdown.clone(),
-                )
-                .await?;
+                consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
                 producer.flush(Duration::from_secs(10))?;
                 Ok(())
             }

@@ -83,8 +83,10 @@ fn main() -> ExitCode {
                     producer: producer(&cli)?,
                     topic: cli.common.topics.occurrences_topic.clone(),
                     db: cli.common.database_url.as_deref().map(|u| Db::new(u, 4)),
-                    issue_settings: sluice_core::config::Settings::load(cli.common.config.as_deref())?
-                        .issues,
+                    issue_settings: sluice_core::config::Settings::load(
+                        cli.common.config.as_deref(),
+                    )?
+                    .issues,
                 };
                 let summary = send::run(file, &submitter).await?;
                 if let Some(p) = &submitter.producer {

@@ -199,7 +199,8 @@ pub async fn process_many(
                         if failed.contains(&key) {
                             return Err(IssueError::Blocked);
                         }
-                        let result = p.and_then(|p| c.transaction(|c| p.save(c, &mut projects, &settings)));
+                        let result =
+                            p.and_then(|p| c.transaction(|c| p.save(c, &mut projects, &settings)));
                         if matches!(&result, Err(e) if !matches!(e, IssueError::Reject(_))) {
                             failed.insert(key);
                         }

@@ -313,7 +313,10 @@ fn insert_events(
     .bind::<Array<Bpchar>, _>(eids)
     .bind::<Array<Jsonb>, _>(data)
     .load(conn)?;
-    Ok(rows.into_iter().map(|r| (r.project_id, r.event_id)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.project_id, r.event_id))
+        .collect())
 }
 
 fn load_events(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<HashMap<Key, Value>> {
