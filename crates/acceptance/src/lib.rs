@@ -58,6 +58,29 @@ pub async fn wait_committed(brokers: &str, group: &str, topic: &str) -> anyhow::
     Ok(())
 }
 
+/// Waits (up to a minute) until the consumer serving metrics on `metrics` has partitions assigned.
+pub fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let assigned = sluice_testkit::http::get(metrics, "/metrics")
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with("sluice_consumer_assigned_partitions"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .unwrap_or(0.0);
+        if assigned > 0.0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "consumer got no partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Peak resident memory of process `pid` in MiB (`VmHWM`), 0 when unknown.
 pub fn peak_rss_mb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

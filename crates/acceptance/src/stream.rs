@@ -18,7 +18,8 @@ pub const PROJECT: u64 = 42;
 pub const SETUP: &str =
     "INSERT INTO organizations (id, slug) VALUES (1, 'demo-org') ON CONFLICT DO NOTHING; \
     INSERT INTO projects (id, organization_id, slug, options) \
-    VALUES (42, 1, 'demo', '{\"feedback.spam_detection\": \"heuristic\"}') ON CONFLICT DO NOTHING;";
+    VALUES (42, 1, 'demo', '{\"feedback.spam_detection\": \"heuristic\"}') \
+    ON CONFLICT (id) DO UPDATE SET options = projects.options || EXCLUDED.options;";
 
 /// When the traffic was received (epoch seconds).
 pub const START: f64 = 1_795_432_200.0;

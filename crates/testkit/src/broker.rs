@@ -27,6 +27,17 @@ impl Broker {
         }
     }
 
+    /// A broker someone else runs at `bootstrap`, topics under their own names (no fault
+    /// injection).
+    pub fn existing(bootstrap: &str) -> Broker {
+        Broker {
+            bootstrap: bootstrap.to_owned(),
+            control: None,
+            names: HashMap::new(),
+            suffix: None,
+        }
+    }
+
     fn mock(topics: &[(&str, i32)]) -> anyhow::Result<Broker> {
         let mut cmd = Command::new(crate::paths::existing_bin("mock-broker")?);
         cmd.args(topics.iter().map(|(t, p)| format!("{t}:{p}")))

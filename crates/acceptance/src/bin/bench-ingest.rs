@@ -158,7 +158,7 @@ async fn measure(
         .env("OBJECT_STORE_URL", store)
         .args(["--topics", topic, "--metrics-addr", &metrics])
         .spawn()?;
-    wait_assigned(&metrics).await?;
+    sluice_acceptance::wait_assigned(&metrics)?;
     let started = Instant::now();
     produce(&args.target.brokers, topic, messages)?;
     wait_committed(&args.target.brokers, &group, topic).await?;
@@ -218,26 +218,6 @@ async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
     sql.await??;
     anyhow::ensure!(acked == args.events as usize, "baseline produce failed");
     Ok(started.elapsed())
-}
-
-/// Waits until the consumer behind `metrics` has partitions assigned.
-async fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let assigned = sluice_testkit::http::get(metrics, "/metrics")
-            .map(|(_, body)| {
-                body.lines()
-                    .filter(|l| l.starts_with("sluice_consumer_assigned_partitions"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
-            })
-            .unwrap_or(0.0);
-        if assigned > 0.0 {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "consumer got no partitions");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::main]

@@ -1,6 +1,9 @@
 //! Benchmark: issue occurrences from the broker to committed rows through `occurrence-consumer`,
 //! next to a same-run baseline that writes the equivalent rows with batched SQL directly.
 //!
+//! The pipeline is timed from the first produced message until every occurrence is a committed
+//! row with its group (the consumer has joined its group before); offsets are then checked too.
+//!
 //! Usage: bench-occurrences --brokers HOST:PORT --admin-url POSTGRES_URL [--count N] [--fingerprints F]
 //! The topic `ingest-occurrences` (8 partitions), its DLQ and `outcomes` must exist on the broker.
 //! Prints one JSON line with both rates, their ratio and the consumer's peak RSS.
@@ -88,6 +91,19 @@ fn main() -> anyhow::Result<()> {
         .map(|n| message(n, args.fingerprints))
         .collect();
 
+    let pipeline_url =
+        sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
+    let group = format!("bench-{}", std::process::id());
+    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
+    let mut child = args
+        .target
+        .stage("occurrence-consumer", &pipeline_url, &group)
+        .args(["--metrics-addr", &metrics])
+        .spawn()?;
+    // Timed from the first produced message to the last committed offset, with the consumer
+    // already in its group (start-up and the group join are not part of the rate).
+    sluice_acceptance::wait_assigned(&metrics)?;
+    let started = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
@@ -102,20 +118,27 @@ fn main() -> anyhow::Result<()> {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-
-    let pipeline_url =
-        sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
-    let group = format!("bench-{}", std::process::id());
-    let started = Instant::now();
-    let mut child = args
-        .target
-        .stage("occurrence-consumer", &pipeline_url, &group)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .spawn()?;
-    while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
-        std::thread::sleep(Duration::from_millis(100));
+    // Every occurrence is a committed row with its group.
+    let mut c = PgConnection::establish(&pipeline_url)?;
+    loop {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let done: N = diesel::sql_query(
+            "SELECT count(*) AS n FROM occurrences WHERE group_id IS NOT NULL",
+        )
+        .get_result(&mut c)?;
+        if done.n >= i64::from(args.count) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let pipeline = started.elapsed();
+    while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     sluice_acceptance::stop(&mut child);
 

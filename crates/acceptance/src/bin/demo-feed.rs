@@ -1,0 +1,209 @@
+//! The demo's driver: provisions the demo organization and project, feeds the mixed stream
+//! (`sluice_acceptance::stream`: Relay's messages to the ingest topics, then occurrences and
+//! status changes through producer-shim's HTTP API), waits until the pipeline has processed it,
+//! and prints the groups, attachments, user reports, outcomes and dead letters.
+//!
+//! Usage: demo-feed --brokers HOST:PORT --database-url URL [--shim 127.0.0.1:8300] [--wait-secs 120]
+
+use clap::Parser;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use rdkafka::Message;
+use sluice_acceptance::stream;
+use sluice_testkit::Broker;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: String,
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, default_value = "127.0.0.1:8300")]
+    shim: String,
+    /// How long to wait for the pipeline to reach the stream's expected groups.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
+}
+
+#[derive(QueryableByName)]
+struct Group {
+    #[diesel(sql_type = Integer, column_name = "type")]
+    group_type: i32,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    times_seen: i64,
+    #[diesel(sql_type = Text)]
+    title: String,
+}
+
+#[derive(QueryableByName)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+fn groups(c: &mut PgConnection) -> QueryResult<Vec<Group>> {
+    diesel::sql_query(stream::GROUPS_SQL).load(c)
+}
+
+fn lines(c: &mut PgConnection, sql: &str) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query(sql)
+        .load::<Line>(c)?
+        .into_iter()
+        .map(|l| l.line)
+        .collect())
+}
+
+fn type_name(t: i32) -> &'static str {
+    sluice_core::issues::grouptype::get(t)
+        .map(|g| g.slug)
+        .unwrap_or("unknown")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut c = PgConnection::establish(&args.database_url)?;
+    c.batch_execute(stream::SETUP)?;
+    let m = stream::mixed();
+    let statuses = stream::feed(&args.brokers, &args.shim)?;
+    println!(
+        "fed {} messages to ingest-attachments and {} to ingest-events; producer-shim answered {:?} \
+         (202 = acknowledged by Kafka, 201 = processed directly) for {} occurrences and {} status changes",
+        m.attachments.len(),
+        m.events.len(),
+        statuses,
+        m.occurrences.len(),
+        m.status_changes.len()
+    );
+
+    let expected = stream::expected_groups();
+    let started = Instant::now();
+    let reached = loop {
+        let now: Vec<_> = groups(&mut c)?
+            .into_iter()
+            .map(|g| (g.group_type, g.status, g.times_seen, g.title))
+            .collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(t, s, n, title)| (*t, s.to_string(), *n, title.to_string()))
+            .collect();
+        if now == want {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(args.wait_secs) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "\n== groups ({}, after {:.1} s)",
+        if reached {
+            "as expected"
+        } else {
+            "NOT the expected state yet"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<36} {:<11} {:>10}  title",
+        "type", "status", "times_seen"
+    );
+    for g in groups(&mut c)? {
+        println!(
+            "{:<36} {:<11} {:>10}  {}",
+            type_name(g.group_type),
+            g.status,
+            g.times_seen,
+            g.title
+        );
+    }
+
+    println!("\n== attachments");
+    for l in lines(
+        &mut c,
+        "SELECT format('%s  %s  %s bytes  sha1 %s  group %s  %s', attachment_id, name, size, sha1, \
+         coalesce(group_id::text, '-'), coalesce(blob_path, '(empty)')) AS line \
+         FROM event_attachments ORDER BY attachment_id",
+    )? {
+        println!("{l}");
+    }
+    println!("\n== user reports");
+    for l in lines(
+        &mut c,
+        "SELECT format('%s <%s>: %s  group %s  feedback %s', name, email, comments, \
+         coalesce(group_id::text, '-'), coalesce(feedback_event_id::text, '-')) AS line \
+         FROM user_reports ORDER BY name",
+    )? {
+        println!("{l}");
+    }
+
+    let broker = Broker::existing(&args.brokers);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for msg in broker.read_all("outcomes", usize::MAX, Duration::from_secs(10))? {
+        let Some(v) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
+            continue;
+        };
+        let outcome = match v["outcome"].as_u64() {
+            Some(0) => "accepted",
+            Some(1) => "filtered",
+            Some(2) => "rate_limited",
+            Some(3) => "invalid",
+            _ => "other",
+        };
+        let category = match v["category"].as_u64() {
+            Some(4) => "attachment",
+            Some(14) => "user_report_v2",
+            Some(1) => "error",
+            _ => "other",
+        };
+        let reason = v["reason"].as_str().unwrap_or("-");
+        *counts
+            .entry(format!("{outcome:<13} {category:<15} {reason}"))
+            .or_default() += 1;
+    }
+    println!("\n== outcomes (outcome, category, reason: count)");
+    for (k, n) in &counts {
+        println!("{k}: {n}");
+    }
+    println!("\n== dead-letter queues");
+    for topic in [
+        "ingest-events-dlq",
+        "ingest-attachments-dlq",
+        "ingest-feedback-events-dlq",
+        "ingest-occurrences-dlq",
+    ] {
+        let reasons: Vec<String> = broker
+            .read_all(topic, usize::MAX, Duration::from_secs(5))?
+            .iter()
+            .filter_map(|m| {
+                use rdkafka::message::Headers;
+                m.headers()?
+                    .iter()
+                    .find(|h| h.key == "reason")
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+            .collect();
+        println!("{topic:<28} {} {:?}", reasons.len(), reasons);
+    }
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        n: Option<i64>,
+    }
+    let events: Count = diesel::sql_query("SELECT count(*) AS n FROM events").get_result(&mut c)?;
+    println!("\nevents stored: {}", events.n.unwrap_or(0));
+    anyhow::ensure!(
+        reached,
+        "the pipeline did not reach the expected groups within {} s",
+        args.wait_secs
+    );
+    Ok(())
+}
