@@ -94,6 +94,20 @@ pub fn peak_rss_mb(pid: u32) -> u64 {
         / 1024
 }
 
+/// CPU time (user + system) process `pid` has used so far, in seconds (0 when unknown).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 /// Sends SIGTERM to `child` and waits for it.
 pub fn stop(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill")

@@ -677,8 +677,15 @@ fn seed_lookup_event(url: &str) -> anyhow::Result<()> {
     let mut c = PgConnection::establish(url)?;
     c.batch_execute(&format!(
         "INSERT INTO events (project_id, event_id, data) VALUES (42, '{:032x}', \
-         '{{\"message\": \"stored first\", \"platform\": \"python\"}}')",
-        0xfeed_u64
+         '{{\"message\": \"stored first\", \"platform\": \"python\"}}'); \
+         INSERT INTO user_reports (project_id, event_id, name) VALUES (42, '{:032x}', 'early'), \
+           (42, '{:032x}', 'before its event'); \
+         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type, size, sha1) \
+           VALUES (42, '{:032x}', 'a1', 'event.attachment', 'a.txt', 'text/plain', 0, repeat('0', 40))",
+        0xfeed_u64,
+        0xfeed_u64,
+        0xe000_0000u64 + 1,
+        0xe000_0000u64 + 1
     ))?;
     Ok(())
 }
@@ -727,6 +734,10 @@ async fn set_based_runs_match_one_by_one() -> anyhow::Result<()> {
             "group_updated"
         ]
     );
+    let grouped = "SELECT count(*) AS n FROM user_reports r JOIN event_attachments a ON true \
+                   WHERE r.group_id IS NOT NULL AND a.group_id IS NOT NULL";
+    assert_eq!(count(&batched.url, grouped)?, 2, "reports and attachments back-filled");
+    assert_eq!(count(&single.url, grouped)?, 2);
     let snap = sluice_testkit::db::issue_snapshot(&batched.url)?;
     sluice_testkit::db::assert_same_rows(
         &snap,

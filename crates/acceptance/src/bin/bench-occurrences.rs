@@ -140,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let rss = sluice_acceptance::peak_rss_mb(child.id());
+    let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
 
     let base_url =
@@ -153,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         json!({
             "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
             "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
-            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss,
+            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
             "pipeline_secs": pipeline.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
         })
     );

@@ -62,64 +62,49 @@ pub fn save(
     }
     let key = |occ: &Occurrence| -> Key { (occ.project_id as i64, occ.event_id.clone()) };
 
-    // Events: embedded ones stored (first copy wins), the rest read back.
-    let mut embedded: HashMap<Key, &Value> = HashMap::new();
-    let mut order: Vec<Key> = Vec::new();
-    for &i in &active {
-        if let Some(body) = &occs[i].event {
-            let k = key(occs[i]);
-            if !embedded.contains_key(&k) {
-                order.push(k.clone());
-                embedded.insert(k, body);
-            }
-        }
-    }
-    let mut events: HashMap<Key, Value> = HashMap::new();
-    if !order.is_empty() {
-        let stored = insert_events(conn, &order, &embedded)?;
-        for k in stored {
-            if let Some(body) = embedded.get(&k) {
-                events.insert(k, (*body).clone());
-            }
-        }
-    }
-    let missing: Vec<Key> = active
-        .iter()
-        .map(|&i| key(occs[i]))
-        .filter(|k| !events.contains_key(k))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !missing.is_empty() {
-        events.extend(load_events(conn, &missing)?);
-    }
-    for &i in &active {
-        let k = key(occs[i]);
-        if !events.contains_key(&k) {
-            match embedded.get(&k) {
-                Some(body) => {
-                    events.insert(k, (*body).clone());
-                }
-                None => {
-                    return Err(IssueError::EventNotFound(format!(
-                        "Failed to lookup event({}) for project_id({})",
-                        occs[i].event_id, occs[i].project_id
-                    )))
-                }
-            }
-        }
-    }
-
-    // Occurrence rows: only those actually inserted change a group.
-    let inserted = insert_occurrences(conn, occs, &active)?;
+    // Occurrences already stored (replays) change nothing; the first copy in the run counts.
+    let ids: Vec<&str> = active.iter().map(|&i| occs[i].id.as_str()).collect();
+    let stored_ids = existing_occurrences(conn, &ids)?;
     let mut fresh = Vec::new();
     let mut seen_ids = HashSet::new();
     for &i in &active {
-        let occ = occs[i];
-        if inserted.contains(&occ.id) && seen_ids.insert(occ.id.as_str()) {
+        let id = occs[i].id.as_str();
+        if !stored_ids.contains(id) && seen_ids.insert(id) {
             fresh.push(i);
         } else {
             applied[i] = Some(Applied::Duplicate);
+        }
+    }
+
+    // Events: the stored copy wins; otherwise the first embedded one in the run is stored below.
+    let keys: Vec<Key> = active
+        .iter()
+        .map(|&i| key(occs[i]))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let stored_events = load_events(conn, &keys)?;
+    let mut new_events: Vec<Key> = Vec::new();
+    let mut events: HashMap<Key, &Value> = HashMap::new();
+    for &i in &active {
+        let k = key(occs[i]);
+        if events.contains_key(&k) {
+            continue;
+        }
+        match (stored_events.get(&k), &occs[i].event) {
+            (Some((data, _)), _) => {
+                events.insert(k, data);
+            }
+            (None, Some(body)) => {
+                new_events.push(k.clone());
+                events.insert(k, body);
+            }
+            (None, None) => {
+                return Err(IssueError::EventNotFound(format!(
+                    "Failed to lookup event({}) for project_id({})",
+                    occs[i].event_id, occs[i].project_id
+                )))
+            }
         }
     }
 
@@ -136,7 +121,7 @@ pub fn save(
     for &i in &fresh {
         let occ = occs[i];
         let hash: Key = (occ.project_id as i64, occ.fingerprint[0].clone());
-        let event = &events[&key(occ)];
+        let event = events[&key(occ)];
         match groups.get_mut(&hash) {
             None => {
                 groups.insert(hash.clone(), created(occ, event));
@@ -189,9 +174,10 @@ pub fn save(
         }
     }
 
-    // Results and back-fill (the first group an event gets stays).
+    // Results, and the group of each occurrence and event (an event keeps the first it gets).
     let creator_of: HashSet<usize> = creators.iter().map(|(_, i)| *i).collect();
-    let mut fills: Vec<(Key, String, i64)> = Vec::with_capacity(links.len());
+    let mut group_of: HashMap<usize, i64> = HashMap::with_capacity(links.len());
+    let mut event_group: HashMap<Key, i64> = HashMap::new();
     for (i, hash) in links {
         let state = &groups[&hash];
         let id = state.row.id;
@@ -203,9 +189,41 @@ pub fn save(
                 regressed: matches!(&state.regressed_by, Some((by, _)) if *by == i),
             }
         });
-        fills.push((key(occs[i]), occs[i].id.clone(), id));
+        group_of.insert(i, id);
+        event_group.entry(key(occs[i])).or_insert(id);
     }
-    backfill(conn, &fills)?;
+
+    // Rows are written with their group: new events and occurrences are inserted complete, and
+    // only events stored earlier without a group are updated.
+    let new_rows: Vec<(&Key, &Value, Option<i64>)> = new_events
+        .iter()
+        .map(|k| (k, events[k], event_group.get(k).copied()))
+        .collect();
+    if insert_events(conn, &new_rows)? != new_rows.len() {
+        return Err(IssueError::Conflict(
+            "another transaction stored one of the run's events".into(),
+        ));
+    }
+    let rows: Vec<(&Occurrence, Option<i64>)> = fresh
+        .iter()
+        .map(|&i| (occs[i], group_of.get(&i).copied()))
+        .collect();
+    if insert_occurrences(conn, &rows)? != rows.len() {
+        return Err(IssueError::Conflict(
+            "another transaction stored one of the run's occurrences".into(),
+        ));
+    }
+    let mut grouped: Vec<(&Key, i64)> = event_group
+        .iter()
+        .map(|(k, g)| (k, *g))
+        .collect();
+    grouped.sort();
+    let earlier: Vec<(&Key, i64)> = grouped
+        .iter()
+        .filter(|(k, _)| matches!(stored_events.get(*k), Some((_, None))))
+        .copied()
+        .collect();
+    backfill(conn, &earlier, &grouped)?;
     Ok(applied
         .into_iter()
         .map(|a| a.unwrap_or(Applied::Duplicate))
@@ -286,40 +304,25 @@ fn split(keys: &[Key]) -> (Vec<i64>, Vec<String>) {
     keys.iter().map(|(p, e)| (*p, e.clone())).unzip()
 }
 
-#[derive(QueryableByName)]
-struct KeyRow {
-    #[diesel(sql_type = BigInt)]
-    project_id: i64,
-    #[diesel(sql_type = Bpchar)]
-    event_id: String,
+
+fn existing_occurrences(conn: &mut PgConnection, ids: &[&str]) -> QueryResult<HashSet<String>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Bpchar)]
+        id: String,
+    }
+    let rows: Vec<Id> =
+        diesel::sql_query("SELECT id FROM occurrences WHERE id = ANY($1::bpchar[])")
+            .bind::<Array<Bpchar>, _>(ids)
+            .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-fn insert_events(
+/// Stored events of `keys`: data and group.
+fn load_events(
     conn: &mut PgConnection,
-    order: &[Key],
-    bodies: &HashMap<Key, &Value>,
-) -> QueryResult<Vec<Key>> {
-    let (pids, eids) = split(order);
-    let data: Vec<Value> = order
-        .iter()
-        .map(|k| bodies.get(k).map(|b| (*b).clone()).unwrap_or(Value::Null))
-        .collect();
-    let rows: Vec<KeyRow> = diesel::sql_query(
-        "INSERT INTO events (project_id, event_id, data) \
-         SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[]) \
-         ON CONFLICT DO NOTHING RETURNING project_id, event_id",
-    )
-    .bind::<Array<BigInt>, _>(pids)
-    .bind::<Array<Bpchar>, _>(eids)
-    .bind::<Array<Jsonb>, _>(data)
-    .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.project_id, r.event_id))
-        .collect())
-}
-
-fn load_events(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<HashMap<Key, Value>> {
+    keys: &[Key],
+) -> QueryResult<HashMap<Key, (Value, Option<i64>)>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = BigInt)]
@@ -328,10 +331,12 @@ fn load_events(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<HashMap<Key
         event_id: String,
         #[diesel(sql_type = Jsonb)]
         data: Value,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
     }
     let (pids, eids) = split(keys);
     let rows: Vec<Row> = diesel::sql_query(
-        "SELECT e.project_id, e.event_id, e.data FROM events e \
+        "SELECT e.project_id, e.event_id, e.data, e.group_id FROM events e \
          JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e",
     )
     .bind::<Array<BigInt>, _>(pids)
@@ -339,40 +344,61 @@ fn load_events(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<HashMap<Key
     .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|r| ((r.project_id, r.event_id), r.data))
+        .map(|r| ((r.project_id, r.event_id), (r.data, r.group_id)))
         .collect())
 }
 
+/// Inserts new events with their group; returns how many were inserted.
+fn insert_events(
+    conn: &mut PgConnection,
+    rows: &[(&Key, &Value, Option<i64>)],
+) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let pids: Vec<i64> = rows.iter().map(|(k, _, _)| k.0).collect();
+    let eids: Vec<&str> = rows.iter().map(|(k, _, _)| k.1.as_str()).collect();
+    let data: Vec<&Value> = rows.iter().map(|(_, d, _)| *d).collect();
+    let gids: Vec<Option<i64>> = rows.iter().map(|(_, _, g)| *g).collect();
+    diesel::sql_query(
+        "INSERT INTO events (project_id, event_id, data, group_id) \
+         SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .bind::<Array<Jsonb>, _>(data)
+    .bind::<Array<Nullable<BigInt>>, _>(gids)
+    .execute(conn)
+}
+
+/// Inserts new occurrences with their group (none after a category mismatch); returns how many
+/// were inserted.
 fn insert_occurrences(
     conn: &mut PgConnection,
-    occs: &[&Occurrence],
-    active: &[usize],
-) -> QueryResult<HashSet<String>> {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = Bpchar)]
-        id: String,
+    rows: &[(&Occurrence, Option<i64>)],
+) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-    let pick = |f: &dyn Fn(&Occurrence) -> String| -> Vec<String> {
-        active.iter().map(|&i| f(occs[i])).collect()
-    };
-    let ids = pick(&|o| o.id.clone());
-    let eids = pick(&|o| o.event_id.clone());
-    let pids: Vec<i64> = active.iter().map(|&i| occs[i].project_id as i64).collect();
-    let types: Vec<i32> = active.iter().map(|&i| occs[i].group_type.id).collect();
-    let data: Vec<&Value> = active.iter().map(|&i| &occs[i].data).collect();
-    let rows: Vec<Id> = diesel::sql_query(
-        "INSERT INTO occurrences (id, project_id, event_id, type, data) \
-         SELECT * FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], $4::int[], $5::jsonb[]) \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+    let ids: Vec<&str> = rows.iter().map(|(o, _)| o.id.as_str()).collect();
+    let pids: Vec<i64> = rows.iter().map(|(o, _)| o.project_id as i64).collect();
+    let eids: Vec<&str> = rows.iter().map(|(o, _)| o.event_id.as_str()).collect();
+    let types: Vec<i32> = rows.iter().map(|(o, _)| o.group_type.id).collect();
+    let data: Vec<&Value> = rows.iter().map(|(o, _)| &o.data).collect();
+    let gids: Vec<Option<i64>> = rows.iter().map(|(_, g)| *g).collect();
+    diesel::sql_query(
+        "INSERT INTO occurrences (id, project_id, event_id, type, data, group_id) \
+         SELECT * FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], $4::int[], $5::jsonb[], $6::bigint[]) \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind::<Array<Bpchar>, _>(ids)
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
     .bind::<Array<Integer>, _>(types)
     .bind::<Array<Jsonb>, _>(data)
-    .load(conn)?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    .bind::<Array<Nullable<BigInt>>, _>(gids)
+    .execute(conn)
 }
 
 fn lock_groups(conn: &mut PgConnection, hashes: &[Key]) -> QueryResult<HashMap<Key, State>> {
@@ -591,46 +617,48 @@ fn update_groups<'a>(
     Ok(())
 }
 
-/// [`group::backfill`] for the whole run: `fills` holds (event key, occurrence id, group id) in
-/// arrival order; an event keeps the first group it gets.
-fn backfill(conn: &mut PgConnection, fills: &[(Key, String, i64)]) -> QueryResult<()> {
-    if fills.is_empty() {
+/// The rest of [`group::backfill`] for the whole run: `earlier` events (stored before this run
+/// without a group) get theirs, and the attachments and user reports of every event in
+/// `grouped` that have none get its group. Both sorted by key, so concurrent runs lock rows in
+/// the same order.
+fn backfill(
+    conn: &mut PgConnection,
+    earlier: &[(&Key, i64)],
+    grouped: &[(&Key, i64)],
+) -> QueryResult<()> {
+    let columns = |rows: &[(&Key, i64)]| -> (Vec<i64>, Vec<String>, Vec<i64>) {
+        (
+            rows.iter().map(|(k, _)| k.0).collect(),
+            rows.iter().map(|(k, _)| k.1.clone()).collect(),
+            rows.iter().map(|(_, g)| *g).collect(),
+        )
+    };
+    if !earlier.is_empty() {
+        let (pids, eids, gids) = columns(earlier);
+        diesel::sql_query(
+            "UPDATE events e SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g) \
+             WHERE e.project_id = u.p AND e.event_id = u.e AND e.group_id IS NULL",
+        )
+        .bind::<Array<BigInt>, _>(pids)
+        .bind::<Array<Bpchar>, _>(eids)
+        .bind::<Array<BigInt>, _>(gids)
+        .execute(conn)?;
+    }
+    if grouped.is_empty() {
         return Ok(());
     }
-    let mut first: HashMap<&Key, i64> = HashMap::new();
-    for (k, _, g) in fills {
-        first.entry(k).or_insert(*g);
-    }
-    let mut events: Vec<(&Key, i64)> = first.into_iter().collect();
-    events.sort();
-    let pids: Vec<i64> = events.iter().map(|(k, _)| k.0).collect();
-    let eids: Vec<&str> = events.iter().map(|(k, _)| k.1.as_str()).collect();
-    let gids: Vec<i64> = events.iter().map(|(_, g)| *g).collect();
-    diesel::sql_query(
-        "UPDATE events e SET group_id = u.g \
-         FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g) \
-         WHERE e.project_id = u.p AND e.event_id = u.e AND e.group_id IS NULL",
-    )
-    .bind::<Array<BigInt>, _>(&pids)
-    .bind::<Array<Bpchar>, _>(&eids)
-    .bind::<Array<BigInt>, _>(&gids)
-    .execute(conn)?;
-    let oids: Vec<&str> = fills.iter().map(|(_, o, _)| o.as_str()).collect();
-    let ogids: Vec<i64> = fills.iter().map(|(_, _, g)| *g).collect();
+    let (pids, eids, gids) = columns(grouped);
     diesel::sql_query(
         "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g)), \
-              o AS (UPDATE occurrences o SET group_id = x.g \
-                    FROM unnest($4::bpchar[], $5::bigint[]) AS x(id, g) WHERE o.id = x.id), \
               a AS (UPDATE event_attachments a SET group_id = u.g FROM u \
                     WHERE a.project_id = u.p AND a.event_id = u.e AND a.group_id IS NULL) \
          UPDATE user_reports r SET group_id = u.g FROM u \
          WHERE r.project_id = u.p AND r.event_id = u.e AND r.group_id IS NULL",
     )
-    .bind::<Array<BigInt>, _>(&pids)
-    .bind::<Array<Bpchar>, _>(&eids)
-    .bind::<Array<BigInt>, _>(&gids)
-    .bind::<Array<Bpchar>, _>(&oids)
-    .bind::<Array<BigInt>, _>(&ogids)
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .bind::<Array<BigInt>, _>(gids)
     .execute(conn)?;
     Ok(())
 }
