@@ -736,7 +736,11 @@ async fn set_based_runs_match_one_by_one() -> anyhow::Result<()> {
     );
     let grouped = "SELECT count(*) AS n FROM user_reports r JOIN event_attachments a ON true \
                    WHERE r.group_id IS NOT NULL AND a.group_id IS NOT NULL";
-    assert_eq!(count(&batched.url, grouped)?, 2, "reports and attachments back-filled");
+    assert_eq!(
+        count(&batched.url, grouped)?,
+        2,
+        "reports and attachments back-filled"
+    );
     assert_eq!(count(&single.url, grouped)?, 2);
     let snap = sluice_testkit::db::issue_snapshot(&batched.url)?;
     sluice_testkit::db::assert_same_rows(

@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
+    let produced = started.elapsed();
     // Every occurrence is a committed row with its group.
     let mut c = PgConnection::establish(&pipeline_url)?;
     loop {
@@ -126,10 +127,9 @@ fn main() -> anyhow::Result<()> {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             n: i64,
         }
-        let done: N = diesel::sql_query(
-            "SELECT count(*) AS n FROM occurrences WHERE group_id IS NOT NULL",
-        )
-        .get_result(&mut c)?;
+        let done: N =
+            diesel::sql_query("SELECT count(*) AS n FROM occurrences WHERE group_id IS NOT NULL")
+                .get_result(&mut c)?;
         if done.n >= i64::from(args.count) {
             break;
         }
@@ -138,6 +138,11 @@ fn main() -> anyhow::Result<()> {
     let pipeline = started.elapsed();
     while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
+            eprintln!("{body}");
+        }
     }
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     let cpu = sluice_acceptance::cpu_secs(child.id());
@@ -155,7 +160,7 @@ fn main() -> anyhow::Result<()> {
             "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
             "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
             "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
-            "pipeline_secs": pipeline.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
+            "pipeline_secs": pipeline.as_secs_f64(), "produce_secs": produced.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
         })
     );
     Ok(())

@@ -213,10 +213,7 @@ pub fn save(
             "another transaction stored one of the run's occurrences".into(),
         ));
     }
-    let mut grouped: Vec<(&Key, i64)> = event_group
-        .iter()
-        .map(|(k, g)| (k, *g))
-        .collect();
+    let mut grouped: Vec<(&Key, i64)> = event_group.iter().map(|(k, g)| (k, *g)).collect();
     grouped.sort();
     let earlier: Vec<(&Key, i64)> = grouped
         .iter()
@@ -303,7 +300,6 @@ fn concat(a: &Value, b: Value) -> Value {
 fn split(keys: &[Key]) -> (Vec<i64>, Vec<String>) {
     keys.iter().map(|(p, e)| (*p, e.clone())).unzip()
 }
-
 
 fn existing_occurrences(conn: &mut PgConnection, ids: &[&str]) -> QueryResult<HashSet<String>> {
     #[derive(QueryableByName)]

@@ -120,6 +120,10 @@ fn create_consumer(
     c.create_with_context(ctx)
 }
 
+/// How long a full buffer may wait for the batch in flight without polling before the
+/// partitions are paused instead (well below any sensible `max.poll.interval.ms`).
+const HOLD_WITHOUT_PAUSE: Duration = Duration::from_secs(5);
+
 /// The in-flight batch.
 struct InFlight {
     id: u64,
@@ -368,6 +372,7 @@ impl Driver {
         let mut paused: Option<bool> = Some(false);
         let (mut last_commit, mut last_touch) = (Instant::now(), None::<Instant>);
         let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
+        let mut held_since = None::<Instant>;
 
         let result = loop {
             // Progress-aware liveness: idle, waiting out a known outage, or a batch just
@@ -398,7 +403,7 @@ impl Driver {
                 break Ok(());
             }
 
-            let want_pause = {
+            let (want_pause, hold) = {
                 let mut st = self.consumer.context().lock();
                 st.drain_completions();
                 if let Some(f) = st.fatal.take() {
@@ -441,6 +446,18 @@ impl Driver {
                 let backpressure =
                     st.pending.is_some() && st.current.len() >= self.config.max_batch_size;
                 let dependency = self.dependency_down.load(Ordering::Relaxed);
+                // A full buffer first just waits for the batch in flight without polling: pausing
+                // would make librdkafka drop its prefetched messages and fetch them again. Only
+                // a batch that keeps the buffer full for long pauses the partitions, so polling
+                // (rebalances, liveness) goes on.
+                held_since = if backpressure {
+                    held_since.or(Some(Instant::now()))
+                } else {
+                    None
+                };
+                let held_long = held_since.is_some_and(|t| t.elapsed() >= HOLD_WITHOUT_PAUSE);
+                let hold = backpressure && !dependency && !held_long && paused != Some(true);
+                let backpressure = backpressure && !hold;
                 if paused != Some(true) && (backpressure || dependency) {
                     m.pauses
                         .with_label_values(&[if dependency {
@@ -450,7 +467,7 @@ impl Driver {
                         }])
                         .inc();
                 }
-                backpressure || dependency
+                (backpressure || dependency, hold)
             };
             if paused != Some(want_pause) {
                 if let Ok(assignment) = self.consumer.assignment() {
@@ -471,6 +488,14 @@ impl Driver {
                 }
             }
 
+            if hold {
+                self.consumer.context().lock().wait_in_flight(poll_timeout);
+                if last_commit.elapsed() >= self.config.commit_interval {
+                    self.commit("timer", CommitMode::Async);
+                    last_commit = Instant::now();
+                }
+                continue;
+            }
             match self.consumer.poll(poll_timeout) {
                 Some(Ok(msg)) => {
                     let owned = Arc::new(to_msg(&msg, &mut topics));
