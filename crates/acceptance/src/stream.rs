@@ -284,3 +284,227 @@ pub fn feed(brokers: &str, shim_addr: &str) -> anyhow::Result<Vec<u16>> {
     }
     Ok(statuses)
 }
+
+/// A message for a named topic: (topic, key, value).
+pub type Addressed = (&'static str, Vec<u8>, Vec<u8>);
+
+const TYPES: [&str; 7] = [
+    "KeyError",
+    "ValueError",
+    "TypeError",
+    "IndexError",
+    "TimeoutError",
+    "PermissionError",
+    "ZeroDivisionError",
+];
+
+/// Event ids of [`load`] (distinct from [`mixed`]'s).
+pub fn load_event_id(n: usize) -> String {
+    format!("{:032x}", 0x10ad_0000_0000u64 + n as u64)
+}
+
+fn load_event(n: usize, attachments: Vec<ChunkedAttachment>) -> Vec<u8> {
+    let frames: Vec<(String, String, u32)> = (0..(n % 13) % 4 + 1)
+        .map(|d| {
+            (
+                format!("app.mod{}", (n % 13 + d) % 13),
+                format!("fn{d}"),
+                (n % 97) as u32,
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, u32)> = frames
+        .iter()
+        .map(|(m, f, l)| (m.as_str(), f.as_str(), *l))
+        .collect();
+    let mut body = error(TYPES[n % TYPES.len()], &format!("value {}", n % 50), &refs);
+    body["event_id"] = json!(load_event_id(n));
+    body["timestamp"] = json!(START + n as f64 / 10.0);
+    IngestMessage::Event(EventMessage {
+        payload: body.to_string().into_bytes(),
+        start_time: ts(START + n as f64 / 10.0),
+        event_id: load_event_id(n),
+        project_id: PROJECT,
+        remote_addr: None,
+        attachments,
+    })
+    .encode()
+}
+
+/// A deterministic load of about `messages` messages over every input topic, in production
+/// order: error events over ~90 fingerprints, every 10th with a two-chunk attachment (on
+/// `ingest-attachments`, chunks first), user reports for every 20th event (alternately before and
+/// after it), a feedback for every 25th, and issue-platform occurrences over 17 fingerprints with
+/// a resolve (and regressions after it) or an ignore for some fingerprints, produced straight to
+/// `ingest-occurrences` keyed like producer-shim does. Feeding it twice changes nothing.
+pub fn load(messages: usize) -> Vec<Addressed> {
+    let events = messages * 100 / 150;
+    let mut out: Vec<Addressed> = Vec::with_capacity(messages + 16);
+    let occ_key = |fp: &str| format!("{fp}-{PROJECT}").into_bytes();
+    for n in 0..events {
+        let k = load_event_id(n).into_bytes();
+        let rep = |at: f64| -> Vec<u8> {
+            IngestMessage::UserReport(UserReportMessage {
+                project_id: PROJECT,
+                start_time: ts(at),
+                payload: json!({"event_id": load_event_id(n), "name": format!("user {n}"),
+                                "email": format!("u{n}@example.com"), "comments": format!("report {n}")})
+                .to_string()
+                .into_bytes(),
+                event_id: None,
+            })
+            .encode()
+        };
+        if n % 20 == 0 && n % 40 != 0 {
+            out.push((
+                "ingest-attachments",
+                k.clone(),
+                rep(START + n as f64 / 10.0),
+            ));
+        }
+        if n % 10 == 0 {
+            let id = format!("log-{n}");
+            for (i, part) in [
+                &b"first half of a log line "[..],
+                &b"and the second half"[..],
+            ]
+            .iter()
+            .enumerate()
+            {
+                let chunk = IngestMessage::AttachmentChunk(AttachmentChunk {
+                    payload: part.to_vec(),
+                    event_id: load_event_id(n),
+                    project_id: PROJECT,
+                    id: id.clone(),
+                    chunk_index: i as u32,
+                });
+                out.push(("ingest-attachments", k.clone(), chunk.encode()));
+            }
+            let a = chunked(&id, "app.log", 2, "event.attachment");
+            out.push(("ingest-attachments", k.clone(), load_event(n, vec![a])));
+        } else {
+            out.push(("ingest-events", k.clone(), load_event(n, vec![])));
+        }
+        if n % 40 == 0 {
+            out.push((
+                "ingest-attachments",
+                k.clone(),
+                rep(START + n as f64 / 10.0 + 1.0),
+            ));
+        }
+        if n % 25 == 0 {
+            let (key, value) = feedback(
+                0x10_0000 + n as u32,
+                &format!("Feedback number {n}: the page is slow"),
+            );
+            out.push(("ingest-events", key, value));
+        }
+        if n % 5 == 0 {
+            let fp = format!("perf-{}", n % 17);
+            let mut o = occurrence(0x10_0000 + n as u32, &fp, 1001, "Slow DB query", "warning");
+            o["detection_time"] = json!(START + n as f64 / 10.0);
+            out.push((
+                "ingest-occurrences",
+                occ_key(&fp),
+                o.to_string().into_bytes(),
+            ));
+            // Half-way, some fingerprints are resolved (later occurrences regress them) and one
+            // is ignored.
+            if n == events / 2 / 5 * 5 {
+                for (i, status) in [(1, 1), (2, 1), (3, 2)] {
+                    let fp = format!("perf-{i}");
+                    let mut sc = json!({"id": format!("load-status-{i}"), "project_id": PROJECT,
+                                        "fingerprint": [fp], "new_status": status});
+                    if status == 2 {
+                        sc["new_substatus"] = json!(5);
+                    }
+                    out.push((
+                        "ingest-occurrences",
+                        occ_key(&fp),
+                        sc.to_string().into_bytes(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `n` malformed messages of many kinds, spread over every input topic: truncated msgpack,
+/// msgpack of the wrong shape or types, unsupported types, huge strings, invalid UTF-8, NaN,
+/// deep nesting, and bad issue-platform JSON. Each must end in its topic's DLQ with a reason.
+pub fn malformed(n: usize) -> Vec<Addressed> {
+    let good = load_event(1, vec![]);
+    (0..n)
+        .map(|i| {
+            let k = format!("bad-{i}").into_bytes();
+            let event_with = |payload: Vec<u8>| {
+                IngestMessage::Event(EventMessage {
+                    payload,
+                    start_time: ts(START),
+                    event_id: format!("{:032x}", 0xbad0_0000u64 + i as u64),
+                    project_id: PROJECT,
+                    remote_addr: None,
+                    attachments: vec![],
+                })
+                .encode()
+            };
+            let eid = format!("{:032x}", 0xbad0_0000u64 + i as u64);
+            match i % 10 {
+                0 => ("ingest-events", k, good[..good.len() / 2].to_vec()),
+                1 => ("ingest-events", k, vec![0x93, 0x01, 0x02, 0x03]),
+                // {"type": "spaceship"}
+                2 => (
+                    "ingest-attachments",
+                    k,
+                    [&[0x81, 0xa4][..], b"type", &[0xa9], b"spaceship"].concat(),
+                ),
+                3 => (
+                    "ingest-events",
+                    k,
+                    event_with(
+                        json!({"event_id": "x".repeat(300_000), "type": "error"})
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                ),
+                4 => (
+                    "ingest-events",
+                    k,
+                    event_with(vec![0xff, 0xfe, b'{', 0xc3, 0x28, b'}']),
+                ),
+                5 => (
+                    "ingest-events",
+                    k,
+                    event_with(format!("{{\"event_id\": \"{eid}\", \"x\": NaN}}").into_bytes()),
+                ),
+                6 => (
+                    "ingest-events",
+                    k,
+                    event_with(
+                        std::iter::repeat_n(b'[', 100_000)
+                            .chain(std::iter::repeat_n(b']', 100_000))
+                            .collect(),
+                    ),
+                ),
+                7 => ("ingest-feedback-events", k, good[..10].to_vec()),
+                8 => (
+                    "ingest-occurrences",
+                    k,
+                    json!({"id": "not-a-uuid", "project_id": PROJECT,
+                    "fingerprint": ["x"], "issue_title": "t", "subtitle": "s", "type": 1001,
+                    "detection_time": "yesterday"})
+                    .to_string()
+                    .into_bytes(),
+                ),
+                _ => (
+                    "ingest-occurrences",
+                    k,
+                    json!({"payload_type": "telepathy", "project_id": PROJECT})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            }
+        })
+        .collect()
+}

@@ -31,7 +31,7 @@ fn tables(db: &TestDb) -> Vec<String> {
 fn migrations_twice_is_a_no_op() -> anyhow::Result<()> {
     let db = TestDb::new()?;
     let first = migrate(&db.url)?;
-    assert_eq!(first.len(), 5, "{first:?}");
+    assert_eq!(first.len(), 6, "{first:?}");
     let before = tables(&db);
     for t in [
         "organizations",
@@ -46,6 +46,8 @@ fn migrations_twice_is_a_no_op() -> anyhow::Result<()> {
         "activities",
         "group_history",
         "attachment_chunks",
+        "rate_limit_counters",
+        "noise_counters",
     ] {
         assert!(
             before.contains(&t.to_owned()),
@@ -74,7 +76,7 @@ fn concurrent_migrations_both_succeed() -> anyhow::Result<()> {
     applied.sort();
     assert_eq!(
         applied,
-        vec![0, 0, 5],
+        vec![0, 0, 6],
         "exactly one run applied the migrations"
     );
     Ok(())

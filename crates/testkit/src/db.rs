@@ -64,7 +64,7 @@ impl Drop for TestDb {
     }
 }
 
-/// The issue tables of the database at `url` as sorted text rows, by natural keys only (no
+/// The issue, event, attachment and user-report tables of the database at `url` as sorted text rows, by natural keys only (no
 /// generated ids, no wall-clock columns), so two databases that saw the same stream compare equal.
 pub fn issue_snapshot(url: &str) -> anyhow::Result<Vec<String>> {
     #[derive(diesel::QueryableByName)]
@@ -85,6 +85,10 @@ pub fn issue_snapshot(url: &str) -> anyhow::Result<Vec<String>> {
          JOIN group_hashes h ON h.group_id = gh.group_id",
         "SELECT s.id, h.hash FROM applied_status_changes s JOIN group_hashes h ON h.group_id = s.group_id",
         "SELECT (SELECT count(*) FROM groups) AS groups, (SELECT count(*) FROM group_hashes) AS hashes",
+        "SELECT a.project_id, a.event_id, a.attachment_id, a.type, a.name, a.content_type, a.size, a.sha1, \
+         a.blob_path, h.hash FROM event_attachments a LEFT JOIN group_hashes h ON h.group_id = a.group_id",
+        "SELECT r.project_id, r.event_id, r.name, r.email, r.comments, r.feedback_event_id, h.hash \
+         FROM user_reports r LEFT JOIN group_hashes h ON h.group_id = r.group_id",
     ];
     let mut c = PgConnection::establish(url)?;
     let mut out = Vec::new();
