@@ -413,7 +413,8 @@ pub fn load(messages: usize) -> Vec<Addressed> {
             if n == events / 2 / 5 * 5 {
                 for (i, status) in [(1, 1), (2, 1), (3, 2)] {
                     let fp = format!("perf-{i}");
-                    let mut sc = json!({"id": format!("load-status-{i}"), "project_id": PROJECT,
+                    let mut sc = json!({"payload_type": "status_change",
+                                        "id": format!("load-status-{i}"), "project_id": PROJECT,
                                         "fingerprint": [fp], "new_status": status});
                     if status == 2 {
                         sc["new_substatus"] = json!(5);

@@ -101,6 +101,8 @@ struct Pipeline {
     db: String,
     env: Vec<(String, String)>,
     procs: Vec<Option<Proc>>,
+    /// Metrics port of each stage (kept across restarts).
+    ports: Vec<u16>,
 }
 
 impl Pipeline {
@@ -118,6 +120,9 @@ impl Pipeline {
             db,
             env,
             procs: Vec::new(),
+            ports: (0..STAGES.len())
+                .map(|_| sluice_testkit::process::free_port())
+                .collect::<Result<_, _>>()?,
         };
         for i in 0..STAGES.len() {
             let proc = p.spawn(i)?;
@@ -127,7 +132,15 @@ impl Pipeline {
     }
 
     fn spawn(&self, i: usize) -> anyhow::Result<Proc> {
-        stage_env(STAGES[i], &self.broker, &self.db, STAGES[i], &[], &self.env)
+        stage_at(
+            STAGES[i],
+            &self.broker,
+            &self.db,
+            STAGES[i],
+            &[],
+            &self.env,
+            self.ports[i],
+        )
     }
 
     fn kill(&mut self, i: usize) {
@@ -165,6 +178,32 @@ impl Pipeline {
             .sum()
     }
 
+    /// (committed, high) per partition of every input, and each stage's runtime metrics, for
+    /// failure messages.
+    fn lags(&self) -> String {
+        let lags = INPUTS.iter().map(|(group, topic)| {
+            format!(
+                "{topic}: {:?}",
+                committed_vs_high(&self.broker, group, topic)
+            )
+        });
+        let metrics = self.ports.iter().zip(STAGES).map(|(port, stage)| {
+            let body = sluice_testkit::http::get(&format!("127.0.0.1:{port}"), "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            let lines: Vec<&str> = body
+                .lines()
+                .filter(|l| {
+                    l.starts_with("sluice_consumer_retries")
+                        || l.starts_with("sluice_consumer_paused")
+                        || l.starts_with("sluice_consumer_messages_total")
+                })
+                .collect();
+            format!("{stage}: {lines:?}")
+        });
+        lags.chain(metrics).collect::<Vec<_>>().join("\n")
+    }
+
     /// Produces `msgs` in windows, waiting after each until the stages have caught up to within a
     /// window (closed loop); `between` runs after each window (fault injection).
     fn feed(
@@ -178,7 +217,11 @@ impl Pipeline {
             between(self, w)?;
             let deadline = Instant::now() + Duration::from_secs(180);
             while self.lag() > window as i64 {
-                anyhow::ensure!(Instant::now() < deadline, "the stages stopped catching up");
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the stages stopped catching up: {}",
+                    self.lags()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -190,7 +233,11 @@ impl Pipeline {
         let deadline = Instant::now() + Duration::from_secs(240);
         let mut quiet = 0;
         while quiet < 2 {
-            anyhow::ensure!(Instant::now() < deadline, "the pipeline did not settle");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the pipeline did not settle: {}",
+                self.lags()
+            );
             std::thread::sleep(Duration::from_millis(500));
             quiet = if self.lag() == 0 { quiet + 1 } else { 0 };
         }
@@ -260,6 +307,16 @@ fn expect_clean(p: &Pipeline, clean: &[String], what: &str) -> anyhow::Result<()
         assert!(
             got.iter().any(|r| r.starts_with(table)),
             "{what}: no {table} rows"
+        );
+    }
+    // ... and so are the status changes: one group ignored, resolved ones regressed.
+    for state in [
+        "\"status\":2,\"substatus\":5",
+        "\"status\":0,\"substatus\":6",
+    ] {
+        assert!(
+            got.iter().any(|r| r.starts_with("0:") && r.contains(state)),
+            "{what}: no group with {state}"
         );
     }
     Ok(())
@@ -416,8 +473,9 @@ fn the_loads_reach_every_stage() {
     let load = stream::load(1_500);
     let bad = stream::malformed(20);
     for (_, topic) in INPUTS {
+        // Feedback reaches its topic through ingest-consumer.
         assert!(
-            load.iter().any(|(t, _, _)| *t == topic),
+            topic == "ingest-feedback-events" || load.iter().any(|(t, _, _)| *t == topic),
             "{topic} gets traffic"
         );
         assert!(

@@ -236,6 +236,19 @@ pub fn stage_env(
     extra: &[&str],
     env: &[(String, String)],
 ) -> anyhow::Result<Proc> {
+    stage_at(bin, broker, db, group, extra, env, free_port()?)
+}
+
+/// [`stage_env`] serving its metrics on 127.0.0.1:`metrics_port`.
+pub fn stage_at(
+    bin: &str,
+    broker: &Broker,
+    db: &str,
+    group: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+    metrics_port: u16,
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(existing_bin(bin)?);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env("KAFKA_BROKERS", &broker.bootstrap)
@@ -245,7 +258,7 @@ pub fn stage_env(
             "--consumer-group",
             group,
             "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .args([
             "--session-timeout-ms",

@@ -138,3 +138,36 @@ async fn pool_runs_on_blocking_threads_and_reports_outages() -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn pooled_connections_recover_after_a_server_restart() -> anyhow::Result<()> {
+    let pg = sluice_testkit::pg::PrivatePostgres::start()?;
+    let pool = Db::new(&pg.url(), 8);
+    let tx = |pool: Db| async move {
+        pool.run(|c| {
+            c.transaction(|c| {
+                diesel::sql_query("SELECT pg_sleep(0.05)").execute(c)?;
+                diesel::sql_query("SELECT 1").execute(c)
+            })
+            .map_err(DbError::Query)
+        })
+        .await
+    };
+    // Eight connections open in the pool.
+    let warm = futures::future::join_all((0..8).map(|_| tx(pool.clone()))).await;
+    assert!(warm.iter().all(Result::is_ok), "{warm:?}");
+    pg.stop_server()?;
+    pg.start_server()?;
+    // The first call meets a dead connection (an outage, retried by the caller); the dead ones
+    // left in the pool are then replaced before anyone gets them.
+    let mut failures = Vec::new();
+    for _ in 0..10 {
+        if let Err(e) = tx(pool.clone()).await {
+            assert!(e.is_dependency_wide(), "{e}");
+            failures.push(e.to_string());
+        }
+    }
+    assert!(failures.len() <= 1, "{failures:?}");
+    pool.ping().await?;
+    Ok(())
+}

@@ -161,7 +161,8 @@ pub fn create(
 
 /// Adds `occ` to an existing group: times seen, first/last seen, and (only when `occ` is the
 /// newest by detection time, ties to the larger occurrence id) title, culprit, level, message and
-/// data, so the result does not depend on arrival order. A RESOLVED group regresses. Returns
+/// data, so the result does not depend on arrival order. A RESOLVED group regresses (and becomes
+/// active at `occ`'s time); a group still NEW stays active since its earliest occurrence. Returns
 /// whether it regressed.
 pub fn update(
     conn: &mut PgConnection,
@@ -187,7 +188,8 @@ pub fn update(
            last_occurrence_id = CASE WHEN $3 THEN $9 ELSE last_occurrence_id END, \
            status = CASE WHEN $10 THEN 0 ELSE status END, \
            substatus = CASE WHEN $10 THEN $11 ELSE substatus END, \
-           active_at = CASE WHEN $10 THEN $2 ELSE active_at END, \
+           active_at = CASE WHEN $10 THEN $2 WHEN substatus = $12 THEN LEAST(active_at, $2) \
+                       ELSE active_at END, \
            resolved_at = CASE WHEN $10 THEN NULL ELSE resolved_at END \
          WHERE id = $1",
     )
@@ -202,6 +204,7 @@ pub fn update(
     .bind::<Bpchar, _>(&occ.id)
     .bind::<diesel::sql_types::Bool, _>(regressed)
     .bind::<Integer, _>(group_substatus::REGRESSED)
+    .bind::<Integer, _>(group_substatus::NEW)
     .execute(conn)?;
     if regressed {
         record(

@@ -277,6 +277,9 @@ fn apply(state: &mut State, i: usize, occ: &Occurrence, event: &Value) {
         state.message = group::search_message(event, occ);
         state.newest_applied = true;
     }
+    if row.substatus == Some(group_substatus::NEW) {
+        state.active_at = state.active_at.map(|a| a.min(seen)).or(Some(seen));
+    }
     if row.status == group_status::RESOLVED {
         row.status = group_status::UNRESOLVED;
         row.substatus = Some(group_substatus::REGRESSED);

@@ -1,8 +1,11 @@
 //! A bounded r2d2 pool of diesel connections; every call runs on `spawn_blocking`.
 
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::RunQueryDsl;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A connection from the pool.
@@ -33,6 +36,7 @@ impl DbError {
                     || m.contains("terminating connection")
                     || m.contains("server closed the connection")
                     || m.contains("connection to server")
+                    || m.contains("no connection to the server")
                     || m.contains("could not connect")
                     || m.contains("the database system is")
             }
@@ -57,6 +61,29 @@ impl DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<ConnectionManager<PgConnection>>,
+    /// Until when (epoch ms) every checkout is validated first: set when a dead connection is
+    /// found, because its idle siblings are then most likely dead too.
+    validate_until: Arc<AtomicU64>,
+}
+
+/// How long checkouts are validated after a dead connection was found.
+const VALIDATE_FOR: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether `conn` still answers; a dead one is marked broken, so the pool drops it instead of
+/// handing it out again (libpq never reconnects by itself).
+fn alive(conn: &mut PgConnection) -> bool {
+    let ok = diesel::sql_query("SELECT 1").execute(conn).is_ok();
+    if !ok {
+        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+    }
+    ok
 }
 
 impl Db {
@@ -68,12 +95,15 @@ impl Db {
             .max_size(max_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(5))
-            // No probe query per checkout (it would double every round trip): a broken
-            // connection fails its query as `ClosedConnection` (an outage: retried) and r2d2
-            // discards it.
+            // No probe query per checkout (it would double every round trip). A call that
+            // fails on a dead connection (the server restarted) drops it, and for a minute
+            // afterwards every checkout is validated, so the other dead ones go at once.
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Db { pool }
+        Db {
+            pool,
+            validate_until: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
@@ -84,11 +114,31 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let validate_until = self.validate_until.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| E::from(DbError::Unavailable(e.to_string())))?;
-            f(&mut conn)
+            let checkout = || {
+                pool.get()
+                    .map_err(|e| E::from(DbError::Unavailable(e.to_string())))
+            };
+            let mut conn = checkout()?;
+            if validate_until.load(Ordering::Relaxed) > now_ms() {
+                // Bounded: the pool holds at most `max_size` dead connections.
+                for _ in 0..=pool.max_size() {
+                    if alive(&mut conn) {
+                        break;
+                    }
+                    drop(conn);
+                    conn = checkout()?;
+                }
+            }
+            let out = f(&mut conn);
+            if out.is_err() && !alive(&mut conn) {
+                validate_until.store(
+                    now_ms() + VALIDATE_FOR.as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            out
         })
         .await
         .map_err(|e| E::from(DbError::Task(e.to_string())))?

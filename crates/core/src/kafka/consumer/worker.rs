@@ -153,6 +153,8 @@ impl<S: Stage> Worker<S> {
             if let Some(error) = dependency_error {
                 if !self.dependency_down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %error, "dependency unavailable; pausing partitions and retrying");
+                } else if dependency_backoff >= self.config.max_backoff {
+                    tracing::warn!(error = %error, "dependency still unavailable; retrying");
                 }
                 m.retries.with_label_values(&["dependency"]).inc();
                 if !self.sleep(dependency_backoff).await {
