@@ -94,6 +94,46 @@ pub fn peak_rss_mb(pid: u32) -> u64 {
         / 1024
 }
 
+/// Wall-clock time in epoch milliseconds (comparable with PostgreSQL's timestamps on this host).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Latency percentiles from produce to effect: `produced` maps a key to when its message was
+/// produced (epoch ms); `sql` returns `key` (text) and `ms` (bigint, epoch ms of the effect, e.g.
+/// a row's `date_added`) per effect. Returns `{"p50_ms", "p99_ms", "max_ms", "samples"}`.
+pub fn latencies(
+    produced: &std::collections::HashMap<String, i64>,
+    url: &str,
+    sql: &str,
+) -> anyhow::Result<serde_json::Value> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        key: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ms: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(sql).load(&mut PgConnection::establish(url)?)?;
+    let mut v: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| produced.get(r.key.trim()).map(|p| (r.ms - p).max(0)))
+        .collect();
+    v.sort_unstable();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(
+        serde_json::json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": v.last().copied().unwrap_or(0),
+                          "samples": v.len()}),
+    )
+}
+
 /// CPU time (user + system) process `pid` has used so far, in seconds (0 when unknown).
 pub fn cpu_secs(pid: u32) -> f64 {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -139,5 +179,17 @@ impl Target {
             .args(["run", "--consumer-group", group, "--log-level", "warn"])
             .stdout(std::process::Stdio::null());
         cmd
+    }
+
+    /// Spawns `cmd` (from [`Target::stage`]) with metrics on a free port and waits until it has
+    /// joined its group and got partitions; returns the process and its metrics address.
+    pub fn start_joined(
+        &self,
+        mut cmd: std::process::Command,
+    ) -> anyhow::Result<(std::process::Child, String)> {
+        let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
+        let child = cmd.args(["--metrics-addr", &metrics]).spawn()?;
+        wait_assigned(&metrics)?;
+        Ok((child, metrics))
     }
 }

@@ -239,11 +239,43 @@ pub fn expected_groups() -> Vec<(i32, &'static str, i64, &'static str)> {
     v
 }
 
-/// The query that prints the groups as [`expected_groups`] lists them.
-pub const GROUPS_SQL: &str =
-    "SELECT g.type, CASE g.status WHEN 0 THEN 'unresolved' WHEN 1 THEN 'resolved' \
-    WHEN 2 THEN 'ignored' ELSE g.status::text END AS status, g.times_seen, g.title FROM groups g \
-    ORDER BY 1, 2, 3, 4";
+/// A group as [`expected_groups`] lists them: (type, status in words, times seen, title).
+pub type GroupLine = (i32, String, i64, String);
+
+/// Every group of the database behind `conn`, sorted like [`expected_groups`].
+pub fn groups(conn: &mut diesel::PgConnection) -> diesel::QueryResult<Vec<GroupLine>> {
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Integer, Text};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Integer, column_name = "type")]
+        group_type: i32,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = BigInt)]
+        times_seen: i64,
+        #[diesel(sql_type = Text)]
+        title: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT g.type, CASE g.status WHEN 0 THEN 'unresolved' WHEN 1 THEN 'resolved' \
+         WHEN 2 THEN 'ignored' ELSE g.status::text END AS status, g.times_seen, g.title FROM groups g \
+         ORDER BY 1, 2, 3, 4",
+    )
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.group_type, r.status, r.times_seen, r.title))
+        .collect())
+}
+
+/// [`expected_groups`] as [`GroupLine`]s.
+pub fn expected_group_lines() -> Vec<GroupLine> {
+    expected_groups()
+        .into_iter()
+        .map(|(t, s, n, title)| (t, s.to_owned(), n, title.to_owned()))
+        .collect()
+}
 
 /// Produces the stream's Kafka messages (attachments topic first), then raises its occurrences
 /// and status changes through the producer-shim listening on `shim_addr`. Returns the shim's

@@ -7,7 +7,7 @@
 mod support;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use rdkafka::Message;
 use serde_json::Value;
 use sluice_acceptance::stream;
@@ -31,25 +31,8 @@ const TOPICS: [(&str, i32); 9] = [
     ("outcomes", 1),
 ];
 
-#[derive(QueryableByName, Debug, PartialEq, Clone)]
-struct GroupRow {
-    #[diesel(sql_type = Integer, column_name = "type")]
-    group_type: i32,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    times_seen: i64,
-    #[diesel(sql_type = Text)]
-    title: String,
-}
-
-fn groups(url: &str) -> anyhow::Result<Vec<(i32, String, i64, String)>> {
-    let rows: Vec<GroupRow> =
-        diesel::sql_query(stream::GROUPS_SQL).load(&mut PgConnection::establish(url)?)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.group_type, r.status, r.times_seen, r.title))
-        .collect())
+fn groups(url: &str) -> anyhow::Result<Vec<stream::GroupLine>> {
+    Ok(stream::groups(&mut PgConnection::establish(url)?)?)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -153,10 +136,7 @@ fn mixed_stream_through_all_four_processes() -> anyhow::Result<()> {
     let statuses = stream::feed(&broker.bootstrap, &addr)?;
     assert_eq!(statuses, vec![202, 202], "acknowledged by Kafka");
 
-    let expected: Vec<(i32, String, i64, String)> = stream::expected_groups()
-        .into_iter()
-        .map(|(t, s, n, title)| (t, s.to_owned(), n, title.to_owned()))
-        .collect();
+    let expected = stream::expected_group_lines();
     let settled = wait_for("the expected groups", Duration::from_secs(90), || {
         groups(&db.url).ok().filter(|g| *g == expected)
     });

@@ -222,7 +222,7 @@ async fn error_event(
     } else {
         metrics::count("event", "already_grouped");
     }
-    user_report::shim_waiting(deps, project, &m.event_id, &data, m.start_time).await
+    user_report::shim_waiting(deps, project, &m.event_id, &data).await
 }
 
 /// Produces an error occurrence (acknowledged before returning) and counts it.
@@ -288,7 +288,6 @@ pub struct Ready {
     /// The payload as received (stored as is: no second serialization).
     pub raw: String,
     pub occurrence: OccurrenceMessage,
-    pub start_time: Timestamp,
 }
 
 /// Whether `m` is a plain error event (no attachments, not shed) that the batched path can take;
@@ -315,7 +314,6 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
         event_id: m.event_id.clone(),
         occurrence: occurrence(m, &data),
         data,
-        start_time: m.start_time,
     })
 }
 
@@ -392,8 +390,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
                 }
                 let r = &items[pos];
                 if let Err(o) =
-                    user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data, r.start_time)
-                        .await
+                    user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data).await
                 {
                     out[pos].1 = o;
                 }

@@ -115,6 +115,9 @@ fn outcome(project: &Project, o: O, reason: &str, start_time: Timestamp) -> Outc
 struct Saved {
     /// The event, if it exists (now).
     event: Option<Value>,
+    /// When the stored report was first received (`date_added`): the shimmed feedback event's
+    /// `received` whichever path shims it, so the feedback does not depend on arrival order.
+    received: Timestamp,
     /// `None` when the report was refused by the 30- or 5-minute rule.
     feedback_event_id: Option<Option<String>>,
 }
@@ -163,7 +166,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
         },
     );
     match (saved.event, feedback_event_id) {
-        (Some(event), None) => shim(deps, project, &report, &event, m.start_time).await,
+        (Some(event), None) => shim(deps, project, &report, &event, saved.received).await,
         _ => Ok(()),
     }
 }
@@ -200,6 +203,7 @@ fn save(
         if happened.epoch_secs() < start_time.epoch_secs() - 30.0 * 60.0 {
             return Ok(Saved {
                 event,
+                received: start_time,
                 feedback_event_id: None,
             });
         }
@@ -212,6 +216,8 @@ fn save(
         group_id: Option<i64>,
         #[diesel(sql_type = Bool)]
         _inserted: bool,
+        #[diesel(sql_type = Double)]
+        received: f64,
     }
     let row: Option<Row> = diesel::sql_query(
         "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added) \
@@ -221,7 +227,8 @@ fn save(
            SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
                group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id) \
            WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
-         RETURNING feedback_event_id, group_id, (xmax = 0) AS _inserted",
+         RETURNING feedback_event_id, group_id, (xmax = 0) AS _inserted, \
+                   extract(epoch FROM date_added)::float8 AS received",
     )
     .bind::<BigInt, _>(project_id)
     .bind::<Text, _>(&r.event_id)
@@ -234,6 +241,7 @@ fn save(
     let Some(row) = row else {
         return Ok(Saved {
             event,
+            received: start_time,
             feedback_event_id: None,
         });
     };
@@ -246,6 +254,7 @@ fn save(
     };
     Ok(Saved {
         event,
+        received: Timestamp::from_epoch_secs(row.received).unwrap_or(start_time),
         feedback_event_id: Some(row.feedback_event_id),
     })
 }
@@ -290,10 +299,11 @@ pub async fn shim_waiting(
     project: &Project,
     event_id: &str,
     event: &Value,
-    start_time: Timestamp,
 ) -> Step<()> {
     #[derive(QueryableByName)]
     struct Waiting {
+        #[diesel(sql_type = Double)]
+        received: f64,
         #[diesel(sql_type = Text)]
         name: String,
         #[diesel(sql_type = Text)]
@@ -306,7 +316,8 @@ pub async fn shim_waiting(
         .db
         .run(move |c| {
             diesel::sql_query(
-                "SELECT name, email, comments FROM user_reports \
+                "SELECT name, email, comments, extract(epoch FROM date_added)::float8 AS received \
+                 FROM user_reports \
                  WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
             )
             .bind::<BigInt, _>(pid)
@@ -323,7 +334,8 @@ pub async fn shim_waiting(
             email: w.email,
             comments: w.comments,
         };
-        shim(deps, project, &report, event, start_time).await?;
+        let received = Timestamp::from_epoch_secs(w.received).unwrap_or_else(|_| Timestamp::now());
+        shim(deps, project, &report, event, received).await?;
     }
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! acknowledged occurrences (and outcomes) with offsets committed, next to a same-run baseline
 //! that produces the same number of occurrence records straight through the core producer.
 //!
+//! The worker joins its group before the feedback is produced; the time runs from the first
+//! produced message to the last committed offset. Latency: produce → the feedback's linked user
+//! report written.
+//!
 //! Usage: bench-feedback --brokers HOST:PORT --admin-url POSTGRES_URL [--count N]
 //! Topics: ingest-feedback-events, its DLQ, ingest-occurrences, outcomes. Prints one JSON line.
 
@@ -24,6 +28,10 @@ struct Args {
 
 const TOPIC: &str = "ingest-feedback-events";
 
+fn associated_event_id(n: u32) -> String {
+    format!("{:032x}", 0xae00_0000u64 + u64::from(n))
+}
+
 fn feedback(n: u32) -> Vec<u8> {
     let event_id = format!("{:032x}", 0xfe00_0000_0000u64 + u64::from(n));
     let message = if n % 10 == 0 {
@@ -34,7 +42,7 @@ fn feedback(n: u32) -> Vec<u8> {
     let body = json!({"event_id": event_id, "type": "feedback", "platform": "javascript", "level": "info",
                       "timestamp": 1_795_432_200.0 + f64::from(n) / 1000.0, "user": {"id": n},
                       "contexts": {"feedback": {"message": message, "contact_email": "u@example.com", "name": "U",
-                                                "associated_event_id": format!("{:032x}", 0xae00_0000u64 + u64::from(n))},
+                                                "associated_event_id": associated_event_id(n)},
                                    "trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}});
     IngestMessage::Event(EventMessage {
         payload: body.to_string().into_bytes(),
@@ -56,31 +64,40 @@ async fn main() -> anyhow::Result<()> {
         "INSERT INTO organizations (id, slug) VALUES (1, 'b');
          INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
     )?;
+    let group = format!("bench-fb-{}", std::process::id());
+    // Timed from the first produced feedback to the last committed offset, with the worker
+    // already in its group.
+    let (mut child, _) =
+        args.target
+            .start_joined(args.target.stage("feedback-worker", &url, &group))?;
+    let started = Instant::now();
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
+    let mut produced_at = std::collections::HashMap::new();
     for n in 0..args.count {
         let key = format!("k{n}");
         let value = feedback(n);
         p.send(BaseRecord::to(TOPIC).key(&key).payload(&value))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        produced_at.insert(associated_event_id(n), sluice_acceptance::now_ms());
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60))?;
-
-    let group = format!("bench-fb-{}", std::process::id());
-    let started = Instant::now();
-    let mut child = args
-        .target
-        .stage("feedback-worker", &url, &group)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .spawn()?;
     sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
     let pipeline = started.elapsed();
+    // Produce → the feedback's linked user report written (after its issue was produced and
+    // acknowledged).
+    let latency = sluice_acceptance::latencies(
+        &produced_at,
+        &url,
+        "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM user_reports",
+    )?;
     let rss = sluice_acceptance::peak_rss_mb(child.id());
+    let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
 
     // Baseline: the same number of occurrence-sized records, produced and acknowledged directly.
@@ -113,7 +130,8 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
                "baseline_produce_per_sec": base_rate.round(), "baseline_acked": ok,
-               "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss})
+               "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss,
+               "worker_cpu_secs": cpu, "latency": latency})
     );
     Ok(())
 }

@@ -25,6 +25,7 @@ use sluice_core::messages::{
 };
 use sluice_core::objects::Objects;
 use sluice_testkit::S3Server;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,7 +121,7 @@ fn produce(
     brokers: &str,
     topic: &str,
     msgs: impl Iterator<Item = (String, Vec<u8>)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HashMap<String, i64>> {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("compression.type", "lz4")
@@ -129,18 +130,20 @@ fn produce(
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "2000000")
         .create()?;
+    let mut produced_at = HashMap::new();
     for (k, v) in msgs {
         p.send(BaseRecord::to(topic).key(&k).payload(&v))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        produced_at.insert(k, sluice_acceptance::now_ms());
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(120))?;
-    Ok(())
+    Ok(produced_at)
 }
 
 /// One measured run: `ingest-consumer` reading `topic` joins its group, then `messages` are
-/// produced. Returns the time from the first produced message to the last committed offset, and
-/// the consumer's peak RSS. `BENCH_METRICS` set: the consumer's metrics go to stderr.
+/// produced. Returns the time from the first produced message to the last committed offset, the
+/// consumer's peak RSS, and when each key's (last) message was produced. `BENCH_METRICS` set: the consumer's metrics go to stderr.
 async fn measure(
     args: &Args,
     db: &str,
@@ -148,19 +151,15 @@ async fn measure(
     env: &[(String, String)],
     store: &str,
     messages: impl Iterator<Item = (String, Vec<u8>)>,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Duration, u64, HashMap<String, i64>)> {
     let group = format!("bench-{topic}-{}", std::process::id());
-    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
-    let mut child = args
-        .target
-        .stage("ingest-consumer", db, &group)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    let mut cmd = args.target.stage("ingest-consumer", db, &group);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .env("OBJECT_STORE_URL", store)
-        .args(["--topics", topic, "--metrics-addr", &metrics])
-        .spawn()?;
-    sluice_acceptance::wait_assigned(&metrics)?;
+        .args(["--topics", topic]);
+    let (mut child, metrics) = args.target.start_joined(cmd)?;
     let started = Instant::now();
-    produce(&args.target.brokers, topic, messages)?;
+    let produced_at = produce(&args.target.brokers, topic, messages)?;
     wait_committed(&args.target.brokers, &group, topic).await?;
     let elapsed = started.elapsed();
     if std::env::var_os("BENCH_METRICS").is_some() {
@@ -170,7 +169,7 @@ async fn measure(
     }
     let rss = peak_rss_mb(child.id());
     stop(&mut child);
-    Ok((elapsed, rss))
+    Ok((elapsed, rss, produced_at))
 }
 
 /// Baseline for events: the same rows in batched SQL, and one occurrence-sized record per event
@@ -228,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Events.
     let url = fresh_database(&args.target.admin_url, "sluice_bench_ingest", SETUP)?;
-    let (events_elapsed, events_rss) = measure(
+    let (events_elapsed, events_rss, events_produced) = measure(
         &args,
         &url,
         "ingest-events",
@@ -248,13 +247,18 @@ async fn main() -> anyhow::Result<()> {
             .n
     };
     anyhow::ensure!(stored == i64::from(args.events), "{stored} events stored");
+    let events_latency = sluice_acceptance::latencies(
+        &events_produced,
+        &url,
+        "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM events",
+    )?;
     let base_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_base", SETUP)?;
     let events_base = events_baseline(&args, &base_url).await?;
 
     // Attachments.
     let s3 = S3Server::start("bench")?;
     let store = s3.url("attachments");
-    let (att_elapsed, att_rss) = measure(
+    let (att_elapsed, att_rss, att_produced) = measure(
         &args,
         &url,
         "ingest-attachments",
@@ -276,6 +280,11 @@ async fn main() -> anyhow::Result<()> {
         stored_objects == args.attachments as usize,
         "{stored_objects} objects stored"
     );
+    let att_latency = sluice_acceptance::latencies(
+        &att_produced,
+        &url,
+        "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM event_attachments",
+    )?;
     let started = Instant::now();
     let puts = futures::stream::iter(0..args.attachments)
         .map(|n| {
@@ -305,9 +314,9 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({"bench": "ingest", "events": args.events, "event_bytes": event_body(1).to_string().len(),
                "events_per_sec": ev, "events_baseline_per_sec": evb, "events_ratio": ratio(ev, evb),
-               "events_consumer_peak_rss_mb": events_rss,
+               "events_consumer_peak_rss_mb": events_rss, "events_latency": events_latency,
                "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
-               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss})
+               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss, "attachments_latency": att_latency})
     );
     Ok(())
 }

@@ -30,12 +30,16 @@ const TOPIC: &str = "ingest-occurrences";
 
 const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'bench');";
 
+fn occurrence_id(n: u32) -> String {
+    format!("{:032x}", 0xa000_0000_0000u64 + u64::from(n))
+}
+
 fn message(n: u32, fingerprints: u32) -> (String, String) {
     let fp = format!("bench-fp-{}", n % fingerprints);
     let event_id = format!("{:032x}", 0xbe00_0000_0000u64 + u64::from(n));
     let t = 1_795_432_000.0 + f64::from(n) / 1000.0;
     let v = json!({
-        "id": format!("{:032x}", 0xa000_0000_0000u64 + u64::from(n)), "project_id": 42, "event_id": event_id,
+        "id": occurrence_id(n), "project_id": 42, "event_id": event_id,
         "fingerprint": [fp], "issue_title": format!("Slow DB query {n}"), "subtitle": "SELECT * FROM things",
         "culprit": "/api/things", "type": 1001, "detection_time": t, "level": "warning",
         "evidence_display": [{"name": "query", "value": "SELECT * FROM things", "important": true}],
@@ -94,15 +98,13 @@ fn main() -> anyhow::Result<()> {
     let pipeline_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
     let group = format!("bench-{}", std::process::id());
-    let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
-    let mut child = args
-        .target
-        .stage("occurrence-consumer", &pipeline_url, &group)
-        .args(["--metrics-addr", &metrics])
-        .spawn()?;
-    // Timed from the first produced message to the last committed offset, with the consumer
-    // already in its group (start-up and the group join are not part of the rate).
-    sluice_acceptance::wait_assigned(&metrics)?;
+    // Timed from the first produced message, with the consumer already in its group (start-up
+    // and the group join are not part of the rate).
+    let (mut child, metrics) = args.target.start_joined(args.target.stage(
+        "occurrence-consumer",
+        &pipeline_url,
+        &group,
+    ))?;
     let started = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
@@ -111,10 +113,12 @@ fn main() -> anyhow::Result<()> {
         .set("queue.buffering.max.messages", "1000000")
         .set("partitioner", "murmur2_random")
         .create()?;
-    for (k, v) in &msgs {
+    let mut produced_at = std::collections::HashMap::with_capacity(msgs.len());
+    for (n, (k, v)) in msgs.iter().enumerate() {
         producer
             .send(BaseRecord::to(TOPIC).key(k).payload(v))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        produced_at.insert(occurrence_id(n as u32), sluice_acceptance::now_ms());
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
@@ -144,6 +148,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{body}");
         }
     }
+    // Produce → occurrence row written (the set-based path stamps rows as it writes them).
+    let latency = sluice_acceptance::latencies(
+        &produced_at,
+        &pipeline_url,
+        "SELECT id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM occurrences",
+    )?;
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
@@ -159,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         json!({
             "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
             "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
-            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
+            "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss, "latency": latency, "consumer_cpu_secs": cpu,
             "pipeline_secs": pipeline.as_secs_f64(), "produce_secs": produced.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
         })
     );

@@ -8,7 +8,7 @@
 use clap::Parser;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use rdkafka::Message;
 use sluice_acceptance::stream;
 use sluice_testkit::Broker;
@@ -29,25 +29,9 @@ struct Args {
 }
 
 #[derive(QueryableByName)]
-struct Group {
-    #[diesel(sql_type = Integer, column_name = "type")]
-    group_type: i32,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    times_seen: i64,
-    #[diesel(sql_type = Text)]
-    title: String,
-}
-
-#[derive(QueryableByName)]
 struct Line {
     #[diesel(sql_type = Text)]
     line: String,
-}
-
-fn groups(c: &mut PgConnection) -> QueryResult<Vec<Group>> {
-    diesel::sql_query(stream::GROUPS_SQL).load(c)
 }
 
 fn lines(c: &mut PgConnection, sql: &str) -> QueryResult<Vec<String>> {
@@ -80,18 +64,10 @@ fn main() -> anyhow::Result<()> {
         m.status_changes.len()
     );
 
-    let expected = stream::expected_groups();
+    let expected = stream::expected_group_lines();
     let started = Instant::now();
     let reached = loop {
-        let now: Vec<_> = groups(&mut c)?
-            .into_iter()
-            .map(|g| (g.group_type, g.status, g.times_seen, g.title))
-            .collect();
-        let want: Vec<_> = expected
-            .iter()
-            .map(|(t, s, n, title)| (*t, s.to_string(), *n, title.to_string()))
-            .collect();
-        if now == want {
+        if stream::groups(&mut c)? == expected {
             break true;
         }
         if started.elapsed() > Duration::from_secs(args.wait_secs) {
@@ -112,13 +88,13 @@ fn main() -> anyhow::Result<()> {
         "{:<36} {:<11} {:>10}  title",
         "type", "status", "times_seen"
     );
-    for g in groups(&mut c)? {
+    for (group_type, status, times_seen, title) in stream::groups(&mut c)? {
         println!(
             "{:<36} {:<11} {:>10}  {}",
-            type_name(g.group_type),
-            g.status,
-            g.times_seen,
-            g.title
+            type_name(group_type),
+            status,
+            times_seen,
+            title
         );
     }
 

@@ -387,8 +387,9 @@ fn insert_occurrences(
     let data: Vec<&Value> = rows.iter().map(|(o, _)| &o.data).collect();
     let gids: Vec<Option<i64>> = rows.iter().map(|(_, g)| *g).collect();
     diesel::sql_query(
-        "INSERT INTO occurrences (id, project_id, event_id, type, data, group_id) \
-         SELECT * FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], $4::int[], $5::jsonb[], $6::bigint[]) \
+        "INSERT INTO occurrences (id, project_id, event_id, type, data, group_id, date_added) \
+         SELECT *, clock_timestamp() \
+         FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], $4::int[], $5::jsonb[], $6::bigint[]) \
          ON CONFLICT (id) DO NOTHING",
     )
     .bind::<Array<Bpchar>, _>(ids)
