@@ -208,7 +208,10 @@ fn mixed_stream_through_all_four_processes() -> anyhow::Result<()> {
         dlq_reasons(&broker, "ingest-events-dlq")?,
         vec!["undecodable"]
     );
-    assert_eq!(dlq_reasons(&broker, "ingest-attachments-dlq")?.len(), 1);
+    assert_eq!(
+        dlq_reasons(&broker, "ingest-attachments-dlq")?,
+        vec!["missing_field"]
+    );
     assert!(dlq_reasons(&broker, "ingest-feedback-events-dlq")?.is_empty());
     assert!(dlq_reasons(&broker, "ingest-occurrences-dlq")?.is_empty());
 
