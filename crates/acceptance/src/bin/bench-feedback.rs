@@ -1,6 +1,7 @@
 //! Benchmark: feedback events per second through `feedback-worker`, from the feedback topic to
 //! acknowledged occurrences (and outcomes) with offsets committed, next to a same-run baseline
-//! that produces the same number of occurrence records straight through the core producer.
+//! that makes the same effects directly: the user-report rows and outcome keys in batched SQL, and
+//! an occurrence and an outcome record per feedback produced through the core producer.
 //!
 //! The worker joins its group before the feedback is produced; the time runs from the first
 //! produced message to the last committed offset. Latency: produce → the feedback's linked user
@@ -100,22 +101,56 @@ async fn main() -> anyhow::Result<()> {
     let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
 
-    // Baseline: the same number of occurrence-sized records, produced and acknowledged directly.
+    // Baseline: the same effects without the worker, in a fresh database: the user-report rows
+    // and outcome keys written with batched SQL (1,000 per statement), and one occurrence-sized
+    // and one outcome-sized record per feedback produced and acknowledged concurrently.
+    let base_url = sluice_acceptance::fresh_database(
+        &args.target.admin_url,
+        "sluice_bench_feedback_base",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'b');
+         INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'b');",
+    )?;
     let producer = Arc::new(Producer::new(&ProducerConfig {
         brokers: args.target.brokers.clone(),
         client_id: "bench-baseline".into(),
         message_timeout: Duration::from_secs(30),
     })?);
     let started = Instant::now();
+    let count = args.count;
+    let sql = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use diesel::prelude::*;
+        use diesel::sql_types::{Array, Text};
+        let mut c = diesel::PgConnection::establish(&base_url)?;
+        let ids: Vec<u32> = (0..count).collect();
+        for batch in ids.chunks(1000) {
+            let events: Vec<String> = batch.iter().map(|n| associated_event_id(*n)).collect();
+            let keys: Vec<String> = batch.iter().map(|n| format!("feedback:{n}")).collect();
+            diesel::sql_query(
+                "WITH r AS (INSERT INTO user_reports (project_id, event_id, name, email, comments, feedback_event_id) \
+                   SELECT 42, e::bpchar, 'U', 'u@example.com', 'The export button does nothing', e::bpchar \
+                   FROM unnest($1::text[]) AS t(e) ON CONFLICT DO NOTHING) \
+                 INSERT INTO emitted_outcomes (key) SELECT unnest($2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind::<Array<Text>, _>(events)
+            .bind::<Array<Text>, _>(keys)
+            .execute(&mut c)?;
+        }
+        Ok(())
+    });
     let sends = (0..args.count).map(|n| {
         let producer = producer.clone();
         async move {
             let value = feedback(n);
             let key = format!("k{n}-42");
-            producer
+            let occurrence = producer
                 .send("ingest-occurrences", Some(key.as_bytes()), &value, &[])
                 .await
-                .is_ok()
+                .is_ok();
+            let outcome = producer
+                .send("outcomes", None, &value[..value.len().min(300)], &[])
+                .await
+                .is_ok();
+            occurrence && outcome
         }
     });
     let ok = futures::future::join_all(sends)
@@ -123,13 +158,14 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|b| *b)
         .count();
+    sql.await??;
     let base = started.elapsed();
     let n = f64::from(args.count);
     let (rate, base_rate) = (n / pipeline.as_secs_f64(), n / base.as_secs_f64());
     println!(
         "{}",
         json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
-               "baseline_produce_per_sec": base_rate.round(), "baseline_acked": ok,
+               "baseline_per_sec": base_rate.round(), "baseline_acked": ok,
                "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss,
                "worker_cpu_secs": cpu, "latency": latency})
     );
