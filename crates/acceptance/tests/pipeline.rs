@@ -92,21 +92,6 @@ fn outcomes(broker: &Broker) -> anyhow::Result<Vec<String>> {
     Ok(v)
 }
 
-fn dlq_reasons(broker: &Broker, topic: &str) -> anyhow::Result<Vec<String>> {
-    Ok(broker
-        .read_all(topic, usize::MAX, Duration::from_secs(10))?
-        .iter()
-        .filter_map(|m| {
-            use rdkafka::message::Headers;
-            let h = m.headers()?;
-            h.iter()
-                .find(|h| h.key == "reason")
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        })
-        .collect())
-}
-
 /// Waits until every stage committed all of its input.
 fn wait_all_committed(broker: &Broker) -> anyhow::Result<()> {
     for (group, topic) in [
@@ -201,15 +186,15 @@ fn mixed_stream_through_all_four_processes() -> anyhow::Result<()> {
 
     // DLQs: exactly the two bad messages.
     assert_eq!(
-        dlq_reasons(&broker, "ingest-events-dlq")?,
+        broker.dlq_reasons("ingest-events-dlq")?,
         vec!["undecodable"]
     );
     assert_eq!(
-        dlq_reasons(&broker, "ingest-attachments-dlq")?,
+        broker.dlq_reasons("ingest-attachments-dlq")?,
         vec!["missing_field"]
     );
-    assert!(dlq_reasons(&broker, "ingest-feedback-events-dlq")?.is_empty());
-    assert!(dlq_reasons(&broker, "ingest-occurrences-dlq")?.is_empty());
+    assert!(broker.dlq_reasons("ingest-feedback-events-dlq")?.is_empty());
+    assert!(broker.dlq_reasons("ingest-occurrences-dlq")?.is_empty());
 
     // Feeding the same stream again changes nothing.
     let before = sluice_testkit::db::issue_snapshot(&db.url)?;

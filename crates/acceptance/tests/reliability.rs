@@ -16,7 +16,6 @@ mod support;
 
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
-use rdkafka::Message;
 use sluice_acceptance::stream::{self, Addressed};
 use sluice_testkit::db::{assert_same_rows, issue_snapshot};
 use sluice_testkit::process::Proc;
@@ -243,25 +242,6 @@ impl Pipeline {
         }
         Ok(())
     }
-
-    fn dlq(&self, topic: &str) -> anyhow::Result<Vec<String>> {
-        Ok(self
-            .broker
-            .read_all(&format!("{topic}-dlq"), usize::MAX, Duration::from_secs(20))?
-            .iter()
-            .map(|m| {
-                use rdkafka::message::Headers;
-                m.headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == "reason")
-                            .and_then(|h| h.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    })
-                    .unwrap_or_default()
-            })
-            .collect())
-    }
 }
 
 fn produce_addressed(broker: &Broker, msgs: &[Addressed]) -> anyhow::Result<()> {
@@ -454,7 +434,7 @@ fn malformed_messages_go_to_their_dlqs_and_good_ones_are_processed() -> anyhow::
         .filter(|(t, _)| t.starts_with("ingest-") && !t.ends_with("-dlq"))
     {
         let want = bad.iter().filter(|(t, _, _)| t == topic).count();
-        let reasons = p.dlq(topic)?;
+        let reasons = p.broker.dlq_reasons(&format!("{topic}-dlq"))?;
         assert_eq!(
             reasons.len(),
             want,

@@ -64,10 +64,6 @@ async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Outcome {
     }
 }
 
-fn results_metric_inc(label: &str) {
-    results().with_label_values(&[label]).inc();
-}
-
 /// The runtime outcome of one processing result.
 pub fn outcome(result: Result<issues::Applied, IssueError>) -> Outcome {
     match result {
@@ -122,13 +118,14 @@ impl Stage for OccurrenceStage {
                     let results = issues::process_many(db, settings, msgs).await;
                     let mut out = Vec::with_capacity(idx.len());
                     for (i, result) in idx.into_iter().zip(results) {
-                        let o = match &result {
-                            Ok(Applied::Limited(l)) => {
-                                results_metric_inc(l.reason);
-                                report_limited(sink, l).await
-                            }
-                            _ => outcome(result),
+                        let limited = match &result {
+                            Ok(Applied::Limited(l)) => Some(l.clone()),
+                            _ => None,
                         };
+                        let mut o = outcome(result);
+                        if let Some(l) = limited {
+                            o = report_limited(sink, &l).await;
+                        }
                         out.push((i, o));
                     }
                     out

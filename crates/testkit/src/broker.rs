@@ -193,6 +193,22 @@ impl Broker {
         Ok(total)
     }
 
+    /// The `reason` header of every message now in the dead-letter topic `topic`, in order (empty
+    /// for a message without one).
+    pub fn dlq_reasons(&self, topic: &str) -> anyhow::Result<Vec<String>> {
+        use rdkafka::message::{Headers, Message};
+        Ok(self
+            .read_all(topic, usize::MAX, Duration::from_secs(20))?
+            .iter()
+            .map(|m| {
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
     /// Reads up to `n` messages of `topic` from the beginning within `timeout`, never waiting
     /// for more than the topic holds when the read starts.
     pub fn read_all(

@@ -155,18 +155,7 @@ fn main() -> anyhow::Result<()> {
         "ingest-feedback-events-dlq",
         "ingest-occurrences-dlq",
     ] {
-        let reasons: Vec<String> = broker
-            .read_all(topic, usize::MAX, Duration::from_secs(5))?
-            .iter()
-            .filter_map(|m| {
-                use rdkafka::message::Headers;
-                m.headers()?
-                    .iter()
-                    .find(|h| h.key == "reason")
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-            .collect();
+        let reasons = broker.dlq_reasons(topic)?;
         println!("{topic:<28} {} {:?}", reasons.len(), reasons);
     }
     #[derive(QueryableByName)]

@@ -21,9 +21,14 @@ pub const CREATION_QUOTA: &str = "issue_creation_quota";
 /// How long a noise counter lives after its last increment (Sentry's NoiseConfig expiry).
 const NOISE_EXPIRY_SECS: i64 = 24 * 3600;
 
+/// Error occurrences (group type 1) are never subject to a limit.
+fn exempt(occ: &Occurrence) -> bool {
+    occ.group_type.id == 1
+}
+
 /// Whether any limit can apply to `occ` under `settings`.
 pub fn any_enabled(settings: &IssueSettings, occ: &Occurrence) -> bool {
-    occ.group_type.id != 1
+    !exempt(occ)
         && (settings.occurrence_rate_limit.enabled
             || settings.creation_quotas
             || (settings.noise_reduction && occ.group_type.noise_ignore_limit.is_some()))
@@ -36,7 +41,7 @@ pub fn check_occurrence(
     occ: &Occurrence,
 ) -> QueryResult<Option<&'static str>> {
     let q = &settings.occurrence_rate_limit;
-    if occ.group_type.id == 1 || !q.enabled {
+    if exempt(occ) || !q.enabled {
         return Ok(None);
     }
     let key = format!(
@@ -59,7 +64,7 @@ pub fn check_creation(
     settings: &IssueSettings,
     occ: &Occurrence,
 ) -> QueryResult<Option<&'static str>> {
-    if occ.group_type.id == 1 {
+    if exempt(occ) {
         return Ok(None);
     }
     let hash = &occ.fingerprint[0];
