@@ -66,8 +66,20 @@ fn main() -> anyhow::Result<()> {
 
     let expected = stream::expected_group_lines();
     let started = Instant::now();
+    // Done when every stage has committed all of its input (so a re-run, whose groups already
+    // exist, still waits for its messages) and the groups are the expected ones.
+    let inputs = [
+        ("ingest-consumer", "ingest-events"),
+        ("ingest-consumer", "ingest-attachments"),
+        ("feedback-worker", "ingest-feedback-events"),
+        ("occurrence-consumer", "ingest-occurrences"),
+    ];
     let reached = loop {
-        if stream::groups(&mut c)? == expected {
+        let mut committed = true;
+        for (group, topic) in inputs {
+            committed &= sluice_acceptance::committed_all(&args.brokers, group, topic)?;
+        }
+        if committed && stream::groups(&mut c)? == expected {
             break true;
         }
         if started.elapsed() > Duration::from_secs(args.wait_secs) {
