@@ -158,3 +158,81 @@ fn replay_and_two_consumers_reach_the_state_of_one_pass() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// With noise reduction on, occurrences held back before a new issue is created are reported
+/// on the outcomes topic as RATE_LIMITED once each; a replay reports nothing again.
+#[test]
+fn held_back_occurrences_are_reported_once_as_rate_limited() -> anyhow::Result<()> {
+    use rdkafka::Message;
+    let broker = Broker::start(&[(TOPIC, 2), ("ingest-occurrences-dlq", 1), ("outcomes", 1)])?;
+    // Type 1006 creates its issue at the third occurrence within 24 h.
+    let msgs: Vec<Out> = (1..=3)
+        .map(|n| {
+            let v = occurrence(n, "noisy", 1_795_432_000.0 + f64::from(n)).replace("1001", "1006");
+            ("noisy-42".to_owned(), v, vec![])
+        })
+        .collect();
+    produce(&broker, &broker.topic(TOPIC), &msgs)?;
+    let db = database()?;
+    let env = [(
+        "SLUICE_ISSUES__NOISE_REDUCTION".to_owned(),
+        "true".to_owned(),
+    )];
+    let topics = [
+        "--occurrences-topic",
+        &broker.topic(TOPIC),
+        "--outcomes-topic",
+        &broker.topic("outcomes"),
+    ];
+    for group in [unique("noise"), unique("noise-replay")] {
+        let mut p = stage_env(
+            "occurrence-consumer",
+            &broker,
+            &db.url,
+            &group,
+            &topics,
+            &env,
+        )?;
+        wait_committed_all(&broker, &group, &broker.topic(TOPIC))?;
+        p.signal("TERM")?;
+        assert_eq!(p.wait_timeout(Duration::from_secs(30))?.code(), Some(0));
+    }
+    let outcomes: Vec<serde_json::Value> = broker
+        .read_all(
+            &broker.topic("outcomes"),
+            usize::MAX,
+            Duration::from_secs(20),
+        )?
+        .iter()
+        .filter_map(|m| serde_json::from_slice(m.payload()?).ok())
+        .collect();
+    let reported: Vec<(String, u64, String)> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                o["event_id"].as_str().unwrap_or_default().to_owned(),
+                o["outcome"].as_u64().unwrap_or(99),
+                o["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let held = |n: u64| {
+        (
+            format!("{:032x}", 0xe000_0000u64 + n),
+            2,
+            "noise_reduction".to_owned(),
+        )
+    };
+    assert_eq!(
+        reported,
+        vec![held(1), held(2)],
+        "two held back, each reported once"
+    );
+    let groups: Vec<String> = snapshot(&db.url)?
+        .into_iter()
+        .filter(|r| r.starts_with("0:"))
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert!(groups[0].contains("\"times_seen\":1"), "{groups:?}");
+    Ok(())
+}
