@@ -365,7 +365,8 @@ fn load_event(n: usize, attachments: Vec<ChunkedAttachment>) -> Vec<u8> {
 
 /// A deterministic load of about `messages` messages over every input topic, in production
 /// order: error events over ~90 fingerprints, every 10th with a two-chunk attachment (on
-/// `ingest-attachments`, chunks first), user reports for every 20th event (alternately before and
+/// `ingest-attachments`, chunks first), every 10th (offset 5) followed by a standalone one-chunk
+/// attachment, user reports for every 20th event (alternately before and
 /// after it), a feedback for every 25th, and issue-platform occurrences over 17 fingerprints with
 /// a resolve (and regressions after it) or an ignore for some fingerprints, produced straight to
 /// `ingest-occurrences` keyed like producer-shim does. Feeding it twice changes nothing.
@@ -416,6 +417,24 @@ pub fn load(messages: usize) -> Vec<Addressed> {
             out.push(("ingest-attachments", k.clone(), load_event(n, vec![a])));
         } else {
             out.push(("ingest-events", k.clone(), load_event(n, vec![])));
+        }
+        if n % 10 == 5 {
+            // A standalone attachment of an event already sent, its one chunk just before it.
+            let id = format!("shot-{n}");
+            let chunk = IngestMessage::AttachmentChunk(AttachmentChunk {
+                payload: format!("screenshot of event {n}").into_bytes(),
+                event_id: load_event_id(n),
+                project_id: PROJECT,
+                id: id.clone(),
+                chunk_index: 0,
+            });
+            out.push(("ingest-attachments", k.clone(), chunk.encode()));
+            let a = IngestMessage::Attachment(AttachmentMessage {
+                event_id: load_event_id(n),
+                project_id: PROJECT,
+                attachment: chunked(&id, "shot.txt", 1, "event.attachment"),
+            });
+            out.push(("ingest-attachments", k.clone(), a.encode()));
         }
         if n % 40 == 0 {
             out.push((

@@ -8,7 +8,7 @@ use crate::messages::enums::Outcome;
 use crate::messages::OutcomeMessage;
 use crate::storage::{Db, DbError};
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{Array, Text};
 
 /// Where outcomes go.
 #[derive(Clone)]
@@ -46,45 +46,91 @@ impl Outcomes {
         key: &str,
         outcome: &OutcomeMessage,
     ) -> Result<bool, OutcomeError> {
-        let k = key.to_owned();
+        let n = self
+            .emit_once_many(vec![(key.to_owned(), outcome.clone())])
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Emits each outcome whose key was not emitted before (a key repeated in `items` counts
+    /// once): one lookup, the sends concurrently, one insert of the keys acknowledged. Returns
+    /// how many were emitted. When a send fails, the keys that were acknowledged are still
+    /// recorded before the error is returned, so a retry emits only the missing ones.
+    pub async fn emit_once_many(
+        &self,
+        items: Vec<(String, OutcomeMessage)>,
+    ) -> Result<usize, OutcomeError> {
+        let mut wanted: Vec<(String, OutcomeMessage)> = Vec::with_capacity(items.len());
+        let mut keys = std::collections::HashSet::with_capacity(items.len());
+        for (k, o) in items {
+            if keys.insert(k.clone()) {
+                wanted.push((k, o));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let lookup: Vec<String> = wanted.iter().map(|(k, _)| k.clone()).collect();
         let seen = self
             .db
             .run(move |c| {
                 #[derive(QueryableByName)]
-                struct One {
-                    #[diesel(sql_type = diesel::sql_types::Integer)]
-                    _one: i32,
+                struct Key {
+                    #[diesel(sql_type = Text)]
+                    key: String,
                 }
                 let found =
-                    diesel::sql_query("SELECT 1 AS _one FROM emitted_outcomes WHERE key = $1")
-                        .bind::<Text, _>(&k)
-                        .get_result::<One>(c)
-                        .optional()?;
-                Ok::<_, DbError>(found.is_some())
-            })
-            .await?;
-        if seen {
-            return Ok(false);
-        }
-        let billing = Outcome::from_u8(outcome.outcome).is_some_and(Outcome::is_billing);
-        let topic = match (&self.billing_topic, billing) {
-            (Some(t), true) => t.as_str(),
-            _ => self.topic.as_str(),
-        };
-        self.producer
-            .send(topic, None, &outcome.encode(), &[])
-            .await?;
-        let k = key.to_owned();
-        self.db
-            .run(move |c| {
-                diesel::sql_query(
-                    "INSERT INTO emitted_outcomes (key) VALUES ($1) ON CONFLICT DO NOTHING",
+                    diesel::sql_query("SELECT key FROM emitted_outcomes WHERE key = ANY($1)")
+                        .bind::<Array<Text>, _>(&lookup)
+                        .load::<Key>(c)?;
+                Ok::<_, DbError>(
+                    found
+                        .into_iter()
+                        .map(|k| k.key)
+                        .collect::<std::collections::HashSet<_>>(),
                 )
-                .bind::<Text, _>(&k)
-                .execute(c)?;
-                Ok::<_, DbError>(())
             })
             .await?;
-        Ok(true)
+        wanted.retain(|(k, _)| !seen.contains(k));
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let sends = futures::future::join_all(wanted.iter().map(|(_, o)| {
+            let billing = Outcome::from_u8(o.outcome).is_some_and(Outcome::is_billing);
+            let topic = match (&self.billing_topic, billing) {
+                (Some(t), true) => t.as_str(),
+                _ => self.topic.as_str(),
+            };
+            let payload = o.encode();
+            async move { self.producer.send(topic, None, &payload, &[]).await }
+        }))
+        .await;
+        let mut first_error = None;
+        let mut acked = Vec::with_capacity(wanted.len());
+        for ((k, _), sent) in wanted.into_iter().zip(sends) {
+            match sent {
+                Ok(_) => acked.push(k),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let emitted = acked.len();
+        if !acked.is_empty() {
+            self.db
+                .run(move |c| {
+                    diesel::sql_query(
+                        "INSERT INTO emitted_outcomes (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                    )
+                    .bind::<Array<Text>, _>(&acked)
+                    .execute(c)?;
+                    Ok::<_, DbError>(())
+                })
+                .await?;
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(emitted),
+        }
     }
 }

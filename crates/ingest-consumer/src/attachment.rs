@@ -18,7 +18,7 @@ use sluice_core::messages::{AttachmentMessage, ChunkedAttachment, OutcomeMessage
 use sluice_core::storage::DbError;
 
 /// Attachment types a standalone attachment message may carry.
-const STANDALONE_TYPES: [&str; 2] = ["event.attachment", "event.view_hierarchy"];
+pub const STANDALONE_TYPES: [&str; 2] = ["event.attachment", "event.view_hierarchy"];
 
 /// Where an attachment belongs.
 pub struct Owner<'a> {
@@ -95,7 +95,7 @@ pub async fn process_individual(
 /// the same bytes, the row is inserted once, the outcome emitted once.
 pub async fn save(deps: &Deps, owner: &Owner<'_>, att: &ChunkedAttachment) -> Step<Saved> {
     let pid = owner.project.id as u64;
-    let outcome_key = format!("attachment:{pid}:{}:{}", owner.event_id, att.id);
+    let outcome_key = outcome_key(pid, owner.event_id, &att.id);
     let Some(parts) = body(deps, pid, owner.event_id, att).await? else {
         tracing::error!(event_id = owner.event_id, attachment_id = %att.id, "Missing chunks");
         metrics::count("attachment", "missing_chunks");
@@ -208,7 +208,13 @@ pub fn content_type(att: &ChunkedAttachment) -> String {
         .unwrap_or_else(|| "application/octet-stream".to_owned())
 }
 
-fn outcome(owner: &Owner<'_>, o: O, quantity: u64) -> OutcomeMessage {
+/// The natural key of an attachment's outcome (one per attachment, whatever the outcome).
+pub fn outcome_key(project_id: u64, event_id: &str, attachment_id: &str) -> String {
+    format!("attachment:{project_id}:{event_id}:{attachment_id}")
+}
+
+/// The outcome of one attachment of `owner`.
+pub fn outcome(owner: &Owner<'_>, o: O, quantity: u64) -> OutcomeMessage {
     let mut m = OutcomeMessage::new(
         owner.project.organization_id as u64,
         owner.project.id as u64,

@@ -8,7 +8,72 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Binary, Integer, Text};
 use sluice_core::messages::AttachmentChunk;
 use sluice_core::storage::{Db, DbError};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
+
+/// Which attachment a chunk belongs to: (project, event id, attachment id).
+pub type Key = (u64, String, String);
+
+/// The chunks of one batch by attachment. An attachment whose chunks all arrived in the same
+/// batch can be saved from memory: its chunks are then written to Postgres only if that
+/// attachment does not finish in this batch (it is retried without them).
+#[derive(Default)]
+pub struct InBatch {
+    by_key: HashMap<Key, BTreeMap<u32, (usize, Bytes)>>,
+}
+
+impl InBatch {
+    /// Adds the chunk at batch position `index`; a repeated chunk keeps the first copy.
+    pub fn add(&mut self, index: usize, c: AttachmentChunk) {
+        self.by_key
+            .entry((c.project_id, c.event_id, c.id))
+            .or_default()
+            .entry(c.chunk_index)
+            .or_insert((index, Bytes::from(c.payload)));
+    }
+
+    /// Chunks `0..count` of `key` in order, when every one of them is here.
+    pub fn complete(&self, key: &Key, count: u32) -> Option<Vec<Bytes>> {
+        let chunks = self.by_key.get(key)?;
+        (0..count)
+            .map(|i| chunks.get(&i).map(|(_, b)| b.clone()))
+            .collect()
+    }
+
+    /// Removes the chunks of the attachments `keep` does not hold, ready to be stored.
+    pub fn split_off_others(&mut self, keep: &HashSet<Key>) -> Vec<AttachmentChunk> {
+        let others: Vec<Key> = self
+            .by_key
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        self.take(&others).into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Removes the chunks of `keys`, with their batch positions.
+    pub fn take(&mut self, keys: &[Key]) -> Vec<(usize, AttachmentChunk)> {
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(chunks) = self.by_key.remove(key) else {
+                continue;
+            };
+            for (chunk_index, (index, data)) in chunks {
+                out.push((
+                    index,
+                    AttachmentChunk {
+                        payload: data.to_vec(),
+                        project_id: key.0,
+                        event_id: key.1.clone(),
+                        id: key.2.clone(),
+                        chunk_index,
+                    },
+                ));
+            }
+        }
+        out
+    }
+}
 
 /// Stores `chunks` (one statement), expiring after `ttl`.
 pub async fn store(db: &Db, chunks: Vec<AttachmentChunk>, ttl: Duration) -> Result<(), DbError> {
@@ -96,6 +161,33 @@ pub async fn delete(
         .bind::<BigInt, _>(project_id as i64)
         .bind::<Text, _>(e)
         .bind::<Text, _>(a)
+        .execute(c)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Removes the chunks of many attachments (one statement).
+pub async fn delete_many(db: &Db, keys: Vec<Key>) -> Result<(), DbError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut projects = Vec::with_capacity(keys.len());
+    let mut events = Vec::with_capacity(keys.len());
+    let mut ids = Vec::with_capacity(keys.len());
+    for (p, e, a) in keys {
+        projects.push(p as i64);
+        events.push(e);
+        ids.push(a);
+    }
+    db.run(move |c| {
+        diesel::sql_query(
+            "DELETE FROM attachment_chunks c USING unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, a) \
+             WHERE c.project_id = t.p AND c.event_id = t.e::bpchar AND c.attachment_id = t.a",
+        )
+        .bind::<Array<BigInt>, _>(projects)
+        .bind::<Array<Text>, _>(events)
+        .bind::<Array<Text>, _>(ids)
         .execute(c)?;
         Ok(())
     })

@@ -1,6 +1,7 @@
 //! `ingest-consumer`: consumes Relay's `ingest-events` and `ingest-attachments`.
 
 mod attachment;
+mod attachment_batch;
 mod chunk;
 mod event;
 mod grouping;

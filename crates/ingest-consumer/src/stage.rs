@@ -1,9 +1,12 @@
-//! The ingest stage: one batch of `ingest-events` / `ingest-attachments` messages. Chunks of the
-//! whole batch are stored first (one statement), so everything that needs them finds them; then
-//! the other messages run concurrently, in offset order per event (`project_id`, `event_id`), so an
-//! event's attachments, report and event never overtake each other.
+//! The ingest stage: one batch of `ingest-events` / `ingest-attachments` messages. Plain error
+//! events and standalone attachments take batched paths (`event::process_ready`,
+//! `attachment_batch`); an attachment whose chunks all came in the same batch is saved straight
+//! from memory. Every other chunk is stored first (one statement), so everything that needs it
+//! finds it; then the other messages run concurrently, in offset order per event (`project_id`,
+//! `event_id`), so an event's attachments, report and event never overtake each other.
 
-use crate::{attachment, event, limits, metrics, user_report};
+use crate::chunk::{self, InBatch};
+use crate::{attachment, attachment_batch, event, limits, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::config::Settings;
 use sluice_core::issues::project;
@@ -13,7 +16,7 @@ use sluice_core::messages::{IngestMessage, OutcomeMessage};
 use sluice_core::objects::Objects;
 use sluice_core::outcomes::Outcomes;
 use sluice_core::storage::Db;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +58,55 @@ pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> 
         .map_err(unavailable)
 }
 
+/// The batch split by path: (events for the batched path with the messages they came from,
+/// standalone attachments for the batched path, everything else).
+type Split = (
+    Vec<((usize, IngestMessage), event::Ready)>,
+    Vec<attachment_batch::Ready>,
+    Vec<(usize, IngestMessage)>,
+);
+
 impl IngestStage {
+    /// Picks the messages of the batched paths. A standalone attachment takes its path only when
+    /// no event or user report of the same event is in the batch (those keep their lane order).
+    async fn select(&self, decoded: Vec<(usize, IngestMessage)>, chunks: &InBatch) -> Split {
+        let deps = &self.deps;
+        let others: HashSet<(u64, String)> = decoded
+            .iter()
+            .filter(|(_, m)| !matches!(m, IngestMessage::Attachment(_)))
+            .map(|(i, m)| lane_key(m, *i))
+            .collect();
+        let (mut events, mut attachments, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in decoded {
+            let project = match deps.projects.get(m.project_id()).await {
+                Ok(Some(p)) => p,
+                _ => {
+                    rest.push((i, m));
+                    continue;
+                }
+            };
+            match &m {
+                IngestMessage::Event(e) => {
+                    if let Some(r) = event::ready(deps, i, e, &project) {
+                        events.push(((i, m), r));
+                        continue;
+                    }
+                }
+                IngestMessage::Attachment(a)
+                    if !others.contains(&(a.project_id, a.event_id.clone())) =>
+                {
+                    if let Some(r) = attachment_batch::ready(deps, i, a, &project, chunks) {
+                        attachments.push(r);
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            rest.push((i, m));
+        }
+        (events, attachments, rest)
+    }
+
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Outcome {
         let deps = &self.deps;
         let project = match deps.projects.get(msg.project_id()).await {
@@ -80,6 +131,22 @@ impl IngestStage {
     }
 }
 
+/// Whether `m` may read the chunks of `key` (so they cannot stay in memory only).
+fn uses_chunks_of(m: &IngestMessage, key: &chunk::Key) -> bool {
+    let (project, event) = (key.0, key.1.as_str());
+    match m {
+        IngestMessage::Event(e) => {
+            e.project_id == project
+                && e.event_id == event
+                && e.attachments.iter().any(|a| a.id == key.2)
+        }
+        IngestMessage::Attachment(a) => {
+            a.project_id == project && a.event_id == event && a.attachment.id == key.2
+        }
+        _ => false,
+    }
+}
+
 /// Messages of one event share a lane; other messages get a lane of their own.
 fn lane_key(msg: &IngestMessage, index: usize) -> (u64, String) {
     let event_id = match msg {
@@ -98,12 +165,12 @@ impl Stage for IngestStage {
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
         let mut outcomes = vec![Outcome::Done; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
-        let mut chunks = Vec::new();
+        let mut chunks = InBatch::default();
         for (i, raw) in batch.iter().enumerate() {
             match IngestMessage::decode(raw.payload()) {
                 Ok(IngestMessage::AttachmentChunk(c)) => {
                     metrics::count("attachment_chunk", "stored");
-                    chunks.push(c);
+                    chunks.add(i, c);
                 }
                 Ok(m) => decoded.push((i, m)),
                 Err(r) => {
@@ -112,39 +179,74 @@ impl Stage for IngestStage {
                 }
             }
         }
+
+        // Split the batch: plain error events and standalone attachments (the bulk of the
+        // traffic) take the batched paths; everything else runs in lanes below.
+        let (ready_events, ready_attachments, mut rest) = self.select(decoded, &chunks).await;
+        // Chunks stay in memory only for the attachments saved from memory; every other chunk
+        // is stored first (one statement), so everything that needs it finds it.
+        let in_memory: HashSet<chunk::Key> = ready_attachments
+            .iter()
+            .filter_map(|r| r.chunk_key.clone())
+            .filter(|k| !rest.iter().any(|(_, m)| uses_chunks_of(m, k)))
+            .collect();
         let ttl = Duration::from_secs(self.deps.settings.attachments.chunk_ttl_secs);
-        if let Err(e) = crate::chunk::store(&self.deps.db, chunks, ttl).await {
+        if let Err(e) = chunk::store(&self.deps.db, chunks.split_off_others(&in_memory), ttl).await
+        {
             // Nothing later in the batch may run without its chunks: the whole batch waits and
             // is retried, never dead-lettered.
             return vec![unavailable(&e); batch.len()];
         }
 
-        // Plain error events (the bulk of the traffic) take the batched path.
-        let mut ready = Vec::new();
-        let mut held = Vec::new();
-        let mut rest = Vec::with_capacity(decoded.len());
-        for (i, m) in decoded {
-            if let IngestMessage::Event(e) = &m {
-                if let Ok(Some(p)) = self.deps.projects.get(e.project_id).await {
-                    if let Some(r) = event::ready(&self.deps, i, e, &p) {
-                        ready.push(r);
-                        held.push((i, m));
-                        continue;
-                    }
+        let (held, ready_events): (Vec<_>, Vec<_>) = ready_events.into_iter().unzip();
+        let chunk_keys: HashMap<usize, chunk::Key> = ready_attachments
+            .iter()
+            .filter_map(|r| r.chunk_key.clone().map(|k| (r.index, k)))
+            .collect();
+        let attachment_results = async {
+            if ready_attachments.is_empty() {
+                Vec::new()
+            } else {
+                attachment_batch::process(&self.deps, ready_attachments).await
+            }
+        };
+        let event_results = async {
+            if ready_events.is_empty() {
+                Some(Vec::new())
+            } else {
+                event::process_ready(&self.deps, &ready_events).await
+            }
+        };
+        let (attachment_results, event_results) = futures::join!(attachment_results, event_results);
+        let mut unfinished_keys = Vec::new();
+        for (i, o) in attachment_results {
+            if !matches!(o, Outcome::Done | Outcome::Reject(_)) {
+                if let Some(k) = chunk_keys.get(&i) {
+                    unfinished_keys.push(k.clone());
                 }
             }
-            rest.push((i, m));
+            outcomes[i] = o;
         }
-        if !ready.is_empty() {
-            match event::process_ready(&self.deps, &ready).await {
-                Some(done) => {
-                    for (i, o) in done {
-                        outcomes[i] = o;
-                    }
+        match event_results {
+            Some(done) => {
+                for (i, o) in done {
+                    outcomes[i] = o;
                 }
-                None => {
-                    rest.extend(held);
-                    rest.sort_by_key(|(i, _)| *i);
+            }
+            None => {
+                rest.extend(held);
+                rest.sort_by_key(|(i, _)| *i);
+            }
+        }
+        // An attachment that did not finish is retried without the chunks of this batch: they
+        // are stored now (or, if that fails, retried with it).
+        let late = chunks.take(&unfinished_keys);
+        if !late.is_empty() {
+            let positions: Vec<usize> = late.iter().map(|(i, _)| *i).collect();
+            let late = late.into_iter().map(|(_, c)| c).collect();
+            if let Err(e) = chunk::store(&self.deps.db, late, ttl).await {
+                for i in positions {
+                    outcomes[i] = unavailable(&e);
                 }
             }
         }

@@ -1,0 +1,262 @@
+//! Standalone attachments in bulk: the common case of `attachment` messages (attachments on,
+//! not shed, a savable type, no per-project limit, body inline or from chunks of the same batch)
+//! is saved with the objects written concurrently, one insert for every row, one outcome lookup
+//! and one record of the outcomes sent, and one chunk cleanup. The rules are those of
+//! [`attachment::save`], which takes every other case one message at a time.
+
+use crate::attachment::{self, Owner, STANDALONE_TYPES};
+use crate::chunk::{self, InBatch, Key};
+use crate::stage::{unavailable, Deps};
+use crate::{metrics, shed};
+use bytes::Bytes;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use futures::stream::{self, StreamExt};
+use sha1::{Digest, Sha1};
+use sluice_core::issues::project::Project;
+use sluice_core::kafka::consumer::Outcome;
+use sluice_core::messages::enums::Outcome as O;
+use sluice_core::messages::{AttachmentMessage, ChunkedAttachment, DlqReason, Rejection};
+use sluice_core::storage::DbError;
+
+/// Object writes in flight at once.
+const PUT_CONCURRENCY: usize = 32;
+
+/// A standalone attachment whose body is at hand.
+pub struct Ready {
+    pub index: usize,
+    pub project: Project,
+    pub event_id: String,
+    pub att: ChunkedAttachment,
+    parts: Vec<Bytes>,
+    /// Set when the body came from chunks (they are removed once the attachment is saved).
+    pub chunk_key: Option<Key>,
+}
+
+/// Whether `m` can take the bulk path: everything [`attachment::process_individual`] would do
+/// for it is the plain save of a body that is inline, empty, or complete in `chunks`.
+pub fn ready(
+    deps: &Deps,
+    index: usize,
+    m: &AttachmentMessage,
+    project: &Project,
+    chunks: &InBatch,
+) -> Option<Ready> {
+    let att = &m.attachment;
+    if !attachment::enabled(project)
+        || deps.limiter.enabled()
+        || !STANDALONE_TYPES.contains(&att.attachment_type.as_str())
+        || shed::before_parse(&deps.settings, project, &m.event_id, true)
+    {
+        return None;
+    }
+    let (parts, chunk_key) = match (&att.data, att.chunks) {
+        (Some(data), _) => (vec![Bytes::from(data.clone())], None),
+        (None, Some(n)) if n > 0 => {
+            let key = (m.project_id, m.event_id.clone(), att.id.clone());
+            (chunks.complete(&key, n)?, Some(key))
+        }
+        (None, _) => (Vec::new(), None),
+    };
+    Some(Ready {
+        index,
+        project: project.clone(),
+        event_id: m.event_id.clone(),
+        att: att.clone(),
+        parts,
+        chunk_key,
+    })
+}
+
+/// A row ready to insert.
+struct Row {
+    index: usize,
+    project_id: i64,
+    event_id: String,
+    attachment_id: String,
+    kind: String,
+    name: String,
+    content_type: String,
+    size: i64,
+    sha1: String,
+    blob_path: Option<String>,
+}
+
+/// Saves `items`; returns each one's outcome by batch position.
+pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
+    let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(items.len());
+    let mut rows = Vec::with_capacity(items.len());
+    let mut puts = Vec::new();
+    for r in &items {
+        let size: usize = r.parts.iter().map(Bytes::len).sum();
+        let mut sha = Sha1::new();
+        for p in &r.parts {
+            sha.update(p);
+        }
+        let content_type = attachment::content_type(&r.att);
+        let blob_path = if size > 0 {
+            match deps
+                .objects
+                .attachment_key(r.project.id as u64, &r.event_id, &r.att.id)
+            {
+                Ok(key) => {
+                    puts.push((rows.len(), key.clone(), r.parts.clone()));
+                    Some(key)
+                }
+                Err(e) => {
+                    out.push((
+                        r.index,
+                        Outcome::Reject(Rejection::new(DlqReason::InvalidField, e.to_string())),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        rows.push(Row {
+            index: r.index,
+            project_id: r.project.id,
+            event_id: r.event_id.clone(),
+            attachment_id: r.att.id.clone(),
+            kind: r.att.attachment_type.clone(),
+            name: r.att.name.clone(),
+            content_type,
+            size: size as i64,
+            sha1: hex::encode(sha.finalize()),
+            blob_path,
+        });
+    }
+
+    // Objects first: a row never points at an object that is not there.
+    let failed: Vec<(usize, Outcome)> = stream::iter(puts)
+        .map(|(row, key, parts)| {
+            let content_type = rows[row].content_type.clone();
+            async move {
+                deps.objects
+                    .put_parts(&key, parts, Some(&content_type))
+                    .await
+                    .err()
+                    .map(|e| (row, unavailable(e)))
+            }
+        })
+        .buffer_unordered(PUT_CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    let mut stored = vec![true; rows.len()];
+    for (row, o) in failed {
+        stored[row] = false;
+        out.push((rows[row].index, o));
+    }
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .zip(stored)
+        .filter_map(|(r, ok)| ok.then_some(r))
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+
+    let indexes: Vec<usize> = rows.iter().map(|r| r.index).collect();
+    let saved_at: std::collections::HashSet<usize> = indexes.iter().copied().collect();
+    if let Err(e) = deps.db.run(move |c| insert(c, &rows)).await {
+        let o = Outcome::from_db(&e);
+        out.extend(indexes.into_iter().map(|i| (i, o.clone())));
+        return out;
+    }
+
+    let saved: Vec<&Ready> = items
+        .iter()
+        .filter(|r| saved_at.contains(&r.index))
+        .collect();
+    let outcomes = saved
+        .iter()
+        .map(|r| {
+            let owner = Owner {
+                project: &r.project,
+                event_id: &r.event_id,
+                group_id: None,
+                start_time: None,
+                key_id: None,
+            };
+            let size: u64 = r.parts.iter().map(|p| p.len() as u64).sum();
+            (
+                attachment::outcome_key(r.project.id as u64, &r.event_id, &r.att.id),
+                attachment::outcome(&owner, O::Accepted, size.max(1)),
+            )
+        })
+        .collect();
+    if let Err(e) = deps.outcomes.emit_once_many(outcomes).await {
+        let o = unavailable(e);
+        out.extend(indexes.into_iter().map(|i| (i, o.clone())));
+        return out;
+    }
+    // Chunks go last: a redelivery before this point still finds them.
+    let keys: Vec<Key> = saved.iter().filter_map(|r| r.chunk_key.clone()).collect();
+    if let Err(e) = chunk::delete_many(&deps.db, keys).await {
+        let o = Outcome::from_db(&e);
+        out.extend(indexes.into_iter().map(|i| (i, o.clone())));
+        return out;
+    }
+    for _ in &indexes {
+        metrics::count("attachment", "stored");
+    }
+    out.extend(indexes.into_iter().map(|i| (i, Outcome::Done)));
+    out
+}
+
+/// Inserts every row once (one statement), taking the group of an event already grouped; rows
+/// whose event exists without a group are linked as [`attachment::fill_group`] does for one.
+fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
+    #[derive(QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+        #[diesel(sql_type = Bool)]
+        event_exists: bool,
+    }
+    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let projects: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
+    let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
+    let paths: Vec<Option<String>> = rows.iter().map(|r| r.blob_path.clone()).collect();
+    let inserted: Vec<Inserted> = diesel::sql_query(
+        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                         $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
+                         AS t(p, e, a, k, n, ct, sz, sh, bp)) \
+         INSERT INTO event_attachments \
+           (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path) \
+         SELECT p, e::bpchar, a, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar), \
+                k, n, ct, sz, sh, bp FROM input \
+         ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
+         RETURNING project_id, event_id::text AS event_id, group_id, \
+                   EXISTS (SELECT 1 FROM events ev WHERE ev.project_id = event_attachments.project_id \
+                           AND ev.event_id = event_attachments.event_id) AS event_exists",
+    )
+    .bind::<Array<BigInt>, _>(projects)
+    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.attachment_id.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.kind.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.content_type.clone()))
+    .bind::<Array<BigInt>, _>(sizes)
+    .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
+    .bind::<Array<Nullable<Text>>, _>(paths)
+    .load(c)?;
+    for r in inserted
+        .iter()
+        .filter(|r| r.group_id.is_none() && r.event_exists)
+    {
+        attachment::fill_group(
+            c,
+            attachment::Linked::Attachments,
+            r.project_id,
+            &r.event_id,
+        )?;
+    }
+    Ok(())
+}
