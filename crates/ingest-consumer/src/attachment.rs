@@ -8,7 +8,7 @@ use crate::stage::{emit, unavailable, Deps, Step};
 use crate::{chunk, metrics, shed};
 use bytes::Bytes;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use sluice_core::issues::project::Project;
@@ -266,16 +266,15 @@ struct Row {
     blob_path: Option<String>,
 }
 
-/// Inserts the row once, with the event's group when it has one; if the event exists without a
-/// group, re-reads its group after the commit under a share lock (see `issues::group::backfill`),
-/// so an event grouped meanwhile never leaves this attachment without its group.
+/// Inserts the row once, with the event's group when it has one; a row inserted without a group
+/// then re-reads its event's group under a share lock, in a statement of its own (see
+/// `issues::group::backfill`): the event may have been stored and grouped while the insert ran,
+/// and that back-fill could not see this row yet.
 fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
     #[derive(QueryableByName)]
     struct G {
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        event_exists: bool,
     }
     let inserted: Option<G> = diesel::sql_query(
         "INSERT INTO event_attachments \
@@ -284,7 +283,7 @@ fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
                  COALESCE($4, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar)), \
                  $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING group_id, EXISTS (SELECT 1 FROM events WHERE project_id = $1 AND event_id = $2::bpchar) AS event_exists",
+         RETURNING group_id",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(&r.event_id)
@@ -298,15 +297,7 @@ fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
     .bind::<Nullable<Text>, _>(&r.blob_path)
     .get_result(c)
     .optional()?;
-    // An event stored but not grouped yet may be grouped meanwhile; an event not stored yet is
-    // grouped only after this row is committed, and its back-fill then finds this row.
-    if matches!(
-        inserted,
-        Some(G {
-            group_id: None,
-            event_exists: true
-        })
-    ) {
+    if matches!(inserted, Some(G { group_id: None })) {
         fill_group(c, Linked::Attachments, r.project_id, &r.event_id)?;
     }
     Ok(())
@@ -326,17 +317,33 @@ pub fn fill_group(
     project_id: i64,
     event_id: &str,
 ) -> Result<(), DbError> {
+    fill_groups(c, linked, vec![project_id], vec![event_id.to_owned()])
+}
+
+/// [`fill_group`] for many events in one statement (events locked in key order).
+pub fn fill_groups(
+    c: &mut PgConnection,
+    linked: Linked,
+    project_ids: Vec<i64>,
+    event_ids: Vec<String>,
+) -> Result<(), DbError> {
+    if project_ids.is_empty() {
+        return Ok(());
+    }
     let table = match linked {
         Linked::Attachments => "event_attachments",
         Linked::Reports => "user_reports",
     };
     diesel::sql_query(format!(
         "UPDATE {table} t SET group_id = g.group_id \
-         FROM (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar FOR SHARE) g \
-         WHERE t.project_id = $1 AND t.event_id = $2::bpchar AND t.group_id IS NULL AND g.group_id IS NOT NULL"
+         FROM (SELECT ev.project_id, ev.event_id, ev.group_id FROM events ev \
+               JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
+               ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev) g \
+         WHERE t.project_id = g.project_id AND t.event_id = g.event_id \
+           AND t.group_id IS NULL AND g.group_id IS NOT NULL"
     ))
-    .bind::<BigInt, _>(project_id)
-    .bind::<Text, _>(event_id)
+    .bind::<Array<BigInt>, _>(project_ids)
+    .bind::<Array<Text>, _>(event_ids)
     .execute(c)?;
     Ok(())
 }

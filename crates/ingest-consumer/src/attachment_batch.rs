@@ -10,7 +10,7 @@ use crate::stage::{unavailable, Deps};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use futures::stream::{self, StreamExt};
 use sha1::{Digest, Sha1};
 use sluice_core::issues::project::Project;
@@ -206,8 +206,8 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     out
 }
 
-/// Inserts every row once (one statement), taking the group of an event already grouped; rows
-/// whose event exists without a group are linked as [`attachment::fill_group`] does for one.
+/// Inserts every row once (one statement), taking the group of an event already grouped; the
+/// rows inserted without one then read their event's group as [`attachment::fill_group`] does.
 fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
     #[derive(QueryableByName)]
     struct Inserted {
@@ -217,8 +217,6 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
         event_id: String,
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
-        #[diesel(sql_type = Bool)]
-        event_exists: bool,
     }
     let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
     let projects: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
@@ -233,9 +231,7 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
          SELECT p, e::bpchar, a, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar), \
                 k, n, ct, sz, sh, bp FROM input \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING project_id, event_id::text AS event_id, group_id, \
-                   EXISTS (SELECT 1 FROM events ev WHERE ev.project_id = event_attachments.project_id \
-                           AND ev.event_id = event_attachments.event_id) AS event_exists",
+         RETURNING project_id, event_id::text AS event_id, group_id",
     )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
@@ -247,16 +243,10 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
     .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
     .bind::<Array<Nullable<Text>>, _>(paths)
     .load(c)?;
-    for r in inserted
-        .iter()
-        .filter(|r| r.group_id.is_none() && r.event_exists)
-    {
-        attachment::fill_group(
-            c,
-            attachment::Linked::Attachments,
-            r.project_id,
-            &r.event_id,
-        )?;
-    }
-    Ok(())
+    let (pids, eids): (Vec<i64>, Vec<String>) = inserted
+        .into_iter()
+        .filter(|r| r.group_id.is_none())
+        .map(|r| (r.project_id, r.event_id))
+        .unzip();
+    attachment::fill_groups(c, attachment::Linked::Attachments, pids, eids)
 }
