@@ -129,6 +129,7 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     }
 
     // Objects first: a row never points at an object that is not there.
+    let started = std::time::Instant::now();
     let failed: Vec<(usize, Outcome)> = stream::iter(puts)
         .map(|(row, key, parts)| {
             let content_type = rows[row].content_type.clone();
@@ -144,6 +145,7 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
         .filter_map(|f| async move { f })
         .collect()
         .await;
+    metrics::time_step("attachments_put", started);
     let mut stored = vec![true; rows.len()];
     for (row, o) in failed {
         stored[row] = false;
@@ -160,7 +162,10 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
 
     let indexes: Vec<usize> = rows.iter().map(|r| r.index).collect();
     let saved_at: std::collections::HashSet<usize> = indexes.iter().copied().collect();
-    if let Err(e) = deps.db.run(move |c| insert(c, &rows)).await {
+    let started = std::time::Instant::now();
+    let inserted = deps.db.run(move |c| insert(c, &rows)).await;
+    metrics::time_step("attachments_insert", started);
+    if let Err(e) = inserted {
         let o = Outcome::from_db(&e);
         out.extend(indexes.into_iter().map(|i| (i, o.clone())));
         return out;
@@ -187,7 +192,10 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
             )
         })
         .collect();
-    if let Err(e) = deps.outcomes.emit_once_many(outcomes).await {
+    let started = std::time::Instant::now();
+    let emitted = deps.outcomes.emit_once_many(outcomes).await;
+    metrics::time_step("attachments_outcomes", started);
+    if let Err(e) = emitted {
         let o = unavailable(e);
         out.extend(indexes.into_iter().map(|i| (i, o.clone())));
         return out;

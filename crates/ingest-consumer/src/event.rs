@@ -317,11 +317,14 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
     })
 }
 
-/// Stores many error events in one statement, produces the occurrences of those without a group
-/// concurrently, then shims waiting reports (one query). `None` when the batch statement failed
-/// on something other than an outage: the caller then runs the events one by one, so one bad
-/// event cannot hold back the others.
-pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
+/// Connections one batch of events is inserted over, at most.
+const INSERT_PARALLELISM: usize = 2;
+/// Fewer rows than this are inserted in one statement.
+const MIN_ROWS_PER_INSERT: usize = 200;
+
+/// Inserts `items` into `events` (one statement, first write wins); returns those of them that
+/// already have a group.
+async fn insert_many(deps: &Deps, items: &[&Ready]) -> Result<Vec<(i64, String)>, DbError> {
     let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
     let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
     let data: Vec<String> = items.iter().map(|r| r.raw.clone()).collect();
@@ -332,9 +335,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
         #[diesel(sql_type = Text)]
         event_id: String,
     }
-    let (p, e) = (projects.clone(), events.clone());
-    let stored = deps
-        .db
+    deps.db
         .run(move |c| {
             diesel::sql_query(
                 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]::jsonb[]) AS t(p, e, d)), \
@@ -344,18 +345,42 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
                  JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
                  WHERE ev.group_id IS NOT NULL",
             )
-            .bind::<diesel::sql_types::Array<BigInt>, _>(p)
-            .bind::<diesel::sql_types::Array<Text>, _>(e)
+            .bind::<diesel::sql_types::Array<BigInt>, _>(projects)
+            .bind::<diesel::sql_types::Array<Text>, _>(events)
             .bind::<diesel::sql_types::Array<Text>, _>(data)
             .load::<Grouped>(c)
+            .map(|rows| rows.into_iter().map(|g| (g.project_id, g.event_id)).collect())
             .map_err(DbError::Query)
         })
-        .await;
-    let grouped: std::collections::HashSet<(i64, String)> = match stored {
-        Ok(rows) => rows
+        .await
+}
+
+/// Stores many error events in one statement, produces the occurrences of those without a group
+/// concurrently, then shims waiting reports (one query). `None` when the batch statement failed
+/// on something other than an outage: the caller then runs the events one by one, so one bad
+/// event cannot hold back the others.
+pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
+    let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
+    let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
+    let started = std::time::Instant::now();
+    // Large batches are split over a few connections: parsing the JSON into jsonb keeps one
+    // server process busy, and the parts run on different cores.
+    let part = items
+        .len()
+        .div_ceil(INSERT_PARALLELISM)
+        .max(MIN_ROWS_PER_INSERT);
+    // In key order, so a repeated event lands in one part and the parts lock rows in one order.
+    let mut sorted: Vec<&Ready> = items.iter().collect();
+    sorted.sort_by(|a, b| (a.project.id, &a.event_id).cmp(&(b.project.id, &b.event_id)));
+    let stored: Result<Vec<Vec<(i64, String)>>, DbError> =
+        futures::future::join_all(sorted.chunks(part).map(|chunk| insert_many(deps, chunk)))
+            .await
             .into_iter()
-            .map(|g| (g.project_id, g.event_id))
-            .collect(),
+            .collect();
+    let stored = stored.map(|parts| parts.into_iter().flatten().collect::<Vec<_>>());
+    metrics::time_step("events_insert", started);
+    let grouped: std::collections::HashSet<(i64, String)> = match stored {
+        Ok(rows) => rows.into_iter().collect(),
         Err(e) if e.is_dependency_wide() => {
             return Some(items.iter().map(|r| (r.index, unavailable(&e))).collect())
         }
@@ -364,6 +389,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
             return None;
         }
     };
+    let started = std::time::Instant::now();
     let produced = futures::future::join_all(items.iter().map(|r| async {
         if grouped.contains(&(r.project.id, r.event_id.clone())) {
             metrics::count("event", "already_grouped");
@@ -375,8 +401,12 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
             .unwrap_or(Outcome::Done)
     }))
     .await;
+    metrics::time_step("occurrences_produce", started);
     let mut out: Vec<(usize, Outcome)> = items.iter().map(|r| r.index).zip(produced).collect();
-    match user_report::waiting_for(deps, projects, events).await {
+    let started = std::time::Instant::now();
+    let waiting = user_report::waiting_for(deps, projects, events).await;
+    metrics::time_step("reports_lookup", started);
+    match waiting {
         Ok(waiting) => {
             for (pid, eid) in waiting {
                 let Some(pos) = items

@@ -20,3 +20,26 @@ fn results() -> &'static IntCounterVec {
 pub fn count(ty: &str, result: &str) {
     results().with_label_values(&[ty, result]).inc();
 }
+
+fn steps() -> &'static prometheus::HistogramVec {
+    static M: OnceLock<prometheus::HistogramVec> = OnceLock::new();
+    M.get_or_init(|| {
+        sluice_core::metrics::histogram_vec(
+            prometheus::HistogramOpts::new(
+                "sluice_ingest_step_seconds",
+                "Time spent in one step of a batched path, per batch.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["step"],
+        )
+    })
+}
+
+/// Times one step of a batched path (`step` is a fixed label).
+pub fn time_step(step: &str, started: std::time::Instant) {
+    steps()
+        .with_label_values(&[step])
+        .observe(started.elapsed().as_secs_f64());
+}

@@ -182,7 +182,9 @@ impl Stage for IngestStage {
 
         // Split the batch: plain error events and standalone attachments (the bulk of the
         // traffic) take the batched paths; everything else runs in lanes below.
+        let started = std::time::Instant::now();
         let (ready_events, ready_attachments, mut rest) = self.select(decoded, &chunks).await;
+        metrics::time_step("decode_and_select", started);
         // Chunks stay in memory only for the attachments saved from memory; every other chunk
         // is stored first (one statement), so everything that needs it finds it.
         let in_memory: HashSet<chunk::Key> = ready_attachments
@@ -191,8 +193,10 @@ impl Stage for IngestStage {
             .filter(|k| !rest.iter().any(|(_, m)| uses_chunks_of(m, k)))
             .collect();
         let ttl = Duration::from_secs(self.deps.settings.attachments.chunk_ttl_secs);
-        if let Err(e) = chunk::store(&self.deps.db, chunks.split_off_others(&in_memory), ttl).await
-        {
+        let started = std::time::Instant::now();
+        let stored = chunk::store(&self.deps.db, chunks.split_off_others(&in_memory), ttl).await;
+        metrics::time_step("chunks_store", started);
+        if let Err(e) = stored {
             // Nothing later in the batch may run without its chunks: the whole batch waits and
             // is retried, never dead-lettered.
             return vec![unavailable(&e); batch.len()];
