@@ -613,3 +613,119 @@ fn rmp_like_map(pairs: &[(&str, &str)]) -> Vec<u8> {
     let map: std::collections::BTreeMap<&str, &str> = pairs.iter().copied().collect();
     rmp_serde::to_vec_named(&map).unwrap_or_default()
 }
+
+/// Standalone attachments whose chunks come in the same batch are saved from memory; when the
+/// object store is down they are not lost: their chunks are stored, the batch is retried until
+/// the store is back, and then the objects, rows and one ACCEPTED outcome each are there, the
+/// chunks removed. A replay from offset 0 changes nothing and emits no second outcome.
+#[test]
+fn batched_attachments_wait_out_an_object_store_outage() -> anyhow::Result<()> {
+    let broker = Broker::start(&TOPICS)?;
+    let mut s3 = S3Server::start("sluice")?;
+    let db = migrated_db(
+        "ingest-consumer",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o');
+         INSERT INTO projects (id, organization_id, slug) VALUES (7, 1, 'hand');",
+    )?;
+    s3.stop();
+    let k = |n: u32| eid(n).into_bytes();
+    send(
+        &broker,
+        "ingest-attachments",
+        &[
+            (k(31), chunk(31, "shot", 0, b"Hello ")),
+            (k(31), chunk(31, "shot", 1, b"World!")),
+            (
+                k(31),
+                standalone(
+                    31,
+                    att("shot", "shot.txt", Some(2), None, "event.attachment"),
+                ),
+            ),
+            (
+                k(32),
+                standalone(
+                    32,
+                    att(
+                        "note",
+                        "note.txt",
+                        None,
+                        Some(b"a note"),
+                        "event.attachment",
+                    ),
+                ),
+            ),
+        ],
+    )?;
+    let (env, url) = (s3.env(), s3.url("attachments"));
+    let group = unique("ing");
+    let flags = ["--object-store-url", url.as_str()];
+    let mut ingest = stage_env("ingest-consumer", &broker, &db.url, &group, &flags, &env)?;
+
+    // While the store is down: the chunks wait in Postgres, no row, nothing committed.
+    let mut c = PgConnection::establish(&db.url)?;
+    let count = |c: &mut PgConnection, table: &str| -> Option<i64> {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<N>(c)
+            .ok()
+            .map(|r| r.n)
+    };
+    sluice_testkit::process::wait_for(
+        "the chunks of the unfinished attachment stored",
+        Duration::from_secs(30),
+        || (count(&mut c, "attachment_chunks") == Some(2)).then_some(()),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(&mut c, "event_attachments"), Some(0));
+    assert!(
+        committed_vs_high(&broker, &group, "ingest-attachments")?
+            .iter()
+            .any(|(c, h)| c < h),
+        "offsets stay behind the unfinished attachments"
+    );
+
+    s3.restart()?;
+    wait_committed_all(&broker, &group, "ingest-attachments")?;
+    let objects = Objects::from_url_with(&url, env.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = |key: String| rt.block_on(objects.get(&key));
+    assert_eq!(
+        body(format!("attachments/7/{}/shot", eid(31)))?.as_deref(),
+        Some(&b"Hello World!"[..])
+    );
+    assert_eq!(
+        body(format!("attachments/7/{}/note", eid(32)))?.as_deref(),
+        Some(&b"a note"[..])
+    );
+    assert_eq!(count(&mut c, "event_attachments"), Some(2));
+    assert_eq!(count(&mut c, "attachment_chunks"), Some(0));
+    let accepted = |broker: &Broker| -> anyhow::Result<Vec<String>> {
+        let mut ids: Vec<String> = json_values(broker, "outcomes")?
+            .iter()
+            .filter(|o| o["outcome"] == 0 && o["category"] == 4)
+            .map(|o| o["event_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    };
+    let once = vec![eid(31), eid(32)];
+    assert_eq!(accepted(&broker)?, once);
+    ingest.kill();
+
+    // Replay from offset 0: same rows, no second outcome.
+    let before = snapshot(&db.url)?;
+    let replay = unique("ing-replay");
+    let mut again = stage_env("ingest-consumer", &broker, &db.url, &replay, &flags, &env)?;
+    wait_committed_all(&broker, &replay, "ingest-attachments")?;
+    again.kill();
+    assert_eq!(snapshot(&db.url)?, before);
+    assert_eq!(accepted(&broker)?, once);
+    Ok(())
+}
