@@ -338,9 +338,9 @@ async fn insert_many(deps: &Deps, items: &[&Ready]) -> Result<Vec<(i64, String)>
     deps.db
         .run(move |c| {
             diesel::sql_query(
-                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]::jsonb[]) AS t(p, e, d)), \
+                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, d)), \
                       ins AS (INSERT INTO events (project_id, event_id, data) \
-                              SELECT p, e::bpchar, d FROM input ON CONFLICT DO NOTHING) \
+                              SELECT p, e::bpchar, d::jsonb FROM input ON CONFLICT DO NOTHING) \
                  SELECT ev.project_id, ev.event_id::text AS event_id FROM events ev \
                  JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
                  WHERE ev.group_id IS NOT NULL",

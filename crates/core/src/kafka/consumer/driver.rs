@@ -113,6 +113,7 @@ fn create_consumer(
             assigned: HashSet::new(),
             needs_repause: false,
             fatal: None,
+            commit_failed_at: None,
         }),
         drain_timeout: config.drain_timeout,
         group: config.group.clone(),
@@ -123,6 +124,8 @@ fn create_consumer(
 /// How long a full buffer may wait for the batch in flight without polling before the
 /// partitions are paused instead (well below any sensible `max.poll.interval.ms`).
 const HOLD_WITHOUT_PAUSE: Duration = Duration::from_secs(5);
+/// How often a failing offset commit is retried.
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// The in-flight batch.
 struct InFlight {
@@ -145,6 +148,8 @@ struct State {
     assigned: HashSet<Tp>,
     needs_repause: bool,
     fatal: Option<RuntimeError>,
+    /// When a commit last failed: commits are then retried once a second, not at every tick.
+    commit_failed_at: Option<Instant>,
 }
 
 impl State {
@@ -348,6 +353,7 @@ impl ConsumerContext for Ctx {
             tracing::info!(error = %e, "offset commit failed; will retry");
             if let Ok(mut st) = self.state.try_lock() {
                 st.offsets.unmark_all();
+                st.commit_failed_at = Some(Instant::now());
             }
         }
     }
@@ -490,7 +496,7 @@ impl Driver {
 
             if hold {
                 self.consumer.context().lock().wait_in_flight(poll_timeout);
-                if last_commit.elapsed() >= self.config.commit_interval {
+                if self.commit_due(last_commit) {
                     self.commit("timer", CommitMode::Async);
                     last_commit = Instant::now();
                 }
@@ -517,13 +523,27 @@ impl Driver {
                 None => {}
             }
 
-            if last_commit.elapsed() >= self.config.commit_interval {
+            if self.commit_due(last_commit) {
                 self.commit("timer", CommitMode::Async);
                 last_commit = Instant::now();
             }
         };
         self.drain();
         result
+    }
+
+    /// Whether a timed commit is due `since` the last one: at the configured interval, or once
+    /// a second while commits fail.
+    fn commit_due(&self, since: Instant) -> bool {
+        let elapsed = since.elapsed();
+        elapsed >= self.config.commit_interval
+            && (elapsed >= COMMIT_RETRY
+                || self
+                    .consumer
+                    .context()
+                    .lock()
+                    .commit_failed_at
+                    .is_none_or(|t| t.elapsed() >= COMMIT_RETRY))
     }
 
     fn commit(&self, trigger: &str, mode: CommitMode) {
@@ -540,7 +560,9 @@ impl Driver {
             Err(e) => {
                 m.commits.with_label_values(&[trigger, "error"]).inc();
                 tracing::info!(error = %e, trigger, "offset commit failed; will retry");
-                self.consumer.context().lock().offsets.unmark(&positions);
+                let mut st = self.consumer.context().lock();
+                st.offsets.unmark(&positions);
+                st.commit_failed_at = Some(Instant::now());
             }
         }
     }

@@ -112,7 +112,7 @@ pub struct RuntimeConfig {
     pub max_poll_interval: Duration,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// How often durable offsets are committed.
+    /// How often durable offsets are committed (only when a batch has completed since).
     pub commit_interval: Duration,
     /// Longest wait for in-flight work on revoke and on shutdown.
     pub drain_timeout: Duration,
@@ -144,7 +144,7 @@ impl RuntimeConfig {
             max_poll_interval: Duration::from_millis(common.max_poll_interval_ms),
             session_timeout: Duration::from_millis(common.session_timeout_ms),
             heartbeat_interval: Duration::from_millis(common.heartbeat_interval_ms),
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(30),
             prefetch_kbytes: 64 * 1024,
             per_message_attempts: 5,
