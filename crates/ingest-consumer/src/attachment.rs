@@ -114,11 +114,7 @@ pub async fn save(deps: &Deps, owner: &Owner<'_>, att: &ChunkedAttachment) -> St
             return Ok(Saved::RateLimited);
         }
     }
-    let mut sha = Sha1::new();
-    for p in &parts {
-        sha.update(p);
-    }
-    let sha1 = hex::encode(sha.finalize());
+    let sha1 = sha1_hex(&parts);
     let content_type = content_type(att);
     let blob_path = if size > 0 {
         let key = deps
@@ -253,21 +249,31 @@ async fn exists(deps: &Deps, project_id: u64, event_id: &str, attachment_id: &st
         .map_err(|e| Outcome::from_db(&e))
 }
 
-struct Row {
-    project_id: i64,
-    event_id: String,
-    attachment_id: String,
-    group_id: Option<i64>,
-    kind: String,
-    name: String,
-    content_type: String,
-    size: i64,
-    sha1: String,
-    blob_path: Option<String>,
+/// The hex sha1 of a body given as parts.
+pub fn sha1_hex(parts: &[Bytes]) -> String {
+    let mut sha = Sha1::new();
+    for p in parts {
+        sha.update(p);
+    }
+    hex::encode(sha.finalize())
 }
 
-/// Inserts the row once, with the event's group when it has one; a row inserted without a group
-/// then re-reads its event's group under a share lock, in a statement of its own (see
+/// An `event_attachments` row.
+pub struct Row {
+    pub project_id: i64,
+    pub event_id: String,
+    pub attachment_id: String,
+    pub group_id: Option<i64>,
+    pub kind: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha1: String,
+    pub blob_path: Option<String>,
+}
+
+/// Inserts the row once, with the event's group when it has one; a row without a group then
+/// re-reads its event's group under a share lock, after the insert is committed (see
 /// `issues::group::backfill`): the event may have been stored and grouped while the insert ran,
 /// and that back-fill could not see this row yet.
 fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
@@ -297,7 +303,9 @@ fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
     .bind::<Nullable<Text>, _>(&r.blob_path)
     .get_result(c)
     .optional()?;
-    if matches!(inserted, Some(G { group_id: None })) {
+    // Also when the row was already there: an earlier attempt may have stored it and then
+    // failed before linking it.
+    if !matches!(inserted, Some(G { group_id: Some(_) })) {
         fill_group(c, Linked::Attachments, r.project_id, &r.event_id)?;
     }
     Ok(())
@@ -320,7 +328,9 @@ pub fn fill_group(
     fill_groups(c, linked, vec![project_id], vec![event_id.to_owned()])
 }
 
-/// [`fill_group`] for many events in one statement (events locked in key order).
+/// [`fill_group`] for many events: one transaction that first takes a share lock on every event
+/// in key order (as the grouping back-fill locks them before it touches attachments and reports,
+/// so the two cannot wait on each other), then sets the groups in one statement.
 pub fn fill_groups(
     c: &mut PgConnection,
     linked: Linked,
@@ -330,22 +340,50 @@ pub fn fill_groups(
     if project_ids.is_empty() {
         return Ok(());
     }
+    #[derive(QueryableByName)]
+    struct Event {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+    }
     let table = match linked {
         Linked::Attachments => "event_attachments",
         Linked::Reports => "user_reports",
     };
-    diesel::sql_query(format!(
-        "UPDATE {table} t SET group_id = g.group_id \
-         FROM (SELECT ev.project_id, ev.event_id, ev.group_id FROM events ev \
-               JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
-               ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev) g \
-         WHERE t.project_id = g.project_id AND t.event_id = g.event_id \
-           AND t.group_id IS NULL AND g.group_id IS NOT NULL"
-    ))
-    .bind::<Array<BigInt>, _>(project_ids)
-    .bind::<Array<Text>, _>(event_ids)
-    .execute(c)?;
-    Ok(())
+    c.transaction(|c| {
+        let events: Vec<Event> = diesel::sql_query(
+            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
+             JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
+             ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev",
+        )
+        .bind::<Array<BigInt>, _>(project_ids)
+        .bind::<Array<Text>, _>(event_ids)
+        .load(c)?;
+        let (mut pids, mut eids, mut gids) = (Vec::new(), Vec::new(), Vec::new());
+        for e in events {
+            if let Some(g) = e.group_id {
+                pids.push(e.project_id);
+                eids.push(e.event_id);
+                gids.push(g);
+            }
+        }
+        if pids.is_empty() {
+            return Ok(());
+        }
+        diesel::sql_query(format!(
+            "UPDATE {table} t SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
+             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL"
+        ))
+        .bind::<Array<BigInt>, _>(pids)
+        .bind::<Array<Text>, _>(eids)
+        .bind::<Array<BigInt>, _>(gids)
+        .execute(c)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

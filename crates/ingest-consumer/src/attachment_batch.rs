@@ -4,7 +4,7 @@
 //! and one record of the outcomes sent, and one chunk cleanup. The rules are those of
 //! [`attachment::save`], which takes every other case one message at a time.
 
-use crate::attachment::{self, Owner, STANDALONE_TYPES};
+use crate::attachment::{self, Owner, Row, STANDALONE_TYPES};
 use crate::chunk::{self, InBatch, Key};
 use crate::stage::{unavailable, Deps};
 use crate::{metrics, shed};
@@ -12,7 +12,6 @@ use bytes::Bytes;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use futures::stream::{self, StreamExt};
-use sha1::{Digest, Sha1};
 use sluice_core::issues::project::Project;
 use sluice_core::kafka::consumer::Outcome;
 use sluice_core::messages::enums::Outcome as O;
@@ -68,20 +67,6 @@ pub fn ready(
     })
 }
 
-/// A row ready to insert.
-struct Row {
-    index: usize,
-    project_id: i64,
-    event_id: String,
-    attachment_id: String,
-    kind: String,
-    name: String,
-    content_type: String,
-    size: i64,
-    sha1: String,
-    blob_path: Option<String>,
-}
-
 /// Saves `items`; returns each one's outcome by batch position.
 pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(items.len());
@@ -89,10 +74,6 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     let mut puts = Vec::new();
     for r in &items {
         let size: usize = r.parts.iter().map(Bytes::len).sum();
-        let mut sha = Sha1::new();
-        for p in &r.parts {
-            sha.update(p);
-        }
         let content_type = attachment::content_type(&r.att);
         let blob_path = if size > 0 {
             match deps
@@ -114,25 +95,28 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
         } else {
             None
         };
-        rows.push(Row {
-            index: r.index,
-            project_id: r.project.id,
-            event_id: r.event_id.clone(),
-            attachment_id: r.att.id.clone(),
-            kind: r.att.attachment_type.clone(),
-            name: r.att.name.clone(),
-            content_type,
-            size: size as i64,
-            sha1: hex::encode(sha.finalize()),
-            blob_path,
-        });
+        rows.push((
+            r.index,
+            Row {
+                project_id: r.project.id,
+                event_id: r.event_id.clone(),
+                attachment_id: r.att.id.clone(),
+                group_id: None,
+                kind: r.att.attachment_type.clone(),
+                name: r.att.name.clone(),
+                content_type,
+                size: size as i64,
+                sha1: attachment::sha1_hex(&r.parts),
+                blob_path,
+            },
+        ));
     }
 
     // Objects first: a row never points at an object that is not there.
     let started = std::time::Instant::now();
     let failed: Vec<(usize, Outcome)> = stream::iter(puts)
         .map(|(row, key, parts)| {
-            let content_type = rows[row].content_type.clone();
+            let content_type = rows[row].1.content_type.clone();
             async move {
                 deps.objects
                     .put_parts(&key, parts, Some(&content_type))
@@ -149,18 +133,17 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     let mut stored = vec![true; rows.len()];
     for (row, o) in failed {
         stored[row] = false;
-        out.push((rows[row].index, o));
+        out.push((rows[row].0, o));
     }
-    let rows: Vec<Row> = rows
+    let (indexes, rows): (Vec<usize>, Vec<Row>) = rows
         .into_iter()
         .zip(stored)
         .filter_map(|(r, ok)| ok.then_some(r))
-        .collect();
+        .unzip();
     if rows.is_empty() {
         return out;
     }
 
-    let indexes: Vec<usize> = rows.iter().map(|r| r.index).collect();
     let saved_at: std::collections::HashSet<usize> = indexes.iter().copied().collect();
     let started = std::time::Instant::now();
     let inserted = deps.db.run(move |c| insert(c, &rows)).await;
@@ -215,7 +198,7 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
 }
 
 /// Inserts every row once (one statement), taking the group of an event already grouped; the
-/// rows inserted without one then read their event's group as [`attachment::fill_group`] does.
+/// rows without one then read their event's group as [`attachment::fill_group`] does.
 fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
     #[derive(QueryableByName)]
     struct Inserted {
@@ -223,6 +206,8 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
         project_id: i64,
         #[diesel(sql_type = Text)]
         event_id: String,
+        #[diesel(sql_type = Text)]
+        attachment_id: String,
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
     }
@@ -239,7 +224,7 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
          SELECT p, e::bpchar, a, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar), \
                 k, n, ct, sz, sh, bp FROM input \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING project_id, event_id::text AS event_id, group_id",
+         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id",
     )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
@@ -251,10 +236,20 @@ fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
     .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
     .bind::<Array<Nullable<Text>>, _>(paths)
     .load(c)?;
-    let (pids, eids): (Vec<i64>, Vec<String>) = inserted
+    // Every event of the batch whose row did not come out grouped, including rows that were
+    // already there (an earlier attempt may have stored them and failed before linking them).
+    let grouped: std::collections::HashSet<(i64, String, String)> = inserted
         .into_iter()
-        .filter(|r| r.group_id.is_none())
-        .map(|r| (r.project_id, r.event_id))
-        .unzip();
+        .filter(|r| r.group_id.is_some())
+        .map(|r| (r.project_id, r.event_id, r.attachment_id))
+        .collect();
+    let mut keys: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| !grouped.contains(&(r.project_id, r.event_id.clone(), r.attachment_id.clone())))
+        .map(|r| (r.project_id, r.event_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let (pids, eids) = keys.into_iter().unzip();
     attachment::fill_groups(c, attachment::Linked::Attachments, pids, eids)
 }

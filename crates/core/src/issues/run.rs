@@ -635,6 +635,17 @@ fn backfill(
     };
     if !earlier.is_empty() {
         let (pids, eids, gids) = columns(earlier);
+        // Lock the events in key order first (an UPDATE locks in plan order): writers that link
+        // attachments or reports take share locks on events in the same order, so neither side
+        // can hold one event while waiting for another the other side holds.
+        diesel::sql_query(
+            "SELECT 1 FROM events e JOIN unnest($1::bigint[], $2::bpchar[]) AS u(p, e) \
+             ON e.project_id = u.p AND e.event_id = u.e \
+             ORDER BY e.project_id, e.event_id FOR NO KEY UPDATE OF e",
+        )
+        .bind::<Array<BigInt>, _>(&pids)
+        .bind::<Array<Bpchar>, _>(&eids)
+        .execute(conn)?;
         diesel::sql_query(
             "UPDATE events e SET group_id = u.g \
              FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g) \
