@@ -223,6 +223,14 @@ async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Lets the previous phase's writes reach the disk (a Postgres checkpoint, then the kernel's
+/// writeback), so they do not slow down the next measured phase.
+fn settle(url: &str) -> anyhow::Result<()> {
+    diesel::sql_query("CHECKPOINT").execute(&mut PgConnection::establish(url)?)?;
+    let _ = std::process::Command::new("sync").status();
+    Ok(())
+}
+
 /// Baseline for attachments: `n` raw PUTs of the same 10 KB bodies under `prefix`, 32 at a time
 /// (the consumer's concurrency).
 async fn raw_puts(s3: &S3Server, prefix: &str, n: u32) -> anyhow::Result<Duration> {
@@ -288,12 +296,11 @@ async fn main() -> anyhow::Result<()> {
         "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM events",
     )?;
     let base_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_base", SETUP)?;
+    settle(&url)?;
     let events_base = events_baseline(&args, &base_url).await?;
 
-    // Attachments. First let the events phase's writes reach the disk (a checkpoint, then the
-    // kernel's writeback), so they do not slow down this phase's file creation.
-    diesel::sql_query("CHECKPOINT").execute(&mut PgConnection::establish(&url)?)?;
-    let _ = std::process::Command::new("sync").status();
+    // Attachments, once the events phase's writes are on disk.
+    settle(&url)?;
     let s3 = S3Server::start("bench")?;
     // A fresh s3s-fs is several times slower on its first thousands of PUTs: warm it up, then
     // take the baseline before and after the consumer's run and use the mean.
