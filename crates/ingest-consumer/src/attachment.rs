@@ -147,7 +147,7 @@ pub async fn save(deps: &Deps, owner: &Owner<'_>, att: &ChunkedAttachment) -> St
         blob_path,
     };
     deps.db
-        .run(move |c| insert(c, &row))
+        .run(move |c| insert(c, std::slice::from_ref(&row)))
         .await
         .map_err(|e| Outcome::from_db(&e))?;
     emit(
@@ -272,43 +272,66 @@ pub struct Row {
     pub blob_path: Option<String>,
 }
 
-/// Inserts the row once, with the event's group when it has one; a row without a group then
-/// re-reads its event's group under a share lock, after the insert is committed (see
-/// `issues::group::backfill`): the event may have been stored and grouped while the insert ran,
-/// and that back-fill could not see this row yet.
-fn insert(c: &mut PgConnection, r: &Row) -> Result<(), DbError> {
+/// Inserts each row once (one statement), with its own group, else its event's group when the
+/// event has one. Rows left without a group then re-read their event's group under a share lock,
+/// after the insert is committed (see `issues::group::backfill`): the event may have been stored
+/// and grouped while the insert ran, and that back-fill could not see these rows yet. That
+/// includes rows that were already there: an earlier attempt may have stored them and then
+/// failed before linking them.
+pub fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
     #[derive(QueryableByName)]
-    struct G {
+    struct Inserted {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Text)]
+        attachment_id: String,
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
     }
-    let inserted: Option<G> = diesel::sql_query(
-        "INSERT INTO event_attachments \
+    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let projects: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
+    let groups: Vec<Option<i64>> = rows.iter().map(|r| r.group_id).collect();
+    let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
+    let paths: Vec<Option<String>> = rows.iter().map(|r| r.blob_path.clone()).collect();
+    let inserted: Vec<Inserted> = diesel::sql_query(
+        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+                         $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[]) \
+                         AS t(p, e, a, g, k, n, ct, sz, sh, bp)) \
+         INSERT INTO event_attachments \
            (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path) \
-         VALUES ($1, $2::bpchar, $3, \
-                 COALESCE($4, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar)), \
-                 $5, $6, $7, $8, $9, $10) \
+         SELECT p, e::bpchar, a, \
+                COALESCE(g, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar)), \
+                k, n, ct, sz, sh, bp FROM input \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING group_id",
+         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id",
     )
-    .bind::<BigInt, _>(r.project_id)
-    .bind::<Text, _>(&r.event_id)
-    .bind::<Text, _>(&r.attachment_id)
-    .bind::<Nullable<BigInt>, _>(r.group_id)
-    .bind::<Text, _>(&r.kind)
-    .bind::<Text, _>(&r.name)
-    .bind::<Text, _>(&r.content_type)
-    .bind::<BigInt, _>(r.size)
-    .bind::<Text, _>(&r.sha1)
-    .bind::<Nullable<Text>, _>(&r.blob_path)
-    .get_result(c)
-    .optional()?;
-    // Also when the row was already there: an earlier attempt may have stored it and then
-    // failed before linking it.
-    if !matches!(inserted, Some(G { group_id: Some(_) })) {
-        fill_group(c, Linked::Attachments, r.project_id, &r.event_id)?;
-    }
-    Ok(())
+    .bind::<Array<BigInt>, _>(projects)
+    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.attachment_id.clone()))
+    .bind::<Array<Nullable<BigInt>>, _>(groups)
+    .bind::<Array<Text>, _>(col(|r| r.kind.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.content_type.clone()))
+    .bind::<Array<BigInt>, _>(sizes)
+    .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
+    .bind::<Array<Nullable<Text>>, _>(paths)
+    .load(c)?;
+    let grouped: std::collections::HashSet<(i64, String, String)> = inserted
+        .into_iter()
+        .filter(|r| r.group_id.is_some())
+        .map(|r| (r.project_id, r.event_id, r.attachment_id))
+        .collect();
+    let mut keys: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| !grouped.contains(&(r.project_id, r.event_id.clone(), r.attachment_id.clone())))
+        .map(|r| (r.project_id, r.event_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let (pids, eids) = keys.into_iter().unzip();
+    fill_groups(c, Linked::Attachments, pids, eids)
 }
 
 /// Rows that belong to an event and take its group.

@@ -9,14 +9,11 @@ use crate::chunk::{self, InBatch, Key};
 use crate::stage::{unavailable, Deps};
 use crate::{metrics, shed};
 use bytes::Bytes;
-use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use futures::stream::{self, StreamExt};
 use sluice_core::issues::project::Project;
 use sluice_core::kafka::consumer::Outcome;
 use sluice_core::messages::enums::Outcome as O;
 use sluice_core::messages::{AttachmentMessage, ChunkedAttachment, DlqReason, Rejection};
-use sluice_core::storage::DbError;
 
 /// Object writes in flight at once.
 const PUT_CONCURRENCY: usize = 32;
@@ -30,6 +27,13 @@ pub struct Ready {
     parts: Vec<Bytes>,
     /// Set when the body came from chunks (they are removed once the attachment is saved).
     pub chunk_key: Option<Key>,
+}
+
+impl Ready {
+    /// The body's size in bytes.
+    fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
 }
 
 /// Whether `m` can take the bulk path: everything [`attachment::process_individual`] would do
@@ -73,7 +77,7 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     let mut rows = Vec::with_capacity(items.len());
     let mut puts = Vec::new();
     for r in &items {
-        let size: usize = r.parts.iter().map(Bytes::len).sum();
+        let size = r.size();
         let content_type = attachment::content_type(&r.att);
         let blob_path = if size > 0 {
             match deps
@@ -146,7 +150,7 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
 
     let saved_at: std::collections::HashSet<usize> = indexes.iter().copied().collect();
     let started = std::time::Instant::now();
-    let inserted = deps.db.run(move |c| insert(c, &rows)).await;
+    let inserted = deps.db.run(move |c| attachment::insert(c, &rows)).await;
     metrics::time_step("attachments_insert", started);
     if let Err(e) = inserted {
         let o = Outcome::from_db(&e);
@@ -168,10 +172,9 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
                 start_time: None,
                 key_id: None,
             };
-            let size: u64 = r.parts.iter().map(|p| p.len() as u64).sum();
             (
                 attachment::outcome_key(r.project.id as u64, &r.event_id, &r.att.id),
-                attachment::outcome(&owner, O::Accepted, size.max(1)),
+                attachment::outcome(&owner, O::Accepted, r.size().max(1)),
             )
         })
         .collect();
@@ -195,61 +198,4 @@ pub async fn process(deps: &Deps, items: Vec<Ready>) -> Vec<(usize, Outcome)> {
     }
     out.extend(indexes.into_iter().map(|i| (i, Outcome::Done)));
     out
-}
-
-/// Inserts every row once (one statement), taking the group of an event already grouped; the
-/// rows without one then read their event's group as [`attachment::fill_group`] does.
-fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
-    #[derive(QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        event_id: String,
-        #[diesel(sql_type = Text)]
-        attachment_id: String,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        group_id: Option<i64>,
-    }
-    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    let projects: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
-    let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
-    let paths: Vec<Option<String>> = rows.iter().map(|r| r.blob_path.clone()).collect();
-    let inserted: Vec<Inserted> = diesel::sql_query(
-        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                         $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
-                         AS t(p, e, a, k, n, ct, sz, sh, bp)) \
-         INSERT INTO event_attachments \
-           (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path) \
-         SELECT p, e::bpchar, a, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar), \
-                k, n, ct, sz, sh, bp FROM input \
-         ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id",
-    )
-    .bind::<Array<BigInt>, _>(projects)
-    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.attachment_id.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.kind.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.content_type.clone()))
-    .bind::<Array<BigInt>, _>(sizes)
-    .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
-    .bind::<Array<Nullable<Text>>, _>(paths)
-    .load(c)?;
-    // Every event of the batch whose row did not come out grouped, including rows that were
-    // already there (an earlier attempt may have stored them and failed before linking them).
-    let grouped: std::collections::HashSet<(i64, String, String)> = inserted
-        .into_iter()
-        .filter(|r| r.group_id.is_some())
-        .map(|r| (r.project_id, r.event_id, r.attachment_id))
-        .collect();
-    let mut keys: Vec<(i64, String)> = rows
-        .iter()
-        .filter(|r| !grouped.contains(&(r.project_id, r.event_id.clone(), r.attachment_id.clone())))
-        .map(|r| (r.project_id, r.event_id.clone()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let (pids, eids) = keys.into_iter().unzip();
-    attachment::fill_groups(c, attachment::Linked::Attachments, pids, eids)
 }

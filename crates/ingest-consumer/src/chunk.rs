@@ -153,17 +153,10 @@ pub async fn delete(
     event_id: &str,
     attachment_id: &str,
 ) -> Result<(), DbError> {
-    let (e, a) = (event_id.to_owned(), attachment_id.to_owned());
-    db.run(move |c| {
-        diesel::sql_query(
-            "DELETE FROM attachment_chunks WHERE project_id = $1 AND event_id = $2::bpchar AND attachment_id = $3",
-        )
-        .bind::<BigInt, _>(project_id as i64)
-        .bind::<Text, _>(e)
-        .bind::<Text, _>(a)
-        .execute(c)?;
-        Ok(())
-    })
+    delete_many(
+        db,
+        vec![(project_id, event_id.to_owned(), attachment_id.to_owned())],
+    )
     .await
 }
 

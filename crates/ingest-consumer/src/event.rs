@@ -355,9 +355,9 @@ async fn insert_many(deps: &Deps, items: &[&Ready]) -> Result<Vec<(i64, String)>
         .await
 }
 
-/// Stores many error events in one statement, produces the occurrences of those without a group
-/// concurrently, then shims waiting reports (one query). `None` when the batch statement failed
-/// on something other than an outage: the caller then runs the events one by one, so one bad
+/// Stores many error events (a statement per part, the parts concurrently), produces the
+/// occurrences of those without a group concurrently, then shims waiting reports (one query).
+/// `None` when an insert failed on something other than an outage: the caller then runs the events one by one, so one bad
 /// event cannot hold back the others.
 pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
     let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
