@@ -1,4 +1,4 @@
-//! The command line every binary shares (design §6): every flag has an environment variable and
+//! The command line every binary shares: every flag has an environment variable and
 //! is accepted before or after the subcommand. Per-binary defaults (metrics address, consumer
 //! group) are filled in by [`parse`].
 

@@ -1,4 +1,4 @@
-//! Global settings (design §4): one TOML file given by `--config`, overridden by environment
+//! Global settings: one TOML file given by `--config`, overridden by environment
 //! variables `SLUICE_<SECTION>__<KEY>` (e.g. `SLUICE_FEEDBACK__MESSAGE_MAX_SIZE=8192`). Defaults
 //! make a fresh install fully functional: nothing is shed, limited or dropped unless configured.
 //! Unknown keys are start-up errors, so a typo never silently falls back to a default.

@@ -1,4 +1,4 @@
-//! Liveness and readiness (design §6), served with `/metrics` on `--metrics-addr`.
+//! Liveness and readiness, served with `/metrics` on `--metrics-addr`.
 //! Live = the process's loops make progress. Ready = dependencies reachable and not shutting
 //! down (never "has partitions", so replicas beyond the partition count stay ready).
 

@@ -1,4 +1,4 @@
-//! Deterministic identifiers (design §6): every id the pipeline derives is a uuid5 in one fixed
+//! Deterministic identifiers: every id the pipeline derives is a uuid5 in one fixed
 //! namespace, so replaying a topic derives the same ids and dedupes by them. Ids are rendered as
 //! 32 lowercase hex characters without hyphens, like Sentry's event ids.
 

@@ -84,3 +84,43 @@ pub fn histogram_vec(opts: prometheus::HistogramOpts, labels: &[&str]) -> promet
         }
     }
 }
+
+pub use prometheus as prom;
+
+/// Declares a function that returns a process-wide counter vector, registered on first use:
+/// `counter_vec!(fn results = "sluice_x_total", "What it counts.", ["result"]);`
+/// Every stage declares its metrics this way.
+#[macro_export]
+macro_rules! counter_vec {
+    ($(#[$meta:meta])* $vis:vis fn $fn:ident = $name:literal, $help:literal, [$($label:literal),* $(,)?]) => {
+        $(#[$meta])*
+        $vis fn $fn() -> &'static $crate::metrics::prom::IntCounterVec {
+            static M: ::std::sync::OnceLock<$crate::metrics::prom::IntCounterVec> =
+                ::std::sync::OnceLock::new();
+            M.get_or_init(|| {
+                $crate::metrics::counter_vec(
+                    $crate::metrics::prom::Opts::new($name, $help),
+                    &[$($label),*],
+                )
+            })
+        }
+    };
+}
+
+/// Like [`counter_vec!`], for a histogram vector with the given bucket bounds (seconds).
+#[macro_export]
+macro_rules! histogram_vec {
+    ($(#[$meta:meta])* $vis:vis fn $fn:ident = $name:literal, $help:literal, [$($label:literal),* $(,)?], $buckets:expr) => {
+        $(#[$meta])*
+        $vis fn $fn() -> &'static $crate::metrics::prom::HistogramVec {
+            static M: ::std::sync::OnceLock<$crate::metrics::prom::HistogramVec> =
+                ::std::sync::OnceLock::new();
+            M.get_or_init(|| {
+                $crate::metrics::histogram_vec(
+                    $crate::metrics::prom::HistogramOpts::new($name, $help).buckets($buckets),
+                    &[$($label),*],
+                )
+            })
+        }
+    };
+}

@@ -1,4 +1,4 @@
-//! Attachment storage (design §4): `s3://bucket/prefix` (any S3 server; credentials, endpoint and
+//! Attachment storage: `s3://bucket/prefix` (any S3 server; credentials, endpoint and
 //! `AWS_ALLOW_HTTP` from object_store's `AWS_*` variables) or `file:///dir`. Keys are built from
 //! ids only: `<prefix>/<project_id>/<event_id>/<attachment_id>`; user-supplied names never appear.
 

@@ -1,4 +1,4 @@
-//! Outcomes (design §3): produced and acknowledged before the input offset is committed, and
+//! Outcomes: produced and acknowledged before the input offset is committed, and
 //! only when the effect was newly applied. Each outcome has a natural key recorded in
 //! `emitted_outcomes` after the broker acknowledged it, so a replay does not bill twice. (A crash
 //! between the acknowledgement and the record can repeat one outcome; nothing is ever lost.)
@@ -6,9 +6,7 @@
 use crate::kafka::producer::{ProduceError, Producer};
 use crate::messages::enums::Outcome;
 use crate::messages::OutcomeMessage;
-use crate::storage::{Db, DbError};
-use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use crate::storage::{self, Db, DbError};
 
 /// Where outcomes go.
 #[derive(Clone)]
@@ -73,23 +71,7 @@ impl Outcomes {
         let lookup: Vec<String> = wanted.iter().map(|(k, _)| k.clone()).collect();
         let seen = self
             .db
-            .run(move |c| {
-                #[derive(QueryableByName)]
-                struct Key {
-                    #[diesel(sql_type = Text)]
-                    key: String,
-                }
-                let found =
-                    diesel::sql_query("SELECT key FROM emitted_outcomes WHERE key = ANY($1)")
-                        .bind::<Array<Text>, _>(&lookup)
-                        .load::<Key>(c)?;
-                Ok::<_, DbError>(
-                    found
-                        .into_iter()
-                        .map(|k| k.key)
-                        .collect::<std::collections::HashSet<_>>(),
-                )
-            })
+            .run(move |c| Ok::<_, DbError>(storage::outcomes::emitted(c, &lookup)?))
             .await?;
         wanted.retain(|(k, _)| !seen.contains(k));
         if wanted.is_empty() {
@@ -118,14 +100,7 @@ impl Outcomes {
         let emitted = acked.len();
         if !acked.is_empty() {
             self.db
-                .run(move |c| {
-                    diesel::sql_query(
-                        "INSERT INTO emitted_outcomes (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-                    )
-                    .bind::<Array<Text>, _>(&acked)
-                    .execute(c)?;
-                    Ok::<_, DbError>(())
-                })
+                .run(move |c| Ok::<_, DbError>(storage::outcomes::record(c, &acked)?))
                 .await?;
         }
         match first_error {

@@ -1,4 +1,4 @@
-//! Issue-platform processing against a real PostgreSQL (reference §6.7–§6.10 scenarios that apply).
+//! Issue-platform processing against a real PostgreSQL.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;

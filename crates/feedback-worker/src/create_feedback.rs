@@ -1,5 +1,5 @@
-//! `create_feedback_issue` (reference §3.5, design §5): filters, evidence, the event fixed for
-//! the issue platform, and the occurrence, one issue per feedback with the uuid5 ids of design §6.
+//! `create_feedback_issue`: filters, evidence, the event fixed for
+//! the issue platform, and the occurrence, one issue per feedback with the uuid5 ids of `sluice_core::ids`.
 
 use serde_json::{json, Map, Value};
 use sluice_core::ids;
@@ -190,7 +190,7 @@ pub fn build(
     })
 }
 
-/// Sentry's `fix_for_issue_platform` (reference §3.5 steps 10–11): the input event with
+/// Sentry's `fix_for_issue_platform`: the input event with
 /// defaults, the replay context, the user cleaned up (email falls back to the contact email),
 /// tags as an object with `user.email` and `trace.id`, and the message as `logentry`.
 pub fn fix_for_issue_platform(

@@ -5,36 +5,28 @@
 use crate::create_feedback::{self, Filtered};
 use crate::spam::{self, Mode};
 use futures::future::join_all;
-use prometheus::{IntCounterVec, Opts};
 use serde_json::Value;
 use sluice_core::config::Settings;
 use sluice_core::ids;
 use sluice_core::issues::{payload, project};
-use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
+use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
 use sluice_core::kafka::producer::Producer;
 use sluice_core::messages::enums::{
-    data_category, group_status, group_substatus, FeedbackSource, Outcome as O,
+    data_category, group_status, group_substatus, FeedbackSource, Outcome,
 };
 use sluice_core::messages::{
     DlqReason, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage, Timestamp,
 };
 use sluice_core::outcomes::Outcomes;
-use sluice_core::storage::{Db, DbError};
-use std::sync::{Arc, OnceLock};
+use sluice_core::storage::{user_reports, Db, DbError};
+use std::sync::Arc;
 use std::time::Duration;
 
-fn results() -> &'static IntCounterVec {
-    static M: OnceLock<IntCounterVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::counter_vec(
-            Opts::new(
-                "sluice_feedback_total",
-                "Feedback handled, by result (produced, spam, filtered_*, unknown_project).",
-            ),
-            &["result"],
-        )
-    })
-}
+sluice_core::counter_vec!(
+    fn results = "sluice_feedback_total",
+    "Feedback handled, by result (produced, spam, filtered_*, unknown_project).",
+    ["result"]
+);
 
 /// The stage.
 pub struct FeedbackStage {
@@ -47,12 +39,12 @@ pub struct FeedbackStage {
     pub projects: project::Shared,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Unavailable(e.to_string())
+fn unavailable(e: impl std::fmt::Display) -> Verdict {
+    Verdict::Unavailable(e.to_string())
 }
 
 impl FeedbackStage {
-    async fn one(&self, msg: &Msg) -> Outcome {
+    async fn one(&self, msg: &Msg) -> Verdict {
         let event = match IngestMessage::decode(msg.payload()) {
             Ok(IngestMessage::Event(e)) => e,
             Ok(other) => {
@@ -60,20 +52,20 @@ impl FeedbackStage {
                     "{} messages do not belong on the feedback topic",
                     other.type_name()
                 );
-                return Outcome::Reject(Rejection::new(DlqReason::UnsupportedType, detail));
+                return Verdict::Reject(Rejection::new(DlqReason::UnsupportedType, detail));
             }
-            Err(r) => return Outcome::Reject(r),
+            Err(r) => return Verdict::Reject(r),
         };
         let body: Value = match serde_json::from_slice(&event.payload) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
-                return Outcome::Reject(Rejection::new(
+                return Verdict::Reject(Rejection::new(
                     DlqReason::InvalidEvent,
                     "payload is not a JSON object",
                 ))
             }
             Err(e) => {
-                return Outcome::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
+                return Verdict::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
             }
         };
         let source = msg
@@ -86,12 +78,12 @@ impl FeedbackStage {
             Ok(Some(p)) => p,
             Ok(None) => {
                 results().with_label_values(&["unknown_project"]).inc();
-                return Outcome::Done;
+                return Verdict::Done;
             }
             Err(e) => return unavailable(e),
         };
         let event_id = create_feedback::event_id(&body, &event.payload);
-        let outcome_base = |o: O| {
+        let outcome_base = |o: Outcome| {
             let mut m = OutcomeMessage::new(
                 proj.organization_id as u64,
                 pid,
@@ -106,7 +98,7 @@ impl FeedbackStage {
             Ok(m) => m.to_owned(),
             Err(f) => {
                 return self
-                    .filtered(f, outcome_base(O::Invalid), pid, &event_id)
+                    .filtered(f, outcome_base(Outcome::Invalid), pid, &event_id)
                     .await
             }
         };
@@ -141,7 +133,7 @@ impl FeedbackStage {
             event.start_time,
         ) {
             Ok(b) => b,
-            Err(r) => return Outcome::Reject(r),
+            Err(r) => return Verdict::Reject(r),
         };
         let occurrence_id = built.occurrence_id.clone();
         if let Some(o) = self
@@ -168,7 +160,7 @@ impl FeedbackStage {
         {
             return unavailable(e);
         }
-        let mut accepted = outcome_base(O::Accepted);
+        let mut accepted = outcome_base(Outcome::Accepted);
         accepted.timestamp = built.detection_time;
         if let Err(e) = self
             .outcomes
@@ -184,7 +176,7 @@ impl FeedbackStage {
                 "produced"
             }])
             .inc();
-        Outcome::Done
+        Verdict::Done
     }
 
     /// Builds and produces one issue-platform message; `Some(outcome)` when that failed.
@@ -193,11 +185,11 @@ impl FeedbackStage {
         payload_type: &str,
         occurrence: Option<sluice_core::messages::OccurrenceMessage>,
         status_change: Option<StatusChangeMessage>,
-    ) -> Option<Outcome> {
+    ) -> Option<Verdict> {
         let record = match payload::build(payload_type, occurrence, status_change, None) {
             Ok(r) => r,
             Err(e) => {
-                return Some(Outcome::Reject(Rejection::new(
+                return Some(Verdict::Reject(Rejection::new(
                     DlqReason::InvalidEvent,
                     e.to_string(),
                 )))
@@ -216,7 +208,7 @@ impl FeedbackStage {
         mut outcome: OutcomeMessage,
         project_id: u64,
         event_id: &str,
-    ) -> Outcome {
+    ) -> Verdict {
         results()
             .with_label_values(&[&format!("filtered_{}", f.label())])
             .inc();
@@ -230,7 +222,7 @@ impl FeedbackStage {
             )
             .await
         {
-            Ok(_) => Outcome::Done,
+            Ok(_) => Verdict::Done,
             Err(e) => unavailable(e),
         }
     }
@@ -271,27 +263,21 @@ impl FeedbackStage {
         );
         self.db
             .run(move |c| {
-                use diesel::prelude::*;
-                use diesel::sql_types::{BigInt, Text};
-                diesel::sql_query(
-                    "INSERT INTO user_reports (project_id, event_id, name, email, comments, feedback_event_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, event_id) DO NOTHING",
-                )
-                .bind::<BigInt, _>(project_id as i64)
-                .bind::<Text, _>(associated)
-                .bind::<Text, _>(name)
-                .bind::<Text, _>(email)
-                .bind::<Text, _>(comments)
-                .bind::<Text, _>(fb)
-                .execute(c)?;
-                Ok::<_, DbError>(())
+                let report = user_reports::Report {
+                    project_id: project_id as i64,
+                    event_id: &associated,
+                    name: &name,
+                    email: &email,
+                    comments: &comments,
+                };
+                Ok(user_reports::insert_shimmed(c, &report, &fb)?)
             })
             .await
     }
 }
 
 impl Stage for FeedbackStage {
-    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         join_all(batch.iter().map(|m| self.one(m))).await
     }
 }

@@ -1,30 +1,37 @@
-//! Attachments (reference §2.6–§2.7): standalone attachment messages, and the attachments an
-//! event lists. The body comes from the stored chunks, inline `data`, or is empty; a non-empty
-//! body is stored raw in object storage under a key built from ids only; the row is inserted once
-//! per (project, event, attachment id); ACCEPTED / INVALID `missing_chunks` / RATE_LIMITED
-//! outcomes are emitted once per attachment.
+//! Attachments: standalone attachment messages and the attachments an event lists, saved by one
+//! path ([`save`]) whether one attachment or a whole batch of them. The body comes from the
+//! chunks (in memory when they came in the same batch, else from Postgres), inline `data`, or is
+//! empty; a non-empty body is stored raw in object storage under a key built from ids only; the
+//! row is inserted once per (project, event, attachment id); ACCEPTED / INVALID `missing_chunks`
+//! / RATE_LIMITED outcomes are emitted once per attachment.
 
-use crate::stage::{emit, unavailable, Deps, Step};
-use crate::{chunk, metrics, shed};
+use crate::chunk::{self, InBatch, Key};
+use crate::context::{db_failed, reject, unavailable, Deps, Step};
+use crate::{metrics, shed};
 use bytes::Bytes;
-use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use sluice_core::issues::project::Project;
-use sluice_core::kafka::consumer::Outcome;
-use sluice_core::messages::enums::{data_category, Outcome as O};
-use sluice_core::messages::{AttachmentMessage, ChunkedAttachment, OutcomeMessage, Timestamp};
-use sluice_core::storage::DbError;
+use sluice_core::kafka::consumer::Verdict;
+use sluice_core::messages::enums::{data_category, Outcome};
+use sluice_core::messages::{
+    AttachmentMessage, ChunkedAttachment, DlqReason, OutcomeMessage, Timestamp,
+};
+use sluice_core::storage::attachments::{self, Row};
 
 /// Attachment types a standalone attachment message may carry.
 pub const STANDALONE_TYPES: [&str; 2] = ["event.attachment", "event.view_hierarchy"];
 
+/// Object writes in flight at once.
+const PUT_CONCURRENCY: usize = 32;
+
 /// Where an attachment belongs.
-pub struct Owner<'a> {
-    pub project: &'a Project,
+#[derive(Clone)]
+pub struct Owner {
+    pub project: Project,
     /// 32 lowercase hex characters.
-    pub event_id: &'a str,
+    pub event_id: String,
     /// The event's group when known; otherwise looked up when the row is written.
     pub group_id: Option<i64>,
     /// Ingest time of the event (outcome timestamp); now when absent.
@@ -33,12 +40,25 @@ pub struct Owner<'a> {
     pub key_id: Option<u64>,
 }
 
-/// What became of one attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    Stored,
-    MissingChunks,
-    RateLimited,
+/// An attachment ready to be saved.
+pub struct Pending {
+    /// Position of the message it came from (or of the attachment within its event).
+    pub index: usize,
+    pub owner: Owner,
+    pub att: ChunkedAttachment,
+    /// The body as parts; `None` when chunks are missing.
+    pub body: Option<Vec<Bytes>>,
+    /// Set when the body comes from chunks (they are removed once the attachment is saved).
+    pub chunk_key: Option<Key>,
+}
+
+impl Pending {
+    fn size(&self) -> u64 {
+        self.body
+            .as_ref()
+            .map(|parts| parts.iter().map(|p| p.len() as u64).sum())
+            .unwrap_or(0)
+    }
 }
 
 /// Whether the organization accepts attachments (org option `event_attachments`, default on).
@@ -50,13 +70,85 @@ pub fn enabled(project: &Project) -> bool {
         .unwrap_or(true)
 }
 
-/// A standalone `attachment` message.
-pub async fn process_individual(
+fn standalone_owner(m: &AttachmentMessage, project: &Project) -> Owner {
+    Owner {
+        project: project.clone(),
+        event_id: m.event_id.clone(),
+        group_id: None,
+        start_time: None,
+        key_id: None,
+    }
+}
+
+/// A standalone attachment that can be saved with the batch: attachments on, not shed, a savable
+/// type, and a body that is inline, empty, or complete in `chunks`. Everything else goes
+/// through [`process_individual`].
+pub fn standalone(
     deps: &Deps,
-    msg: &AttachmentMessage,
+    index: usize,
+    m: &AttachmentMessage,
     project: &Project,
-) -> Step<()> {
-    let pid = project.id as u64;
+    chunks: &InBatch,
+) -> Option<Pending> {
+    let att = &m.attachment;
+    if !enabled(project)
+        || !STANDALONE_TYPES.contains(&att.attachment_type.as_str())
+        || shed::before_parse(&deps.settings, project, &m.event_id, true)
+    {
+        return None;
+    }
+    let (body, chunk_key) = match (&att.data, att.chunks) {
+        (Some(data), _) => (vec![Bytes::from(data.clone())], None),
+        (None, Some(n)) if n > 0 => {
+            let key = (m.project_id, m.event_id.clone(), att.id.clone());
+            (chunks.complete(&key, n)?, Some(key))
+        }
+        (None, _) => (Vec::new(), None),
+    };
+    Some(Pending {
+        index,
+        owner: standalone_owner(m, project),
+        att: att.clone(),
+        body: Some(body),
+        chunk_key,
+    })
+}
+
+/// The attachment with its body read from inline data or the stored chunks.
+async fn with_stored_body(
+    deps: &Deps,
+    index: usize,
+    owner: Owner,
+    att: &ChunkedAttachment,
+) -> Step<Pending> {
+    let pid = owner.project.id as u64;
+    let (body, chunk_key) = match (&att.data, att.chunks) {
+        (Some(data), _) => (Some(vec![Bytes::from(data.clone())]), None),
+        (None, Some(n)) if n > 0 => {
+            let key = (pid, owner.event_id.clone(), att.id.clone());
+            let body = chunk::load(&deps.db, key.clone(), n)
+                .await
+                .map_err(|e| db_failed(&e))?;
+            (body, Some(key))
+        }
+        (None, _) => {
+            if att.stored_id.is_some() {
+                tracing::warn!(attachment_id = %att.id, "attachment stored elsewhere (stored_id) is kept as empty");
+            }
+            (Some(Vec::new()), None)
+        }
+    };
+    Ok(Pending {
+        index,
+        owner,
+        att: att.clone(),
+        body,
+        chunk_key,
+    })
+}
+
+/// A standalone `attachment` message outside the batch (its chunks are read from Postgres).
+pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Project) -> Step<()> {
     if !enabled(project) {
         tracing::info!(
             organization_id = project.organization_id,
@@ -65,20 +157,14 @@ pub async fn process_individual(
         metrics::count("attachment", "attachments_disabled");
         return Ok(());
     }
-    if shed::before_parse(&deps.settings, project, &msg.event_id, true) {
+    if shed::before_parse(&deps.settings, project, &m.event_id, true) {
         metrics::count("attachment", "load_shed");
         return Ok(());
     }
-    let att = &msg.attachment;
+    let att = &m.attachment;
     if STANDALONE_TYPES.contains(&att.attachment_type.as_str()) {
-        let owner = Owner {
-            project,
-            event_id: &msg.event_id,
-            group_id: None,
-            start_time: None,
-            key_id: None,
-        };
-        save(deps, &owner, att).await?;
+        let pending = with_stored_body(deps, 0, standalone_owner(m, project), att).await?;
+        first_failure(save(deps, vec![pending]).await)?;
     } else {
         tracing::error!(
             attachment_type = %sluice_core::messages::dlq::truncate_utf8(&att.attachment_type, 64),
@@ -86,105 +172,239 @@ pub async fn process_individual(
         );
         metrics::count("attachment", "invalid_type");
     }
-    chunk::delete(&deps.db, pid, &msg.event_id, &att.id)
+    let key = (m.project_id, m.event_id.clone(), att.id.clone());
+    chunk::delete(&deps.db, vec![key])
         .await
-        .map_err(|e| Outcome::from_db(&e))
+        .map_err(|e| db_failed(&e))
 }
 
-/// Saves one attachment of `owner` (reference §2.7). Idempotent: the object is rewritten with
-/// the same bytes, the row is inserted once, the outcome emitted once.
-pub async fn save(deps: &Deps, owner: &Owner<'_>, att: &ChunkedAttachment) -> Step<Saved> {
-    let pid = owner.project.id as u64;
-    let outcome_key = outcome_key(pid, owner.event_id, &att.id);
-    let Some(parts) = body(deps, pid, owner.event_id, att).await? else {
-        tracing::error!(event_id = owner.event_id, attachment_id = %att.id, "Missing chunks");
-        metrics::count("attachment", "missing_chunks");
-        let mut o = outcome(owner, O::Invalid, 1);
-        o.reason = Some("missing_chunks".into());
-        emit(deps, &outcome_key, &o).await?;
-        return Ok(Saved::MissingChunks);
-    };
-    let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    if deps.limiter.enabled() && !exists(deps, pid, owner.event_id, &att.id).await? {
-        if let Some(which) = deps.limiter.check(pid) {
-            metrics::count("attachment", which.label());
-            let mut o = outcome(owner, O::RateLimited, size.max(1));
-            o.reason = Some("rate_limited".into());
-            emit(deps, &outcome_key, &o).await?;
-            return Ok(Saved::RateLimited);
+/// Saves the attachments an event lists (those Relay did not rate-limit), then drops the chunks
+/// of every attachment it lists.
+pub async fn for_event(deps: &Deps, attachments: &[ChunkedAttachment], owner: &Owner) -> Step<()> {
+    if enabled(&owner.project) {
+        let mut pending = Vec::new();
+        for (i, a) in attachments
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.rate_limited)
+        {
+            pending.push(with_stored_body(deps, i, owner.clone(), a).await?);
         }
+        first_failure(save(deps, pending).await)?;
     }
-    let sha1 = sha1_hex(&parts);
-    let content_type = content_type(att);
-    let blob_path = if size > 0 {
-        let key = deps
-            .objects
-            .attachment_key(pid, owner.event_id, &att.id)
-            .map_err(|e| {
-                Outcome::Reject(sluice_core::messages::Rejection::new(
-                    sluice_core::messages::DlqReason::InvalidField,
-                    e.to_string(),
-                ))
-            })?;
-        deps.objects
-            .put_parts(&key, parts, Some(&content_type))
-            .await
-            .map_err(unavailable)?;
-        Some(key)
-    } else {
-        None
-    };
-    let row = Row {
-        project_id: owner.project.id,
-        event_id: owner.event_id.to_owned(),
-        attachment_id: att.id.clone(),
-        group_id: owner.group_id,
-        kind: att.attachment_type.clone(),
-        name: att.name.clone(),
-        content_type,
-        size: size as i64,
-        sha1,
-        blob_path,
-    };
-    deps.db
-        .run(move |c| insert(c, std::slice::from_ref(&row)))
-        .await
-        .map_err(|e| Outcome::from_db(&e))?;
-    emit(
-        deps,
-        &outcome_key,
-        &outcome(owner, O::Accepted, size.max(1)),
-    )
-    .await?;
-    metrics::count("attachment", "stored");
-    Ok(Saved::Stored)
+    let pid = owner.project.id as u64;
+    drop_chunks(deps, pid, &owner.event_id, attachments).await
 }
 
-/// The body as parts (chunks in order, or the inline data), or `None` when chunks are missing.
-async fn body(
+/// Removes the chunks of every attachment of an event.
+pub async fn drop_chunks(
     deps: &Deps,
     project_id: u64,
     event_id: &str,
-    att: &ChunkedAttachment,
-) -> Step<Option<Vec<Bytes>>> {
-    if let Some(data) = &att.data {
-        return Ok(Some(vec![Bytes::from(data.clone())]));
+    attachments: &[ChunkedAttachment],
+) -> Step<()> {
+    let keys = attachments
+        .iter()
+        .map(|a| (project_id, event_id.to_owned(), a.id.clone()))
+        .collect();
+    chunk::delete(&deps.db, keys)
+        .await
+        .map_err(|e| db_failed(&e))
+}
+
+fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {
+    match results.into_iter().find(|(_, v)| *v != Verdict::Done) {
+        Some((_, v)) => Err(v),
+        None => Ok(()),
     }
-    match att.chunks {
-        Some(n) if n > 0 => {
-            let (e, a) = (event_id.to_owned(), att.id.clone());
-            deps.db
-                .run(move |c| chunk::load(c, project_id, &e, &a, n).map_err(DbError::Query))
-                .await
-                .map_err(|e| Outcome::from_db(&e))
+}
+
+/// Saves `items`; returns each one's verdict by index. Idempotent: objects are rewritten with the
+/// same bytes, rows inserted once, outcomes emitted once.
+pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
+    let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
+    // Missing chunks and (when the limiter is on) rate-limited attachments end with an outcome.
+    let mut ended: Vec<(usize, String, OutcomeMessage)> = Vec::new();
+    let mut to_store = Vec::with_capacity(items.len());
+    for p in items {
+        let pid = p.owner.project.id as u64;
+        let key = outcome_key(pid, &p.owner.event_id, &p.att.id);
+        if p.body.is_none() {
+            tracing::error!(event_id = %p.owner.event_id, attachment_id = %p.att.id, "Missing chunks");
+            metrics::count("attachment", "missing_chunks");
+            let mut o = outcome(&p.owner, Outcome::Invalid, 1);
+            o.reason = Some("missing_chunks".into());
+            ended.push((p.index, key, o));
+            continue;
         }
-        _ => {
-            if att.stored_id.is_some() {
-                tracing::warn!(attachment_id = %att.id, "attachment stored elsewhere (stored_id) is kept as empty");
+        if deps.limiter.enabled() {
+            let (e, a) = (p.owner.event_id.clone(), p.att.id.clone());
+            let exists = deps
+                .db
+                .run(move |c| Ok(attachments::exists(c, pid as i64, &e, &a)?))
+                .await;
+            match exists {
+                Err(e) => {
+                    out.push((p.index, db_failed(&e)));
+                    continue;
+                }
+                Ok(false) => {
+                    if let Some(which) = deps.limiter.check(pid) {
+                        metrics::count("attachment", which.label());
+                        let mut o = outcome(&p.owner, Outcome::RateLimited, p.size().max(1));
+                        o.reason = Some("rate_limited".into());
+                        ended.push((p.index, key, o));
+                        continue;
+                    }
+                }
+                Ok(true) => {}
             }
-            Ok(Some(Vec::new()))
         }
+        to_store.push(p);
     }
+    if !ended.is_empty() {
+        let indexes: Vec<usize> = ended.iter().map(|(i, _, _)| *i).collect();
+        let emitted = deps
+            .outcomes
+            .emit_once_many(ended.into_iter().map(|(_, k, o)| (k, o)).collect())
+            .await;
+        let v = match emitted {
+            Ok(_) => Verdict::Done,
+            Err(e) => unavailable(e),
+        };
+        out.extend(indexes.into_iter().map(|i| (i, v.clone())));
+    }
+    if !to_store.is_empty() {
+        out.extend(store(deps, to_store).await);
+    }
+    out
+}
+
+/// Stores attachments whose body is at hand: objects written concurrently, one insert for every
+/// row, one outcome lookup and record, one chunk cleanup.
+async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
+    let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
+    let mut rows = Vec::with_capacity(items.len());
+    let mut puts = Vec::new();
+    let mut kept = Vec::with_capacity(items.len());
+    for p in items {
+        let size = p.size();
+        let parts = p.body.clone().unwrap_or_default();
+        let content_type = content_type(&p.att);
+        let pid = p.owner.project.id as u64;
+        let blob_path = if size > 0 {
+            match deps
+                .objects
+                .attachment_key(pid, &p.owner.event_id, &p.att.id)
+            {
+                Ok(key) => {
+                    puts.push((rows.len(), key.clone(), parts.clone()));
+                    Some(key)
+                }
+                Err(e) => {
+                    out.push((p.index, reject(DlqReason::InvalidField, e.to_string())));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        rows.push((
+            p.index,
+            Row {
+                project_id: p.owner.project.id,
+                event_id: p.owner.event_id.clone(),
+                attachment_id: p.att.id.clone(),
+                group_id: p.owner.group_id,
+                kind: p.att.attachment_type.clone(),
+                name: p.att.name.clone(),
+                content_type,
+                size: size as i64,
+                sha1: sha1_hex(&parts),
+                blob_path,
+            },
+        ));
+        kept.push(p);
+    }
+
+    // Objects first: a row never points at an object that is not there.
+    let started = std::time::Instant::now();
+    let failed: Vec<(usize, Verdict)> = stream::iter(puts)
+        .map(|(row, key, parts)| {
+            let content_type = rows[row].1.content_type.clone();
+            async move {
+                deps.objects
+                    .put_parts(&key, parts, Some(&content_type))
+                    .await
+                    .err()
+                    .map(|e| (row, unavailable(e)))
+            }
+        })
+        .buffer_unordered(PUT_CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    metrics::time_step("attachments_put", started);
+    let mut stored = vec![true; rows.len()];
+    for (row, v) in failed {
+        stored[row] = false;
+        out.push((rows[row].0, v));
+    }
+    let saved: Vec<Pending> = kept
+        .into_iter()
+        .zip(stored.iter())
+        .filter_map(|(p, ok)| ok.then_some(p))
+        .collect();
+    let (indexes, rows): (Vec<usize>, Vec<Row>) = rows
+        .into_iter()
+        .zip(stored)
+        .filter_map(|(r, ok)| ok.then_some(r))
+        .unzip();
+    if rows.is_empty() {
+        return out;
+    }
+
+    let started = std::time::Instant::now();
+    let inserted = deps
+        .db
+        .run(move |c| Ok(attachments::insert(c, &rows)?))
+        .await;
+    metrics::time_step("attachments_insert", started);
+    if let Err(e) = inserted {
+        let v = db_failed(&e);
+        out.extend(indexes.into_iter().map(|i| (i, v.clone())));
+        return out;
+    }
+
+    let outcomes = saved
+        .iter()
+        .map(|p| {
+            (
+                outcome_key(p.owner.project.id as u64, &p.owner.event_id, &p.att.id),
+                outcome(&p.owner, Outcome::Accepted, p.size().max(1)),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let emitted = deps.outcomes.emit_once_many(outcomes).await;
+    metrics::time_step("attachments_outcomes", started);
+    if let Err(e) = emitted {
+        let v = unavailable(e);
+        out.extend(indexes.into_iter().map(|i| (i, v.clone())));
+        return out;
+    }
+    // Chunks go last: a redelivery before this point still finds them.
+    let keys: Vec<Key> = saved.iter().filter_map(|p| p.chunk_key.clone()).collect();
+    if let Err(e) = chunk::delete(&deps.db, keys).await {
+        let v = db_failed(&e);
+        out.extend(indexes.into_iter().map(|i| (i, v.clone())));
+        return out;
+    }
+    for _ in &indexes {
+        metrics::count("attachment", "stored");
+    }
+    out.extend(indexes.into_iter().map(|i| (i, Verdict::Done)));
+    out
 }
 
 /// The given content type up to the first `;`, else one guessed from the file name, else
@@ -210,7 +430,7 @@ pub fn outcome_key(project_id: u64, event_id: &str, attachment_id: &str) -> Stri
 }
 
 /// The outcome of one attachment of `owner`.
-pub fn outcome(owner: &Owner<'_>, o: O, quantity: u64) -> OutcomeMessage {
+pub fn outcome(owner: &Owner, o: Outcome, quantity: u64) -> OutcomeMessage {
     let mut m = OutcomeMessage::new(
         owner.project.organization_id as u64,
         owner.project.id as u64,
@@ -218,35 +438,12 @@ pub fn outcome(owner: &Owner<'_>, o: O, quantity: u64) -> OutcomeMessage {
         data_category::ATTACHMENT,
     );
     m.quantity = quantity;
-    m.event_id = Some(owner.event_id.to_owned());
+    m.event_id = Some(owner.event_id.clone());
     m.key_id = owner.key_id;
     if let Some(t) = owner.start_time {
         m.timestamp = t;
     }
     m
-}
-
-async fn exists(deps: &Deps, project_id: u64, event_id: &str, attachment_id: &str) -> Step<bool> {
-    let (e, a) = (event_id.to_owned(), attachment_id.to_owned());
-    deps.db
-        .run(move |c| {
-            #[derive(QueryableByName)]
-            struct N {
-                #[diesel(sql_type = BigInt)]
-                n: i64,
-            }
-            let r: N = diesel::sql_query(
-                "SELECT count(*) AS n FROM event_attachments \
-                 WHERE project_id = $1 AND event_id = $2::bpchar AND attachment_id = $3",
-            )
-            .bind::<BigInt, _>(project_id as i64)
-            .bind::<Text, _>(e)
-            .bind::<Text, _>(a)
-            .get_result(c)?;
-            Ok::<_, DbError>(r.n > 0)
-        })
-        .await
-        .map_err(|e| Outcome::from_db(&e))
 }
 
 /// The hex sha1 of a body given as parts.
@@ -256,157 +453,6 @@ pub fn sha1_hex(parts: &[Bytes]) -> String {
         sha.update(p);
     }
     hex::encode(sha.finalize())
-}
-
-/// An `event_attachments` row.
-pub struct Row {
-    pub project_id: i64,
-    pub event_id: String,
-    pub attachment_id: String,
-    pub group_id: Option<i64>,
-    pub kind: String,
-    pub name: String,
-    pub content_type: String,
-    pub size: i64,
-    pub sha1: String,
-    pub blob_path: Option<String>,
-}
-
-/// Inserts each row once (one statement), with its own group, else its event's group when the
-/// event has one. Rows left without a group then re-read their event's group under a share lock,
-/// after the insert is committed (see `issues::group::backfill`): the event may have been stored
-/// and grouped while the insert ran, and that back-fill could not see these rows yet. That
-/// includes rows that were already there: an earlier attempt may have stored them and then
-/// failed before linking them.
-pub fn insert(c: &mut PgConnection, rows: &[Row]) -> Result<(), DbError> {
-    #[derive(QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        event_id: String,
-        #[diesel(sql_type = Text)]
-        attachment_id: String,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        group_id: Option<i64>,
-    }
-    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    let projects: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
-    let groups: Vec<Option<i64>> = rows.iter().map(|r| r.group_id).collect();
-    let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
-    let paths: Vec<Option<String>> = rows.iter().map(|r| r.blob_path.clone()).collect();
-    let inserted: Vec<Inserted> = diesel::sql_query(
-        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-                         $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[]) \
-                         AS t(p, e, a, g, k, n, ct, sz, sh, bp)) \
-         INSERT INTO event_attachments \
-           (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path) \
-         SELECT p, e::bpchar, a, \
-                COALESCE(g, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar)), \
-                k, n, ct, sz, sh, bp FROM input \
-         ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id",
-    )
-    .bind::<Array<BigInt>, _>(projects)
-    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.attachment_id.clone()))
-    .bind::<Array<Nullable<BigInt>>, _>(groups)
-    .bind::<Array<Text>, _>(col(|r| r.kind.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.content_type.clone()))
-    .bind::<Array<BigInt>, _>(sizes)
-    .bind::<Array<Text>, _>(col(|r| r.sha1.clone()))
-    .bind::<Array<Nullable<Text>>, _>(paths)
-    .load(c)?;
-    let grouped: std::collections::HashSet<(i64, String, String)> = inserted
-        .into_iter()
-        .filter(|r| r.group_id.is_some())
-        .map(|r| (r.project_id, r.event_id, r.attachment_id))
-        .collect();
-    let mut keys: Vec<(i64, String)> = rows
-        .iter()
-        .filter(|r| !grouped.contains(&(r.project_id, r.event_id.clone(), r.attachment_id.clone())))
-        .map(|r| (r.project_id, r.event_id.clone()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let (pids, eids) = keys.into_iter().unzip();
-    fill_groups(c, Linked::Attachments, pids, eids)
-}
-
-/// Rows that belong to an event and take its group.
-#[derive(Debug, Clone, Copy)]
-pub enum Linked {
-    Attachments,
-    Reports,
-}
-
-/// Sets `group_id` on the linked rows of one event from the event, read under a share lock.
-pub fn fill_group(
-    c: &mut PgConnection,
-    linked: Linked,
-    project_id: i64,
-    event_id: &str,
-) -> Result<(), DbError> {
-    fill_groups(c, linked, vec![project_id], vec![event_id.to_owned()])
-}
-
-/// [`fill_group`] for many events: one transaction that first takes a share lock on every event
-/// in key order (as the grouping back-fill locks them before it touches attachments and reports,
-/// so the two cannot wait on each other), then sets the groups in one statement.
-pub fn fill_groups(
-    c: &mut PgConnection,
-    linked: Linked,
-    project_ids: Vec<i64>,
-    event_ids: Vec<String>,
-) -> Result<(), DbError> {
-    if project_ids.is_empty() {
-        return Ok(());
-    }
-    #[derive(QueryableByName)]
-    struct Event {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        event_id: String,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        group_id: Option<i64>,
-    }
-    let table = match linked {
-        Linked::Attachments => "event_attachments",
-        Linked::Reports => "user_reports",
-    };
-    c.transaction(|c| {
-        let events: Vec<Event> = diesel::sql_query(
-            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
-             JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
-             ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev",
-        )
-        .bind::<Array<BigInt>, _>(project_ids)
-        .bind::<Array<Text>, _>(event_ids)
-        .load(c)?;
-        let (mut pids, mut eids, mut gids) = (Vec::new(), Vec::new(), Vec::new());
-        for e in events {
-            if let Some(g) = e.group_id {
-                pids.push(e.project_id);
-                eids.push(e.event_id);
-                gids.push(g);
-            }
-        }
-        if pids.is_empty() {
-            return Ok(());
-        }
-        diesel::sql_query(format!(
-            "UPDATE {table} t SET group_id = u.g \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
-             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL"
-        ))
-        .bind::<Array<BigInt>, _>(pids)
-        .bind::<Array<Text>, _>(eids)
-        .bind::<Array<BigInt>, _>(gids)
-        .execute(c)?;
-        Ok(())
-    })
 }
 
 #[cfg(test)]

@@ -1,29 +1,28 @@
-//! `type: event` messages (reference §2.5, design §5). Transactions are dropped with a metric;
-//! feedback events are forwarded to the feedback topic; every other event is stored in `events`
-//! (first write wins) with its attachments, then becomes an error occurrence without an event
-//! body, produced until the event has a group (so a redelivered event that was never grouped
-//! produces the same occurrence again). User reports that arrived before the event are shimmed.
+//! `type: event` messages. Transactions are dropped with a metric; feedback events are forwarded
+//! to the feedback topic; every other event takes one path, for a batch of events or a single
+//! one ([`process_ready`]): stored in `events` (first write wins) with its attachments, then
+//! turned into an error occurrence without an event body, produced until the event has a group
+//! (so a redelivered event that was never grouped produces the same occurrence again). User
+//! reports that arrived before the event are shimmed.
 
 use crate::attachment::{self, Owner};
-use crate::stage::{unavailable, Deps, Step};
-use crate::{chunk, grouping, metrics, shed, user_report};
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Jsonb, Nullable, Text};
+use crate::context::{db_failed, reject, unavailable, Deps, Step};
+use crate::{grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::ids;
 use sluice_core::issues::payload;
 use sluice_core::issues::project::Project;
-use sluice_core::kafka::consumer::{Msg, Outcome};
+use sluice_core::kafka::consumer::{Msg, Verdict};
 use sluice_core::messages::enums::log_level;
-use sluice_core::messages::{DlqReason, EventMessage, OccurrenceMessage, Rejection, Timestamp};
-use sluice_core::storage::DbError;
+use sluice_core::messages::{
+    event_time, ChunkedAttachment, DlqReason, EventMessage, OccurrenceMessage, Timestamp,
+};
+use sluice_core::storage::events::{self, RawEvent};
+use sluice_core::storage::{DbError, EventKey};
+use std::collections::HashMap;
 
 /// Group type of error occurrences.
 const ERROR_GROUP_TYPE: i32 = 1;
-
-fn reject(reason: DlqReason, detail: impl Into<String>) -> Outcome {
-    Outcome::Reject(Rejection::new(reason, detail))
-}
 
 /// Parses the event JSON: an object whose `event_id` matches the message's.
 pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
@@ -71,7 +70,7 @@ pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
     }
 }
 
-/// Handles one `type: event` message.
+/// Handles one `type: event` message outside the batch.
 pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project) -> Step<()> {
     let has_attachments = !m.attachments.is_empty();
     if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments) {
@@ -97,43 +96,25 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
     match event_type.as_str() {
         "transaction" => {
             metrics::count("event", "transaction_dropped");
-            drop_chunks(deps, m).await
+            attachment::drop_chunks(deps, m.project_id, &m.event_id, &m.attachments).await
         }
         "feedback" => forward_feedback(deps, raw, m, project, &data).await,
-        _ => error_event(deps, m, project, data).await,
-    }
-}
-
-async fn drop_chunks(deps: &Deps, m: &EventMessage) -> Step<()> {
-    for a in &m.attachments {
-        chunk::delete(&deps.db, m.project_id, &m.event_id, &a.id)
-            .await
-            .map_err(|e| Outcome::from_db(&e))?;
-    }
-    Ok(())
-}
-
-/// Saves the event's attachments (those Relay did not rate-limit) and drops their chunks.
-async fn save_attachments(
-    deps: &Deps,
-    m: &EventMessage,
-    project: &Project,
-    group_id: Option<i64>,
-    key_id: Option<u64>,
-) -> Step<()> {
-    let owner = Owner {
-        project,
-        event_id: &m.event_id,
-        group_id,
-        start_time: Some(m.start_time),
-        key_id,
-    };
-    if attachment::enabled(project) {
-        for a in m.attachments.iter().filter(|a| !a.rate_limited) {
-            attachment::save(deps, &owner, a).await?;
+        _ => {
+            let Some(ready) = Ready::of(0, m, project, data) else {
+                return Err(reject(
+                    DlqReason::InvalidEvent,
+                    "event payload is not UTF-8",
+                ));
+            };
+            match process_ready(deps, std::slice::from_ref(&ready)).await {
+                Ok(mut done) => done.pop().map_or(Ok(()), |(_, v)| match v {
+                    Verdict::Done => Ok(()),
+                    v => Err(v),
+                }),
+                Err(e) => Err(db_failed(&e)),
+            }
         }
     }
-    drop_chunks(deps, m).await
 }
 
 fn key_id(data: &Map<String, Value>) -> Option<u64> {
@@ -155,74 +136,22 @@ async fn forward_feedback(
     let denylist = &deps.settings.feedback.slug_denylist;
     if denylist.contains(&project.organization_slug) {
         metrics::count("event", "feedback_denylisted");
-        return drop_chunks(deps, m).await;
+        return attachment::drop_chunks(deps, m.project_id, &m.event_id, &m.attachments).await;
     }
-    save_attachments(deps, m, project, None, key_id(data)).await?;
+    let owner = Owner {
+        project: project.clone(),
+        event_id: m.event_id.clone(),
+        group_id: None,
+        start_time: Some(m.start_time),
+        key_id: key_id(data),
+    };
+    attachment::for_event(deps, &m.attachments, &owner).await?;
     deps.producer
         .send(&deps.feedback_topic, raw.key.as_deref(), raw.payload(), &[])
         .await
         .map_err(unavailable)?;
     metrics::count("event", "feedback_forwarded");
     Ok(())
-}
-
-/// The stored event's group (`None` for an event stored now or not grouped yet).
-struct Stored {
-    group_id: Option<i64>,
-}
-
-async fn store(deps: &Deps, project_id: i64, event_id: &str, data: Value) -> Step<Stored> {
-    let e = event_id.to_owned();
-    deps.db
-        .run(move |c| {
-            #[derive(QueryableByName)]
-            struct G {
-                #[diesel(sql_type = Nullable<BigInt>)]
-                group_id: Option<i64>,
-            }
-            let inserted = diesel::sql_query(
-                "INSERT INTO events (project_id, event_id, data) VALUES ($1, $2::bpchar, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind::<BigInt, _>(project_id)
-            .bind::<Text, _>(&e)
-            .bind::<Jsonb, _>(&data)
-            .execute(c)?;
-            if inserted == 1 {
-                return Ok(Stored { group_id: None });
-            }
-            let g: Option<G> = diesel::sql_query(
-                "SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar",
-            )
-            .bind::<BigInt, _>(project_id)
-            .bind::<Text, _>(&e)
-            .get_result(c)
-            .optional()?;
-            Ok::<_, DbError>(Stored {
-                group_id: g.and_then(|g| g.group_id),
-            })
-        })
-        .await
-        .map_err(|e| Outcome::from_db(&e))
-}
-
-async fn error_event(
-    deps: &Deps,
-    m: &EventMessage,
-    project: &Project,
-    data: Map<String, Value>,
-) -> Step<()> {
-    let key_id = key_id(&data);
-    let data = Value::Object(data);
-    let occurrence = occurrence(m, &data);
-    let stored = store(deps, project.id, &m.event_id, data.clone()).await?;
-    save_attachments(deps, m, project, stored.group_id, key_id).await?;
-    if stored.group_id.is_none() {
-        produce_occurrence(deps, occurrence).await?;
-    } else {
-        metrics::count("event", "already_grouped");
-    }
-    user_report::shim_waiting(deps, project, &m.event_id, &data).await
 }
 
 /// Produces an error occurrence (acknowledged before returning) and counts it.
@@ -235,18 +164,6 @@ async fn produce_occurrence(deps: &Deps, occurrence: OccurrenceMessage) -> Step<
         .map_err(unavailable)?;
     metrics::count("event", "grouped");
     Ok(())
-}
-
-/// When the event happened: its `timestamp` (epoch seconds or RFC 3339), else the ingest time.
-pub fn event_time(data: &Value, fallback: Timestamp) -> Timestamp {
-    match data.get("timestamp") {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .and_then(|s| Timestamp::from_epoch_secs(s).ok())
-            .unwrap_or(fallback),
-        Some(Value::String(s)) => Timestamp::parse_str(s).unwrap_or(fallback),
-        _ => fallback,
-    }
 }
 
 /// The error occurrence of an event: uuid5 id, the grouping's fingerprint, title and culprit,
@@ -279,7 +196,7 @@ pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
     }
 }
 
-/// An error event ready for the batched path.
+/// An error event ready to be stored.
 pub struct Ready {
     pub index: usize,
     pub project: Project,
@@ -288,33 +205,55 @@ pub struct Ready {
     /// The payload as received (stored as is: no second serialization).
     pub raw: String,
     pub occurrence: OccurrenceMessage,
+    pub attachments: Vec<ChunkedAttachment>,
+    pub start_time: Timestamp,
+    pub key_id: Option<u64>,
 }
 
-/// Whether `m` is a plain error event (no attachments, not shed) that the batched path can take;
-/// everything else goes through [`process`].
-pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> Option<Ready> {
-    if !m.attachments.is_empty() {
-        return None;
+impl Ready {
+    fn of(
+        index: usize,
+        m: &EventMessage,
+        project: &Project,
+        data: Map<String, Value>,
+    ) -> Option<Ready> {
+        let key_id = key_id(&data);
+        let data = Value::Object(data);
+        Some(Ready {
+            raw: String::from_utf8(m.payload.clone()).ok()?,
+            index,
+            project: project.clone(),
+            event_id: m.event_id.clone(),
+            occurrence: occurrence(m, &data),
+            data,
+            attachments: m.attachments.clone(),
+            start_time: m.start_time,
+            key_id,
+        })
     }
+}
+
+/// Whether `m` is an error event (not shed) for the batch; everything else goes through
+/// [`process`].
+pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> Option<Ready> {
+    let has_attachments = !m.attachments.is_empty();
     let data = parse_payload(m).ok()?;
     let event_type = data.get("type").and_then(Value::as_str).unwrap_or("null");
     if matches!(event_type, "transaction" | "feedback") {
         return None;
     }
-    if shed::before_parse(&deps.settings, project, &m.event_id, false)
-        || shed::after_parse(&deps.settings, project, &m.event_id, event_type, false)
+    if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments)
+        || shed::after_parse(
+            &deps.settings,
+            project,
+            &m.event_id,
+            event_type,
+            has_attachments,
+        )
     {
         return None;
     }
-    let data = Value::Object(data);
-    Some(Ready {
-        raw: String::from_utf8(m.payload.clone()).ok()?,
-        index,
-        project: project.clone(),
-        event_id: m.event_id.clone(),
-        occurrence: occurrence(m, &data),
-        data,
-    })
+    Ready::of(index, m, project, data)
 }
 
 /// Connections one batch of events is inserted over, at most.
@@ -322,46 +261,33 @@ const INSERT_PARALLELISM: usize = 2;
 /// Fewer rows than this are inserted in one statement.
 const MIN_ROWS_PER_INSERT: usize = 200;
 
-/// Inserts `items` into `events` (one statement, first write wins); returns those of them that
-/// already have a group.
-async fn insert_many(deps: &Deps, items: &[&Ready]) -> Result<Vec<(i64, String)>, DbError> {
-    let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
-    let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
-    let data: Vec<String> = items.iter().map(|r| r.raw.clone()).collect();
-    #[derive(QueryableByName)]
-    struct Grouped {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        event_id: String,
-    }
+/// Inserts `items` into `events` (first write wins); returns the group of those of them that
+/// already have one.
+async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
+    let rows: Vec<(i64, String, String)> = items
+        .iter()
+        .map(|r| (r.project.id, r.event_id.clone(), r.raw.clone()))
+        .collect();
     deps.db
         .run(move |c| {
-            diesel::sql_query(
-                "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, d)), \
-                      ins AS (INSERT INTO events (project_id, event_id, data) \
-                              SELECT p, e::bpchar, d::jsonb FROM input ON CONFLICT DO NOTHING) \
-                 SELECT ev.project_id, ev.event_id::text AS event_id FROM events ev \
-                 JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
-                 WHERE ev.group_id IS NOT NULL",
-            )
-            .bind::<diesel::sql_types::Array<BigInt>, _>(projects)
-            .bind::<diesel::sql_types::Array<Text>, _>(events)
-            .bind::<diesel::sql_types::Array<Text>, _>(data)
-            .load::<Grouped>(c)
-            .map(|rows| rows.into_iter().map(|g| (g.project_id, g.event_id)).collect())
-            .map_err(DbError::Query)
+            let events: Vec<RawEvent<'_>> = rows
+                .iter()
+                .map(|(p, e, d)| RawEvent {
+                    project_id: *p,
+                    event_id: e,
+                    json: d,
+                })
+                .collect();
+            Ok(events::insert_raw(c, &events)?)
         })
         .await
 }
 
-/// Stores many error events (a statement per part, the parts concurrently), produces the
-/// occurrences of those without a group concurrently, then shims waiting reports (one query).
-/// `None` when an insert failed on something other than an outage: the caller then runs the events one by one, so one bad
-/// event cannot hold back the others.
-pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, Outcome)>> {
-    let projects: Vec<i64> = items.iter().map(|r| r.project.id).collect();
-    let events: Vec<String> = items.iter().map(|r| r.event_id.clone()).collect();
+/// Stores error events (a statement per part, the parts concurrently), saves their attachments,
+/// produces the occurrences of those without a group concurrently, then shims waiting reports.
+/// `Err` when an insert failed on something other than an outage: the caller then runs the
+/// events one by one, so one bad event cannot hold back the others.
+pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, Verdict)>, DbError> {
     let started = std::time::Instant::now();
     // Large batches are split over a few connections: parsing the JSON into jsonb keeps one
     // server process busy, and the parts run on different cores.
@@ -372,39 +298,55 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
     // In key order, so a repeated event lands in one part and the parts lock rows in one order.
     let mut sorted: Vec<&Ready> = items.iter().collect();
     sorted.sort_by(|a, b| (a.project.id, &a.event_id).cmp(&(b.project.id, &b.event_id)));
-    let stored: Result<Vec<Vec<(i64, String)>>, DbError> =
-        futures::future::join_all(sorted.chunks(part).map(|chunk| insert_many(deps, chunk)))
+    let stored: Result<Vec<HashMap<EventKey, i64>>, DbError> =
+        futures::future::join_all(sorted.chunks(part).map(|chunk| insert(deps, chunk)))
             .await
             .into_iter()
             .collect();
-    let stored = stored.map(|parts| parts.into_iter().flatten().collect::<Vec<_>>());
     metrics::time_step("events_insert", started);
-    let grouped: std::collections::HashSet<(i64, String)> = match stored {
-        Ok(rows) => rows.into_iter().collect(),
+    let grouped: HashMap<EventKey, i64> = match stored {
+        Ok(parts) => parts.into_iter().flatten().collect(),
         Err(e) if e.is_dependency_wide() => {
-            return Some(items.iter().map(|r| (r.index, unavailable(&e))).collect())
+            return Ok(items.iter().map(|r| (r.index, unavailable(&e))).collect())
         }
         Err(e) => {
             tracing::warn!(error = %e, "batched event insert failed; processing one by one");
-            return None;
+            return Err(e);
         }
     };
     let started = std::time::Instant::now();
     let produced = futures::future::join_all(items.iter().map(|r| async {
-        if grouped.contains(&(r.project.id, r.event_id.clone())) {
+        let group_id = grouped.get(&(r.project.id, r.event_id.clone())).copied();
+        if !r.attachments.is_empty() {
+            let owner = Owner {
+                project: r.project.clone(),
+                event_id: r.event_id.clone(),
+                group_id,
+                start_time: Some(r.start_time),
+                key_id: r.key_id,
+            };
+            if let Err(v) = attachment::for_event(deps, &r.attachments, &owner).await {
+                return v;
+            }
+        }
+        if group_id.is_some() {
             metrics::count("event", "already_grouped");
-            return Outcome::Done;
+            return Verdict::Done;
         }
         produce_occurrence(deps, r.occurrence.clone())
             .await
             .err()
-            .unwrap_or(Outcome::Done)
+            .unwrap_or(Verdict::Done)
     }))
     .await;
     metrics::time_step("occurrences_produce", started);
-    let mut out: Vec<(usize, Outcome)> = items.iter().map(|r| r.index).zip(produced).collect();
+    let mut out: Vec<(usize, Verdict)> = items.iter().map(|r| r.index).zip(produced).collect();
     let started = std::time::Instant::now();
-    let waiting = user_report::waiting_for(deps, projects, events).await;
+    let keys: Vec<EventKey> = items
+        .iter()
+        .map(|r| (r.project.id, r.event_id.clone()))
+        .collect();
+    let waiting = user_report::waiting_for(deps, keys).await;
     metrics::time_step("reports_lookup", started);
     match waiting {
         Ok(waiting) => {
@@ -415,26 +357,26 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Option<Vec<(usize, O
                 else {
                     continue;
                 };
-                if out[pos].1 != Outcome::Done {
+                if out[pos].1 != Verdict::Done {
                     continue;
                 }
                 let r = &items[pos];
-                if let Err(o) =
+                if let Err(v) =
                     user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data).await
                 {
-                    out[pos].1 = o;
+                    out[pos].1 = v;
                 }
             }
         }
-        Err(o) => {
+        Err(v) => {
             for (_, slot) in out.iter_mut() {
-                if *slot == Outcome::Done {
-                    *slot = o.clone();
+                if *slot == Verdict::Done {
+                    *slot = v.clone();
                 }
             }
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -455,7 +397,7 @@ mod tests {
 
     fn reason(r: Step<Map<String, Value>>) -> Option<DlqReason> {
         match r {
-            Err(Outcome::Reject(r)) => Some(r.reason),
+            Err(Verdict::Reject(r)) => Some(r.reason),
             _ => None,
         }
     }

@@ -1,4 +1,4 @@
-//! How an error or default event becomes an issue (design §5): a deterministic fingerprint, a
+//! How an error or default event becomes an issue: a deterministic fingerprint, a
 //! title and a culprit, all computed from the event JSON alone, so every replica and every replay
 //! derives the same values.
 //!

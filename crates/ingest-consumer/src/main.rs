@@ -1,14 +1,14 @@
 //! `ingest-consumer`: consumes Relay's `ingest-events` and `ingest-attachments`.
 
 mod attachment;
-mod attachment_batch;
 mod chunk;
+mod context;
+mod dispatch;
 mod event;
 mod grouping;
 mod limits;
 mod metrics;
 mod shed;
-mod stage;
 mod user_report;
 
 use clap::{Parser, Subcommand};
@@ -109,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     let topics = &ctx.common.topics;
     let limits = &ctx.settings.attachments;
-    let deps = stage::Deps {
+    let deps = context::Deps {
         db: db.clone(),
         objects,
         producer: producer.clone(),
@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         occurrences_topic: topics.occurrences_topic.clone(),
     };
     spawn_sweeper(db, ctx.shutdown.clone());
-    let stage = stage::IngestStage {
+    let stage = dispatch::IngestStage {
         deps: Arc::new(deps),
     };
     consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;

@@ -1,40 +1,21 @@
 //! The ingest stage's metrics.
 
-use prometheus::{IntCounterVec, Opts};
-use std::sync::OnceLock;
+sluice_core::counter_vec!(
+    fn results = "sluice_ingest_messages_total",
+    "Ingest messages handled, by message type and result.",
+    ["type", "result"]
+);
 
-fn results() -> &'static IntCounterVec {
-    static M: OnceLock<IntCounterVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::counter_vec(
-            Opts::new(
-                "sluice_ingest_messages_total",
-                "Ingest messages handled, by message type and result.",
-            ),
-            &["type", "result"],
-        )
-    })
-}
+sluice_core::histogram_vec!(
+    fn steps = "sluice_ingest_step_seconds",
+    "Time spent in one step of a batched path, per batch.",
+    ["step"],
+    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+);
 
 /// Counts one message of `ty` (a wire type name) with `result` (a fixed label).
 pub fn count(ty: &str, result: &str) {
     results().with_label_values(&[ty, result]).inc();
-}
-
-fn steps() -> &'static prometheus::HistogramVec {
-    static M: OnceLock<prometheus::HistogramVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::histogram_vec(
-            prometheus::HistogramOpts::new(
-                "sluice_ingest_step_seconds",
-                "Time spent in one step of a batched path, per batch.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["step"],
-        )
-    })
 }
 
 /// Times one step of a batched path (`step` is a fixed label).

@@ -1,4 +1,4 @@
-//! Load shedding (reference §0.3): the two killswitch lists of the settings file, matched against
+//! Load shedding: the two killswitch lists of the settings file, matched against
 //! Sentry's contexts (values compared as strings).
 
 use sluice_core::config::Settings;

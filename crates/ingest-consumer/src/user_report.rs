@@ -1,4 +1,4 @@
-//! User reports (reference §3.1–§3.4, design §5): filtered and refused reports get their
+//! User reports: filtered and refused reports get their
 //! outcome; a saved report takes its event's group; the 30-minute rule (event older than the
 //! report) and the 5-minute rule (a duplicate may update the report only within 5 minutes) are
 //! measured against the message's `start_time`, so replays decide the same way. Once the report
@@ -6,21 +6,18 @@
 //! feedback topic with header `source=user_report_envelope`, and `feedback_event_id` is set, so it
 //! is shimmed once, whichever of report and event came first.
 
-use crate::attachment::{fill_group, Linked};
-use crate::event::event_time;
+use crate::context::{db_failed, emit, unavailable, Deps, Step};
 use crate::metrics;
-use crate::stage::{emit, unavailable, Deps, Step};
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double, Jsonb, Nullable, Text};
+use diesel::PgConnection;
 use serde_json::{json, Map, Value};
 use sluice_core::ids;
 use sluice_core::issues::project::Project;
-use sluice_core::kafka::consumer::Outcome;
-use sluice_core::messages::enums::{data_category, FeedbackSource, Outcome as O};
+use sluice_core::messages::enums::{data_category, FeedbackSource, Outcome};
 use sluice_core::messages::{
-    EventMessage, IngestMessage, OutcomeMessage, Timestamp, UserReportMessage,
+    event_time, EventMessage, IngestMessage, OutcomeMessage, Timestamp, UserReportMessage,
 };
-use sluice_core::storage::DbError;
+use sluice_core::storage::linking::{self, Linked};
+use sluice_core::storage::{events, user_reports, DbError, EventKey};
 
 /// Longest accepted comments (the model's column size in Sentry).
 pub const MAX_COMMENTS: usize = 4096;
@@ -99,7 +96,7 @@ pub fn validate(payload: &[u8], filter_garbage: bool) -> Result<Report, Refused>
     })
 }
 
-fn outcome(project: &Project, o: O, reason: &str, start_time: Timestamp) -> OutcomeMessage {
+fn outcome(project: &Project, o: Outcome, reason: &str, start_time: Timestamp) -> OutcomeMessage {
     let mut m = OutcomeMessage::new(
         project.organization_id as u64,
         project.id as u64,
@@ -129,7 +126,12 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
     let natural = |r: &str| format!("userreport:{pid}:{}:{r}", ids::md5_hex_bytes(&m.payload));
     if feedback.slug_denylist.contains(&project.organization_slug) {
         metrics::count("user_report", "org.denylist");
-        let o = outcome(project, O::RateLimited, "feedback_denylist", m.start_time);
+        let o = outcome(
+            project,
+            Outcome::RateLimited,
+            "feedback_denylist",
+            m.start_time,
+        );
         return emit(deps, &natural("denylist"), &o).await;
     }
     let report = match validate(&m.payload, feedback.filter_garbage_messages) {
@@ -137,7 +139,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
         Err(why) => {
             tracing::info!(project_id = pid, reason = why.reason, "Invalid userreport");
             metrics::count("user_report", why.label);
-            let o = outcome(project, O::Invalid, why.reason, m.start_time);
+            let o = outcome(project, Outcome::Invalid, why.reason, m.start_time);
             return emit(deps, &natural(why.label), &o).await;
         }
     };
@@ -146,7 +148,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
         deps.db
             .run(move |c| save(c, pid, &r, start))
             .await
-            .map_err(|e| Outcome::from_db(&e))?
+            .map_err(|e| db_failed(&e))?
     };
     let Some(feedback_event_id) = saved.feedback_event_id else {
         tracing::info!(
@@ -171,23 +173,6 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
     }
 }
 
-#[derive(QueryableByName)]
-struct EventRow {
-    #[diesel(sql_type = Jsonb)]
-    data: Value,
-}
-
-fn find_event(c: &mut PgConnection, project_id: i64, event_id: &str) -> QueryResult<Option<Value>> {
-    let row: Option<EventRow> = diesel::sql_query(
-        "SELECT data FROM events WHERE project_id = $1 AND event_id = $2::bpchar",
-    )
-    .bind::<BigInt, _>(project_id)
-    .bind::<Text, _>(event_id)
-    .get_result(c)
-    .optional()?;
-    Ok(row.map(|r| r.data))
-}
-
 /// Inserts or (within 5 minutes) updates the report, then reads the event again if it was not
 /// there before: the report is committed first, so an event stored concurrently either sees the
 /// report or is seen here.
@@ -197,7 +182,7 @@ fn save(
     r: &Report,
     start_time: Timestamp,
 ) -> Result<Saved, DbError> {
-    let event = find_event(c, project_id, &r.event_id)?;
+    let event = events::load(c, project_id, &r.event_id)?;
     if let Some(e) = &event {
         let happened = event_time(e, start_time);
         if happened.epoch_secs() < start_time.epoch_secs() - 30.0 * 60.0 {
@@ -208,36 +193,14 @@ fn save(
             });
         }
     }
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Nullable<Text>)]
-        feedback_event_id: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        group_id: Option<i64>,
-        #[diesel(sql_type = Bool)]
-        _inserted: bool,
-        #[diesel(sql_type = Double)]
-        received: f64,
-    }
-    let row: Option<Row> = diesel::sql_query(
-        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added) \
-         VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
-                 $3, $4, $5, to_timestamp($6)) \
-         ON CONFLICT (project_id, event_id) DO UPDATE \
-           SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
-               group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id) \
-           WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
-         RETURNING feedback_event_id, group_id, (xmax = 0) AS _inserted, \
-                   extract(epoch FROM date_added)::float8 AS received",
-    )
-    .bind::<BigInt, _>(project_id)
-    .bind::<Text, _>(&r.event_id)
-    .bind::<Text, _>(&r.name)
-    .bind::<Text, _>(&r.email)
-    .bind::<Text, _>(&r.comments)
-    .bind::<Double, _>(start_time.epoch_secs())
-    .get_result(c)
-    .optional()?;
+    let stored = user_reports::Report {
+        project_id,
+        event_id: &r.event_id,
+        name: &r.name,
+        email: &r.email,
+        comments: &r.comments,
+    };
+    let row = user_reports::upsert(c, &stored, start_time.epoch_secs())?;
     let Some(row) = row else {
         return Ok(Saved {
             event,
@@ -246,11 +209,11 @@ fn save(
         });
     };
     if row.group_id.is_none() {
-        fill_group(c, Linked::Reports, project_id, &r.event_id)?;
+        linking::fill_groups(c, Linked::Reports, &[(project_id, r.event_id.clone())])?;
     }
     let event = match event {
         Some(e) => Some(e),
-        None => find_event(c, project_id, &r.event_id)?,
+        None => events::load(c, project_id, &r.event_id)?,
     };
     Ok(Saved {
         event,
@@ -259,38 +222,12 @@ fn save(
     })
 }
 
-/// Which of the given events (project, event id pairs) have reports waiting to be shimmed.
-pub async fn waiting_for(
-    deps: &Deps,
-    projects: Vec<i64>,
-    events: Vec<String>,
-) -> Step<Vec<(i64, String)>> {
-    #[derive(QueryableByName)]
-    struct W {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        event_id: String,
-    }
-    let rows: Vec<W> = deps
-        .db
-        .run(move |c| {
-            diesel::sql_query(
-                "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
-                 JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
-                 WHERE u.feedback_event_id IS NULL",
-            )
-            .bind::<diesel::sql_types::Array<BigInt>, _>(projects)
-            .bind::<diesel::sql_types::Array<Text>, _>(events)
-            .load(c)
-            .map_err(DbError::Query)
-        })
+/// Which of the given events have reports waiting to be shimmed.
+pub async fn waiting_for(deps: &Deps, keys: Vec<EventKey>) -> Step<Vec<EventKey>> {
+    deps.db
+        .run(move |c| Ok(user_reports::with_waiting(c, &keys)?))
         .await
-        .map_err(|e| Outcome::from_db(&e))?;
-    Ok(rows
-        .into_iter()
-        .map(|w| (w.project_id, w.event_id))
-        .collect())
+        .map_err(|e| db_failed(&e))
 }
 
 /// Shims the reports of an event that arrived after them.
@@ -300,33 +237,12 @@ pub async fn shim_waiting(
     event_id: &str,
     event: &Value,
 ) -> Step<()> {
-    #[derive(QueryableByName)]
-    struct Waiting {
-        #[diesel(sql_type = Double)]
-        received: f64,
-        #[diesel(sql_type = Text)]
-        name: String,
-        #[diesel(sql_type = Text)]
-        email: String,
-        #[diesel(sql_type = Text)]
-        comments: String,
-    }
     let (pid, eid) = (project.id, event_id.to_owned());
-    let waiting: Vec<Waiting> = deps
+    let waiting = deps
         .db
-        .run(move |c| {
-            diesel::sql_query(
-                "SELECT name, email, comments, extract(epoch FROM date_added)::float8 AS received \
-                 FROM user_reports \
-                 WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
-            )
-            .bind::<BigInt, _>(pid)
-            .bind::<Text, _>(&eid)
-            .load(c)
-            .map_err(DbError::Query)
-        })
+        .run(move |c| Ok(user_reports::waiting(c, pid, &eid)?))
         .await
-        .map_err(|e| Outcome::from_db(&e))?;
+        .map_err(|e| db_failed(&e))?;
     for w in waiting {
         let report = Report {
             event_id: event_id.to_owned(),
@@ -340,7 +256,7 @@ pub async fn shim_waiting(
     Ok(())
 }
 
-/// The feedback event for a report on `event` (reference §3.4), with the `ur:` uuid5 id.
+/// The feedback event for a report on `event`, with the `ur:` uuid5 id.
 pub fn feedback_event(
     project_id: u64,
     report: &Report,
@@ -428,19 +344,9 @@ async fn shim(
         .map_err(unavailable)?;
     let (eid, fid) = (report.event_id.clone(), id);
     deps.db
-        .run(move |c| {
-            diesel::sql_query(
-                "UPDATE user_reports SET feedback_event_id = $3::bpchar \
-                 WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
-            )
-            .bind::<BigInt, _>(pid as i64)
-            .bind::<Text, _>(&eid)
-            .bind::<Text, _>(&fid)
-            .execute(c)
-            .map_err(DbError::Query)
-        })
+        .run(move |c| Ok(user_reports::mark_shimmed(c, pid as i64, &eid, &fid)?))
         .await
-        .map_err(|e| Outcome::from_db(&e))?;
+        .map_err(|e| db_failed(&e))?;
     metrics::count("user_report", "shimmed");
     Ok(())
 }

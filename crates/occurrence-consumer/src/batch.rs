@@ -3,33 +3,25 @@
 //! concurrently, each as one transaction with a savepoint per message, so a batch costs a few
 //! commits instead of one per message.
 
-use prometheus::{IntCounterVec, Opts};
 use sluice_core::config::IssueSettings;
 use sluice_core::issues::{self, Applied, IssueError, Limited};
-use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
-use sluice_core::messages::enums::{data_category, group_category, Outcome as OutcomeKind};
+use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
+use sluice_core::messages::enums::{data_category, group_category, Outcome};
 use sluice_core::messages::{DlqReason, IssuePlatformMessage, OutcomeMessage};
 use sluice_core::outcomes::Outcomes;
 use sluice_core::storage::Db;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Lanes (concurrent transactions) per batch; bounded by the database pool.
 pub const CONCURRENCY: usize = 8;
 
-fn results() -> &'static IntCounterVec {
-    static M: OnceLock<IntCounterVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::counter_vec(
-            Opts::new(
-                "sluice_occurrences_processed_total",
-                "Issue-platform messages applied, by result.",
-            ),
-            &["result"],
-        )
-    })
-}
+sluice_core::counter_vec!(
+    fn results = "sluice_occurrences_processed_total",
+    "Issue-platform messages applied, by result.",
+    ["result"]
+);
 
 /// The stage.
 pub struct OccurrenceStage {
@@ -41,7 +33,7 @@ pub struct OccurrenceStage {
 }
 
 /// Emits the RATE_LIMITED outcome of an occurrence a limit held back (once per occurrence).
-async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Outcome {
+async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Verdict {
     let category = if l.category == group_category::FEEDBACK {
         data_category::USER_REPORT_V2
     } else {
@@ -50,7 +42,7 @@ async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Outcome {
     let mut m = OutcomeMessage::new(
         l.organization_id as u64,
         l.project_id as u64,
-        OutcomeKind::RateLimited,
+        Outcome::RateLimited,
         category,
     );
     m.reason = Some(l.reason.to_owned());
@@ -59,34 +51,34 @@ async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Outcome {
         .emit_once(&format!("limited:{}", l.occurrence_id), &m)
         .await
     {
-        Ok(_) => Outcome::Done,
-        Err(e) => Outcome::Unavailable(e.to_string()),
+        Ok(_) => Verdict::Done,
+        Err(e) => Verdict::Unavailable(e.to_string()),
     }
 }
 
 /// The runtime outcome of one processing result.
-pub fn outcome(result: Result<issues::Applied, IssueError>) -> Outcome {
+pub fn outcome(result: Result<issues::Applied, IssueError>) -> Verdict {
     match result {
         Ok(applied) => {
             results().with_label_values(&[applied.label()]).inc();
-            Outcome::Done
+            Verdict::Done
         }
-        Err(IssueError::Reject(r)) => Outcome::Reject(r),
-        Err(IssueError::EventNotFound(d)) => Outcome::Retry {
+        Err(IssueError::Reject(r)) => Verdict::Reject(r),
+        Err(IssueError::EventNotFound(d)) => Verdict::Retry {
             reason: DlqReason::EventNotFound,
             detail: d,
         },
         Err(IssueError::GroupNotFound(d)) => {
             results().with_label_values(&["group_not_found"]).inc();
-            Outcome::RetryThenDrop(d)
+            Verdict::RetryThenDrop(d)
         }
-        Err(IssueError::Blocked) => Outcome::Defer,
-        Err(IssueError::Conflict(d)) => Outcome::Retry {
+        Err(IssueError::Blocked) => Verdict::Defer,
+        Err(IssueError::Conflict(d)) => Verdict::Retry {
             reason: DlqReason::RetryExhausted,
             detail: d,
         },
-        Err(IssueError::Db(e)) if e.is_dependency_wide() => Outcome::Unavailable(e.to_string()),
-        Err(IssueError::Db(e)) => Outcome::Retry {
+        Err(IssueError::Db(e)) if e.is_dependency_wide() => Verdict::Unavailable(e.to_string()),
+        Err(IssueError::Db(e)) => Verdict::Retry {
             reason: DlqReason::RetryExhausted,
             detail: e.to_string(),
         },
@@ -94,14 +86,14 @@ pub fn outcome(result: Result<issues::Applied, IssueError>) -> Outcome {
 }
 
 impl Stage for OccurrenceStage {
-    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
+        let mut outcomes: Vec<Option<Verdict>> = vec![None; batch.len()];
         // Lanes: every message of one fingerprint goes to the same lane, in arrival order.
         let mut lanes: Vec<Vec<(usize, IssuePlatformMessage)>> =
             (0..CONCURRENCY).map(|_| Vec::new()).collect();
         for (i, m) in batch.iter().enumerate() {
             match IssuePlatformMessage::decode(m.payload()) {
-                Err(r) => outcomes[i] = Some(Outcome::Reject(r)),
+                Err(r) => outcomes[i] = Some(Verdict::Reject(r)),
                 Ok(msg) => {
                     let mut h = DefaultHasher::new();
                     msg.ordering_key().hash(&mut h);
@@ -110,7 +102,7 @@ impl Stage for OccurrenceStage {
             }
         }
         let (db, settings, sink) = (&self.db, &self.settings, &self.outcomes);
-        let done: Vec<Vec<(usize, Outcome)>> =
+        let done: Vec<Vec<(usize, Verdict)>> =
             futures::future::join_all(lanes.into_iter().filter(|l| !l.is_empty()).map(
                 |lane| async move {
                     let (idx, msgs): (Vec<usize>, Vec<IssuePlatformMessage>) =
@@ -138,7 +130,7 @@ impl Stage for OccurrenceStage {
         outcomes
             .into_iter()
             .map(|o| {
-                o.unwrap_or(Outcome::Retry {
+                o.unwrap_or(Verdict::Retry {
                     reason: DlqReason::RetryExhausted,
                     detail: "not processed".into(),
                 })

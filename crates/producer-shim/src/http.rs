@@ -10,10 +10,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use prometheus::{IntCounterVec, Opts};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Shared state of the handlers.
@@ -22,18 +21,11 @@ pub struct Api {
     pub auth_token: Option<String>,
 }
 
-fn requests() -> &'static IntCounterVec {
-    static M: OnceLock<IntCounterVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::counter_vec(
-            Opts::new(
-                "sluice_shim_requests_total",
-                "HTTP requests, by endpoint and status code.",
-            ),
-            &["endpoint", "status"],
-        )
-    })
-}
+sluice_core::counter_vec!(
+    fn requests = "sluice_shim_requests_total",
+    "HTTP requests, by endpoint and status code.",
+    ["endpoint", "status"]
+);
 
 /// Binds `listen` and serves until `shutdown`; in-flight requests finish first.
 pub async fn serve(

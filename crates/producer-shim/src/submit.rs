@@ -4,13 +4,11 @@
 //! occurrence module (success = committed to PostgreSQL). Ordering between the two paths is not
 //! guaranteed while the fallback is active.
 
-use prometheus::{IntCounterVec, Opts};
 use serde_json::Value;
 use sluice_core::issues::{self, payload};
 use sluice_core::kafka::producer::Producer;
 use sluice_core::messages::IssuePlatformMessage;
 use sluice_core::storage::Db;
-use std::sync::OnceLock;
 
 /// What the items are expected to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,18 +30,11 @@ pub enum Status {
     Failed(String),
 }
 
-fn items_metric() -> &'static IntCounterVec {
-    static M: OnceLock<IntCounterVec> = OnceLock::new();
-    M.get_or_init(|| {
-        sluice_core::metrics::counter_vec(
-            Opts::new(
-                "sluice_shim_items_total",
-                "Items handled by producer-shim, by path (kafka, direct) and result.",
-            ),
-            &["path", "result"],
-        )
-    })
-}
+sluice_core::counter_vec!(
+    fn items_metric = "sluice_shim_items_total",
+    "Items handled by producer-shim, by path (kafka, direct) and result.",
+    ["path", "result"]
+);
 
 /// Splits a body into items: one JSON object, a JSON array, or NDJSON.
 pub fn split_items(body: &[u8]) -> Result<Vec<Value>, String> {

@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use sluice_core::app::{self, Context, Needs};
 use sluice_core::cli::{CommonArgs, StageDefaults};
-use sluice_core::kafka::consumer::{self, Msg, Outcome, RuntimeConfig, Stage};
+use sluice_core::kafka::consumer::{self, Msg, RuntimeConfig, Stage, Verdict};
 use sluice_core::messages::{DlqReason, Rejection};
 use sluice_core::storage::{Db, DbError};
 use std::collections::HashMap;
@@ -46,22 +46,22 @@ struct Toy {
 
 enum Action {
     Insert,
-    Outcome(Outcome),
+    Verdict(Verdict),
 }
 
 impl Stage for Toy {
-    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let mut actions = Vec::with_capacity(batch.len());
         let mut sleep = 0u64;
         for m in &batch {
             let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
             let payload = String::from_utf8_lossy(m.payload()).into_owned();
             actions.push(match payload.as_str() {
-                "poison" => Action::Outcome(Outcome::Reject(Rejection::new(
+                "poison" => Action::Verdict(Verdict::Reject(Rejection::new(
                     DlqReason::InvalidField,
                     "poison",
                 ))),
-                "never" => Action::Outcome(Outcome::Retry {
+                "never" => Action::Verdict(Verdict::Retry {
                     reason: DlqReason::EventNotFound,
                     detail: "never".into(),
                 }),
@@ -70,7 +70,7 @@ impl Stage for Toy {
                     let n = f.entry(key).or_default();
                     *n += 1;
                     if *n <= 2 {
-                        Action::Outcome(Outcome::Retry {
+                        Action::Verdict(Verdict::Retry {
                             reason: DlqReason::RetryExhausted,
                             detail: "flaky".into(),
                         })
@@ -123,11 +123,11 @@ impl Stage for Toy {
                 .await
         };
         let db_outcome = match written {
-            Ok(()) => Outcome::Done,
+            Ok(()) => Verdict::Done,
             Err(e) if e.is_dependency_wide() || matches!(e, DbError::Query(_)) => {
-                Outcome::Unavailable(e.to_string())
+                Verdict::Unavailable(e.to_string())
             }
-            Err(e) => Outcome::Retry {
+            Err(e) => Verdict::Retry {
                 reason: DlqReason::RetryExhausted,
                 detail: e.to_string(),
             },
@@ -136,7 +136,7 @@ impl Stage for Toy {
             .into_iter()
             .map(|a| match a {
                 Action::Insert => db_outcome.clone(),
-                Action::Outcome(o) => o,
+                Action::Verdict(o) => o,
             })
             .collect()
     }

@@ -1,54 +1,19 @@
-//! Issue groups: creation, the deterministic update rule, regression, activity and history.
+//! Issue groups in memory: the state a group gets from its first occurrence, and the one update
+//! rule every later occurrence applies to it. The storage layer reads groups locked and writes
+//! back the state computed here (`storage::groups`), for one occurrence or a run of them alike.
+//!
+//! The update rule: times seen +1; first/last seen widen; title, culprit, level, message and data
+//! follow only the newest occurrence by detection time (ties: the larger occurrence id), so the
+//! result does not depend on arrival order; a RESOLVED group regresses (unresolved, substatus
+//! REGRESSED, active from the occurrence's time); a group still NEW stays active since its
+//! earliest occurrence.
 
 use super::grouptype;
 use super::parse::Occurrence;
 use crate::messages::enums::{group_status, group_substatus, priority};
+use crate::storage::groups::{GroupRow, Locked, Write};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bpchar, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{json, Value};
-
-/// The columns of a group that processing reads.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct GroupRow {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = BigInt)]
-    pub project_id: i64,
-    #[diesel(sql_type = Integer, column_name = "type")]
-    pub group_type: i32,
-    #[diesel(sql_type = Integer)]
-    pub status: i32,
-    #[diesel(sql_type = Nullable<Integer>)]
-    pub substatus: Option<i32>,
-    #[diesel(sql_type = Integer)]
-    pub priority: i32,
-    #[diesel(sql_type = Timestamptz)]
-    pub last_seen: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Bpchar>)]
-    pub last_occurrence_id: Option<String>,
-    #[diesel(sql_type = Jsonb)]
-    pub data: Value,
-}
-
-pub(crate) const GROUP_COLUMNS: &str =
-    "g.id, g.project_id, g.type, g.status, g.substatus, g.priority, g.last_seen, g.last_occurrence_id, g.data";
-
-/// The group of `hash` in `project_id`, locked for update.
-pub fn find_for_update(
-    conn: &mut PgConnection,
-    project_id: i64,
-    hash: &str,
-) -> QueryResult<Option<GroupRow>> {
-    diesel::sql_query(format!(
-        "SELECT {GROUP_COLUMNS} FROM group_hashes h JOIN groups g ON g.id = h.group_id \
-         WHERE h.project_id = $1 AND h.hash = $2::bpchar FOR UPDATE OF g"
-    ))
-    .bind::<BigInt, _>(project_id)
-    .bind::<Bpchar, _>(hash)
-    .get_result(conn)
-    .optional()
-}
 
 /// Name of a priority value in activity data.
 pub fn priority_name(p: i32) -> &'static str {
@@ -111,113 +76,6 @@ pub(crate) fn materialized_data(event: &Value, occ: &Occurrence) -> Value {
     })
 }
 
-/// Creates the group for `occ`. Returns its id, or `None` when a concurrent transaction created
-/// the group of this hash first (the caller then updates that one).
-pub fn create(
-    conn: &mut PgConnection,
-    occ: &Occurrence,
-    event: &Value,
-) -> QueryResult<Option<i64>> {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
-    let seen = occ.detection_time.0;
-    let id: Id = diesel::sql_query(
-        "INSERT INTO groups (project_id, type, status, substatus, priority, level, title, culprit, message, \
-         times_seen, first_seen, last_seen, active_at, last_occurrence_id, data) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $10, $11, $12) RETURNING id",
-    )
-    .bind::<BigInt, _>(occ.project_id as i64)
-    .bind::<Integer, _>(occ.group_type.id)
-    .bind::<Integer, _>(group_status::UNRESOLVED)
-    .bind::<Integer, _>(group_substatus::NEW)
-    .bind::<Integer, _>(occ.priority)
-    .bind::<Integer, _>(occ.level_num)
-    .bind::<Text, _>(&occ.issue_title)
-    .bind::<Text, _>(&occ.culprit)
-    .bind::<Text, _>(search_message(event, occ))
-    .bind::<Timestamptz, _>(seen)
-    .bind::<Bpchar, _>(&occ.id)
-    .bind::<Jsonb, _>(materialized_data(event, occ))
-    .get_result(conn)?;
-    let linked = diesel::sql_query(
-        "INSERT INTO group_hashes (project_id, hash, group_id) VALUES ($1, $2, $3) ON CONFLICT (project_id, hash) DO NOTHING",
-    )
-    .bind::<BigInt, _>(occ.project_id as i64)
-    .bind::<Bpchar, _>(&occ.fingerprint[0])
-    .bind::<BigInt, _>(id.id)
-    .execute(conn)?;
-    if linked == 1 {
-        Ok(Some(id.id))
-    } else {
-        diesel::sql_query("DELETE FROM groups WHERE id = $1")
-            .bind::<BigInt, _>(id.id)
-            .execute(conn)?;
-        Ok(None)
-    }
-}
-
-/// Adds `occ` to an existing group: times seen, first/last seen, and (only when `occ` is the
-/// newest by detection time, ties to the larger occurrence id) title, culprit, level, message and
-/// data, so the result does not depend on arrival order. A RESOLVED group regresses (and becomes
-/// active at `occ`'s time); a group still NEW stays active since its earliest occurrence. Returns
-/// whether it regressed.
-pub fn update(
-    conn: &mut PgConnection,
-    group: &GroupRow,
-    occ: &Occurrence,
-    event: &Value,
-) -> QueryResult<bool> {
-    let seen = occ.detection_time.0;
-    let newest = (seen, occ.id.as_str())
-        >= (
-            group.last_seen,
-            group.last_occurrence_id.as_deref().unwrap_or(""),
-        );
-    let regressed = group.status == group_status::RESOLVED;
-    diesel::sql_query(
-        "UPDATE groups SET times_seen = times_seen + 1, \
-           first_seen = LEAST(first_seen, $2), last_seen = GREATEST(last_seen, $2), \
-           title = CASE WHEN $3 THEN $4 ELSE title END, \
-           culprit = CASE WHEN $3 THEN $5 ELSE culprit END, \
-           level = CASE WHEN $3 THEN $6 ELSE level END, \
-           message = CASE WHEN $3 THEN $7 ELSE message END, \
-           data = CASE WHEN $3 THEN data || $8 ELSE data END, \
-           last_occurrence_id = CASE WHEN $3 THEN $9 ELSE last_occurrence_id END, \
-           status = CASE WHEN $10 THEN 0 ELSE status END, \
-           substatus = CASE WHEN $10 THEN $11 ELSE substatus END, \
-           active_at = CASE WHEN $10 THEN $2 WHEN substatus = $12 THEN LEAST(active_at, $2) \
-                       ELSE active_at END, \
-           resolved_at = CASE WHEN $10 THEN NULL ELSE resolved_at END \
-         WHERE id = $1",
-    )
-    .bind::<BigInt, _>(group.id)
-    .bind::<Timestamptz, _>(seen)
-    .bind::<diesel::sql_types::Bool, _>(newest)
-    .bind::<Text, _>(&occ.issue_title)
-    .bind::<Text, _>(&occ.culprit)
-    .bind::<Integer, _>(occ.level_num)
-    .bind::<Text, _>(search_message(event, occ))
-    .bind::<Jsonb, _>(merged_data(&group.data, event, occ))
-    .bind::<Bpchar, _>(&occ.id)
-    .bind::<diesel::sql_types::Bool, _>(regressed)
-    .bind::<Integer, _>(group_substatus::REGRESSED)
-    .bind::<Integer, _>(group_substatus::NEW)
-    .execute(conn)?;
-    if regressed {
-        record(
-            conn,
-            group,
-            "set_regression",
-            json!({ "event_id": occ.event_id, "version": null }),
-            "regressed",
-        )?;
-    }
-    Ok(regressed)
-}
-
 /// The group's data with the newest occurrence's fields overlaid; metadata merged key by key.
 pub(crate) fn merged_data(existing: &Value, event: &Value, occ: &Occurrence) -> Value {
     let mut incoming = materialized_data(event, occ);
@@ -235,71 +93,147 @@ pub(crate) fn merged_data(existing: &Value, event: &Value, occ: &Occurrence) -> 
     incoming
 }
 
-/// One activity row and, when `history` is non-empty, one history row.
-pub fn record(
-    conn: &mut PgConnection,
-    group: &GroupRow,
-    activity: &str,
-    data: Value,
-    history: &str,
-) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO activities (group_id, project_id, type, data) VALUES ($1, $2, $3, $4)",
-    )
-    .bind::<BigInt, _>(group.id)
-    .bind::<BigInt, _>(group.project_id)
-    .bind::<Text, _>(activity)
-    .bind::<Jsonb, _>(data)
-    .execute(conn)?;
-    if !history.is_empty() {
-        diesel::sql_query(
-            "INSERT INTO group_history (group_id, project_id, status) VALUES ($1, $2, $3)",
-        )
-        .bind::<BigInt, _>(group.id)
-        .bind::<BigInt, _>(group.project_id)
-        .bind::<Text, _>(history)
-        .execute(conn)?;
+/// PostgreSQL's `jsonb || jsonb`: top-level keys of `b` replace those of `a` (objects), else `b`.
+fn concat(a: &Value, b: Value) -> Value {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut m = a.clone();
+            m.extend(b);
+            Value::Object(m)
+        }
+        (_, b) => b,
     }
-    Ok(())
 }
 
-/// Whether an existing group may take occurrences of `occ`'s type (same category).
-pub fn same_category(group: &GroupRow, occ: &Occurrence) -> bool {
-    grouptype::get(group.group_type).map(|g| g.category) == Some(occ.group_type.category)
+/// Whether a group of type `group_type` may take occurrences of `occ`'s type (same category).
+pub fn same_category(group_type: i32, occ: &Occurrence) -> bool {
+    grouptype::get(group_type).map(|g| g.category) == Some(occ.group_type.category)
 }
 
-/// Sets `group_id` on the occurrence, and on its event, the event's attachments and user reports
-/// where they have none yet (the first group an event gets stays).
-///
-/// Two statements, the event first: updating the event row locks it, so a writer that attaches
-/// an attachment or report and then reads the event's group `FOR SHARE` either sees this group
-/// or committed before the second statement's snapshot, which then includes its row.
-pub fn backfill(
-    conn: &mut PgConnection,
-    project_id: i64,
-    event_id: &str,
-    occurrence_id: &str,
-    group_id: i64,
-) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE events SET group_id = $3 \
-         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL",
-    )
-    .bind::<BigInt, _>(project_id)
-    .bind::<Bpchar, _>(event_id)
-    .bind::<BigInt, _>(group_id)
-    .execute(conn)?;
-    diesel::sql_query(
-        "WITH o AS (UPDATE occurrences SET group_id = $3 WHERE id = $4::bpchar), \
-              a AS (UPDATE event_attachments SET group_id = $3 \
-                    WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL) \
-         UPDATE user_reports SET group_id = $3 \
-         WHERE project_id = $1 AND event_id = $2::bpchar AND group_id IS NULL",
-    )
-    .bind::<BigInt, _>(project_id)
-    .bind::<Bpchar, _>(event_id)
-    .bind::<BigInt, _>(group_id)
-    .bind::<Bpchar, _>(occurrence_id)
-    .execute(conn)?;
-    Ok(())
+/// A group as processing leaves it.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub row: GroupRow,
+    /// `fingerprint[0]` as stored in `group_hashes`.
+    pub hash: String,
+    /// Created here (written with INSERT, not UPDATE).
+    pub new: bool,
+    pub times_seen: i64,
+    pub first_seen: DateTime<Utc>,
+    pub active_at: Option<DateTime<Utc>>,
+    pub level: i32,
+    pub title: String,
+    pub culprit: String,
+    pub message: String,
+    /// Whether title, culprit, level and message changed (existing groups).
+    pub newest_applied: bool,
+    /// The occurrence (index, event id) that regressed the group, if one did.
+    pub regressed_by: Option<(usize, String)>,
+}
+
+impl State {
+    /// An existing group as read (locked) from storage.
+    pub fn existing(l: Locked) -> State {
+        State {
+            hash: l.hash,
+            new: false,
+            times_seen: l.times_seen,
+            first_seen: l.first_seen,
+            active_at: l.active_at,
+            level: l.level,
+            title: String::new(),
+            culprit: String::new(),
+            message: String::new(),
+            newest_applied: false,
+            regressed_by: None,
+            row: l.group,
+        }
+    }
+
+    /// The new group of `occ` (its id is assigned when written).
+    pub fn created(occ: &Occurrence, event: &Value) -> State {
+        let seen = occ.detection_time.0;
+        State {
+            row: GroupRow {
+                id: 0,
+                project_id: occ.project_id as i64,
+                group_type: occ.group_type.id,
+                status: group_status::UNRESOLVED,
+                substatus: Some(group_substatus::NEW),
+                priority: occ.priority,
+                last_seen: seen,
+                last_occurrence_id: Some(occ.id.clone()),
+                data: materialized_data(event, occ),
+            },
+            hash: occ.fingerprint[0].clone(),
+            new: true,
+            times_seen: 1,
+            first_seen: seen,
+            active_at: Some(seen),
+            level: occ.level_num,
+            title: occ.issue_title.clone(),
+            culprit: occ.culprit.clone(),
+            message: search_message(event, occ),
+            newest_applied: true,
+            regressed_by: None,
+        }
+    }
+
+    /// Applies occurrence `i` (`occ`, with its `event`) by the update rule.
+    pub fn apply(&mut self, i: usize, occ: &Occurrence, event: &Value) {
+        let seen = occ.detection_time.0;
+        let row = &mut self.row;
+        let newest = (seen, occ.id.as_str())
+            >= (
+                row.last_seen,
+                row.last_occurrence_id.as_deref().unwrap_or(""),
+            );
+        self.times_seen += 1;
+        self.first_seen = self.first_seen.min(seen);
+        row.last_seen = row.last_seen.max(seen);
+        if newest {
+            let incoming = merged_data(&row.data, event, occ);
+            row.data = concat(&row.data, incoming);
+            row.last_occurrence_id = Some(occ.id.clone());
+            self.title = occ.issue_title.clone();
+            self.culprit = occ.culprit.clone();
+            self.level = occ.level_num;
+            self.message = search_message(event, occ);
+            self.newest_applied = true;
+        }
+        if row.substatus == Some(group_substatus::NEW) {
+            self.active_at = self.active_at.map(|a| a.min(seen)).or(Some(seen));
+        }
+        if row.status == group_status::RESOLVED {
+            row.status = group_status::UNRESOLVED;
+            row.substatus = Some(group_substatus::REGRESSED);
+            self.active_at = Some(seen);
+            self.regressed_by = Some((i, occ.event_id.clone()));
+        }
+    }
+
+    /// The state to write.
+    pub fn write(&self) -> Write<'_> {
+        Write {
+            id: self.row.id,
+            project_id: self.row.project_id,
+            hash: &self.hash,
+            group_type: self.row.group_type,
+            status: self.row.status,
+            substatus: self.row.substatus,
+            priority: self.row.priority,
+            level: self.level,
+            title: &self.title,
+            culprit: &self.culprit,
+            message: &self.message,
+            times_seen: self.times_seen,
+            first_seen: self.first_seen,
+            last_seen: self.row.last_seen,
+            active_at: self.active_at,
+            last_occurrence_id: self.row.last_occurrence_id.as_deref(),
+            data: &self.row.data,
+            newest: self.newest_applied,
+            regressed: self.regressed_by.is_some(),
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! The optional issue-platform limits (reference §5.5 step 5 and §5.7 steps 2a–2b; design §4):
+//! The optional issue-platform limits:
 //! the per-fingerprint occurrence rate limit, noise reduction and the per-type issue creation
 //! quotas. All are off by default, and error occurrences (type 1) are never subject to them.
 //!
@@ -10,8 +10,8 @@
 
 use super::parse::Occurrence;
 use crate::config::IssueSettings;
+use crate::storage::limits::{noise_bump, noise_reset, take};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bpchar, Text, Timestamptz};
 
 /// Why an occurrence was held back (also its metric label and outcome reason).
 pub const RATE_LIMITED: &str = "occurrence_rate_limit";
@@ -34,7 +34,7 @@ pub fn any_enabled(settings: &IssueSettings, occ: &Occurrence) -> bool {
             || (settings.noise_reduction && occ.group_type.noise_ignore_limit.is_some()))
 }
 
-/// Step 5: the per-project, per-fingerprint occurrence rate limit. `Some(reason)` when limited.
+/// The per-project, per-fingerprint occurrence rate limit. `Some(reason)` when limited.
 pub fn check_occurrence(
     conn: &mut PgConnection,
     settings: &IssueSettings,
@@ -57,7 +57,7 @@ pub fn check_occurrence(
     Ok((!granted).then_some(RATE_LIMITED))
 }
 
-/// Steps 2a–2b, before a new group is created: noise reduction, then the type's creation quota.
+/// Before a new group is created: noise reduction, then the type's creation quota.
 /// `Some(reason)` when creation is held back.
 pub fn check_creation(
     conn: &mut PgConnection,
@@ -69,32 +69,18 @@ pub fn check_creation(
     }
     let hash = &occ.fingerprint[0];
     if let (true, Some(limit)) = (settings.noise_reduction, occ.group_type.noise_ignore_limit) {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            count: i64,
-        }
-        // An expired counter starts again at 1; every increment pushes the expiry out.
-        let seen: Count = diesel::sql_query(
-            "INSERT INTO noise_counters AS n (project_id, hash, count, expires_at) \
-             VALUES ($1, $2::bpchar, 1, $3 + make_interval(secs => $4)) \
-             ON CONFLICT (project_id, hash) DO UPDATE SET \
-               count = CASE WHEN n.expires_at <= $3 THEN 1 ELSE n.count + 1 END, \
-               expires_at = EXCLUDED.expires_at \
-             RETURNING count",
-        )
-        .bind::<BigInt, _>(occ.project_id as i64)
-        .bind::<Bpchar, _>(hash)
-        .bind::<Timestamptz, _>(occ.detection_time.0)
-        .bind::<BigInt, _>(NOISE_EXPIRY_SECS)
-        .get_result(conn)?;
-        if (seen.count as u64) < limit {
+        let project_id = occ.project_id as i64;
+        let seen = noise_bump(
+            conn,
+            project_id,
+            hash,
+            occ.detection_time.0,
+            NOISE_EXPIRY_SECS,
+        )?;
+        if (seen as u64) < limit {
             return Ok(Some(NOISE));
         }
-        diesel::sql_query("DELETE FROM noise_counters WHERE project_id = $1 AND hash = $2::bpchar")
-            .bind::<BigInt, _>(occ.project_id as i64)
-            .bind::<Bpchar, _>(hash)
-            .execute(conn)?;
+        noise_reset(conn, project_id, hash)?;
     }
     if settings.creation_quotas {
         let key = format!(
@@ -109,69 +95,9 @@ pub fn check_creation(
     Ok(None)
 }
 
-/// Takes one unit from the sliding window `key` at `at` (epoch seconds) when fewer than `limit`
-/// were taken in the `window` seconds up to `at`, counted in `granularity`-second buckets.
-/// Buckets older than the window are pruned on the way. Returns whether the unit was granted.
-fn take(
-    conn: &mut PgConnection,
-    key: &str,
-    at: i64,
-    (window, granularity, limit): (u64, u64, u64),
-) -> QueryResult<bool> {
-    #[derive(QueryableByName)]
-    struct Granted {
-        #[diesel(sql_type = BigInt)]
-        granted: i64,
-    }
-    let granularity = granularity.max(1) as i64;
-    let bucket = at.div_euclid(granularity);
-    let buckets = (window as i64 / granularity).max(1);
-    let row: Granted = diesel::sql_query(
-        "WITH pruned AS (DELETE FROM rate_limit_counters WHERE key = $1 AND bucket <= $2 - $3), \
-              used AS (SELECT coalesce(sum(count), 0) AS n FROM rate_limit_counters \
-                       WHERE key = $1 AND bucket > $2 - $3 AND bucket <= $2), \
-              taken AS (INSERT INTO rate_limit_counters AS r (key, bucket, count) \
-                        SELECT $1, $2, 1 FROM used WHERE n < $4 \
-                        ON CONFLICT (key, bucket) DO UPDATE SET count = r.count + 1 RETURNING 1) \
-         SELECT count(*) AS granted FROM taken",
-    )
-    .bind::<Text, _>(key)
-    .bind::<BigInt, _>(bucket)
-    .bind::<BigInt, _>(buckets)
-    .bind::<BigInt, _>(limit as i64)
-    .get_result(conn)?;
-    Ok(row.granted > 0)
-}
-
-/// Marks the occurrence row as held back by `reason`.
-pub fn mark_dropped(conn: &mut PgConnection, occurrence_id: &str, reason: &str) -> QueryResult<()> {
-    diesel::sql_query("UPDATE occurrences SET dropped = $2 WHERE id = $1::bpchar")
-        .bind::<Bpchar, _>(occurrence_id)
-        .bind::<Text, _>(reason)
-        .execute(conn)?;
-    Ok(())
-}
-
-/// The reason a stored occurrence was held back, if it was.
-pub fn dropped_reason(
-    conn: &mut PgConnection,
-    occurrence_id: &str,
-) -> QueryResult<Option<&'static str>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
-        dropped: Option<String>,
-    }
-    Ok(
-        diesel::sql_query("SELECT dropped FROM occurrences WHERE id = $1::bpchar")
-            .bind::<Bpchar, _>(occurrence_id)
-            .get_result::<Row>(conn)
-            .optional()?
-            .and_then(|r| r.dropped)
-            .and_then(|r| {
-                [RATE_LIMITED, NOISE, CREATION_QUOTA]
-                    .into_iter()
-                    .find(|known| *known == r)
-            }),
-    )
+/// The known reason of a stored `dropped` value.
+pub fn reason(dropped: &str) -> Option<&'static str> {
+    [RATE_LIMITED, NOISE, CREATION_QUOTA]
+        .into_iter()
+        .find(|known| *known == dropped)
 }

@@ -1,17 +1,13 @@
-//! The issue platform's processing (reference §5, design §5): occurrences become groups,
+//! The issue platform's processing: occurrences become groups,
 //! status changes move them. Shared by `occurrence-consumer` and the producer-shim fallback.
-//!
-//! SQL note: diesel binds strings as `text`; comparisons with `char(32)` key columns cast the
-//! parameter (`$n::bpchar`) so PostgreSQL uses the index instead of casting every row.
 
 pub mod group;
 pub mod grouptype;
 pub mod limits;
-pub mod occurrence;
 pub mod parse;
 pub mod payload;
 pub mod project;
-pub mod run;
+pub mod save;
 pub mod status_change;
 
 use crate::config::IssueSettings;
@@ -30,7 +26,7 @@ pub enum Applied {
     Duplicate,
     /// Dropped on purpose (reason is a bounded metric label).
     Dropped(&'static str),
-    /// Held back by an optional limit (design §4): no group; the stage reports a RATE_LIMITED
+    /// Held back by an optional limit: no group; the stage reports a RATE_LIMITED
     /// outcome. Also returned for a redelivery of such an occurrence (the outcome is emitted once).
     Limited(Limited),
     /// The group's status changed.
@@ -101,21 +97,18 @@ impl From<diesel::result::Error> for IssueError {
     }
 }
 
-/// Batches whose set-based save failed and were saved again one message at a time (each failure
-/// is expected to be rare: an event not stored yet, a concurrent group creation, bad input).
+crate::counter_vec!(
+    /// Batches whose set-based save failed and were saved again one message at a time (each
+    /// failure is expected to be rare: an event not stored yet, a concurrent group creation, bad
+    /// input).
+    fn one_by_one = "sluice_issue_batches_one_by_one_total",
+    "Issue-platform batches saved again message by message after the set-based path failed.",
+    []
+);
+
+/// Batches saved one by one after the set-based path failed, since the process started.
 pub fn one_by_one_total() -> prometheus::IntCounter {
-    static M: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
-    M.get_or_init(|| {
-        crate::metrics::counter_vec(
-            prometheus::Opts::new(
-                "sluice_issue_batches_one_by_one_total",
-                "Issue-platform batches saved again message by message after the set-based path failed.",
-            ),
-            &[],
-        )
-        .with_label_values(&[] as &[&str])
-    })
-    .clone()
+    one_by_one().with_label_values(&[] as &[&str])
 }
 
 /// Processes one decoded message in its own transaction.
@@ -130,10 +123,10 @@ pub async fn process(
 }
 
 /// Processes `msgs` in order in one transaction. The fast path saves each run of consecutive
-/// occurrences with set-based statements ([`run`]) and status changes one by one; if any
-/// fails, that transaction is rolled back and the messages run again, each under its own
-/// savepoint, so a failing message leaves no trace and does not affect the others. If the
-/// transaction itself fails, every message gets that error (nothing was kept).
+/// occurrences together ([`save`]) and status changes one by one; if any fails, that transaction
+/// is rolled back and the messages run again, each under its own savepoint, so a failing message
+/// leaves no trace and does not affect the others. If the transaction itself fails, every message
+/// gets that error (nothing was kept).
 pub async fn process_many(
     db: &Db,
     settings: &IssueSettings,
@@ -151,19 +144,17 @@ pub async fn process_many(
                 let mut out = Vec::with_capacity(parsed.len());
                 let mut i = 0;
                 while i < parsed.len() {
-                    // A run: consecutive occurrences no enabled limit applies to.
                     let run: Vec<&parse::Occurrence> = parsed[i..]
                         .iter()
                         .map_while(|p| match p {
-                            Ok(Parsed::Occurrence(o)) if !limits::any_enabled(&settings, o) => {
-                                Some(o.as_ref())
-                            }
+                            Ok(Parsed::Occurrence(o)) => Some(o.as_ref()),
                             _ => None,
                         })
                         .collect();
-                    if run.len() > 1 {
+                    if !run.is_empty() {
                         i += run.len();
-                        out.extend(run::save(c, &run, &mut projects)?.into_iter().map(Ok));
+                        let saved = save::save(c, &run, &mut projects, &settings)?;
+                        out.extend(saved.into_iter().map(Ok));
                         continue;
                     }
                     out.push(match &parsed[i] {
@@ -199,8 +190,17 @@ pub async fn process_many(
                         if failed.contains(&key) {
                             return Err(IssueError::Blocked);
                         }
-                        let result =
-                            p.and_then(|p| c.transaction(|c| p.save(c, &mut projects, &settings)));
+                        let result = p.and_then(|p| {
+                            let mut attempt = |c: &mut diesel::PgConnection| {
+                                c.transaction(|c| p.save(c, &mut projects, &settings))
+                            };
+                            // A group created by another transaction meanwhile is there to be
+                            // updated on the second attempt.
+                            match attempt(c) {
+                                Err(IssueError::Conflict(_)) => attempt(c),
+                                r => r,
+                            }
+                        });
                         if matches!(&result, Err(e) if !matches!(e, IssueError::Reject(_))) {
                             failed.insert(key);
                         }
@@ -242,8 +242,10 @@ impl Parsed {
         settings: &IssueSettings,
     ) -> Result<Applied, IssueError> {
         match self {
-            Parsed::Occurrence(occ) => occurrence::save(c, occ, projects, settings),
-            Parsed::StatusChange(s) => status_change::apply(c, s),
+            Parsed::Occurrence(occ) => save::save(c, &[occ.as_ref()], projects, settings)?
+                .pop()
+                .ok_or_else(|| IssueError::Conflict("no result".into())),
+            Parsed::StatusChange(change) => status_change::apply(c, change),
         }
     }
 

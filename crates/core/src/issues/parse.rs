@@ -1,4 +1,4 @@
-//! Turning a decoded occurrence into what processing needs (reference §5.3 with design §5):
+//! Turning a decoded occurrence into what processing needs:
 //! normalised ids, md5 of every fingerprint part, level and priority defaults, and the embedded
 //! event in the shape stored in `events`. Every failure is a [`Rejection`] with a DLQ reason.
 

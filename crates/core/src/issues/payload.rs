@@ -1,4 +1,4 @@
-//! The issue-platform payload builder (reference §4.2–§4.3): what every producer of
+//! The issue-platform payload builder: what every producer of
 //! `ingest-occurrences` sends. Occurrences may carry event data (its event id must match);
 //! status changes need a non-empty fingerprint and always get an id. The Kafka key is
 //! `"{fingerprint[0]}-{project_id}"` (none without a fingerprint), the value the JSON payload.

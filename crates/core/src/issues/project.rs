@@ -1,22 +1,7 @@
 //! Project and organization lookup (operators provision them as plain rows).
 
+pub use crate::storage::projects::{load, Project};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Jsonb, Text};
-
-/// A project with its organization.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct Project {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = BigInt)]
-    pub organization_id: i64,
-    #[diesel(sql_type = Text)]
-    pub organization_slug: String,
-    #[diesel(sql_type = Jsonb)]
-    pub organization_options: serde_json::Value,
-    #[diesel(sql_type = Jsonb)]
-    pub options: serde_json::Value,
-}
 
 /// Projects already looked up within one transaction.
 #[derive(Default)]
@@ -32,17 +17,6 @@ impl Cache {
         self.0.insert(id, p.clone());
         Ok(p)
     }
-}
-
-/// The project `id`, or `None` when it is not provisioned.
-pub fn load(conn: &mut PgConnection, id: u64) -> QueryResult<Option<Project>> {
-    diesel::sql_query(
-        "SELECT p.id, p.organization_id, o.slug AS organization_slug, o.options AS organization_options, p.options \
-         FROM projects p JOIN organizations o ON o.id = p.organization_id WHERE p.id = $1",
-    )
-    .bind::<BigInt, _>(id as i64)
-    .get_result(conn)
-    .optional()
 }
 
 type Entries = std::collections::HashMap<u64, (std::time::Instant, Option<Project>)>;

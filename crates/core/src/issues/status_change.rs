@@ -1,15 +1,16 @@
-//! Applying a status change (reference §5.8): find the group of the hashed `fingerprint[0]`,
+//! Applying a status change: find the group of the hashed `fingerprint[0]`,
 //! validate the requested (status, substatus), update the group and write one activity and one
 //! history row. Applied ids are recorded in `applied_status_changes` in the same transaction, so
 //! a replay is a no-op.
 
-use super::group::{self, priority_name, GroupRow};
+use super::group::priority_name;
 use super::{Applied, IssueError};
 use crate::ids::md5_hex;
 use crate::messages::enums::{group_status as st, group_substatus as sub, priority};
 use crate::messages::StatusChangeMessage;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bpchar, Integer, Nullable};
+use crate::storage::groups::{self, GroupRow};
+use crate::storage::status_changes;
+use diesel::PgConnection;
 use serde_json::json;
 
 /// Why a requested status is refused (Sentry's log keys).
@@ -55,20 +56,14 @@ fn history_name(status: i32, substatus: Option<i32>) -> &'static str {
 pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Applied, IssueError> {
     let hash = md5_hex(&change.fingerprint[0]);
     let project_id = change.project_id as i64;
-    let Some(g) = group::find_for_update(conn, project_id, &hash)? else {
+    let Some(g) = groups::find_for_update(conn, project_id, &hash)? else {
         return Err(IssueError::GroupNotFound(format!(
             "no group for fingerprint hash {hash} in project {project_id}"
         )));
     };
     let id = normalised_id(&change.id);
-    let recorded = diesel::sql_query(
-        "INSERT INTO applied_status_changes (id, project_id, group_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind::<Bpchar, _>(&id)
-    .bind::<BigInt, _>(project_id)
-    .bind::<BigInt, _>(g.id)
-    .execute(conn)?;
-    if recorded == 0 {
+    let recorded = status_changes::record(conn, &id, project_id, g.id)?;
+    if !recorded {
         return Ok(Applied::Duplicate);
     }
     let (status, substatus) = (change.new_status, change.new_substatus);
@@ -88,20 +83,11 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
         _ => ("set_unresolved", None),
     };
     let new_priority = new_priority.filter(|p| *p != g.priority);
-    diesel::sql_query(
-        "UPDATE groups SET status = $2, substatus = $3, priority = COALESCE($4, priority), \
-           resolved_at = CASE WHEN $2 = 1 THEN now() ELSE NULL END, \
-           active_at = CASE WHEN $2 = 0 AND status <> 0 THEN now() ELSE active_at END \
-         WHERE id = $1",
-    )
-    .bind::<BigInt, _>(g.id)
-    .bind::<Integer, _>(status)
-    .bind::<Nullable<Integer>, _>(substatus)
-    .bind::<Nullable<Integer>, _>(new_priority)
-    .execute(conn)?;
-    group::record(
+    groups::set_status(conn, g.id, status, substatus, new_priority)?;
+    groups::record(
         conn,
-        &g,
+        g.id,
+        g.project_id,
         activity,
         json!({}),
         history_name(status, substatus),
@@ -112,9 +98,10 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
         } else {
             "ongoing"
         };
-        group::record(
+        groups::record(
             conn,
-            &g,
+            g.id,
+            g.project_id,
             "set_priority",
             json!({ "priority": priority_name(p), "reason": reason }),
             "",

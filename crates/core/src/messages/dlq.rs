@@ -1,4 +1,4 @@
-//! Dead-letter messages (design §3): the original key, value and headers, plus headers that say
+//! Dead-letter messages: the original key, value and headers, plus headers that say
 //! where the message came from and why it was rejected.
 
 use std::fmt;
@@ -16,7 +16,7 @@ pub const ERROR_DETAIL: &str = "error_detail";
 /// Upper bound of the `error_detail` header.
 pub const MAX_DETAIL_BYTES: usize = 1024;
 
-/// Why a message was dead-lettered. The strings are a contract (design §3) and metric labels.
+/// Why a message was dead-lettered. The strings are a contract and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DlqReason {
     /// Not msgpack/JSON, or truncated.

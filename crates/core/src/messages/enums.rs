@@ -1,4 +1,4 @@
-//! Sentry's numeric enumerations (reference §0.1); the numbers matter on the wire and in the database.
+//! Sentry's numeric enumerations; the numbers matter on the wire and in the database.
 
 /// Outcome of an item, as sent on the outcomes topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-//! The msgpack messages Relay writes to the ingest topics (reference §1.2–§1.7): named maps with a
+//! The msgpack messages Relay writes to the ingest topics: named maps with a
 //! `type` discriminator. Decoding is tolerant where Relay and Sentry's tests differ (payload as bin
 //! or str, chunk id as `id` or `attachment_id`, numeric or string `start_time`, unknown fields
 //! ignored) and strict where the pipeline needs a value, so every failure carries a DLQ reason.

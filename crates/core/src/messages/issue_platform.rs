@@ -1,4 +1,4 @@
-//! JSON messages on `ingest-occurrences` (reference §1.8, design §5): occurrences and status
+//! JSON messages on `ingest-occurrences`: occurrences and status
 //! changes, told apart by `payload_type` (absent = occurrence).
 
 use super::dlq::{DlqReason, Rejection};
@@ -92,7 +92,7 @@ fn non_empty_event<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmbeddedEve
     }
 }
 
-/// The event embedded in an occurrence (design §5): `event_id`, `platform` and `project_id`
+/// The event embedded in an occurrence: `event_id`, `platform` and `project_id`
 /// required; timestamps as epoch numbers or RFC 3339; tags as an object or a list of pairs;
 /// keys outside Sentry's whitelist are dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,4 +17,4 @@ pub use issue_platform::{
     Tags,
 };
 pub use outcome::OutcomeMessage;
-pub use time::Timestamp;
+pub use time::{event_time, Timestamp};

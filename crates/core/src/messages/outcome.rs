@@ -1,4 +1,4 @@
-//! The outcomes topic's JSON (reference §1.9).
+//! The outcomes topic's JSON.
 
 use super::enums::Outcome;
 use super::time::Timestamp;

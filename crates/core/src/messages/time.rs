@@ -88,6 +88,19 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// When an event happened: its `timestamp` (epoch seconds or RFC 3339), else `fallback`.
+pub fn event_time(data: &serde_json::Value, fallback: Timestamp) -> Timestamp {
+    use serde_json::Value;
+    match data.get("timestamp") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(|s| Timestamp::from_epoch_secs(s).ok())
+            .unwrap_or(fallback),
+        Some(Value::String(s)) => Timestamp::parse_str(s).unwrap_or(fallback),
+        _ => fallback,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! The DLQ circuit breaker (design §6): trips when more than `max_consecutive` messages in a row
+//! The DLQ circuit breaker: trips when more than `max_consecutive` messages in a row
 //! were rejected **and** more than `max_ratio` of the messages of the last `window` were rejected.
 //! Either condition alone is normal (a burst of bad input; a slow trickle of bad input).
 

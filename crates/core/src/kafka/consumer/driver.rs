@@ -3,6 +3,7 @@
 //! completions to the commit positions, and serves rebalances inside `poll`.
 
 use super::breaker::Breaker;
+use super::decide;
 use super::metrics;
 use super::offsets::{Offsets, Tp};
 use super::worker::{Batch, Completion, Worker};
@@ -120,12 +121,6 @@ fn create_consumer(
     };
     c.create_with_context(ctx)
 }
-
-/// How long a full buffer may wait for the batch in flight without polling before the
-/// partitions are paused instead (well below any sensible `max.poll.interval.ms`).
-const HOLD_WITHOUT_PAUSE: Duration = Duration::from_secs(5);
-/// How often a failing offset commit is retried.
-const COMMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// The in-flight batch.
 struct InFlight {
@@ -378,7 +373,8 @@ impl Driver {
         let mut paused: Option<bool> = Some(false);
         let (mut last_commit, mut last_touch) = (Instant::now(), None::<Instant>);
         let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
-        let mut held_since = None::<Instant>;
+        // Since when a full buffer has been held (hold versus pause, see `decide::Hold`).
+        let mut hold_timer = decide::Hold::default();
 
         let result = loop {
             // Progress-aware liveness: idle, waiting out a known outage, or a batch just
@@ -387,9 +383,11 @@ impl Driver {
                 let mut st = self.consumer.context().lock();
                 let before = st.in_flight.as_ref().map(|f| f.id);
                 st.drain_completions();
-                before.is_none()
-                    || st.in_flight.as_ref().map(|f| f.id) != before
-                    || self.dependency_down.load(Ordering::Relaxed)
+                decide::progressing(
+                    before,
+                    st.in_flight.as_ref().map(|f| f.id),
+                    self.dependency_down.load(Ordering::Relaxed),
+                )
             };
             if progressing {
                 self.health.tick();
@@ -400,7 +398,8 @@ impl Driver {
                 .as_ref()
                 .filter(|_| self.health.is_live())
             {
-                if last_touch.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                // The health-check file is touched once a second while live.
+                if decide::touch_due(last_touch, Instant::now()) {
                     crate::app::touch(path);
                     last_touch = Some(Instant::now());
                 }
@@ -415,11 +414,16 @@ impl Driver {
                 if let Some(f) = st.fatal.take() {
                     break Err(f);
                 }
-                let full = st.current.len() >= self.config.max_batch_size;
-                if st.pending.is_none()
-                    && !st.current.is_empty()
-                    && (full || st.current_started.elapsed() >= self.config.max_batch_time)
-                {
+                // Cut the buffer into the pending batch (only when none is pending) once it is
+                // full or its first message is `--max-batch-time-ms` old.
+                if decide::cut_batch(
+                    st.current.len(),
+                    st.pending.is_some(),
+                    st.current_started,
+                    Instant::now(),
+                    self.config.max_batch_size,
+                    self.config.max_batch_time,
+                ) {
                     st.pending = Some(std::mem::take(&mut st.current));
                 }
                 if st.in_flight.is_none() {
@@ -449,33 +453,24 @@ impl Driver {
                 if std::mem::take(&mut st.needs_repause) {
                     paused = None;
                 }
-                let backpressure =
-                    st.pending.is_some() && st.current.len() >= self.config.max_batch_size;
+                let backpressure = decide::backpressure(
+                    st.pending.is_some(),
+                    st.current.len(),
+                    self.config.max_batch_size,
+                );
                 let dependency = self.dependency_down.load(Ordering::Relaxed);
                 // A full buffer first just waits for the batch in flight without polling: pausing
                 // would make librdkafka drop its prefetched messages and fetch them again. Only
                 // a batch that keeps the buffer full for long pauses the partitions, so polling
-                // (rebalances, liveness) goes on.
-                held_since = if backpressure {
-                    held_since.or(Some(Instant::now()))
-                } else {
-                    None
-                };
-                let held_long = held_since.is_some_and(|t| t.elapsed() >= HOLD_WITHOUT_PAUSE);
-                let hold = backpressure && !dependency && !held_long && paused != Some(true);
-                let backpressure = backpressure && !hold;
-                if paused != Some(true) && (backpressure || dependency) {
-                    m.pauses
-                        .with_label_values(&[if dependency {
-                            "dependency"
-                        } else {
-                            "backpressure"
-                        }])
-                        .inc();
+                // (rebalances, liveness) goes on. A dependency outage pauses at once.
+                let flow = hold_timer.decide(backpressure, dependency, paused, Instant::now());
+                if let Some(reason) = flow.count_pause {
+                    m.pauses.with_label_values(&[reason.label()]).inc();
                 }
-                (backpressure || dependency, hold)
+                (flow.pause, flow.hold)
             };
-            if paused != Some(want_pause) {
+            // Pause or resume is applied when the wanted state is not the one known in effect.
+            if decide::must_apply_pause(paused, want_pause) {
                 if let Ok(assignment) = self.consumer.assignment() {
                     let r = if want_pause {
                         self.consumer.pause(&assignment)
@@ -535,15 +530,13 @@ impl Driver {
     /// Whether a timed commit is due `since` the last one: at the configured interval, or once
     /// a second while commits fail.
     fn commit_due(&self, since: Instant) -> bool {
-        let elapsed = since.elapsed();
-        elapsed >= self.config.commit_interval
-            && (elapsed >= COMMIT_RETRY
-                || self
-                    .consumer
-                    .context()
-                    .lock()
-                    .commit_failed_at
-                    .is_none_or(|t| t.elapsed() >= COMMIT_RETRY))
+        let failed_at = self.consumer.context().lock().commit_failed_at;
+        decide::commit_due(
+            since,
+            failed_at,
+            self.config.commit_interval,
+            Instant::now(),
+        )
     }
 
     fn commit(&self, trigger: &str, mode: CommitMode) {

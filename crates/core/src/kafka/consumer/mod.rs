@@ -1,7 +1,7 @@
-//! The consumer runtime every stage reuses (design §6).
+//! The consumer runtime every stage reuses.
 //!
 //! A stage implements [`Stage::process`]: "process this batch and return when its effects are
-//! durable", with one [`Outcome`] per message. The runtime owns the rest:
+//! durable", with one [`Verdict`] per message. The runtime owns the rest:
 //! - polling on a dedicated driver thread (rebalance callbacks run inside `poll`, so they can
 //!   block on in-flight work without touching the async runtime);
 //! - batching (`--max-batch-size`, `--max-batch-time-ms`) with one batch in flight and one being
@@ -15,6 +15,7 @@
 //!   progress-aware liveness and the health-check file, and SIGTERM drain → commit → exit.
 
 mod breaker;
+mod decide;
 mod driver;
 mod metrics;
 mod offsets;
@@ -57,7 +58,7 @@ impl Msg {
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Verdict {
     /// Effects are durable (or there were none to make: a drop counted in the stage's metrics).
     Done,
     /// Bad input: goes to the DLQ with this reason; the offset advances.
@@ -78,14 +79,14 @@ pub enum Outcome {
     Unavailable(String),
 }
 
-impl Outcome {
+impl Verdict {
     /// How a database failure while processing one message is handled: an outage pauses and
     /// retries every message; anything else is retried for this message, then dead-lettered.
-    pub fn from_db(error: &crate::storage::DbError) -> Outcome {
+    pub fn from_db(error: &crate::storage::DbError) -> Verdict {
         if error.is_dependency_wide() {
-            Outcome::Unavailable(error.to_string())
+            Verdict::Unavailable(error.to_string())
         } else {
-            Outcome::Retry {
+            Verdict::Retry {
                 reason: DlqReason::RetryExhausted,
                 detail: error.to_string(),
             }
@@ -97,7 +98,7 @@ impl Outcome {
 pub trait Stage: Send + Sync + 'static {
     /// Processes `batch` and returns once every effect is durable, with one outcome per message
     /// in input order. Messages of one partition arrive in offset order.
-    fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Outcome>> + Send;
+    fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send;
 }
 
 /// Runtime settings (from the common flags, with test overrides).

@@ -4,7 +4,7 @@
 use super::breaker::Breaker;
 use super::metrics;
 use super::offsets::Tp;
-use super::{Msg, Outcome, RuntimeConfig, RuntimeError, Stage};
+use super::{Msg, RuntimeConfig, RuntimeError, Stage, Verdict};
 use crate::kafka::producer::Producer;
 use crate::messages::{DlqReason, Rejection};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +81,7 @@ impl<S: Stage> Worker<S> {
                 );
                 outcomes.resize(
                     pending.len(),
-                    Outcome::Retry {
+                    Verdict::Retry {
                         reason: DlqReason::RetryExhausted,
                         detail: "stage returned no outcome".into(),
                     },
@@ -94,12 +94,12 @@ impl<S: Stage> Worker<S> {
                 let exhausted = attempts + 1 >= self.config.per_message_attempts
                     || failed_at.elapsed() >= self.config.per_message_budget;
                 match outcome {
-                    Outcome::Done => {
+                    Verdict::Done => {
                         self.breaker.accepted(Instant::now());
                         m.messages.with_label_values(&[&msg.topic, "done"]).inc();
                         done.push((tp(&msg), msg.offset));
                     }
-                    Outcome::Reject(rejection) => {
+                    Verdict::Reject(rejection) => {
                         if self.dead_letter(&msg, &rejection).await {
                             tripped |= self.breaker.rejected(Instant::now());
                             m.messages
@@ -110,7 +110,7 @@ impl<S: Stage> Worker<S> {
                             unfinished.push((tp(&msg), msg.offset));
                         }
                     }
-                    Outcome::Retry { reason, detail } => {
+                    Verdict::Retry { reason, detail } => {
                         m.retries.with_label_values(&["message"]).inc();
                         if !exhausted {
                             next.push((msg, attempts + 1, Some(failed_at)));
@@ -127,7 +127,7 @@ impl<S: Stage> Worker<S> {
                             unfinished.push((tp(&msg), msg.offset));
                         }
                     }
-                    Outcome::RetryThenDrop(detail) => {
+                    Verdict::RetryThenDrop(detail) => {
                         m.retries.with_label_values(&["message"]).inc();
                         if !exhausted {
                             next.push((msg, attempts + 1, Some(failed_at)));
@@ -139,11 +139,11 @@ impl<S: Stage> Worker<S> {
                             done.push((tp(&msg), msg.offset));
                         }
                     }
-                    Outcome::Unavailable(error) => {
+                    Verdict::Unavailable(error) => {
                         dependency_error = Some(error);
                         next.push((msg, attempts, first_failure));
                     }
-                    Outcome::Defer => next.push((msg, attempts, first_failure)),
+                    Verdict::Defer => next.push((msg, attempts, first_failure)),
                 }
             }
             pending = next;

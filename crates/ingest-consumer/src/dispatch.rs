@@ -1,37 +1,20 @@
-//! The ingest stage: one batch of `ingest-events` / `ingest-attachments` messages. Plain error
-//! events and standalone attachments take batched paths (`event::process_ready`,
-//! `attachment_batch`); an attachment whose chunks all came in the same batch is saved straight
+//! The ingest stage's dispatcher: decodes one batch of `ingest-events` / `ingest-attachments`
+//! messages and routes each to its handler (`event`, `attachment`, `user_report`, `chunk`).
+//! Error events and standalone attachments are handled together (`event::process_ready`,
+//! `attachment::save`); an attachment whose chunks all came in the same batch is saved straight
 //! from memory. Every other chunk is stored first (one statement), so everything that needs it
 //! finds it; then the other messages run concurrently, in offset order per event (`project_id`,
 //! `event_id`), so an event's attachments, report and event never overtake each other.
 
 use crate::chunk::{self, InBatch};
-use crate::{attachment, attachment_batch, event, limits, metrics, user_report};
+use crate::context::{db_failed, unavailable, Deps};
+use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
-use sluice_core::config::Settings;
-use sluice_core::issues::project;
-use sluice_core::kafka::consumer::{Msg, Outcome, Stage};
-use sluice_core::kafka::producer::Producer;
-use sluice_core::messages::{IngestMessage, OutcomeMessage};
-use sluice_core::objects::Objects;
-use sluice_core::outcomes::Outcomes;
-use sluice_core::storage::Db;
+use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
+use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Everything the handlers use.
-pub struct Deps {
-    pub db: Db,
-    pub objects: Objects,
-    pub producer: Producer,
-    pub outcomes: Outcomes,
-    pub settings: Arc<Settings>,
-    pub projects: project::Shared,
-    pub limiter: limits::AttachmentLimiter,
-    pub feedback_topic: String,
-    pub occurrences_topic: String,
-}
 
 /// How many events are handled at once within a batch (bounded by the database pool anyway).
 const CONCURRENCY: usize = 64;
@@ -41,28 +24,11 @@ pub struct IngestStage {
     pub deps: Arc<Deps>,
 }
 
-/// `Err` carries the outcome that ends a handler early (an outage, a retry, a rejection).
-pub type Step<T> = Result<T, Outcome>;
-
-/// An outage of a dependency every message needs.
-pub fn unavailable(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Unavailable(e.to_string())
-}
-
-/// Emits `outcome` once per natural `key` (see `Outcomes::emit_once`); a failure is an outage.
-pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> {
-    deps.outcomes
-        .emit_once(key, outcome)
-        .await
-        .map(|_| ())
-        .map_err(unavailable)
-}
-
 /// The batch split by path: (events for the batched path with the messages they came from,
 /// standalone attachments for the batched path, everything else).
 type Split = (
     Vec<((usize, IngestMessage), event::Ready)>,
-    Vec<attachment_batch::Ready>,
+    Vec<attachment::Pending>,
     Vec<(usize, IngestMessage)>,
 );
 
@@ -95,7 +61,7 @@ impl IngestStage {
                 IngestMessage::Attachment(a)
                     if !others.contains(&(a.project_id, a.event_id.clone())) =>
                 {
-                    if let Some(r) = attachment_batch::ready(deps, i, a, &project, chunks) {
+                    if let Some(r) = attachment::standalone(deps, i, a, &project, chunks) {
                         attachments.push(r);
                         continue;
                     }
@@ -107,7 +73,7 @@ impl IngestStage {
         (events, attachments, rest)
     }
 
-    async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Outcome {
+    async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {
         let deps = &self.deps;
         let project = match deps.projects.get(msg.project_id()).await {
             Ok(Some(p)) => p,
@@ -117,9 +83,9 @@ impl IngestStage {
                     project_id = msg.project_id(),
                     "Project for ingested event does not exist"
                 );
-                return Outcome::Done;
+                return Verdict::Done;
             }
-            Err(e) => return Outcome::from_db(&e),
+            Err(e) => return db_failed(&e),
         };
         let result = match msg {
             IngestMessage::Event(m) => event::process(deps, raw, m, &project).await,
@@ -127,7 +93,7 @@ impl IngestStage {
             IngestMessage::UserReport(m) => user_report::process(deps, m, &project).await,
             IngestMessage::AttachmentChunk(_) => Ok(()),
         };
-        result.err().unwrap_or(Outcome::Done)
+        result.err().unwrap_or(Verdict::Done)
     }
 }
 
@@ -162,8 +128,8 @@ fn lane_key(msg: &IngestMessage, index: usize) -> (u64, String) {
 }
 
 impl Stage for IngestStage {
-    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Outcome> {
-        let mut outcomes = vec![Outcome::Done; batch.len()];
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
+        let mut outcomes = vec![Verdict::Done; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
         let mut chunks = InBatch::default();
         for (i, raw) in batch.iter().enumerate() {
@@ -175,7 +141,7 @@ impl Stage for IngestStage {
                 Ok(m) => decoded.push((i, m)),
                 Err(r) => {
                     metrics::count("unknown", "rejected");
-                    outcomes[i] = Outcome::Reject(r);
+                    outcomes[i] = Verdict::Reject(r);
                 }
             }
         }
@@ -190,7 +156,10 @@ impl Stage for IngestStage {
         let in_memory: HashSet<chunk::Key> = ready_attachments
             .iter()
             .filter_map(|r| r.chunk_key.clone())
-            .filter(|k| !rest.iter().any(|(_, m)| uses_chunks_of(m, k)))
+            .filter(|k| {
+                !rest.iter().any(|(_, m)| uses_chunks_of(m, k))
+                    && !ready_events.iter().any(|((_, m), _)| uses_chunks_of(m, k))
+            })
             .collect();
         let ttl = Duration::from_secs(self.deps.settings.attachments.chunk_ttl_secs);
         let started = std::time::Instant::now();
@@ -211,12 +180,12 @@ impl Stage for IngestStage {
             if ready_attachments.is_empty() {
                 Vec::new()
             } else {
-                attachment_batch::process(&self.deps, ready_attachments).await
+                attachment::save(&self.deps, ready_attachments).await
             }
         };
         let event_results = async {
             if ready_events.is_empty() {
-                Some(Vec::new())
+                Ok(Vec::new())
             } else {
                 event::process_ready(&self.deps, &ready_events).await
             }
@@ -224,7 +193,7 @@ impl Stage for IngestStage {
         let (attachment_results, event_results) = futures::join!(attachment_results, event_results);
         let mut unfinished_keys = Vec::new();
         for (i, o) in attachment_results {
-            if !matches!(o, Outcome::Done | Outcome::Reject(_)) {
+            if !matches!(o, Verdict::Done | Verdict::Reject(_)) {
                 if let Some(k) = chunk_keys.get(&i) {
                     unfinished_keys.push(k.clone());
                 }
@@ -232,12 +201,12 @@ impl Stage for IngestStage {
             outcomes[i] = o;
         }
         match event_results {
-            Some(done) => {
+            Ok(done) => {
                 for (i, o) in done {
                     outcomes[i] = o;
                 }
             }
-            None => {
+            Err(_) => {
                 rest.extend(held);
                 rest.sort_by_key(|(i, _)| *i);
             }
@@ -271,11 +240,11 @@ impl Stage for IngestStage {
                 let mut blocked = false;
                 for (i, m) in lane {
                     let o = if blocked {
-                        Outcome::Defer
+                        Verdict::Defer
                     } else {
                         self.handle(&batch[i], &m).await
                     };
-                    blocked |= !matches!(o, Outcome::Done | Outcome::Reject(_));
+                    blocked |= !matches!(o, Verdict::Done | Verdict::Reject(_));
                     done.push((i, o));
                 }
                 done

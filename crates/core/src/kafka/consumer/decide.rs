@@ -1,0 +1,395 @@
+//! The driver's decisions (batch cut, hold versus pause, pause/resume, commit timing, liveness)
+//! as plain functions of plain values: no Kafka client, no locks, no channels. Time is always
+//! passed in as `now`, so every rule is testable without a broker and without sleeping.
+
+use std::time::{Duration, Instant};
+
+/// How long a full buffer may wait for the batch in flight without polling before the
+/// partitions are paused instead (well below any sensible `max.poll.interval.ms`).
+pub(super) const HOLD_WITHOUT_PAUSE: Duration = Duration::from_secs(5);
+/// How often a failing offset commit is retried.
+pub(super) const COMMIT_RETRY: Duration = Duration::from_secs(1);
+/// How often the health-check file is touched while the process is live.
+pub(super) const TOUCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the buffer being filled (`buffered` messages, the first received at `started`) is
+/// cut into the pending batch: only when no batch is pending already and the buffer is not
+/// empty, once it is full (`max_size`) or its first message is `max_time` old.
+pub(super) fn cut_batch(
+    buffered: usize,
+    pending: bool,
+    started: Instant,
+    now: Instant,
+    max_size: usize,
+    max_time: Duration,
+) -> bool {
+    !pending
+        && buffered > 0
+        && (buffered >= max_size || now.saturating_duration_since(started) >= max_time)
+}
+
+/// Backpressure: a batch is pending (waiting for the one in flight) and the buffer behind it
+/// is full, so nothing more can be accepted.
+pub(super) fn backpressure(pending: bool, buffered: usize, max_size: usize) -> bool {
+    pending && buffered >= max_size
+}
+
+/// Why the partitions are being paused (the label of the pause counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PauseReason {
+    /// A dependency every message needs is down.
+    Dependency,
+    /// The buffer stayed full behind the batch in flight for too long.
+    Backpressure,
+}
+
+impl PauseReason {
+    /// The metric label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            PauseReason::Dependency => "dependency",
+            PauseReason::Backpressure => "backpressure",
+        }
+    }
+}
+
+/// What the driver does about fetching in this turn of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Flow {
+    /// The partitions should be paused (otherwise resumed).
+    pub(super) pause: bool,
+    /// Do not poll: wait for the batch in flight instead (partitions stay resumed).
+    pub(super) hold: bool,
+    /// A pause starts now (the partitions are not known to be paused): count it with this
+    /// reason.
+    pub(super) count_pause: Option<PauseReason>,
+}
+
+/// Hold versus pause under backpressure: remembers since when the buffer has been held full.
+#[derive(Debug, Default)]
+pub(super) struct Hold {
+    since: Option<Instant>,
+}
+
+impl Hold {
+    /// A full buffer first just waits for the batch in flight without polling: pausing would
+    /// make librdkafka drop its prefetched messages and fetch them again. Only a batch that
+    /// keeps the buffer full for `HOLD_WITHOUT_PAUSE` pauses the partitions, so polling
+    /// (rebalances, liveness) goes on. A dependency outage pauses at once, and partitions
+    /// already paused are never held (they stay paused). `paused` is `None` when unknown
+    /// (after an assignment).
+    pub(super) fn decide(
+        &mut self,
+        backpressure: bool,
+        dependency_down: bool,
+        paused: Option<bool>,
+        now: Instant,
+    ) -> Flow {
+        self.since = if backpressure {
+            self.since.or(Some(now))
+        } else {
+            None
+        };
+        let held_long = self
+            .since
+            .is_some_and(|t| now.saturating_duration_since(t) >= HOLD_WITHOUT_PAUSE);
+        let hold = backpressure && !dependency_down && !held_long && paused != Some(true);
+        let pause = (backpressure && !hold) || dependency_down;
+        let count_pause = (pause && paused != Some(true)).then_some(if dependency_down {
+            PauseReason::Dependency
+        } else {
+            PauseReason::Backpressure
+        });
+        Flow {
+            pause,
+            hold,
+            count_pause,
+        }
+    }
+}
+
+/// Whether pause or resume must be applied to the assignment: whenever the wanted state is not
+/// the one known to be in effect (always when unknown, after an assignment).
+pub(super) fn must_apply_pause(paused: Option<bool>, want_pause: bool) -> bool {
+    paused != Some(want_pause)
+}
+
+/// Whether a timed commit is due: `interval` after the last one (`last_commit`), but only once
+/// a second (`COMMIT_RETRY`) while commits fail (`failed_at`: when a commit last failed).
+pub(super) fn commit_due(
+    last_commit: Instant,
+    failed_at: Option<Instant>,
+    interval: Duration,
+    now: Instant,
+) -> bool {
+    let elapsed = now.saturating_duration_since(last_commit);
+    elapsed >= interval
+        && (elapsed >= COMMIT_RETRY
+            || failed_at.is_none_or(|t| now.saturating_duration_since(t) >= COMMIT_RETRY))
+}
+
+/// Progress-aware liveness: the driver is making progress when idle (no batch was in flight),
+/// when the batch in flight changed (it completed), or while waiting out a known dependency
+/// outage. `before`/`after`: the id of the batch in flight before and after applying the
+/// completions.
+pub(super) fn progressing(before: Option<u64>, after: Option<u64>, dependency_down: bool) -> bool {
+    before.is_none() || after != before || dependency_down
+}
+
+/// Whether the health-check file is touched now (while live): every `TOUCH_EVERY`, and at once
+/// if it never was.
+pub(super) fn touch_due(last_touch: Option<Instant>, now: Instant) -> bool {
+    last_touch.is_none_or(|t| now.saturating_duration_since(t) >= TOUCH_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    // Batch cut.
+
+    #[test]
+    fn cuts_a_full_buffer_before_the_batch_time() {
+        let t0 = Instant::now();
+        assert!(cut_batch(10, false, t0, t0, 10, secs(1)));
+        assert!(cut_batch(11, false, t0, t0 + ms(1), 10, secs(1)));
+        assert!(!cut_batch(9, false, t0, t0 + ms(999), 10, secs(1)));
+    }
+
+    #[test]
+    fn cuts_on_batch_time() {
+        let t0 = Instant::now();
+        assert!(!cut_batch(1, false, t0, t0 + ms(499), 10, ms(500)));
+        assert!(cut_batch(1, false, t0, t0 + ms(500), 10, ms(500)));
+        assert!(cut_batch(1, false, t0, t0 + secs(7), 10, ms(500)));
+    }
+
+    #[test]
+    fn no_cut_while_a_batch_is_pending() {
+        let t0 = Instant::now();
+        assert!(!cut_batch(10, true, t0, t0, 10, secs(1)));
+        assert!(!cut_batch(50, true, t0, t0 + secs(10), 10, secs(1)));
+    }
+
+    #[test]
+    fn never_cuts_an_empty_buffer() {
+        let t0 = Instant::now();
+        assert!(!cut_batch(0, false, t0, t0 + secs(10), 10, secs(1)));
+        // A zero size limit still needs a message.
+        assert!(!cut_batch(0, false, t0, t0, 0, secs(1)));
+    }
+
+    #[test]
+    fn backpressure_needs_a_pending_batch_and_a_full_buffer() {
+        assert!(backpressure(true, 10, 10));
+        assert!(backpressure(true, 12, 10));
+        assert!(!backpressure(true, 9, 10));
+        assert!(!backpressure(false, 10, 10));
+    }
+
+    // Hold versus pause.
+
+    #[test]
+    fn holds_while_the_batch_in_flight_runs_and_the_buffer_is_full() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        let f = h.decide(true, false, Some(false), t0);
+        assert_eq!(
+            f,
+            Flow {
+                pause: false,
+                hold: true,
+                count_pause: None
+            }
+        );
+        let f = h.decide(true, false, Some(false), t0 + ms(4999));
+        assert!(f.hold && !f.pause);
+    }
+
+    #[test]
+    fn pauses_after_five_seconds_held() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        assert!(h.decide(true, false, Some(false), t0).hold);
+        let f = h.decide(true, false, Some(false), t0 + secs(5));
+        assert_eq!(
+            f,
+            Flow {
+                pause: true,
+                hold: false,
+                count_pause: Some(PauseReason::Backpressure)
+            }
+        );
+        // Once paused, it stays paused and the pause is not counted again.
+        let f = h.decide(true, false, Some(true), t0 + secs(6));
+        assert_eq!(
+            f,
+            Flow {
+                pause: true,
+                hold: false,
+                count_pause: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_hold_clock_restarts_when_backpressure_ends() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        assert!(h.decide(true, false, Some(false), t0).hold);
+        let f = h.decide(false, false, Some(false), t0 + secs(4));
+        assert!(!f.hold && !f.pause && f.count_pause.is_none());
+        // Held again from t0 + 6 s: not long yet at t0 + 10 s.
+        assert!(h.decide(true, false, Some(false), t0 + secs(6)).hold);
+        assert!(h.decide(true, false, Some(false), t0 + secs(10)).hold);
+        assert!(h.decide(true, false, Some(false), t0 + secs(11)).pause);
+    }
+
+    #[test]
+    fn pauses_at_once_when_a_dependency_is_down() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        let f = h.decide(false, true, Some(false), t0);
+        assert_eq!(
+            f,
+            Flow {
+                pause: true,
+                hold: false,
+                count_pause: Some(PauseReason::Dependency)
+            }
+        );
+        // Also with a full buffer: no hold, and the reason is the dependency.
+        let f = h.decide(true, true, Some(false), t0);
+        assert!(f.pause && !f.hold);
+        assert_eq!(f.count_pause, Some(PauseReason::Dependency));
+        // Already paused: nothing new to count.
+        assert_eq!(h.decide(true, true, Some(true), t0).count_pause, None);
+    }
+
+    #[test]
+    fn never_holds_when_already_paused() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        let f = h.decide(true, false, Some(true), t0);
+        assert_eq!(
+            f,
+            Flow {
+                pause: true,
+                hold: false,
+                count_pause: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_pause_state_holds_and_counts_a_pause_when_pausing() {
+        let t0 = Instant::now();
+        let mut h = Hold::default();
+        assert!(h.decide(true, false, None, t0).hold);
+        let f = h.decide(false, true, None, t0);
+        assert_eq!(f.count_pause, Some(PauseReason::Dependency));
+        // Neither backpressure nor outage: resume, nothing counted.
+        let f = h.decide(false, false, None, t0);
+        assert!(!f.pause && !f.hold && f.count_pause.is_none());
+    }
+
+    #[test]
+    fn pause_reason_labels() {
+        assert_eq!(PauseReason::Dependency.label(), "dependency");
+        assert_eq!(PauseReason::Backpressure.label(), "backpressure");
+    }
+
+    // Pause / resume application.
+
+    #[test]
+    fn applies_pause_or_resume_only_on_change_or_when_unknown() {
+        assert!(!must_apply_pause(Some(false), false));
+        assert!(!must_apply_pause(Some(true), true));
+        assert!(must_apply_pause(Some(false), true));
+        assert!(must_apply_pause(Some(true), false));
+        assert!(must_apply_pause(None, false));
+        assert!(must_apply_pause(None, true));
+    }
+
+    // Commit timing.
+
+    #[test]
+    fn commit_due_at_the_interval() {
+        let t0 = Instant::now();
+        assert!(!commit_due(t0, None, ms(100), t0 + ms(99)));
+        assert!(commit_due(t0, None, ms(100), t0 + ms(100)));
+        assert!(commit_due(t0, None, ms(100), t0 + secs(3)));
+    }
+
+    #[test]
+    fn commit_throttled_to_once_a_second_after_a_failure() {
+        let t0 = Instant::now();
+        // Failed just now: the 100 ms interval is not enough, one second is.
+        assert!(!commit_due(t0, Some(t0), ms(100), t0 + ms(200)));
+        assert!(!commit_due(t0, Some(t0), ms(100), t0 + ms(999)));
+        assert!(commit_due(t0, Some(t0), ms(100), t0 + secs(1)));
+        // A failure after the last commit attempt: still one second since that failure...
+        let failed = t0 + ms(500);
+        assert!(!commit_due(t0, Some(failed), ms(100), t0 + ms(900)));
+        // ...unless the last commit itself is a second old.
+        assert!(commit_due(t0, Some(failed), ms(100), t0 + secs(1)));
+    }
+
+    #[test]
+    fn commit_not_throttled_when_the_last_failure_is_old() {
+        let t0 = Instant::now();
+        let failed = t0;
+        let last = t0 + secs(2);
+        assert!(commit_due(last, Some(failed), ms(100), last + ms(100)));
+        assert!(!commit_due(last, Some(failed), ms(100), last + ms(50)));
+    }
+
+    #[test]
+    fn a_long_interval_is_not_shortened_by_the_retry_period() {
+        let t0 = Instant::now();
+        assert!(!commit_due(t0, None, secs(5), t0 + secs(2)));
+        assert!(!commit_due(t0, Some(t0), secs(5), t0 + secs(2)));
+        assert!(commit_due(t0, Some(t0), secs(5), t0 + secs(5)));
+    }
+
+    // Liveness.
+
+    #[test]
+    fn progress_when_idle() {
+        assert!(progressing(None, None, false));
+        // A batch dispatched since is not a stall either.
+        assert!(progressing(None, Some(3), false));
+    }
+
+    #[test]
+    fn progress_when_the_batch_in_flight_changed() {
+        assert!(progressing(Some(3), None, false));
+        assert!(progressing(Some(3), Some(4), false));
+    }
+
+    #[test]
+    fn progress_while_a_dependency_is_down() {
+        assert!(progressing(Some(3), Some(3), true));
+    }
+
+    #[test]
+    fn no_progress_while_the_same_batch_is_in_flight() {
+        assert!(!progressing(Some(3), Some(3), false));
+    }
+
+    #[test]
+    fn touches_the_health_file_once_a_second() {
+        let t0 = Instant::now();
+        assert!(touch_due(None, t0));
+        assert!(!touch_due(Some(t0), t0 + ms(999)));
+        assert!(touch_due(Some(t0), t0 + secs(1)));
+        assert!(touch_due(Some(t0), t0 + secs(30)));
+    }
+}

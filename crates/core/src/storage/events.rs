@@ -1,0 +1,130 @@
+//! `events`: the processing store. The first stored copy of an event wins; `group_id` is set
+//! when the event is inserted with its group, or later by [`super::linking`].
+
+use super::EventKey;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bpchar, Jsonb, Nullable, Text};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// An event as received: its JSON text is stored as is (no second serialization).
+pub struct RawEvent<'a> {
+    pub project_id: i64,
+    pub event_id: &'a str,
+    pub json: &'a str,
+}
+
+/// Inserts `events` (one statement, first write wins) and returns the group of each of them
+/// that already has one (stored and grouped earlier).
+pub fn insert_raw(
+    conn: &mut PgConnection,
+    events: &[RawEvent<'_>],
+) -> QueryResult<HashMap<EventKey, i64>> {
+    #[derive(QueryableByName)]
+    struct Grouped {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = BigInt)]
+        group_id: i64,
+    }
+    if events.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let projects: Vec<i64> = events.iter().map(|e| e.project_id).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.json).collect();
+    let rows: Vec<Grouped> = diesel::sql_query(
+        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, d)), \
+              ins AS (INSERT INTO events (project_id, event_id, data) \
+                      SELECT p, e::bpchar, d::jsonb FROM input ON CONFLICT DO NOTHING) \
+         SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
+         JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
+         WHERE ev.group_id IS NOT NULL",
+    )
+    .bind::<Array<BigInt>, _>(projects)
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<Text>, _>(data)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|g| ((g.project_id, g.event_id), g.group_id))
+        .collect())
+}
+
+/// Inserts events with their group (none when not grouped); returns how many were inserted.
+pub fn insert_grouped(
+    conn: &mut PgConnection,
+    rows: &[(&EventKey, &Value, Option<i64>)],
+) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let pids: Vec<i64> = rows.iter().map(|(k, _, _)| k.0).collect();
+    let eids: Vec<&str> = rows.iter().map(|(k, _, _)| k.1.as_str()).collect();
+    let data: Vec<&Value> = rows.iter().map(|(_, d, _)| *d).collect();
+    let gids: Vec<Option<i64>> = rows.iter().map(|(_, _, g)| *g).collect();
+    diesel::sql_query(
+        "INSERT INTO events (project_id, event_id, data, group_id) \
+         SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .bind::<Array<Jsonb>, _>(data)
+    .bind::<Array<Nullable<BigInt>>, _>(gids)
+    .execute(conn)
+}
+
+/// The stored event's data, if it is stored.
+pub fn load(
+    conn: &mut PgConnection,
+    project_id: i64,
+    event_id: &str,
+) -> QueryResult<Option<Value>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Jsonb)]
+        data: Value,
+    }
+    diesel::sql_query("SELECT data FROM events WHERE project_id = $1 AND event_id = $2::bpchar")
+        .bind::<BigInt, _>(project_id)
+        .bind::<Bpchar, _>(event_id)
+        .get_result::<Row>(conn)
+        .optional()
+        .map(|r| r.map(|r| r.data))
+}
+
+/// The stored events of `keys`: data and group.
+pub fn load_many(
+    conn: &mut PgConnection,
+    keys: &[EventKey],
+) -> QueryResult<HashMap<EventKey, (Value, Option<i64>)>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Bpchar)]
+        event_id: String,
+        #[diesel(sql_type = Jsonb)]
+        data: Value,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+    }
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (pids, eids) = super::split_keys(keys);
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT e.project_id, e.event_id, e.data, e.group_id FROM events e \
+         JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e",
+    )
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.project_id, r.event_id), (r.data, r.group_id)))
+        .collect())
+}

@@ -1,0 +1,135 @@
+//! The one owner of the rule that fills `group_id` on an event's rows, and of its lock order.
+//!
+//! The rule: the first group an event gets stays. When the issue platform groups an event, the
+//! event, its attachments and its user reports that have no group yet get that group
+//! ([`backfill`]). A writer that adds an attachment or a report looks its event's group up when
+//! inserting, and rows still left without one re-read it under a share lock after the insert is
+//! committed ([`fill_groups`]): the event may have been grouped while the insert ran, and that
+//! back-fill could not see the new rows yet.
+//!
+//! The lock order, which both sides follow so neither can hold one event while waiting for
+//! another the other side holds: events first, in (project id, event id) order; then the
+//! attachments and reports. The back-fill takes `FOR NO KEY UPDATE` on the events it groups
+//! before updating them (an `UPDATE` alone locks in plan order); writers of attachments and
+//! reports take `FOR SHARE` on the events in the same key order before setting groups.
+
+use super::EventKey;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bpchar, Nullable, Text};
+
+/// Grouping back-fill for a set of events: `earlier` events (stored before without a group) get
+/// their group, and the attachments and user reports of every event in `grouped` that have none
+/// get its group. Both sorted by key by the caller. Runs inside the caller's transaction.
+pub fn backfill(
+    conn: &mut PgConnection,
+    earlier: &[(&EventKey, i64)],
+    grouped: &[(&EventKey, i64)],
+) -> QueryResult<()> {
+    let columns = |rows: &[(&EventKey, i64)]| -> (Vec<i64>, Vec<String>, Vec<i64>) {
+        (
+            rows.iter().map(|(k, _)| k.0).collect(),
+            rows.iter().map(|(k, _)| k.1.clone()).collect(),
+            rows.iter().map(|(_, g)| *g).collect(),
+        )
+    };
+    if !earlier.is_empty() {
+        let (pids, eids, gids) = columns(earlier);
+        diesel::sql_query(
+            "SELECT 1 FROM events e JOIN unnest($1::bigint[], $2::bpchar[]) AS u(p, e) \
+             ON e.project_id = u.p AND e.event_id = u.e \
+             ORDER BY e.project_id, e.event_id FOR NO KEY UPDATE OF e",
+        )
+        .bind::<Array<BigInt>, _>(&pids)
+        .bind::<Array<Bpchar>, _>(&eids)
+        .execute(conn)?;
+        diesel::sql_query(
+            "UPDATE events e SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g) \
+             WHERE e.project_id = u.p AND e.event_id = u.e AND e.group_id IS NULL",
+        )
+        .bind::<Array<BigInt>, _>(pids)
+        .bind::<Array<Bpchar>, _>(eids)
+        .bind::<Array<BigInt>, _>(gids)
+        .execute(conn)?;
+    }
+    if grouped.is_empty() {
+        return Ok(());
+    }
+    let (pids, eids, gids) = columns(grouped);
+    diesel::sql_query(
+        "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g)), \
+              a AS (UPDATE event_attachments a SET group_id = u.g FROM u \
+                    WHERE a.project_id = u.p AND a.event_id = u.e AND a.group_id IS NULL) \
+         UPDATE user_reports r SET group_id = u.g FROM u \
+         WHERE r.project_id = u.p AND r.event_id = u.e AND r.group_id IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .bind::<Array<BigInt>, _>(gids)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Rows that belong to an event and take its group.
+#[derive(Debug, Clone, Copy)]
+pub enum Linked {
+    Attachments,
+    Reports,
+}
+
+/// Sets `group_id` on the `linked` rows of the events of `keys` that have none, from each
+/// event's group read under a share lock: one transaction that first locks every event in key
+/// order, then sets the groups in one statement.
+pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -> QueryResult<()> {
+    #[derive(QueryableByName)]
+    struct Event {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    let (project_ids, event_ids) = super::split_keys(&keys);
+    let table = match linked {
+        Linked::Attachments => "event_attachments",
+        Linked::Reports => "user_reports",
+    };
+    conn.transaction(|c| {
+        let events: Vec<Event> = diesel::sql_query(
+            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
+             JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
+             ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev",
+        )
+        .bind::<Array<BigInt>, _>(project_ids)
+        .bind::<Array<Text>, _>(event_ids)
+        .load(c)?;
+        let (mut pids, mut eids, mut gids) = (Vec::new(), Vec::new(), Vec::new());
+        for e in events {
+            if let Some(g) = e.group_id {
+                pids.push(e.project_id);
+                eids.push(e.event_id);
+                gids.push(g);
+            }
+        }
+        if pids.is_empty() {
+            return Ok(());
+        }
+        diesel::sql_query(format!(
+            "UPDATE {table} t SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
+             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL"
+        ))
+        .bind::<Array<BigInt>, _>(pids)
+        .bind::<Array<Text>, _>(eids)
+        .bind::<Array<BigInt>, _>(gids)
+        .execute(c)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,154 @@
+//! `user_reports`: one report per (project, event). A report is shimmed into a feedback event at
+//! most once: `feedback_event_id` records that it was.
+
+use super::EventKey;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Double, Nullable, Text};
+
+/// A report's fields.
+pub struct Report<'a> {
+    pub project_id: i64,
+    pub event_id: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub comments: &'a str,
+}
+
+/// The stored report after [`upsert`].
+#[derive(QueryableByName)]
+pub struct Upserted {
+    #[diesel(sql_type = Nullable<Text>)]
+    pub feedback_event_id: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub group_id: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    pub inserted: bool,
+    /// When the stored report was first received, epoch seconds.
+    #[diesel(sql_type = Double)]
+    pub received: f64,
+}
+
+/// Inserts the report received at `received` (epoch seconds) with its event's group, or updates
+/// the stored one when that was first received at most 5 minutes earlier. `None` when a stored
+/// report is older (it may no longer be modified).
+pub fn upsert(
+    conn: &mut PgConnection,
+    r: &Report<'_>,
+    received: f64,
+) -> QueryResult<Option<Upserted>> {
+    diesel::sql_query(
+        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added) \
+         VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
+                 $3, $4, $5, to_timestamp($6)) \
+         ON CONFLICT (project_id, event_id) DO UPDATE \
+           SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
+               group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id) \
+           WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
+         RETURNING feedback_event_id, group_id, (xmax = 0) AS inserted, \
+                   extract(epoch FROM date_added)::float8 AS received",
+    )
+    .bind::<BigInt, _>(r.project_id)
+    .bind::<Text, _>(r.event_id)
+    .bind::<Text, _>(r.name)
+    .bind::<Text, _>(r.email)
+    .bind::<Text, _>(r.comments)
+    .bind::<Double, _>(received)
+    .get_result(conn)
+    .optional()
+}
+
+/// Inserts a report written for a new feedback, already marked as shimmed by `feedback_event_id`;
+/// an existing report is left as it is.
+pub fn insert_shimmed(
+    conn: &mut PgConnection,
+    r: &Report<'_>,
+    feedback_event_id: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO user_reports (project_id, event_id, name, email, comments, feedback_event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, event_id) DO NOTHING",
+    )
+    .bind::<BigInt, _>(r.project_id)
+    .bind::<Text, _>(r.event_id)
+    .bind::<Text, _>(r.name)
+    .bind::<Text, _>(r.email)
+    .bind::<Text, _>(r.comments)
+    .bind::<Text, _>(feedback_event_id)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Which of the events of `keys` have reports not shimmed yet.
+pub fn with_waiting(conn: &mut PgConnection, keys: &[EventKey]) -> QueryResult<Vec<EventKey>> {
+    #[derive(QueryableByName)]
+    struct W {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (projects, events) = super::split_keys(keys);
+    let rows: Vec<W> = diesel::sql_query(
+        "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
+         JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
+         WHERE u.feedback_event_id IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(projects)
+    .bind::<Array<Text>, _>(events)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|w| (w.project_id, w.event_id))
+        .collect())
+}
+
+/// A report not shimmed yet.
+#[derive(QueryableByName)]
+pub struct Waiting {
+    /// When it was first received, epoch seconds.
+    #[diesel(sql_type = Double)]
+    pub received: f64,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub comments: String,
+}
+
+/// The reports of one event not shimmed yet.
+pub fn waiting(
+    conn: &mut PgConnection,
+    project_id: i64,
+    event_id: &str,
+) -> QueryResult<Vec<Waiting>> {
+    diesel::sql_query(
+        "SELECT name, email, comments, extract(epoch FROM date_added)::float8 AS received \
+         FROM user_reports \
+         WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Text, _>(event_id)
+    .load(conn)
+}
+
+/// Records that the report of an event was shimmed as `feedback_event_id`.
+pub fn mark_shimmed(
+    conn: &mut PgConnection,
+    project_id: i64,
+    event_id: &str,
+    feedback_event_id: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE user_reports SET feedback_event_id = $3::bpchar \
+         WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Text, _>(event_id)
+    .bind::<Text, _>(feedback_event_id)
+    .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! What every handler of the ingest stage shares: its dependencies and the small helpers that
+//! turn their failures into verdicts.
+
+use crate::limits;
+use sluice_core::config::Settings;
+use sluice_core::issues::project;
+use sluice_core::kafka::consumer::Verdict;
+use sluice_core::kafka::producer::Producer;
+use sluice_core::messages::{DlqReason, OutcomeMessage, Rejection};
+use sluice_core::objects::Objects;
+use sluice_core::outcomes::Outcomes;
+use sluice_core::storage::{Db, DbError};
+use std::sync::Arc;
+
+/// Everything the handlers use.
+pub struct Deps {
+    pub db: Db,
+    pub objects: Objects,
+    pub producer: Producer,
+    pub outcomes: Outcomes,
+    pub settings: Arc<Settings>,
+    pub projects: project::Shared,
+    pub limiter: limits::AttachmentLimiter,
+    pub feedback_topic: String,
+    pub occurrences_topic: String,
+}
+
+/// `Err` carries the verdict that ends a handler early (an outage, a retry, a rejection).
+pub type Step<T> = Result<T, Verdict>;
+
+/// An outage of a dependency every message needs.
+pub fn unavailable(e: impl std::fmt::Display) -> Verdict {
+    Verdict::Unavailable(e.to_string())
+}
+
+/// The verdict of a database failure.
+pub fn db_failed(e: &DbError) -> Verdict {
+    Verdict::from_db(e)
+}
+
+/// Bad input: dead-lettered with `reason`.
+pub fn reject(reason: DlqReason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+/// Emits `outcome` once per natural `key` (see `Outcomes::emit_once`); a failure is an outage.
+pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> {
+    deps.outcomes
+        .emit_once(key, outcome)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+}
