@@ -182,6 +182,20 @@ pub struct StageDefaults {
     pub metrics_addr: &'static str,
     /// Default `--consumer-group`.
     pub consumer_group: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+}
+
+impl StageDefaults {
+    /// A binary whose consumer group is its name.
+    pub const fn new(name: &'static str, metrics_addr: &'static str, about: &'static str) -> Self {
+        StageDefaults {
+            name,
+            metrics_addr,
+            consumer_group: name,
+            about,
+        }
+    }
 }
 
 /// Parses the process arguments into `T`, with the binary's defaults shown in `--help`.
@@ -217,6 +231,7 @@ pub fn command<T: CommandFactory>(defaults: &StageDefaults) -> clap::Command {
     T::command()
         .name(defaults.name)
         .bin_name(defaults.name)
+        .about(defaults.about)
         .mut_arg("metrics_addr", |a| a.default_value(defaults.metrics_addr))
         .mut_arg("consumer_group", |a| {
             a.default_value(defaults.consumer_group)
@@ -257,6 +272,7 @@ mod tests {
         name: "test-stage",
         metrics_addr: "127.0.0.1:9199",
         consumer_group: "test-group",
+        about: "A test stage.",
     };
 
     #[test]

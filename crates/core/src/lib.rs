@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consumer_binary;
 pub mod health;
 pub mod ids;
 pub mod issues;

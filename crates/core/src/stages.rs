@@ -3,29 +3,29 @@
 use crate::cli::{dlq_topic, CommonArgs, StageDefaults};
 
 /// `ingest-consumer`: Relay's events and attachments → events, attachments, user reports.
-pub const INGEST: StageDefaults = StageDefaults {
-    name: "ingest-consumer",
-    metrics_addr: "127.0.0.1:9101",
-    consumer_group: "ingest-consumer",
-};
+pub const INGEST: StageDefaults = StageDefaults::new(
+    "ingest-consumer",
+    "127.0.0.1:9101",
+    "Turns Relay's events, attachments and user reports into stored events, attachments and user reports, error occurrences and shimmed feedback.",
+);
 /// `feedback-worker`: feedback events → feedback issues.
-pub const FEEDBACK: StageDefaults = StageDefaults {
-    name: "feedback-worker",
-    metrics_addr: "127.0.0.1:9102",
-    consumer_group: "feedback-worker",
-};
+pub const FEEDBACK: StageDefaults = StageDefaults::new(
+    "feedback-worker",
+    "127.0.0.1:9102",
+    "Turns feedback events into feedback issues, with optional spam detection.",
+);
 /// `occurrence-consumer`: occurrences and status changes → groups.
-pub const OCCURRENCE: StageDefaults = StageDefaults {
-    name: "occurrence-consumer",
-    metrics_addr: "127.0.0.1:9103",
-    consumer_group: "occurrence-consumer",
-};
+pub const OCCURRENCE: StageDefaults = StageDefaults::new(
+    "occurrence-consumer",
+    "127.0.0.1:9103",
+    "Turns issue occurrences and status changes into issue groups.",
+);
 /// `producer-shim`: HTTP/CLI → occurrences topic (or direct processing).
-pub const SHIM: StageDefaults = StageDefaults {
-    name: "producer-shim",
-    metrics_addr: "127.0.0.1:9104",
-    consumer_group: "producer-shim",
-};
+pub const SHIM: StageDefaults = StageDefaults::new(
+    "producer-shim",
+    "127.0.0.1:9104",
+    "Accepts occurrences and status changes and produces them to the occurrences topic, or processes them directly when Kafka is not configured or unavailable.",
+);
 
 fn outcomes(c: &CommonArgs) -> Vec<String> {
     let mut v = vec![c.topics.outcomes_topic.clone()];

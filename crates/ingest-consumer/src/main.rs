@@ -11,12 +11,10 @@ mod metrics;
 mod shed;
 mod user_report;
 
-use clap::{Parser, Subcommand};
-use sluice_core::app::{self, Context, Needs};
+use clap::Parser;
 use sluice_core::cli::CommonArgs;
+use sluice_core::consumer_binary::{self, Binary, Command};
 use sluice_core::issues::project;
-use sluice_core::kafka::consumer::{self, RuntimeConfig};
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::objects::Objects;
 use sluice_core::outcomes::Outcomes;
 use sluice_core::stages::{ingest_topics, INGEST};
@@ -44,14 +42,6 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Consume and process (the default).
-    Run,
-    /// Apply pending database migrations and exit.
-    Migrate,
-}
-
 /// Database connections of the stage.
 const DB_POOL: u32 = 32;
 
@@ -77,7 +67,8 @@ fn spawn_sweeper(db: Db, shutdown: tokio_util::sync::CancellationToken) {
     });
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli: Cli = sluice_core::cli::parse(&INGEST);
     let inputs = if cli.input_topics.is_empty() {
         vec![
             cli.common.topics.events_topic.clone(),
@@ -86,58 +77,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         cli.input_topics
     };
-    let needs = Needs {
-        kafka: true,
-        database: true,
+    let binary = Binary {
+        defaults: INGEST,
         topics: ingest_topics(&cli.common, &inputs),
+        inputs,
     };
-    let brokers = cli.common.kafka_brokers.clone().unwrap_or_default();
-    let config = RuntimeConfig::from_args(&cli.common, &brokers, inputs);
-    let objects = Objects::from_url(&cli.common.object_store_url)?;
-    let ctx = Context::start(INGEST, cli.common, needs).await?;
-    // The stage's own pool: attachments and reports run many messages at once.
-    let url = ctx
-        .common
-        .database_url
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
-    let db = Db::new(&url, DB_POOL);
-    let producer = Producer::new(&ProducerConfig {
-        brokers: brokers.clone(),
-        client_id: "ingest-consumer".into(),
-        message_timeout: Duration::from_secs(30),
-    })?;
-    let topics = &ctx.common.topics;
-    let limits = &ctx.settings.attachments;
-    let deps = context::Deps {
-        db: db.clone(),
-        objects,
-        producer: producer.clone(),
-        outcomes: Outcomes::new(producer.clone(), topics, db.clone()),
-        settings: ctx.settings.clone(),
-        projects: project::Shared::new(db.clone()),
-        limiter: limits::AttachmentLimiter::new(
-            limits.project_per_sec_limit,
-            limits.project_per_5_minute_limit,
-        ),
-        feedback_topic: topics.feedback_topic.clone(),
-        occurrences_topic: topics.occurrences_topic.clone(),
-    };
-    spawn_sweeper(db, ctx.shutdown.clone());
-    let stage = dispatch::IngestStage {
-        deps: Arc::new(deps),
-    };
-    consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
-    producer.flush(Duration::from_secs(10))?;
-    Ok(())
-}
-
-fn main() -> ExitCode {
-    let cli: Cli = sluice_core::cli::parse(&INGEST);
-    app::block_on(async move {
-        match cli.command {
-            Some(Command::Migrate) => app::migrate(&cli.common).await,
-            Some(Command::Run) | None => run(cli).await,
-        }
+    consumer_binary::main(binary, cli.common, cli.command, |s| {
+        let common = &s.ctx.common;
+        let objects = Objects::from_url(&common.object_store_url)?;
+        // The stage's own pool: attachments and reports run many messages at once.
+        let url = common
+            .database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+        let db = Db::new(url, DB_POOL);
+        let topics = &common.topics;
+        let limits = &s.ctx.settings.attachments;
+        let deps = context::Deps {
+            db: db.clone(),
+            objects,
+            producer: s.producer.clone(),
+            outcomes: Outcomes::new(s.producer, topics, db.clone()),
+            settings: s.ctx.settings.clone(),
+            projects: project::Shared::new(db.clone()),
+            limiter: limits::AttachmentLimiter::new(
+                limits.project_per_sec_limit,
+                limits.project_per_5_minute_limit,
+            ),
+            feedback_topic: topics.feedback_topic.clone(),
+            occurrences_topic: topics.occurrences_topic.clone(),
+        };
+        spawn_sweeper(db, s.ctx.shutdown.clone());
+        Ok(dispatch::IngestStage {
+            deps: Arc::new(deps),
+        })
     })
 }

@@ -21,11 +21,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const TOY: StageDefaults = StageDefaults {
-    name: "toy-consumer",
-    metrics_addr: "127.0.0.1:9199",
-    consumer_group: "toy-consumer",
-};
+const TOY: StageDefaults = StageDefaults::new(
+    "toy-consumer",
+    "127.0.0.1:9199",
+    "A consumer of the test bed: it writes rows and fails on demand.",
+);
 
 #[derive(Parser, Debug)]
 struct Cli {
