@@ -181,6 +181,13 @@ impl Target {
         cmd
     }
 
+    /// The producer a baseline sends its records with.
+    pub fn baseline_producer(
+        &self,
+    ) -> anyhow::Result<std::sync::Arc<sluice_core::kafka::producer::Producer>> {
+        Ok(std::sync::Arc::new(baseline_producer(&self.brokers)?))
+    }
+
     /// Spawns `cmd` (from [`Target::stage`]) with metrics on a free port and waits until it has
     /// joined its group and got partitions; returns the process and its metrics address.
     pub fn start_joined(
@@ -192,4 +199,15 @@ impl Target {
         wait_assigned(&metrics)?;
         Ok((child, metrics))
     }
+}
+
+/// The producer a baseline sends its records with: the core producer, acknowledged sends.
+pub fn baseline_producer(brokers: &str) -> anyhow::Result<sluice_core::kafka::producer::Producer> {
+    Ok(sluice_core::kafka::producer::Producer::new(
+        &sluice_core::kafka::producer::ProducerConfig {
+            brokers: brokers.to_owned(),
+            client_id: "bench-baseline".into(),
+            message_timeout: Duration::from_secs(30),
+        },
+    )?)
 }

@@ -30,11 +30,7 @@ fn ten_thousand_messages_all_written_and_committed() -> anyhow::Result<()> {
         offsets.iter().all(|(_, h)| *h > 0),
         "all four partitions used: {offsets:?}"
     );
-    t.proc.signal("TERM")?;
-    assert_eq!(
-        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t.proc)?;
     let after = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
     assert_eq!(
         after,
@@ -71,11 +67,7 @@ fn sigkill_mid_run_then_restart_loses_nothing() -> anyhow::Result<()> {
     )?;
     wait_rows(&db.url, 10_000, Duration::from_secs(120))?;
     wait_committed_all(&broker, &group, &topic)?;
-    t2.proc.signal("TERM")?;
-    assert_eq!(
-        t2.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t2.proc)?;
     let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
     assert_eq!(s.rows, 10_000, "no gap after the kill at {mid} rows");
     Ok(())
@@ -120,11 +112,7 @@ fn second_consumer_joins_mid_run() -> anyhow::Result<()> {
     let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
     assert_eq!(s.rows, 10_000, "no loss");
     for t in [&mut a, &mut b] {
-        t.proc.signal("TERM")?;
-        assert_eq!(
-            t.proc.wait_timeout(Duration::from_secs(30))?.code(),
-            Some(0)
-        );
+        stop_cleanly(&mut t.proc)?;
     }
     eprintln!(
         "rows written twice across the rebalance: {}",
@@ -203,11 +191,7 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
     assert_eq!(s.rows, 96, "every good message plus the flaky one written");
     let rejected = metric(&t.metrics, "sluice_consumer_rejected_total").unwrap_or_default();
     assert_eq!(rejected, 4.0);
-    t.proc.signal("TERM")?;
-    assert_eq!(
-        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t.proc)?;
     Ok(())
 }
 
@@ -241,11 +225,7 @@ fn circuit_breaker_flushes_commits_and_exits_non_zero() -> anyhow::Result<()> {
     wait_rows(&db.url, 20, Duration::from_secs(60))?;
     wait_committed_all(&broker, &group, &topic)?;
     assert_eq!(dlq(&broker, &dlq_topic, 100)?.len(), 60);
-    t2.proc.signal("TERM")?;
-    assert_eq!(
-        t2.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t2.proc)?;
     Ok(())
 }
 
@@ -272,11 +252,7 @@ fn out_of_range_offset_resets_and_counts() -> anyhow::Result<()> {
     })?;
     assert!(resets >= 1.0);
     wait_committed_all(&broker, &group, &topic)?;
-    t.proc.signal("TERM")?;
-    assert_eq!(
-        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t.proc)?;
     Ok(())
 }
 
@@ -396,10 +372,6 @@ fn database_outage_pauses_stays_in_group_and_resumes() -> anyhow::Result<()> {
     wait_for("resumed", Duration::from_secs(10), || {
         metric(&t.metrics, "sluice_consumer_paused").filter(|v| *v == 0.0)
     })?;
-    t.proc.signal("TERM")?;
-    assert_eq!(
-        t.proc.wait_timeout(Duration::from_secs(30))?.code(),
-        Some(0)
-    );
+    stop_cleanly(&mut t.proc)?;
     Ok(())
 }

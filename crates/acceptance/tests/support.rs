@@ -84,6 +84,31 @@ pub struct Toy {
     pub metrics: String,
 }
 
+/// Sends SIGTERM and asserts a clean exit (status 0) within 30 s.
+pub fn stop_cleanly(p: &mut Proc) -> anyhow::Result<()> {
+    p.signal("TERM")?;
+    assert_eq!(p.wait_timeout(Duration::from_secs(30))?.code(), Some(0));
+    Ok(())
+}
+
+/// Group timings short enough for tests, the `extra` flags, and the process's logs on stderr
+/// when the environment variable `logs` is set.
+fn quick_consumer(cmd: &mut Command, extra: &[&str], logs: &str) {
+    cmd.args([
+        "--session-timeout-ms",
+        "6000",
+        "--heartbeat-interval-ms",
+        "500",
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(if std::env::var_os(logs).is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+}
+
 pub fn toy(
     broker: &Broker,
     db_url: &str,
@@ -102,20 +127,8 @@ pub fn toy(
             group,
             "--metrics-addr",
             &metrics,
-        ])
-        .args([
-            "--session-timeout-ms",
-            "6000",
-            "--heartbeat-interval-ms",
-            "500",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TOY_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        ]);
+    quick_consumer(&mut cmd, extra, "TOY_LOGS");
     Ok(Toy {
         proc: Proc::spawn("toy-consumer", cmd)?,
         metrics,
@@ -260,20 +273,7 @@ pub fn stage_at(
             "--metrics-addr",
             &format!("127.0.0.1:{metrics_port}"),
         ])
-        .args([
-            "--session-timeout-ms",
-            "6000",
-            "--heartbeat-interval-ms",
-            "500",
-            "--max-batch-time-ms",
-            "200",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("STAGE_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        .args(["--max-batch-time-ms", "200"]);
+    quick_consumer(&mut cmd, extra, "STAGE_LOGS");
     Proc::spawn(bin, cmd)
 }

@@ -14,9 +14,8 @@ use clap::Parser;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 use serde_json::json;
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
+
 use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -110,11 +109,7 @@ async fn main() -> anyhow::Result<()> {
         "INSERT INTO organizations (id, slug) VALUES (1, 'b');
          INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'b');",
     )?;
-    let producer = Arc::new(Producer::new(&ProducerConfig {
-        brokers: args.target.brokers.clone(),
-        client_id: "bench-baseline".into(),
-        message_timeout: Duration::from_secs(30),
-    })?);
+    let producer = args.target.baseline_producer()?;
     let started = Instant::now();
     let count = args.count;
     let sql = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -19,14 +19,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use sluice_acceptance::{fresh_database, peak_rss_mb, stop, wait_committed};
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
+
 use sluice_core::messages::{
     AttachmentChunk, AttachmentMessage, ChunkedAttachment, EventMessage, IngestMessage, Timestamp,
 };
 use sluice_core::objects::Objects;
 use sluice_testkit::S3Server;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -180,11 +179,7 @@ async fn measure(
 /// produced and acknowledged.
 async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
     let bodies: Vec<Value> = (0..args.events).map(event_body).collect();
-    let producer = Arc::new(Producer::new(&ProducerConfig {
-        brokers: args.target.brokers.clone(),
-        client_id: "bench-baseline".into(),
-        message_timeout: Duration::from_secs(30),
-    })?);
+    let producer = args.target.baseline_producer()?;
     let started = Instant::now();
     let url = url.to_owned();
     let rows = bodies.clone();

@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use serde_json::json;
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,11 +107,7 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort();
 
     // Baseline: the same records through the core producer, same concurrency, no HTTP.
-    let producer = Producer::new(&ProducerConfig {
-        brokers: args.brokers.clone(),
-        client_id: "bench-baseline".into(),
-        message_timeout: Duration::from_secs(30),
-    })?;
+    let producer = sluice_acceptance::baseline_producer(&args.brokers)?;
     let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)

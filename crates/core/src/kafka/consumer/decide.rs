@@ -152,6 +152,13 @@ mod tests {
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
     }
+    fn flow(pause: bool, hold: bool, count_pause: Option<PauseReason>) -> Flow {
+        Flow {
+            pause,
+            hold,
+            count_pause,
+        }
+    }
 
     // Batch cut.
 
@@ -201,14 +208,7 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Hold::default();
         let f = h.decide(true, false, Some(false), t0);
-        assert_eq!(
-            f,
-            Flow {
-                pause: false,
-                hold: true,
-                count_pause: None
-            }
-        );
+        assert_eq!(f, flow(false, true, None));
         let f = h.decide(true, false, Some(false), t0 + ms(4999));
         assert!(f.hold && !f.pause);
     }
@@ -219,24 +219,10 @@ mod tests {
         let mut h = Hold::default();
         assert!(h.decide(true, false, Some(false), t0).hold);
         let f = h.decide(true, false, Some(false), t0 + secs(5));
-        assert_eq!(
-            f,
-            Flow {
-                pause: true,
-                hold: false,
-                count_pause: Some(PauseReason::Backpressure)
-            }
-        );
+        assert_eq!(f, flow(true, false, Some(PauseReason::Backpressure)));
         // Once paused, it stays paused and the pause is not counted again.
         let f = h.decide(true, false, Some(true), t0 + secs(6));
-        assert_eq!(
-            f,
-            Flow {
-                pause: true,
-                hold: false,
-                count_pause: None
-            }
-        );
+        assert_eq!(f, flow(true, false, None));
     }
 
     #[test]
@@ -257,14 +243,7 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Hold::default();
         let f = h.decide(false, true, Some(false), t0);
-        assert_eq!(
-            f,
-            Flow {
-                pause: true,
-                hold: false,
-                count_pause: Some(PauseReason::Dependency)
-            }
-        );
+        assert_eq!(f, flow(true, false, Some(PauseReason::Dependency)));
         // Also with a full buffer: no hold, and the reason is the dependency.
         let f = h.decide(true, true, Some(false), t0);
         assert!(f.pause && !f.hold);
@@ -278,14 +257,7 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Hold::default();
         let f = h.decide(true, false, Some(true), t0);
-        assert_eq!(
-            f,
-            Flow {
-                pause: true,
-                hold: false,
-                count_pause: None
-            }
-        );
+        assert_eq!(f, flow(true, false, None));
     }
 
     #[test]
