@@ -6,7 +6,7 @@
 //! / RATE_LIMITED outcomes are emitted once per attachment.
 
 use crate::chunk::{self, InBatch, Key};
-use crate::context::{db_failed, reject, unavailable, Deps, Step};
+use crate::context::{reject, unavailable, Deps, Step};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -80,6 +80,23 @@ fn standalone_owner(m: &AttachmentMessage, project: &Project) -> Owner {
     }
 }
 
+/// Where an attachment's body comes from: inline `data` first, else its chunks, else it is empty.
+enum Source {
+    Inline(Bytes),
+    Chunks(Key, u32),
+    Empty,
+}
+
+fn source(project_id: u64, event_id: &str, att: &ChunkedAttachment) -> Source {
+    match (&att.data, att.chunks) {
+        (Some(data), _) => Source::Inline(Bytes::from(data.clone())),
+        (None, Some(n)) if n > 0 => {
+            Source::Chunks((project_id, event_id.to_owned(), att.id.clone()), n)
+        }
+        (None, _) => Source::Empty,
+    }
+}
+
 /// A standalone attachment that can be saved with the batch: attachments on, not shed, a savable
 /// type, and a body that is inline, empty, or complete in `chunks`. Everything else goes
 /// through [`process_individual`].
@@ -97,13 +114,10 @@ pub fn standalone(
     {
         return None;
     }
-    let (body, chunk_key) = match (&att.data, att.chunks) {
-        (Some(data), _) => (vec![Bytes::from(data.clone())], None),
-        (None, Some(n)) if n > 0 => {
-            let key = (m.project_id, m.event_id.clone(), att.id.clone());
-            (chunks.complete(&key, n)?, Some(key))
-        }
-        (None, _) => (Vec::new(), None),
+    let (body, chunk_key) = match source(m.project_id, &m.event_id, att) {
+        Source::Inline(data) => (vec![data], None),
+        Source::Chunks(key, n) => (chunks.complete(&key, n)?, Some(key)),
+        Source::Empty => (Vec::new(), None),
     };
     Some(Pending {
         index,
@@ -121,17 +135,15 @@ async fn with_stored_body(
     owner: Owner,
     att: &ChunkedAttachment,
 ) -> Step<Pending> {
-    let pid = owner.project.id as u64;
-    let (body, chunk_key) = match (&att.data, att.chunks) {
-        (Some(data), _) => (Some(vec![Bytes::from(data.clone())]), None),
-        (None, Some(n)) if n > 0 => {
-            let key = (pid, owner.event_id.clone(), att.id.clone());
+    let (body, chunk_key) = match source(owner.project.id as u64, &owner.event_id, att) {
+        Source::Inline(data) => (Some(vec![data]), None),
+        Source::Chunks(key, n) => {
             let body = chunk::load(&deps.db, key.clone(), n)
                 .await
-                .map_err(|e| db_failed(&e))?;
+                .map_err(|e| Verdict::from_db(&e))?;
             (body, Some(key))
         }
-        (None, _) => {
+        Source::Empty => {
             if att.stored_id.is_some() {
                 tracing::warn!(attachment_id = %att.id, "attachment stored elsewhere (stored_id) is kept as empty");
             }
@@ -175,7 +187,7 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
     let key = (m.project_id, m.event_id.clone(), att.id.clone());
     chunk::delete(&deps.db, vec![key])
         .await
-        .map_err(|e| db_failed(&e))
+        .map_err(|e| Verdict::from_db(&e))
 }
 
 /// Saves the attachments an event lists (those Relay did not rate-limit), then drops the chunks
@@ -209,7 +221,7 @@ pub async fn drop_chunks(
         .collect();
     chunk::delete(&deps.db, keys)
         .await
-        .map_err(|e| db_failed(&e))
+        .map_err(|e| Verdict::from_db(&e))
 }
 
 fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {
@@ -245,7 +257,7 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
                 .await;
             match exists {
                 Err(e) => {
-                    out.push((p.index, db_failed(&e)));
+                    out.push((p.index, Verdict::from_db(&e)));
                     continue;
                 }
                 Ok(false) => {
@@ -280,25 +292,32 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     out
 }
 
+/// An attachment about to be stored: its row, its ACCEPTED outcome and where its chunks are.
+struct Prepared {
+    index: usize,
+    row: Row,
+    outcome: (String, OutcomeMessage),
+    chunk_key: Option<Key>,
+}
+
 /// Stores attachments whose body is at hand: objects written concurrently, one insert for every
 /// row, one outcome lookup and record, one chunk cleanup.
 async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
-    let mut rows = Vec::with_capacity(items.len());
+    let mut prepared = Vec::with_capacity(items.len());
     let mut puts = Vec::new();
-    let mut kept = Vec::with_capacity(items.len());
     for p in items {
         let size = p.size();
-        let parts = p.body.clone().unwrap_or_default();
-        let content_type = content_type(&p.att);
         let pid = p.owner.project.id as u64;
+        let parts = p.body.unwrap_or_default();
+        let content_type = content_type(&p.att);
         let blob_path = if size > 0 {
             match deps
                 .objects
                 .attachment_key(pid, &p.owner.event_id, &p.att.id)
             {
                 Ok(key) => {
-                    puts.push((rows.len(), key.clone(), parts.clone()));
+                    puts.push((prepared.len(), key.clone(), parts.clone()));
                     Some(key)
                 }
                 Err(e) => {
@@ -309,35 +328,39 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         } else {
             None
         };
-        rows.push((
-            p.index,
-            Row {
+        prepared.push(Prepared {
+            index: p.index,
+            outcome: (
+                outcome_key(pid, &p.owner.event_id, &p.att.id),
+                outcome(&p.owner, Outcome::Accepted, size.max(1)),
+            ),
+            row: Row {
                 project_id: p.owner.project.id,
-                event_id: p.owner.event_id.clone(),
-                attachment_id: p.att.id.clone(),
+                event_id: p.owner.event_id,
+                attachment_id: p.att.id,
                 group_id: p.owner.group_id,
-                kind: p.att.attachment_type.clone(),
-                name: p.att.name.clone(),
+                kind: p.att.attachment_type,
+                name: p.att.name,
                 content_type,
                 size: size as i64,
                 sha1: sha1_hex(&parts),
                 blob_path,
             },
-        ));
-        kept.push(p);
+            chunk_key: p.chunk_key,
+        });
     }
 
     // Objects first: a row never points at an object that is not there.
     let started = std::time::Instant::now();
     let failed: Vec<(usize, Verdict)> = stream::iter(puts)
-        .map(|(row, key, parts)| {
-            let content_type = rows[row].1.content_type.clone();
+        .map(|(at, key, parts)| {
+            let content_type = prepared[at].row.content_type.clone();
             async move {
                 deps.objects
                     .put_parts(&key, parts, Some(&content_type))
                     .await
                     .err()
-                    .map(|e| (row, unavailable(e)))
+                    .map(|e| (at, unavailable(e)))
             }
         })
         .buffer_unordered(PUT_CONCURRENCY)
@@ -345,23 +368,28 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         .collect()
         .await;
     metrics::time_step("attachments_put", started);
-    let mut stored = vec![true; rows.len()];
-    for (row, v) in failed {
-        stored[row] = false;
-        out.push((rows[row].0, v));
+    let mut stored = vec![true; prepared.len()];
+    for (at, v) in failed {
+        stored[at] = false;
+        out.push((prepared[at].index, v));
     }
-    let saved: Vec<Pending> = kept
-        .into_iter()
-        .zip(stored.iter())
-        .filter_map(|(p, ok)| ok.then_some(p))
-        .collect();
-    let (indexes, rows): (Vec<usize>, Vec<Row>) = rows
+    let prepared: Vec<Prepared> = prepared
         .into_iter()
         .zip(stored)
-        .filter_map(|(r, ok)| ok.then_some(r))
-        .unzip();
-    if rows.is_empty() {
+        .filter_map(|(p, ok)| ok.then_some(p))
+        .collect();
+    if prepared.is_empty() {
         return out;
+    }
+    let mut indexes = Vec::with_capacity(prepared.len());
+    let mut rows = Vec::with_capacity(prepared.len());
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut keys: Vec<Key> = Vec::new();
+    for p in prepared {
+        indexes.push(p.index);
+        rows.push(p.row);
+        outcomes.push(p.outcome);
+        keys.extend(p.chunk_key);
     }
 
     let started = std::time::Instant::now();
@@ -371,20 +399,11 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         .await;
     metrics::time_step("attachments_insert", started);
     if let Err(e) = inserted {
-        let v = db_failed(&e);
+        let v = Verdict::from_db(&e);
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }
 
-    let outcomes = saved
-        .iter()
-        .map(|p| {
-            (
-                outcome_key(p.owner.project.id as u64, &p.owner.event_id, &p.att.id),
-                outcome(&p.owner, Outcome::Accepted, p.size().max(1)),
-            )
-        })
-        .collect();
     let started = std::time::Instant::now();
     let emitted = deps.outcomes.emit_once_many(outcomes).await;
     metrics::time_step("attachments_outcomes", started);
@@ -394,9 +413,8 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         return out;
     }
     // Chunks go last: a redelivery before this point still finds them.
-    let keys: Vec<Key> = saved.iter().filter_map(|p| p.chunk_key.clone()).collect();
     if let Err(e) = chunk::delete(&deps.db, keys).await {
-        let v = db_failed(&e);
+        let v = Verdict::from_db(&e);
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }

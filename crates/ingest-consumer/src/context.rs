@@ -9,7 +9,7 @@ use sluice_core::kafka::producer::Producer;
 use sluice_core::messages::{DlqReason, OutcomeMessage, Rejection};
 use sluice_core::objects::Objects;
 use sluice_core::outcomes::Outcomes;
-use sluice_core::storage::{Db, DbError};
+use sluice_core::storage::Db;
 use std::sync::Arc;
 
 /// Everything the handlers use.
@@ -31,11 +31,6 @@ pub type Step<T> = Result<T, Verdict>;
 /// An outage of a dependency every message needs.
 pub fn unavailable(e: impl std::fmt::Display) -> Verdict {
     Verdict::Unavailable(e.to_string())
-}
-
-/// The verdict of a database failure.
-pub fn db_failed(e: &DbError) -> Verdict {
-    Verdict::from_db(e)
 }
 
 /// Bad input: dead-lettered with `reason`.

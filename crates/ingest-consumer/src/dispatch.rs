@@ -7,7 +7,7 @@
 //! `event_id`), so an event's attachments, report and event never overtake each other.
 
 use crate::chunk::{self, InBatch};
-use crate::context::{db_failed, unavailable, Deps};
+use crate::context::{unavailable, Deps};
 use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
@@ -85,7 +85,7 @@ impl IngestStage {
                 );
                 return Verdict::Done;
             }
-            Err(e) => return db_failed(&e),
+            Err(e) => return Verdict::from_db(&e),
         };
         let result = match msg {
             IngestMessage::Event(m) => event::process(deps, raw, m, &project).await,

@@ -6,7 +6,7 @@
 //! reports that arrived before the event are shimmed.
 
 use crate::attachment::{self, Owner};
-use crate::context::{db_failed, reject, unavailable, Deps, Step};
+use crate::context::{reject, unavailable, Deps, Step};
 use crate::{grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::ids;
@@ -70,36 +70,51 @@ pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
     }
 }
 
-/// Handles one `type: event` message outside the batch.
-pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project) -> Step<()> {
+/// What an event message is, once the load-shedding lists and its payload have been read.
+enum Kind {
+    Shed,
+    Transaction,
+    Feedback(Map<String, Value>),
+    Error(Map<String, Value>),
+}
+
+/// Reads `m`: shedding is checked before the payload is parsed and again with its type.
+fn classify(deps: &Deps, m: &EventMessage, project: &Project) -> Step<Kind> {
     let has_attachments = !m.attachments.is_empty();
     if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments) {
-        metrics::count("event", "load_shed");
-        return Ok(());
+        return Ok(Kind::Shed);
     }
     let data = parse_payload(m)?;
-    let event_type = data
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("null")
-        .to_owned();
+    let event_type = data.get("type").and_then(Value::as_str).unwrap_or("null");
     if shed::after_parse(
         &deps.settings,
         project,
         &m.event_id,
-        &event_type,
+        event_type,
         has_attachments,
     ) {
-        metrics::count("event", "load_shed");
-        return Ok(());
+        return Ok(Kind::Shed);
     }
-    match event_type.as_str() {
-        "transaction" => {
+    Ok(match event_type {
+        "transaction" => Kind::Transaction,
+        "feedback" => Kind::Feedback(data),
+        _ => Kind::Error(data),
+    })
+}
+
+/// Handles one `type: event` message outside the batch.
+pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project) -> Step<()> {
+    match classify(deps, m, project)? {
+        Kind::Shed => {
+            metrics::count("event", "load_shed");
+            Ok(())
+        }
+        Kind::Transaction => {
             metrics::count("event", "transaction_dropped");
             attachment::drop_chunks(deps, m.project_id, &m.event_id, &m.attachments).await
         }
-        "feedback" => forward_feedback(deps, raw, m, project, &data).await,
-        _ => {
+        Kind::Feedback(data) => forward_feedback(deps, raw, m, project, &data).await,
+        Kind::Error(data) => {
             let Some(ready) = Ready::of(0, m, project, data) else {
                 return Err(reject(
                     DlqReason::InvalidEvent,
@@ -111,7 +126,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
                     Verdict::Done => Ok(()),
                     v => Err(v),
                 }),
-                Err(e) => Err(db_failed(&e)),
+                Err(e) => Err(Verdict::from_db(&e)),
             }
         }
     }
@@ -236,24 +251,10 @@ impl Ready {
 /// Whether `m` is an error event (not shed) for the batch; everything else goes through
 /// [`process`].
 pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> Option<Ready> {
-    let has_attachments = !m.attachments.is_empty();
-    let data = parse_payload(m).ok()?;
-    let event_type = data.get("type").and_then(Value::as_str).unwrap_or("null");
-    if matches!(event_type, "transaction" | "feedback") {
-        return None;
+    match classify(deps, m, project) {
+        Ok(Kind::Error(data)) => Ready::of(index, m, project, data),
+        _ => None,
     }
-    if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments)
-        || shed::after_parse(
-            &deps.settings,
-            project,
-            &m.event_id,
-            event_type,
-            has_attachments,
-        )
-    {
-        return None;
-    }
-    Ready::of(index, m, project, data)
 }
 
 /// Connections one batch of events is inserted over, at most.

@@ -56,7 +56,8 @@ fn history_name(status: i32, substatus: Option<i32>) -> &'static str {
 pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Applied, IssueError> {
     let hash = md5_hex(&change.fingerprint[0]);
     let project_id = change.project_id as i64;
-    let Some(g) = groups::find_for_update(conn, project_id, &hash)? else {
+    let locked = groups::lock(conn, &[(project_id, hash.clone())])?;
+    let Some(g) = locked.into_values().next().map(|l| l.group) else {
         return Err(IssueError::GroupNotFound(format!(
             "no group for fingerprint hash {hash} in project {project_id}"
         )));

@@ -37,22 +37,6 @@ pub struct GroupRow {
 const GROUP_COLUMNS: &str =
     "g.id, g.project_id, g.type, g.status, g.substatus, g.priority, g.last_seen, g.last_occurrence_id, g.data";
 
-/// The group of `hash` in `project_id`, locked for update.
-pub fn find_for_update(
-    conn: &mut PgConnection,
-    project_id: i64,
-    hash: &str,
-) -> QueryResult<Option<GroupRow>> {
-    diesel::sql_query(format!(
-        "SELECT {GROUP_COLUMNS} FROM group_hashes h JOIN groups g ON g.id = h.group_id \
-         WHERE h.project_id = $1 AND h.hash = $2::bpchar FOR UPDATE OF g"
-    ))
-    .bind::<BigInt, _>(project_id)
-    .bind::<Bpchar, _>(hash)
-    .get_result(conn)
-    .optional()
-}
-
 /// A group read for an update, with the counters the update rule needs.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Locked {

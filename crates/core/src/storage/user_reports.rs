@@ -3,7 +3,7 @@
 
 use super::EventKey;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
 
 /// A report's fields.
 pub struct Report<'a> {
@@ -21,8 +21,6 @@ pub struct Upserted {
     pub feedback_event_id: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub group_id: Option<i64>,
-    #[diesel(sql_type = Bool)]
-    pub inserted: bool,
     /// When the stored report was first received, epoch seconds.
     #[diesel(sql_type = Double)]
     pub received: f64,
@@ -44,8 +42,7 @@ pub fn upsert(
            SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
                group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id) \
            WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
-         RETURNING feedback_event_id, group_id, (xmax = 0) AS inserted, \
-                   extract(epoch FROM date_added)::float8 AS received",
+         RETURNING feedback_event_id, group_id, extract(epoch FROM date_added)::float8 AS received",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(r.event_id)

@@ -115,17 +115,18 @@ pub(super) fn must_apply_pause(paused: Option<bool>, want_pause: bool) -> bool {
 }
 
 /// Whether a timed commit is due: `interval` after the last one (`last_commit`), but only once
-/// a second (`COMMIT_RETRY`) while commits fail (`failed_at`: when a commit last failed).
+/// a second (`COMMIT_RETRY`) while commits fail (`failed_at`: when a commit last failed, read
+/// only when that matters).
 pub(super) fn commit_due(
     last_commit: Instant,
-    failed_at: Option<Instant>,
+    failed_at: impl FnOnce() -> Option<Instant>,
     interval: Duration,
     now: Instant,
 ) -> bool {
     let elapsed = now.saturating_duration_since(last_commit);
     elapsed >= interval
         && (elapsed >= COMMIT_RETRY
-            || failed_at.is_none_or(|t| now.saturating_duration_since(t) >= COMMIT_RETRY))
+            || failed_at().is_none_or(|t| now.saturating_duration_since(t) >= COMMIT_RETRY))
 }
 
 /// Progress-aware liveness: the driver is making progress when idle (no batch was in flight),
@@ -295,23 +296,23 @@ mod tests {
     #[test]
     fn commit_due_at_the_interval() {
         let t0 = Instant::now();
-        assert!(!commit_due(t0, None, ms(100), t0 + ms(99)));
-        assert!(commit_due(t0, None, ms(100), t0 + ms(100)));
-        assert!(commit_due(t0, None, ms(100), t0 + secs(3)));
+        assert!(!commit_due(t0, || None, ms(100), t0 + ms(99)));
+        assert!(commit_due(t0, || None, ms(100), t0 + ms(100)));
+        assert!(commit_due(t0, || None, ms(100), t0 + secs(3)));
     }
 
     #[test]
     fn commit_throttled_to_once_a_second_after_a_failure() {
         let t0 = Instant::now();
         // Failed just now: the 100 ms interval is not enough, one second is.
-        assert!(!commit_due(t0, Some(t0), ms(100), t0 + ms(200)));
-        assert!(!commit_due(t0, Some(t0), ms(100), t0 + ms(999)));
-        assert!(commit_due(t0, Some(t0), ms(100), t0 + secs(1)));
+        assert!(!commit_due(t0, || Some(t0), ms(100), t0 + ms(200)));
+        assert!(!commit_due(t0, || Some(t0), ms(100), t0 + ms(999)));
+        assert!(commit_due(t0, || Some(t0), ms(100), t0 + secs(1)));
         // A failure after the last commit attempt: still one second since that failure...
         let failed = t0 + ms(500);
-        assert!(!commit_due(t0, Some(failed), ms(100), t0 + ms(900)));
+        assert!(!commit_due(t0, || Some(failed), ms(100), t0 + ms(900)));
         // ...unless the last commit itself is a second old.
-        assert!(commit_due(t0, Some(failed), ms(100), t0 + secs(1)));
+        assert!(commit_due(t0, || Some(failed), ms(100), t0 + secs(1)));
     }
 
     #[test]
@@ -319,16 +320,16 @@ mod tests {
         let t0 = Instant::now();
         let failed = t0;
         let last = t0 + secs(2);
-        assert!(commit_due(last, Some(failed), ms(100), last + ms(100)));
-        assert!(!commit_due(last, Some(failed), ms(100), last + ms(50)));
+        assert!(commit_due(last, || Some(failed), ms(100), last + ms(100)));
+        assert!(!commit_due(last, || Some(failed), ms(100), last + ms(50)));
     }
 
     #[test]
     fn a_long_interval_is_not_shortened_by_the_retry_period() {
         let t0 = Instant::now();
-        assert!(!commit_due(t0, None, secs(5), t0 + secs(2)));
-        assert!(!commit_due(t0, Some(t0), secs(5), t0 + secs(2)));
-        assert!(commit_due(t0, Some(t0), secs(5), t0 + secs(5)));
+        assert!(!commit_due(t0, || None, secs(5), t0 + secs(2)));
+        assert!(!commit_due(t0, || Some(t0), secs(5), t0 + secs(2)));
+        assert!(commit_due(t0, || Some(t0), secs(5), t0 + secs(5)));
     }
 
     // Liveness.

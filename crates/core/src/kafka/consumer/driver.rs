@@ -530,10 +530,9 @@ impl Driver {
     /// Whether a timed commit is due `since` the last one: at the configured interval, or once
     /// a second while commits fail.
     fn commit_due(&self, since: Instant) -> bool {
-        let failed_at = self.consumer.context().lock().commit_failed_at;
         decide::commit_due(
             since,
-            failed_at,
+            || self.consumer.context().lock().commit_failed_at,
             self.config.commit_interval,
             Instant::now(),
         )
