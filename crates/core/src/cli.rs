@@ -73,6 +73,12 @@ pub struct CommonArgs {
     )]
     pub heartbeat_interval_ms: u64,
 
+    /// Seconds a consumer may hold the same batch while its dependencies answer before it reports
+    /// itself stuck: `/health/live` then fails so the orchestrator restarts it (an outage alone
+    /// never does). 0 = never.
+    #[arg(long, env = "STUCK_AFTER_SECS", global = true, default_value_t = 300)]
+    pub stuck_after_secs: u64,
+
     /// File touched on every loop iteration while the process is alive and not stuck.
     #[arg(long, env = "HEALTHCHECK_FILE_PATH", global = true)]
     pub healthcheck_file_path: Option<PathBuf>,

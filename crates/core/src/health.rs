@@ -19,6 +19,8 @@ pub struct Health {
     /// Epoch milliseconds of the last progress tick; 0 = no watched loop yet.
     last_progress_ms: AtomicU64,
     stall_after: Duration,
+    /// Set by a consumer that holds the same work while its dependencies answer.
+    stuck: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -37,6 +39,7 @@ impl Health {
             shutting_down: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             stall_after,
+            stuck: AtomicBool::new(false),
         })
     }
 
@@ -60,6 +63,16 @@ impl Health {
         self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Whether the last dependency check succeeded.
+    pub fn dependencies_ok(&self) -> bool {
+        self.dependencies_ok.load(Ordering::Relaxed)
+    }
+
+    /// A consumer reports that it is stuck (or no longer is).
+    pub fn set_stuck(&self, stuck: bool) {
+        self.stuck.store(stuck, Ordering::Relaxed);
+    }
+
     /// Ready to take traffic.
     pub fn is_ready(&self) -> bool {
         self.dependencies_ok.load(Ordering::Relaxed) && !self.is_shutting_down()
@@ -67,6 +80,9 @@ impl Health {
 
     /// Not stuck.
     pub fn is_live(&self) -> bool {
+        if self.stuck.load(Ordering::Relaxed) {
+            return false;
+        }
         let last = self.last_progress_ms.load(Ordering::Relaxed);
         last == 0 || now_ms().saturating_sub(last) <= self.stall_after.as_millis() as u64
     }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod consumer_binary;
+pub mod failure;
 pub mod health;
 pub mod ids;
 pub mod issues;

@@ -107,6 +107,24 @@ macro_rules! counter_vec {
     };
 }
 
+/// Like [`counter_vec!`], for a gauge vector.
+#[macro_export]
+macro_rules! gauge_vec {
+    ($(#[$meta:meta])* $vis:vis fn $fn:ident = $name:literal, $help:literal, [$($label:literal),* $(,)?]) => {
+        $(#[$meta])*
+        $vis fn $fn() -> &'static $crate::metrics::prom::IntGaugeVec {
+            static M: ::std::sync::OnceLock<$crate::metrics::prom::IntGaugeVec> =
+                ::std::sync::OnceLock::new();
+            M.get_or_init(|| {
+                $crate::metrics::gauge_vec(
+                    $crate::metrics::prom::Opts::new($name, $help),
+                    &[$($label),*],
+                )
+            })
+        }
+    };
+}
+
 /// Like [`counter_vec!`], for a histogram vector with the given bucket bounds (seconds).
 #[macro_export]
 macro_rules! histogram_vec {

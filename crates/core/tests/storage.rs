@@ -2,6 +2,8 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use sluice_core::failure::{Classify, Failure};
+use sluice_core::messages::DlqReason;
 use sluice_core::storage::{migrate, Db, DbError};
 use sluice_testkit::TestDb;
 
@@ -166,7 +168,7 @@ async fn pool_runs_on_blocking_threads_and_reports_outages() -> anyhow::Result<(
     let port = sluice_testkit::process::free_port()?;
     let down = Db::new(&format!("postgres://postgres@127.0.0.1:{port}/none"), 1);
     match down.ping().await {
-        Err(e @ DbError::Unavailable(_)) => assert!(e.is_dependency_wide()),
+        Err(e @ DbError::Unavailable(_)) => assert!(e.failure().is_outage()),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     Ok(())
@@ -196,11 +198,71 @@ async fn pooled_connections_recover_after_a_server_restart() -> anyhow::Result<(
     let mut failures = Vec::new();
     for _ in 0..10 {
         if let Err(e) = tx(pool.clone()).await {
-            assert!(e.is_dependency_wide(), "{e}");
+            assert!(e.failure().is_outage(), "{e}");
             failures.push(e.to_string());
         }
     }
     assert!(failures.len() <= 1, "{failures:?}");
     pool.ping().await?;
+    Ok(())
+}
+
+/// Errors PostgreSQL really returns, classified: values the database cannot hold are the
+/// message's fault (dead-lettered at once), never an outage.
+#[tokio::test]
+async fn real_postgres_errors_are_classified_by_cause() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    let pool = Db::new(&db.url, 2);
+    let run = |sql: &'static str, bind: String| {
+        let pool = pool.clone();
+        async move {
+            pool.run(move |c| {
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(bind)
+                    .execute(c)
+                    .map_err(DbError::Query)
+            })
+            .await
+        }
+    };
+    let permanent = |r: Result<usize, DbError>| match r {
+        Err(e) => match e.failure() {
+            Failure::Permanent(r) => r.reason,
+            other => panic!("{e}: {other:?}"),
+        },
+        Ok(_) => panic!("the statement succeeded"),
+    };
+    let cases = [
+        ("SELECT $1::text", "a\u{0}b".to_owned(), DlqReason::InvalidField),
+        ("SELECT $1::jsonb", r#"{"a":"\u0000"}"#.to_owned(), DlqReason::InvalidField),
+        ("SELECT $1::jsonb", r#"{"a":1e-20000}"#.to_owned(), DlqReason::InvalidField),
+        ("SELECT $1::timestamptz", "300000-01-01".to_owned(), DlqReason::InvalidField),
+        ("SELECT $1::bigint", "99999999999999999999".to_owned(), DlqReason::InvalidField),
+    ];
+    for (sql, bind, reason) in cases {
+        assert_eq!(permanent(run(sql, bind.clone()).await), reason, "{sql} {bind:?}");
+    }
+    // An index row too large (what a very long natural key meets).
+    pool.run(|c| {
+        diesel::sql_query("CREATE TABLE long_keys (k text PRIMARY KEY)")
+            .execute(c)
+            .map_err(DbError::Query)
+    })
+    .await?;
+    // Incompressible (a linear congruential sequence), so the index cannot shrink it.
+    let mut x: u64 = 1;
+    let long: String = (0..8000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            char::from(b'a' + ((x >> 33) % 26) as u8)
+        })
+        .collect();
+    assert_eq!(
+        permanent(run("INSERT INTO long_keys VALUES ($1)", long).await),
+        DlqReason::TooLarge
+    );
+    // A table this build expects but the database lacks: every message would fail alike.
+    let missing = run("INSERT INTO no_such_table VALUES ($1)", "x".into()).await;
+    assert!(matches!(&missing, Err(e) if e.failure().is_outage()), "{missing:?}");
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::spam::{self, Mode};
 use futures::future::join_all;
 use serde_json::Value;
 use sluice_core::config::Settings;
+use sluice_core::failure::Classify;
 use sluice_core::ids;
 use sluice_core::issues::{payload, project};
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
@@ -39,8 +40,9 @@ pub struct FeedbackStage {
     pub projects: project::Shared,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Verdict {
-    Verdict::Unavailable(e.to_string())
+/// The verdict for a dependency's failure, by its class (`sluice_core::failure`).
+fn fail(e: &impl Classify) -> Verdict {
+    e.verdict()
 }
 
 impl FeedbackStage {
@@ -80,7 +82,7 @@ impl FeedbackStage {
                 results().with_label_values(&["unknown_project"]).inc();
                 return Verdict::Done;
             }
-            Err(e) => return unavailable(e),
+            Err(e) => return fail(&e),
         };
         let event_id = create_feedback::event_id(&body, &event.payload);
         let outcome_base = |o: Outcome| {
@@ -158,7 +160,7 @@ impl FeedbackStage {
             .record_user_report(&body, pid, &event_id, &message)
             .await
         {
-            return unavailable(e);
+            return fail(&e);
         }
         let mut accepted = outcome_base(Outcome::Accepted);
         accepted.timestamp = built.detection_time;
@@ -167,7 +169,7 @@ impl FeedbackStage {
             .emit_once(&format!("feedback:{occurrence_id}"), &accepted)
             .await
         {
-            return unavailable(e);
+            return fail(&e);
         }
         results()
             .with_label_values(&[if spam_reason.is_some() {
@@ -199,7 +201,7 @@ impl FeedbackStage {
             .send(&self.producer, &self.occurrences_topic)
             .await
             .err()
-            .map(unavailable)
+            .map(|e| fail(&e))
     }
 
     async fn filtered(
@@ -223,7 +225,7 @@ impl FeedbackStage {
             .await
         {
             Ok(_) => Verdict::Done,
-            Err(e) => unavailable(e),
+            Err(e) => fail(&e),
         }
     }
 

@@ -6,7 +6,7 @@
 //! / RATE_LIMITED outcomes are emitted once per attachment.
 
 use crate::chunk::{self, InBatch, Key};
-use crate::context::{reject, unavailable, Deps, Step};
+use crate::context::{fail, reject, Deps, Step};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -18,7 +18,9 @@ use sluice_core::messages::enums::{data_category, Outcome};
 use sluice_core::messages::{
     AttachmentMessage, ChunkedAttachment, DlqReason, OutcomeMessage, Timestamp,
 };
+use sluice_core::failure::Classify;
 use sluice_core::storage::attachments::{self, Row};
+use sluice_core::storage::DbError;
 
 /// Attachment types a standalone attachment message may carry.
 pub const STANDALONE_TYPES: [&str; 2] = ["event.attachment", "event.view_hierarchy"];
@@ -140,7 +142,7 @@ async fn with_stored_body(
         Source::Chunks(key, n) => {
             let body = chunk::load(&deps.db, key.clone(), n)
                 .await
-                .map_err(|e| Verdict::from_db(&e))?;
+                .map_err(|e| fail(&e))?;
             (body, Some(key))
         }
         Source::Empty => {
@@ -187,7 +189,7 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
     let key = (m.project_id, m.event_id.clone(), att.id.clone());
     chunk::delete(&deps.db, vec![key])
         .await
-        .map_err(|e| Verdict::from_db(&e))
+        .map_err(|e| fail(&e))
 }
 
 /// Saves the attachments an event lists (those Relay did not rate-limit), then drops the chunks
@@ -221,7 +223,7 @@ pub async fn drop_chunks(
         .collect();
     chunk::delete(&deps.db, keys)
         .await
-        .map_err(|e| Verdict::from_db(&e))
+        .map_err(|e| fail(&e))
 }
 
 fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {
@@ -251,13 +253,13 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         }
         if deps.limiter.enabled() {
             let (e, a) = (p.owner.event_id.clone(), p.att.id.clone());
-            let exists = deps
+            let exists: Result<bool, DbError> = deps
                 .db
                 .run(move |c| Ok(attachments::exists(c, pid as i64, &e, &a)?))
                 .await;
             match exists {
                 Err(e) => {
-                    out.push((p.index, Verdict::from_db(&e)));
+                    out.push((p.index, fail(&e)));
                     continue;
                 }
                 Ok(false) => {
@@ -282,7 +284,7 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
             .await;
         let v = match emitted {
             Ok(_) => Verdict::Done,
-            Err(e) => unavailable(e),
+            Err(e) => fail(&e),
         };
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
     }
@@ -360,7 +362,7 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
                     .put_parts(&key, parts, Some(&content_type))
                     .await
                     .err()
-                    .map(|e| (at, unavailable(e)))
+                    .map(|e| (at, fail(&e)))
             }
         })
         .buffer_unordered(PUT_CONCURRENCY)
@@ -384,37 +386,53 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     let mut indexes = Vec::with_capacity(prepared.len());
     let mut rows = Vec::with_capacity(prepared.len());
     let mut outcomes = Vec::with_capacity(prepared.len());
-    let mut keys: Vec<Key> = Vec::new();
+    let mut keys: Vec<Option<Key>> = Vec::with_capacity(prepared.len());
     for p in prepared {
         indexes.push(p.index);
         rows.push(p.row);
         outcomes.push(p.outcome);
-        keys.extend(p.chunk_key);
+        keys.push(p.chunk_key);
     }
 
     let started = std::time::Instant::now();
-    let inserted = deps
-        .db
-        .run(move |c| Ok(attachments::insert(c, &rows)?))
-        .await;
+    let inserted = insert_rows(deps, rows.clone()).await;
     metrics::time_step("attachments_insert", started);
     if let Err(e) = inserted {
-        let v = Verdict::from_db(&e);
-        out.extend(indexes.into_iter().map(|i| (i, v.clone())));
-        return out;
+        if e.failure().is_outage() || rows.len() == 1 {
+            let v = fail(&e);
+            out.extend(indexes.into_iter().map(|i| (i, v.clone())));
+            return out;
+        }
+        // One bad row must not fail its neighbours: the rows are inserted one at a time, and
+        // only those that fail get the verdict of their own error.
+        tracing::warn!(error = %e, rows = rows.len(), "batched attachment insert failed; inserting row by row");
+        let mut keep = Vec::with_capacity(rows.len());
+        for (row, index) in rows.into_iter().zip(&indexes) {
+            match insert_rows(deps, vec![row]).await {
+                Ok(()) => keep.push(true),
+                Err(e) => {
+                    out.push((*index, fail(&e)));
+                    keep.push(false);
+                }
+            }
+        }
+        indexes = kept(indexes, &keep);
+        outcomes = kept(outcomes, &keep);
+        keys = kept(keys, &keep);
     }
+    let keys: Vec<Key> = keys.into_iter().flatten().collect();
 
     let started = std::time::Instant::now();
     let emitted = deps.outcomes.emit_once_many(outcomes).await;
     metrics::time_step("attachments_outcomes", started);
     if let Err(e) = emitted {
-        let v = unavailable(e);
+        let v = fail(&e);
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }
     // Chunks go last: a redelivery before this point still finds them.
     if let Err(e) = chunk::delete(&deps.db, keys).await {
-        let v = Verdict::from_db(&e);
+        let v = fail(&e);
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }
@@ -423,6 +441,21 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     }
     out.extend(indexes.into_iter().map(|i| (i, Verdict::Done)));
     out
+}
+
+/// The items of `v` whose `keep` flag is set.
+fn kept<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(keep)
+        .filter_map(|(x, k)| k.then_some(x))
+        .collect()
+}
+
+/// Inserts attachment rows (one statement).
+async fn insert_rows(deps: &Deps, rows: Vec<Row>) -> Result<(), DbError> {
+    deps.db
+        .run(move |c| Ok(attachments::insert(c, &rows)?))
+        .await
 }
 
 /// The given content type up to the first `;`, else one guessed from the file name, else

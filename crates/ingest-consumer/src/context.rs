@@ -3,6 +3,7 @@
 
 use crate::limits;
 use sluice_core::config::Settings;
+use sluice_core::failure::Classify;
 use sluice_core::issues::project;
 use sluice_core::kafka::consumer::Verdict;
 use sluice_core::kafka::producer::Producer;
@@ -28,9 +29,10 @@ pub struct Deps {
 /// `Err` carries the verdict that ends a handler early (an outage, a retry, a rejection).
 pub type Step<T> = Result<T, Verdict>;
 
-/// An outage of a dependency every message needs.
-pub fn unavailable(e: impl std::fmt::Display) -> Verdict {
-    Verdict::Unavailable(e.to_string())
+/// The verdict for a failure of a dependency, by its class (`sluice_core::failure`): an outage
+/// pauses the stage, a transient failure is retried, a permanent one dead-letters the message.
+pub fn fail(e: &impl Classify) -> Verdict {
+    e.verdict()
 }
 
 /// Bad input: dead-lettered with `reason`.
@@ -38,11 +40,11 @@ pub fn reject(reason: DlqReason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
 }
 
-/// Emits `outcome` once per natural `key` (see `Outcomes::emit_once`); a failure is an outage.
+/// Emits `outcome` once per natural `key` (see `Outcomes::emit_once`).
 pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> {
     deps.outcomes
         .emit_once(key, outcome)
         .await
         .map(|_| ())
-        .map_err(unavailable)
+        .map_err(|e| fail(&e))
 }

@@ -7,7 +7,7 @@
 //! `event_id`), so an event's attachments, report and event never overtake each other.
 
 use crate::chunk::{self, InBatch};
-use crate::context::{unavailable, Deps};
+use crate::context::{fail, Deps};
 use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
@@ -85,7 +85,7 @@ impl IngestStage {
                 );
                 return Verdict::Done;
             }
-            Err(e) => return Verdict::from_db(&e),
+            Err(e) => return fail(&e),
         };
         let result = match msg {
             IngestMessage::Event(m) => event::process(deps, raw, m, &project).await,
@@ -168,7 +168,7 @@ impl Stage for IngestStage {
         if let Err(e) = stored {
             // Nothing later in the batch may run without its chunks: the whole batch waits and
             // is retried, never dead-lettered.
-            return vec![unavailable(&e); batch.len()];
+            return vec![fail(&e); batch.len()];
         }
 
         let (held, ready_events): (Vec<_>, Vec<_>) = ready_events.into_iter().unzip();
@@ -219,7 +219,7 @@ impl Stage for IngestStage {
             let late = late.into_iter().map(|(_, c)| c).collect();
             if let Err(e) = chunk::store(&self.deps.db, late, ttl).await {
                 for i in positions {
-                    outcomes[i] = unavailable(&e);
+                    outcomes[i] = fail(&e);
                 }
             }
         }

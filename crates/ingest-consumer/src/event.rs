@@ -6,7 +6,8 @@
 //! reports that arrived before the event are shimmed.
 
 use crate::attachment::{self, Owner};
-use crate::context::{reject, unavailable, Deps, Step};
+use crate::context::{fail, reject, Deps, Step};
+use sluice_core::failure::Classify;
 use crate::{grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::ids;
@@ -26,13 +27,8 @@ const ERROR_GROUP_TYPE: i32 = 1;
 
 /// Parses the event JSON: an object whose `event_id` matches the message's.
 pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
-    // Postgres cannot store NUL in jsonb; such an event can never be saved.
-    if m.payload.windows(6).any(|w| w == b"\\u0000") {
-        return Err(reject(
-            DlqReason::InvalidEvent,
-            "event contains a NUL character",
-        ));
-    }
+    // Escaped NUL characters were replaced when the message was decoded
+    // (`messages::validate`), so every event that parses can be stored.
     let data = match serde_json::from_slice::<Value>(&m.payload) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
@@ -126,7 +122,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
                     Verdict::Done => Ok(()),
                     v => Err(v),
                 }),
-                Err(e) => Err(Verdict::from_db(&e)),
+                Err(e) => Err(fail(&e)),
             }
         }
     }
@@ -164,7 +160,7 @@ async fn forward_feedback(
     deps.producer
         .send(&deps.feedback_topic, raw.key.as_deref(), raw.payload(), &[])
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| fail(&e))?;
     metrics::count("event", "feedback_forwarded");
     Ok(())
 }
@@ -176,7 +172,7 @@ async fn produce_occurrence(deps: &Deps, occurrence: OccurrenceMessage) -> Step<
     record
         .send(&deps.producer, &deps.occurrences_topic)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| fail(&e))?;
     metrics::count("event", "grouped");
     Ok(())
 }
@@ -307,8 +303,8 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
     metrics::time_step("events_insert", started);
     let grouped: HashMap<EventKey, i64> = match stored {
         Ok(parts) => parts.into_iter().flatten().collect(),
-        Err(e) if e.is_dependency_wide() => {
-            return Ok(items.iter().map(|r| (r.index, unavailable(&e))).collect())
+        Err(e) if e.failure().is_outage() => {
+            return Ok(items.iter().map(|r| (r.index, fail(&e))).collect())
         }
         Err(e) => {
             tracing::warn!(error = %e, "batched event insert failed; processing one by one");
@@ -423,12 +419,11 @@ mod tests {
             ))),
             Some(DlqReason::IdMismatch)
         );
-        assert_eq!(
-            reason(parse_payload(&msg(
-                r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\u0000"}"#
-            ))),
-            Some(DlqReason::InvalidEvent)
-        );
+        // A literal backslash before `u0000` is plain text.
+        assert!(parse_payload(&msg(
+            r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\\u0000"}"#
+        ))
+        .is_ok());
         assert!(parse_payload(&msg(
             r#"{"event_id":"606F3C2B-C036-486E-AC41-7841EBFBF7F0"}"#
         ))

@@ -6,14 +6,14 @@
 //! feedback topic with header `source=user_report_envelope`, and `feedback_event_id` is set, so it
 //! is shimmed once, whichever of report and event came first.
 
-use crate::context::{emit, unavailable, Deps, Step};
+use crate::context::{emit, fail, reject, Deps, Step};
 use crate::metrics;
 use diesel::PgConnection;
 use serde_json::{json, Map, Value};
 use sluice_core::ids;
 use sluice_core::issues::project::Project;
-use sluice_core::kafka::consumer::Verdict;
 use sluice_core::messages::enums::{data_category, FeedbackSource, Outcome};
+use sluice_core::messages::DlqReason;
 use sluice_core::messages::{
     event_time, EventMessage, IngestMessage, OutcomeMessage, Timestamp, UserReportMessage,
 };
@@ -149,7 +149,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
         deps.db
             .run(move |c| save(c, pid, &r, start))
             .await
-            .map_err(|e| Verdict::from_db(&e))?
+            .map_err(|e| fail(&e))?
     };
     let Some(feedback_event_id) = saved.feedback_event_id else {
         tracing::info!(
@@ -228,7 +228,7 @@ pub async fn waiting_for(deps: &Deps, keys: Vec<EventKey>) -> Step<Vec<EventKey>
     deps.db
         .run(move |c| Ok(user_reports::with_waiting(c, &keys)?))
         .await
-        .map_err(|e| Verdict::from_db(&e))
+        .map_err(|e: DbError| fail(&e))
 }
 
 /// Shims the reports of an event that arrived after them.
@@ -243,7 +243,7 @@ pub async fn shim_waiting(
         .db
         .run(move |c| Ok(user_reports::waiting(c, pid, &eid)?))
         .await
-        .map_err(|e| Verdict::from_db(&e))?;
+        .map_err(|e: DbError| fail(&e))?;
     for w in waiting {
         let report = Report {
             event_id: event_id.to_owned(),
@@ -325,7 +325,8 @@ async fn shim(
     let body = feedback_event(pid, report, event, start_time);
     let id = ids::shimmed_feedback_event_id(pid, &report.event_id);
     let message = IngestMessage::Event(EventMessage {
-        payload: serde_json::to_vec(&body).map_err(unavailable)?,
+        payload: serde_json::to_vec(&body)
+            .map_err(|e| reject(DlqReason::InvalidEvent, e.to_string()))?,
         start_time,
         event_id: id.clone(),
         project_id: pid,
@@ -342,12 +343,12 @@ async fn shim(
             &[("source", source)],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| fail(&e))?;
     let (eid, fid) = (report.event_id.clone(), id);
     deps.db
         .run(move |c| Ok(user_reports::mark_shimmed(c, pid as i64, &eid, &fid)?))
         .await
-        .map_err(|e| Verdict::from_db(&e))?;
+        .map_err(|e: DbError| fail(&e))?;
     metrics::count("user_report", "shimmed");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! commits instead of one per message.
 
 use sluice_core::config::IssueSettings;
+use sluice_core::failure::Classify;
 use sluice_core::issues::{self, Applied, IssueError, Limited};
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
 use sluice_core::messages::enums::{data_category, group_category, Outcome};
@@ -52,7 +53,7 @@ async fn report_limited(outcomes: &Outcomes, l: &Limited) -> Verdict {
         .await
     {
         Ok(_) => Verdict::Done,
-        Err(e) => Verdict::Unavailable(e.to_string()),
+        Err(e) => e.verdict(),
     }
 }
 
@@ -77,11 +78,7 @@ pub fn outcome(result: Result<issues::Applied, IssueError>) -> Verdict {
             reason: DlqReason::RetryExhausted,
             detail: d,
         },
-        Err(IssueError::Db(e)) if e.is_dependency_wide() => Verdict::Unavailable(e.to_string()),
-        Err(IssueError::Db(e)) => Verdict::Retry {
-            reason: DlqReason::RetryExhausted,
-            detail: e.to_string(),
-        },
+        Err(IssueError::Db(e)) => e.verdict(),
     }
 }
 

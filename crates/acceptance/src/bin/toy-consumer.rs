@@ -12,6 +12,7 @@ use clap::Parser;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use sluice_core::app::{self, Context, Needs};
+use sluice_core::failure::Classify;
 use sluice_core::cli::{CommonArgs, StageDefaults};
 use sluice_core::kafka::consumer::{self, Msg, RuntimeConfig, Stage, Verdict};
 use sluice_core::messages::{DlqReason, Rejection};
@@ -124,7 +125,7 @@ impl Stage for Toy {
         };
         let db_outcome = match written {
             Ok(()) => Verdict::Done,
-            Err(e) if e.is_dependency_wide() || matches!(e, DbError::Query(_)) => {
+            Err(e) if e.failure().is_outage() || matches!(e, DbError::Query(_)) => {
                 Verdict::Unavailable(e.to_string())
             }
             Err(e) => Verdict::Retry {

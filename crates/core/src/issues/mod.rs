@@ -11,6 +11,7 @@ pub mod save;
 pub mod status_change;
 
 use crate::config::IssueSettings;
+use crate::failure::Classify;
 use crate::messages::{IssuePlatformMessage, Rejection};
 use crate::storage::{Db, DbError};
 use diesel::Connection;
@@ -214,7 +215,7 @@ pub async fn process_many(
         Ok(results) => results,
         Err(e) => {
             let text = e.to_string();
-            let dependency = matches!(&e, IssueError::Db(d) if d.is_dependency_wide());
+            let dependency = matches!(&e, IssueError::Db(d) if d.failure().is_outage());
             (0..n)
                 .map(|_| {
                     Err(if dependency {

@@ -37,11 +37,14 @@ pub enum DlqReason {
     EventNotFound,
     /// A per-message failure persisted through every attempt.
     RetryExhausted,
+    /// A value too large to store, index or produce (an id longer than an index row, a message
+    /// over the broker's limit).
+    TooLarge,
 }
 
 impl DlqReason {
     /// Every reason, for metric pre-registration and docs.
-    pub const ALL: [DlqReason; 9] = [
+    pub const ALL: [DlqReason; 10] = [
         Self::Undecodable,
         Self::UnsupportedType,
         Self::MissingField,
@@ -51,6 +54,7 @@ impl DlqReason {
         Self::UnknownGroupType,
         Self::EventNotFound,
         Self::RetryExhausted,
+        Self::TooLarge,
     ];
 
     /// The wire string of the `reason` header.
@@ -65,6 +69,7 @@ impl DlqReason {
             Self::UnknownGroupType => "unknown_group_type",
             Self::EventNotFound => "event_not_found",
             Self::RetryExhausted => "retry_exhausted",
+            Self::TooLarge => "too_large",
         }
     }
 

@@ -5,6 +5,7 @@
 
 use super::dlq::{DlqReason, Rejection};
 use super::time::Timestamp;
+use super::validate;
 use crate::ids::uuid_hex;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,58 @@ pub struct ChunkedAttachment {
     pub size: Option<u64>,
     #[serde(default)]
     pub rate_limited: bool,
+}
+
+impl ChunkedAttachment {
+    /// Refuses ids, types and chunk counts that cannot be stored; cleans the name and drops a
+    /// content type that is not a plain header value.
+    pub fn validate(&mut self) -> Result<(), Rejection> {
+        validate::ascii_id("attachment id", &self.id, validate::MAX_ID_BYTES)?;
+        validate::ascii_id(
+            "attachment_type",
+            &self.attachment_type,
+            validate::MAX_ATTACHMENT_TYPE_BYTES,
+        )?;
+        if self.chunks.is_some_and(|n| n > validate::MAX_CHUNKS) {
+            return Err(Rejection::new(
+                DlqReason::TooLarge,
+                format!("attachment {} lists too many chunks", self.id),
+            ));
+        }
+        if let Some(stored) = &self.stored_id {
+            validate::ascii_id("stored_id", stored, validate::MAX_ID_BYTES)?;
+        }
+        if validate::clean_in_place(&mut self.name, validate::MAX_NAME_BYTES) {
+            validate::normalised("attachment_name");
+        }
+        if self
+            .content_type
+            .as_deref()
+            .is_some_and(|c| !validate::is_header_value(c))
+        {
+            self.content_type = None;
+            validate::normalised("content_type");
+        }
+        Ok(())
+    }
+}
+
+/// Makes JSON text storable in place (see [`validate::normalise_json_text`]); rewrites it from
+/// its parsed value when a number must change. Text that does not parse is left for the
+/// handler to reject.
+fn normalise_json(payload: &mut Vec<u8>) {
+    let fix = validate::normalise_json_text(payload);
+    if fix.nul > 0 {
+        validate::normalised("json_nul");
+    }
+    if fix.rewrite_numbers {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) {
+            if let Ok(text) = serde_json::to_vec(&value) {
+                *payload = text;
+                validate::normalised("json_number");
+            }
+        }
+    }
 }
 
 fn default_attachment_type() -> String {
@@ -231,7 +284,7 @@ impl IngestMessage {
             }
         };
         let ty = wire.ty.clone().ok_or_else(|| missing("type", "ingest"))?;
-        Ok(match ty.as_str() {
+        let mut message = match ty.as_str() {
             "event" => IngestMessage::Event(EventMessage {
                 payload: wire.payload.ok_or_else(|| missing("payload", "event"))?,
                 start_time: wire
@@ -292,7 +345,49 @@ impl IngestMessage {
                     ),
                 ))
             }
-        })
+        };
+        message.validate()?;
+        Ok(message)
+    }
+
+    /// Applies the bounds of [`super::validate`]: refuses what can never be stored and makes
+    /// names, content types and JSON text safe to store.
+    fn validate(&mut self) -> Result<(), Rejection> {
+        validate::project_id(self.project_id())?;
+        match self {
+            IngestMessage::Event(m) => {
+                if m.attachments.len() > validate::MAX_ATTACHMENTS_PER_EVENT {
+                    return Err(Rejection::new(
+                        DlqReason::TooLarge,
+                        format!(
+                            "the event lists {} attachments; at most {} are accepted",
+                            m.attachments.len(),
+                            validate::MAX_ATTACHMENTS_PER_EVENT
+                        ),
+                    ));
+                }
+                for a in &mut m.attachments {
+                    a.validate()?;
+                }
+                normalise_json(&mut m.payload);
+                m.remote_addr = m
+                    .remote_addr
+                    .take()
+                    .filter(|a| a.len() <= 64 && validate::is_header_value(a));
+            }
+            IngestMessage::AttachmentChunk(c) => {
+                validate::ascii_id("attachment id", &c.id, validate::MAX_ID_BYTES)?;
+                if c.chunk_index >= validate::MAX_CHUNKS {
+                    return Err(Rejection::new(
+                        DlqReason::TooLarge,
+                        format!("chunk_index {} is too large", c.chunk_index),
+                    ));
+                }
+            }
+            IngestMessage::Attachment(m) => m.attachment.validate()?,
+            IngestMessage::UserReport(m) => normalise_json(&mut m.payload),
+        }
+        Ok(())
     }
 
     /// Encodes as Relay does: a named msgpack map, byte payloads as `bin`.

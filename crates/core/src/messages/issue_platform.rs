@@ -226,6 +226,28 @@ impl IssuePlatformMessage {
     /// Decodes one Kafka value: invalid JSON is `undecodable`, an unknown `payload_type` is
     /// `unsupported_type`, absent required keys `missing_field`, wrong types `invalid_field`.
     pub fn decode(bytes: &[u8]) -> Result<Self, Rejection> {
+        let message = Self::decode_unchecked(bytes)?;
+        let project_id = match &message {
+            IssuePlatformMessage::Occurrence(o) => o.project_id,
+            IssuePlatformMessage::StatusChange(s) => s.project_id,
+        };
+        super::validate::project_id(project_id)?;
+        Ok(message)
+    }
+
+    fn decode_unchecked(bytes: &[u8]) -> Result<Self, Rejection> {
+        // Escaped NUL characters cannot be stored: they become U+FFFD (see `validate`).
+        let normalised;
+        let bytes = if bytes.windows(6).any(|w| w == b"\\u0000") {
+            let mut copy = bytes.to_vec();
+            if super::validate::normalise_json_text(&mut copy).nul > 0 {
+                super::validate::normalised("json_nul");
+            }
+            normalised = copy;
+            normalised.as_slice()
+        } else {
+            bytes
+        };
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| Rejection::new(DlqReason::Undecodable, e.to_string()))?;
         let Value::Object(mut map) = value else {

@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod issue_platform;
 pub mod outcome;
 pub mod time;
+pub mod validate;
 
 pub use dlq::{DlqHeaders, DlqReason, Rejection};
 pub use ingest::{

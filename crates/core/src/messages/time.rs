@@ -35,17 +35,29 @@ impl Timestamp {
         DateTime::from_timestamp(whole as i64, nanos)
             .map(Timestamp)
             .ok_or_else(|| InvalidTimestamp(secs.to_string()))
+            .and_then(Timestamp::bounded)
+    }
+
+    /// Years 1 to 9999 only: what every store and format downstream can hold (PostgreSQL's
+    /// `timestamptz` and RFC 3339 included).
+    fn bounded(self) -> Result<Self, InvalidTimestamp> {
+        use chrono::Datelike;
+        if (1..=9999).contains(&self.0.year()) {
+            Ok(self)
+        } else {
+            Err(InvalidTimestamp(format!("{} is outside years 1 to 9999", self.0)))
+        }
     }
 
     /// From an RFC 3339 string, or an ISO 8601 date-time without offset (taken as UTC).
     pub fn parse_str(value: &str) -> Result<Self, InvalidTimestamp> {
         let v = value.trim();
         if let Ok(dt) = DateTime::parse_from_rfc3339(v) {
-            return Ok(Timestamp(dt.with_timezone(&Utc)));
+            return Timestamp(dt.with_timezone(&Utc)).bounded();
         }
         for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
             if let Ok(naive) = NaiveDateTime::parse_from_str(v, fmt) {
-                return Ok(Timestamp(Utc.from_utc_datetime(&naive)));
+                return Timestamp(Utc.from_utc_datetime(&naive)).bounded();
             }
         }
         Err(InvalidTimestamp(value.to_owned()))
@@ -132,5 +144,9 @@ mod tests {
         assert!(serde_json::from_str::<Timestamp>("true").is_err());
         assert!(Timestamp::from_epoch_secs(f64::NAN).is_err());
         assert!(Timestamp::from_epoch_secs(f64::INFINITY).is_err());
+        // Beyond what PostgreSQL's timestamptz holds.
+        assert!(Timestamp::from_epoch_secs(1e13).is_err());
+        assert!(Timestamp::from_epoch_secs(-1e12).is_err());
+        assert!(Timestamp::parse_str("+100000-01-01T00:00:00Z").is_err());
     }
 }

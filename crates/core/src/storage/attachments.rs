@@ -7,6 +7,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use std::collections::HashSet;
 
 /// An `event_attachments` row.
+#[derive(Clone)]
 pub struct Row {
     pub project_id: i64,
     pub event_id: String,

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// A connection from the pool.
 pub type Conn = PooledConnection<ConnectionManager<PgConnection>>;
 
-/// Errors of the storage layer, split by how the runtime must react.
+/// Errors of the storage layer; `crate::failure` decides how the runtime reacts to each.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The database cannot be reached (pool timeout, refused connection): dependency-wide.
@@ -23,38 +23,6 @@ pub enum DbError {
     /// The blocking task panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
-}
-
-impl DbError {
-    /// Failures that affect every message (pause and retry) rather than the one being processed.
-    pub fn is_dependency_wide(&self) -> bool {
-        match self {
-            DbError::Unavailable(_) | DbError::Task(_) => true,
-            DbError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
-                let m = info.message().to_ascii_lowercase();
-                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
-                    || m.contains("terminating connection")
-                    || m.contains("server closed the connection")
-                    || m.contains("connection to server")
-                    || m.contains("no connection to the server")
-                    || m.contains("could not connect")
-                    || m.contains("the database system is")
-            }
-            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
-            DbError::Query(_) => false,
-        }
-    }
-
-    /// Serialization failures and deadlocks: retry the message.
-    pub fn is_transient_conflict(&self) -> bool {
-        matches!(
-            self,
-            DbError::Query(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::SerializationFailure,
-                _
-            ))
-        ) || matches!(self, DbError::Query(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("deadlock"))
-    }
 }
 
 /// The shared database handle.

@@ -1,8 +1,15 @@
-//! The DLQ circuit breaker: trips when more than `max_consecutive` messages in a row
-//! were rejected **and** more than `max_ratio` of the messages of the last `window` were rejected.
-//! Either condition alone is normal (a burst of bad input; a slow trickle of bad input).
+//! The DLQ circuit breaker: trips on systemic failure only, when
+//! - more than `max_consecutive` messages in a row were rejected, **and**
+//! - more than `max_ratio` of the messages of the last `window` were rejected, **and**
+//! - no single project accounts for more than `max_tenant_share` of those rejections.
+//!
+//! The first two alone are normal (a burst of bad input; a slow trickle of bad input). The third
+//! keeps one tenant from stopping the stage: a project sending malformed traffic, however long,
+//! only gets its messages dead-lettered and counted (`sluice_consumer_breaker_held_total` with
+//! its project id, and a warning). Rejections whose project cannot be read (undecodable bytes)
+//! belong to no project, so a flood of those, or bad input from many projects, trips it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Breaker thresholds.
@@ -11,6 +18,8 @@ pub struct BreakerConfig {
     pub max_consecutive: u64,
     pub max_ratio: f64,
     pub window: Duration,
+    /// Largest share of the window's rejections one project may have for the breaker to trip.
+    pub max_tenant_share: f64,
 }
 
 impl Default for BreakerConfig {
@@ -19,8 +28,30 @@ impl Default for BreakerConfig {
             max_consecutive: 1000,
             max_ratio: 0.9,
             window: Duration::from_secs(60),
+            max_tenant_share: 0.5,
         }
     }
+}
+
+/// What one rejection did to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trip {
+    /// Below the thresholds.
+    No,
+    /// Systemic failure: the stage stops.
+    Tripped,
+    /// The thresholds are met, but by this one project's traffic: the stage goes on.
+    HeldBy(u64),
+}
+
+/// One second of results.
+#[derive(Debug)]
+struct Bucket {
+    start: Instant,
+    accepted: u64,
+    rejected: u64,
+    /// Rejections by project (messages whose project could be read).
+    by_tenant: HashMap<u64, u64>,
 }
 
 /// Tracks recent results.
@@ -28,9 +59,11 @@ impl Default for BreakerConfig {
 pub struct Breaker {
     config: BreakerConfig,
     consecutive: u64,
-    /// (second bucket start, accepted, rejected)
-    buckets: VecDeque<(Instant, u64, u64)>,
+    buckets: VecDeque<Bucket>,
 }
+
+/// Distinct projects remembered per one-second bucket (bounds memory under any traffic).
+const MAX_TENANTS_PER_BUCKET: usize = 1024;
 
 impl Breaker {
     /// A closed breaker.
@@ -42,20 +75,25 @@ impl Breaker {
         }
     }
 
-    fn bucket(&mut self, now: Instant) -> &mut (Instant, u64, u64) {
+    fn bucket(&mut self, now: Instant) -> &mut Bucket {
         while self
             .buckets
             .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > self.config.window)
+            .is_some_and(|b| now.duration_since(b.start) > self.config.window)
         {
             self.buckets.pop_front();
         }
         let fresh = self
             .buckets
             .back()
-            .is_none_or(|(t, _, _)| now.duration_since(*t) >= Duration::from_secs(1));
+            .is_none_or(|b| now.duration_since(b.start) >= Duration::from_secs(1));
         if fresh {
-            self.buckets.push_back((now, 0, 0));
+            self.buckets.push_back(Bucket {
+                start: now,
+                accepted: 0,
+                rejected: 0,
+                by_tenant: HashMap::new(),
+            });
         }
         // Just pushed or already present.
         let last = self.buckets.len() - 1;
@@ -65,26 +103,45 @@ impl Breaker {
     /// A message was processed (not rejected).
     pub fn accepted(&mut self, now: Instant) {
         self.consecutive = 0;
-        self.bucket(now).1 += 1;
+        self.bucket(now).accepted += 1;
     }
 
-    /// A message was rejected; returns true when the breaker trips.
-    pub fn rejected(&mut self, now: Instant) -> bool {
+    /// A message of `tenant` (its project, when readable) was rejected.
+    pub fn rejected(&mut self, now: Instant, tenant: Option<u64>) -> Trip {
         self.consecutive += 1;
-        self.bucket(now).2 += 1;
-        self.is_tripped()
+        let b = self.bucket(now);
+        b.rejected += 1;
+        if let Some(t) = tenant {
+            if b.by_tenant.len() < MAX_TENANTS_PER_BUCKET || b.by_tenant.contains_key(&t) {
+                *b.by_tenant.entry(t).or_default() += 1;
+            }
+        }
+        self.state()
     }
 
-    /// Whether both conditions hold.
-    pub fn is_tripped(&self) -> bool {
+    /// The breaker's state after the latest result.
+    pub fn state(&self) -> Trip {
         let (ok, bad) = self
             .buckets
             .iter()
-            .fold((0u64, 0u64), |(a, r), (_, x, y)| (a + x, r + y));
+            .fold((0u64, 0u64), |(a, r), b| (a + b.accepted, r + b.rejected));
         let total = ok + bad;
-        self.consecutive > self.config.max_consecutive
+        let over = self.consecutive > self.config.max_consecutive
             && total > 0
-            && (bad as f64 / total as f64) > self.config.max_ratio
+            && (bad as f64 / total as f64) > self.config.max_ratio;
+        if !over {
+            return Trip::No;
+        }
+        let mut by_tenant: HashMap<u64, u64> = HashMap::new();
+        for b in &self.buckets {
+            for (t, n) in &b.by_tenant {
+                *by_tenant.entry(*t).or_default() += n;
+            }
+        }
+        match by_tenant.into_iter().max_by_key(|(_, n)| *n) {
+            Some((t, n)) if n as f64 > self.config.max_tenant_share * bad as f64 => Trip::HeldBy(t),
+            _ => Trip::Tripped,
+        }
     }
 }
 
@@ -97,6 +154,7 @@ mod tests {
             max_consecutive: 10,
             max_ratio: 0.9,
             window: Duration::from_secs(60),
+            max_tenant_share: 0.5,
         }
     }
 
@@ -105,9 +163,9 @@ mod tests {
         let now = Instant::now();
         let mut b = Breaker::new(cfg());
         for _ in 0..10 {
-            assert!(!b.rejected(now));
+            assert_eq!(b.rejected(now, None), Trip::No);
         }
-        assert!(b.rejected(now), "11 consecutive, 100% rejected");
+        assert_eq!(b.rejected(now, None), Trip::Tripped, "11 consecutive, 100% rejected");
 
         // Many good messages in the window keep the ratio below 90%.
         let mut b = Breaker::new(cfg());
@@ -115,7 +173,7 @@ mod tests {
             b.accepted(now);
         }
         for _ in 0..50 {
-            assert!(!b.rejected(now));
+            assert_eq!(b.rejected(now, None), Trip::No);
         }
 
         // A good message resets the consecutive count.
@@ -124,7 +182,7 @@ mod tests {
             if i % 10 == 9 {
                 b.accepted(now);
             } else {
-                assert!(!b.rejected(now));
+                assert_eq!(b.rejected(now, None), Trip::No);
             }
         }
     }
@@ -137,10 +195,37 @@ mod tests {
             b.accepted(start);
         }
         let later = start + Duration::from_secs(61);
-        let mut tripped = false;
+        let mut trip = Trip::No;
         for _ in 0..11 {
-            tripped = b.rejected(later);
+            trip = b.rejected(later, None);
         }
-        assert!(tripped, "the good messages are older than the window");
+        assert_eq!(trip, Trip::Tripped, "the good messages are older than the window");
+    }
+
+    #[test]
+    fn one_projects_bad_traffic_never_trips_it() {
+        let now = Instant::now();
+        let mut b = Breaker::new(cfg());
+        for i in 0..10_000u64 {
+            let t = b.rejected(now + Duration::from_millis(i), Some(42));
+            assert!(t != Trip::Tripped, "tripped at {i}");
+        }
+        assert_eq!(b.state(), Trip::HeldBy(42));
+        // A little undecodable input mixed in does not change that.
+        for _ in 0..100 {
+            b.rejected(now, None);
+        }
+        assert_eq!(b.state(), Trip::HeldBy(42));
+    }
+
+    #[test]
+    fn bad_input_from_many_projects_trips_it() {
+        let now = Instant::now();
+        let mut b = Breaker::new(cfg());
+        let mut trip = Trip::No;
+        for i in 0..11u64 {
+            trip = b.rejected(now, Some(i % 4));
+        }
+        assert_eq!(trip, Trip::Tripped);
     }
 }

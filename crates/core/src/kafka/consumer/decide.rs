@@ -137,6 +137,33 @@ pub(super) fn progressing(before: Option<u64>, after: Option<u64>, dependency_do
     before.is_none() || after != before || dependency_down
 }
 
+/// How long the batch in flight has been held while the dependencies answer; the clock starts
+/// with each new batch and stops while no batch is in flight or a dependency check fails (an
+/// outage is waited out, never reported as stuck).
+pub(super) fn held_for(
+    since: &mut Option<(u64, Instant)>,
+    in_flight: Option<u64>,
+    dependencies_answer: bool,
+    now: Instant,
+) -> Duration {
+    match in_flight {
+        Some(id) if dependencies_answer => {
+            let start = match since {
+                Some((held, at)) if *held == id => *at,
+                _ => {
+                    *since = Some((id, now));
+                    now
+                }
+            };
+            now.saturating_duration_since(start)
+        }
+        _ => {
+            *since = None;
+            Duration::ZERO
+        }
+    }
+}
+
 /// Whether the health-check file is touched now (while live): every `TOUCH_EVERY`, and at once
 /// if it never was.
 pub(super) fn touch_due(last_touch: Option<Instant>, now: Instant) -> bool {
@@ -355,6 +382,23 @@ mod tests {
     #[test]
     fn no_progress_while_the_same_batch_is_in_flight() {
         assert!(!progressing(Some(3), Some(3), false));
+    }
+
+    #[test]
+    fn held_time_counts_one_batch_while_dependencies_answer() {
+        let t0 = Instant::now();
+        let mut since = None;
+        assert_eq!(held_for(&mut since, Some(1), true, t0), Duration::ZERO);
+        assert_eq!(held_for(&mut since, Some(1), true, t0 + secs(30)), secs(30));
+        // A new batch restarts the clock.
+        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(31)), Duration::ZERO);
+        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(40)), secs(9));
+        // A failing dependency check stops it: an outage is not being stuck.
+        assert_eq!(held_for(&mut since, Some(2), false, t0 + secs(50)), Duration::ZERO);
+        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(60)), Duration::ZERO);
+        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(70)), secs(10));
+        // Idle is never stuck.
+        assert_eq!(held_for(&mut since, None, true, t0 + secs(80)), Duration::ZERO);
     }
 
     #[test]

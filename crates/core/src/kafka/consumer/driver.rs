@@ -375,22 +375,48 @@ impl Driver {
         let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
         // Since when a full buffer has been held (hold versus pause, see `decide::Hold`).
         let mut hold_timer = decide::Hold::default();
+        let (mut held_since, mut reported_stuck) = (None, false);
 
         let result = loop {
             // Progress-aware liveness: idle, waiting out a known outage, or a batch just
             // completed. A batch stuck beyond the stall deadline makes the process not live.
-            let progressing = {
+            let (progressing, in_flight) = {
                 let mut st = self.consumer.context().lock();
                 let before = st.in_flight.as_ref().map(|f| f.id);
                 st.drain_completions();
-                decide::progressing(
-                    before,
-                    st.in_flight.as_ref().map(|f| f.id),
-                    self.dependency_down.load(Ordering::Relaxed),
+                let after = st.in_flight.as_ref().map(|f| f.id);
+                (
+                    decide::progressing(
+                        before,
+                        after,
+                        self.dependency_down.load(Ordering::Relaxed),
+                    ),
+                    after,
                 )
             };
             if progressing {
                 self.health.tick();
+            }
+            // Stuck: the same batch held while the dependency checks pass (a message the stage
+            // cannot get past). Reported as a gauge and, after `stuck_after`, by liveness.
+            let held = decide::held_for(
+                &mut held_since,
+                in_flight,
+                self.health.dependencies_ok(),
+                Instant::now(),
+            );
+            stuck_seconds()
+                .with_label_values(&[&self.config.group])
+                .set(held.as_secs() as i64);
+            let stuck = self.config.stuck_after.is_some_and(|after| held >= after);
+            if stuck != reported_stuck {
+                if stuck {
+                    tracing::error!(held_secs = held.as_secs(), "stuck: the same batch has been held while every dependency answers; reporting not live");
+                } else {
+                    tracing::info!("no longer stuck");
+                }
+                self.health.set_stuck(stuck);
+                reported_stuck = stuck;
             }
             if let Some(path) = self
                 .config
@@ -619,3 +645,10 @@ fn to_msg(m: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Ms
         timestamp_ms: m.timestamp().to_millis(),
     }
 }
+
+crate::gauge_vec!(
+    /// Seconds the batch in flight has been held while the dependency checks pass.
+    fn stuck_seconds = "sluice_consumer_stuck_seconds",
+    "Seconds the consumer has held the same batch while its dependencies answer (0 when idle, progressing or waiting out an outage), by consumer group.",
+    ["group"]
+);

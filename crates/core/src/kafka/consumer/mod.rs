@@ -79,26 +79,17 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-impl Verdict {
-    /// How a database failure while processing one message is handled: an outage pauses and
-    /// retries every message; anything else is retried for this message, then dead-lettered.
-    pub fn from_db(error: &crate::storage::DbError) -> Verdict {
-        if error.is_dependency_wide() {
-            Verdict::Unavailable(error.to_string())
-        } else {
-            Verdict::Retry {
-                reason: DlqReason::RetryExhausted,
-                detail: error.to_string(),
-            }
-        }
-    }
-}
-
 /// A pipeline stage.
 pub trait Stage: Send + Sync + 'static {
     /// Processes `batch` and returns once every effect is durable, with one outcome per message
     /// in input order. Messages of one partition arrive in offset order.
     fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send;
+
+    /// The project a message belongs to, when it can be read (asked only for rejected
+    /// messages): the circuit breaker never trips on one project's bad traffic.
+    fn tenant(&self, _msg: &Msg) -> Option<u64> {
+        None
+    }
 }
 
 /// Runtime settings (from the common flags, with test overrides).
@@ -124,6 +115,9 @@ pub struct RuntimeConfig {
     pub max_backoff: Duration,
     pub breaker: BreakerConfig,
     pub healthcheck_file: Option<std::path::PathBuf>,
+    /// How long the same batch may be held while dependencies answer before the stage reports
+    /// itself stuck (not live); `None` = never.
+    pub stuck_after: Option<Duration>,
     /// Producer delivery timeout for the DLQ.
     pub produce_timeout: Duration,
 }
@@ -153,6 +147,8 @@ impl RuntimeConfig {
             max_backoff: Duration::from_secs(10),
             breaker: BreakerConfig::default(),
             healthcheck_file: common.healthcheck_file_path.clone(),
+            stuck_after: (common.stuck_after_secs > 0)
+                .then(|| Duration::from_secs(common.stuck_after_secs)),
             produce_timeout: Duration::from_secs(30),
         }
     }

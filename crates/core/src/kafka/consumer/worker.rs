@@ -1,11 +1,14 @@
 //! The async side: runs each batch through the stage until every message is done, dead-lettered
 //! or (only at shutdown) left unfinished, applying the retry policy of each error class.
 
-use super::breaker::Breaker;
+use super::breaker::{Breaker, Trip};
 use super::metrics;
 use super::offsets::Tp;
 use super::{Msg, RuntimeConfig, RuntimeError, Stage, Verdict};
+use crate::failure::{Classify, Failure};
 use crate::kafka::producer::Producer;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use crate::messages::{DlqReason, Rejection};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -72,7 +75,7 @@ impl<S: Stage> Worker<S> {
 
         while !pending.is_empty() {
             let input: Vec<Arc<Msg>> = pending.iter().map(|(msg, _, _)| msg.clone()).collect();
-            let mut outcomes = self.stage.process(input).await;
+            let mut outcomes = self.process_guarded(input).await;
             if outcomes.len() != pending.len() {
                 tracing::error!(
                     expected = pending.len(),
@@ -101,7 +104,12 @@ impl<S: Stage> Worker<S> {
                     }
                     Verdict::Reject(rejection) => {
                         if self.dead_letter(&msg, &rejection).await {
-                            tripped |= self.breaker.rejected(Instant::now());
+                            let tenant = self.stage.tenant(&msg);
+                            match self.breaker.rejected(Instant::now(), tenant) {
+                                Trip::No => {}
+                                Trip::Tripped => tripped = true,
+                                Trip::HeldBy(project) => held_by(&msg.topic, project),
+                            }
                             m.messages
                                 .with_label_values(&[&msg.topic, "rejected"])
                                 .inc();
@@ -184,11 +192,49 @@ impl<S: Stage> Worker<S> {
         }
     }
 
+    /// Runs the stage on `input`. A panic is caught: the batch is run again one message at a
+    /// time, so only the message that panics is retried (and in the end dead-lettered).
+    async fn process_guarded(&self, input: Vec<Arc<Msg>>) -> Vec<Verdict> {
+        let n = input.len();
+        let first = AssertUnwindSafe(self.stage.process(input.clone()))
+            .catch_unwind()
+            .await;
+        match first {
+            Ok(outcomes) => return outcomes,
+            Err(panic) if n == 1 => return vec![panicked(&input[0], panic.as_ref())],
+            Err(_) => {}
+        }
+        let mut outcomes = Vec::with_capacity(n);
+        for msg in input {
+            let one = AssertUnwindSafe(self.stage.process(vec![msg.clone()]))
+                .catch_unwind()
+                .await;
+            outcomes.push(match one {
+                Ok(mut v) if v.len() == 1 => v.pop().unwrap_or(Verdict::Defer),
+                Ok(_) => Verdict::Retry {
+                    reason: DlqReason::RetryExhausted,
+                    detail: "stage returned no outcome".into(),
+                },
+                Err(panic) => panicked(&msg, panic.as_ref()),
+            });
+        }
+        outcomes
+    }
+
     /// Sends to the DLQ, retrying while the broker is down; false only when shutdown interrupts.
+    /// A message the broker refuses as too large (or invalid) is sent again truncated, with its
+    /// provenance headers; if even that is refused, it is dropped with an error and a metric,
+    /// so the partition still advances.
     async fn dead_letter(&self, msg: &Msg, rejection: &Rejection) -> bool {
         let mut backoff = Duration::from_millis(100);
+        let mut truncated = false;
         loop {
-            match crate::kafka::dlq::send(&self.producer, msg, rejection).await {
+            let sent = if truncated {
+                crate::kafka::dlq::send_truncated(&self.producer, msg, rejection).await
+            } else {
+                crate::kafka::dlq::send(&self.producer, msg, rejection).await
+            };
+            match sent {
                 Ok(()) => {
                     metrics::get()
                         .rejected
@@ -198,14 +244,29 @@ impl<S: Stage> Worker<S> {
                         reason = rejection.reason.as_str(), detail = %rejection.detail, "dead-lettered");
                     return true;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "DLQ produce failed; retrying");
-                    self.dependency_down.store(true, Ordering::Relaxed);
-                    if !self.sleep(backoff).await {
-                        return false;
+                Err(e) => match e.failure() {
+                    Failure::Outage(_) => {
+                        tracing::warn!(error = %e, "DLQ produce failed; retrying");
+                        self.dependency_down.store(true, Ordering::Relaxed);
+                        if !self.sleep(backoff).await {
+                            return false;
+                        }
+                        backoff = (backoff * 2).min(self.config.max_backoff);
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
+                    _ if !truncated => {
+                        tracing::warn!(error = %e, topic = %msg.topic, offset = msg.offset,
+                            "DLQ refused the message; sending it truncated");
+                        dlq_truncated().with_label_values(&[&msg.topic]).inc();
+                        truncated = true;
+                    }
+                    _ => {
+                        tracing::error!(error = %e, topic = %msg.topic, partition = msg.partition,
+                            offset = msg.offset, reason = rejection.reason.as_str(),
+                            "DLQ refused even the truncated message; dropped");
+                        dlq_dropped().with_label_values(&[&msg.topic]).inc();
+                        return true;
+                    }
+                },
             }
         }
     }
@@ -216,5 +277,68 @@ impl<S: Stage> Worker<S> {
             _ = self.shutdown.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
         }
+    }
+}
+
+crate::counter_vec!(
+    /// DLQ messages the broker refused whole and that were sent truncated.
+    fn dlq_truncated = "sluice_consumer_dlq_truncated_total",
+    "Dead letters sent truncated (value cut, provenance headers kept) because the broker refused them whole, by input topic.",
+    ["topic"]
+);
+
+crate::counter_vec!(
+    /// DLQ messages refused even truncated: dropped so the partition advances.
+    fn dlq_dropped = "sluice_consumer_dlq_dropped_total",
+    "Dead letters the broker refused even truncated (dropped so the partition advances), by input topic.",
+    ["topic"]
+);
+
+crate::counter_vec!(
+    /// Rejections that met the breaker's thresholds but came from one project.
+    fn breaker_held = "sluice_consumer_breaker_held_total",
+    "Rejections that would have tripped the circuit breaker but came mostly from one project (the stage goes on; its messages are dead-lettered), by input topic and project.",
+    ["topic", "project"]
+);
+
+crate::counter_vec!(
+    /// Panics caught while processing a message.
+    fn panics = "sluice_consumer_panics_total",
+    "Panics caught while processing a message (the message is retried, then dead-lettered), by input topic.",
+    ["topic"]
+);
+
+/// Counts a rejection the tenant rule kept from tripping the breaker; warns at most once a
+/// minute per project.
+fn held_by(topic: &str, project: u64) {
+    breaker_held()
+        .with_label_values(&[topic, &project.to_string()])
+        .inc();
+    static LAST: std::sync::Mutex<Option<(u64, Instant)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = match *last {
+        Some((p, at)) => p != project || at.elapsed() >= Duration::from_secs(60),
+        None => true,
+    };
+    if due {
+        *last = Some((project, Instant::now()));
+        tracing::warn!(topic, project,
+            "one project's messages are being rejected in bulk; dead-lettering them, the stage goes on");
+    }
+}
+
+/// The verdict for a message whose processing panicked: retried, then dead-lettered.
+fn panicked(msg: &Msg, panic: &(dyn std::any::Any + Send)) -> Verdict {
+    panics().with_label_values(&[&msg.topic]).inc();
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(topic = %msg.topic, partition = msg.partition, offset = msg.offset,
+        panic = %text, "processing panicked");
+    Verdict::Retry {
+        reason: DlqReason::RetryExhausted,
+        detail: format!("processing panicked: {text}"),
     }
 }
