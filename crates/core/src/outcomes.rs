@@ -8,6 +8,18 @@ use crate::messages::enums::Outcome;
 use crate::messages::OutcomeMessage;
 use crate::storage::{self, Db, DbError};
 
+/// Longest natural key stored as written; longer keys (or keys holding NUL) are stored as
+/// their md5, so no id a message carries can exceed the index's row size.
+const MAX_KEY_BYTES: usize = 200;
+
+fn storable_key(key: String) -> String {
+    if key.len() <= MAX_KEY_BYTES && !key.contains('\0') {
+        key
+    } else {
+        format!("md5:{}", crate::ids::md5_hex(&key))
+    }
+}
+
 /// Where outcomes go.
 #[derive(Clone)]
 pub struct Outcomes {
@@ -61,6 +73,7 @@ impl Outcomes {
         let mut wanted: Vec<(String, OutcomeMessage)> = Vec::with_capacity(items.len());
         let mut keys = std::collections::HashSet::with_capacity(items.len());
         for (k, o) in items {
+            let k = storable_key(k);
             if keys.insert(k.clone()) {
                 wanted.push((k, o));
             }
@@ -107,5 +120,16 @@ impl Outcomes {
             Some(e) => Err(e.into()),
             None => Ok(emitted),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_keys_are_stored_as_their_digest() {
+        assert_eq!(super::storable_key("attachment:1:abc".into()), "attachment:1:abc");
+        let long = super::storable_key("x".repeat(3000));
+        assert!(long.starts_with("md5:") && long.len() == 36, "{long}");
+        assert_ne!(super::storable_key("a\0b".into()), "a\0b");
     }
 }

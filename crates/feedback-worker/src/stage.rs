@@ -279,6 +279,10 @@ impl FeedbackStage {
 }
 
 impl Stage for FeedbackStage {
+    fn tenant(&self, msg: &Msg) -> Option<u64> {
+        IngestMessage::project_of(msg.payload())
+    }
+
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         join_all(batch.iter().map(|m| self.one(m))).await
     }

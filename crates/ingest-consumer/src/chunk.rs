@@ -5,6 +5,7 @@
 //! so replays are harmless.
 
 use bytes::Bytes;
+use sluice_core::failure::Classify;
 use sluice_core::messages::AttachmentChunk;
 use sluice_core::storage::chunks::{self, Chunk};
 use sluice_core::storage::{Db, DbError};
@@ -39,15 +40,16 @@ impl InBatch {
             .collect()
     }
 
-    /// Removes the chunks of the attachments `keep` does not hold, ready to be stored.
-    pub fn split_off_others(&mut self, keep: &HashSet<Key>) -> Vec<Chunk> {
+    /// Removes the chunks of the attachments `keep` does not hold, ready to be stored, with
+    /// their batch positions.
+    pub fn split_off_others(&mut self, keep: &HashSet<Key>) -> Vec<(usize, Chunk)> {
         let others: Vec<Key> = self
             .by_key
             .keys()
             .filter(|k| !keep.contains(*k))
             .cloned()
             .collect();
-        self.take(&others).into_iter().map(|(_, c)| c).collect()
+        self.take(&others)
     }
 
     /// Removes the chunks of `keys`, with their batch positions.
@@ -72,14 +74,40 @@ impl InBatch {
     }
 }
 
-/// Stores `chunks` (one statement), expiring after `ttl`.
-pub async fn store(db: &Db, chunks: Vec<Chunk>, ttl: Duration) -> Result<(), DbError> {
+/// Stores `chunks` (one statement), expiring after `ttl`. `Err` is an outage (nothing else may
+/// run without its chunks); when the statement fails otherwise, the chunks are stored one by one
+/// and those that fail are returned with their batch positions and errors.
+pub async fn store(
+    db: &Db,
+    chunks: Vec<(usize, Chunk)>,
+    ttl: Duration,
+) -> Result<Vec<(usize, DbError)>, DbError> {
     if chunks.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ttl_secs = ttl.as_secs() as i64;
-    db.run(move |c| Ok(chunks::store(c, &chunks, ttl_secs)?))
-        .await
+    let (positions, chunks): (Vec<usize>, Vec<Chunk>) = chunks.into_iter().unzip();
+    let all = chunks.clone();
+    let stored: Result<(), DbError> = db
+        .run(move |c| Ok(chunks::store(c, &all, ttl_secs)?))
+        .await;
+    let e = match stored {
+        Ok(()) => return Ok(Vec::new()),
+        Err(e) if e.failure().is_outage() => return Err(e),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %e, chunks = chunks.len(), "batched chunk insert failed; storing one by one");
+    let mut failed = Vec::new();
+    for (position, chunk) in positions.into_iter().zip(chunks) {
+        let one = vec![chunk];
+        let stored: Result<(), DbError> = db.run(move |c| Ok(chunks::store(c, &one, ttl_secs)?)).await;
+        match stored {
+            Ok(()) => {}
+            Err(e) if e.failure().is_outage() => return Err(e),
+            Err(e) => failed.push((position, e)),
+        }
+    }
+    Ok(failed)
 }
 
 /// Chunks `0..count` of one attachment in order, or `None` when any is missing.

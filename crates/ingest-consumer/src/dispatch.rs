@@ -128,6 +128,10 @@ fn lane_key(msg: &IngestMessage, index: usize) -> (u64, String) {
 }
 
 impl Stage for IngestStage {
+    fn tenant(&self, msg: &Msg) -> Option<u64> {
+        IngestMessage::project_of(msg.payload())
+    }
+
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let mut outcomes = vec![Verdict::Done; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
@@ -165,10 +169,17 @@ impl Stage for IngestStage {
         let started = std::time::Instant::now();
         let stored = chunk::store(&self.deps.db, chunks.split_off_others(&in_memory), ttl).await;
         metrics::time_step("chunks_store", started);
-        if let Err(e) = stored {
+        match stored {
             // Nothing later in the batch may run without its chunks: the whole batch waits and
             // is retried, never dead-lettered.
-            return vec![fail(&e); batch.len()];
+            Err(e) => return vec![fail(&e); batch.len()],
+            // A chunk that cannot be stored gets its own verdict; its attachment then finds it
+            // missing (an INVALID outcome), like any attachment with a lost chunk.
+            Ok(failed) => {
+                for (i, e) in failed {
+                    outcomes[i] = fail(&e);
+                }
+            }
         }
 
         let (held, ready_events): (Vec<_>, Vec<_>) = ready_events.into_iter().unzip();
@@ -216,10 +227,16 @@ impl Stage for IngestStage {
         let late = chunks.take(&unfinished_keys);
         if !late.is_empty() {
             let positions: Vec<usize> = late.iter().map(|(i, _)| *i).collect();
-            let late = late.into_iter().map(|(_, c)| c).collect();
-            if let Err(e) = chunk::store(&self.deps.db, late, ttl).await {
-                for i in positions {
-                    outcomes[i] = fail(&e);
+            match chunk::store(&self.deps.db, late, ttl).await {
+                Err(e) => {
+                    for i in positions {
+                        outcomes[i] = fail(&e);
+                    }
+                }
+                Ok(failed) => {
+                    for (i, e) in failed {
+                        outcomes[i] = fail(&e);
+                    }
                 }
             }
         }

@@ -83,6 +83,10 @@ pub fn outcome(result: Result<issues::Applied, IssueError>) -> Verdict {
 }
 
 impl Stage for OccurrenceStage {
+    fn tenant(&self, msg: &Msg) -> Option<u64> {
+        IssuePlatformMessage::project_of(msg.payload())
+    }
+
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let mut outcomes: Vec<Option<Verdict>> = vec![None; batch.len()];
         // Lanes: every message of one fingerprint goes to the same lane, in arrival order.

@@ -6,19 +6,42 @@
 
 use crate::submit::{self, Kind, Status, Submitter};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{BoxError, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
 /// Shared state of the handlers.
 pub struct Api {
     pub submitter: Submitter,
     pub auth_token: Option<String>,
+}
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body (413 above).
+    pub max_body: usize,
+    /// Time to receive a request's headers; also how long an idle connection is kept.
+    pub header_timeout: Duration,
+    /// Time to receive a request's body (408 after).
+    pub body_timeout: Duration,
+    /// Time to answer a request (503 after; the items may still be delivered).
+    pub request_timeout: Duration,
+    /// Requests handled at once; beyond, 503 with `Retry-After`.
+    pub max_concurrent: usize,
 }
 
 sluice_core::counter_vec!(
@@ -27,42 +50,145 @@ sluice_core::counter_vec!(
     ["endpoint", "status"]
 );
 
-/// Binds `listen` and serves until `shutdown`; in-flight requests finish first.
+/// The routes with their limits, in the order a request meets them: the concurrency limit
+/// (503 beyond), the request timeout, authentication (before any of the body is read), the body
+/// timeout and size limit, then the handler.
+pub fn router(api: Api, limits: &Limits) -> Router {
+    let api = Arc::new(api);
+    Router::new()
+        .route("/api/0/occurrences", post(occurrences))
+        .route("/api/0/status-changes", post(status_changes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent.max(1))
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    limits.request_timeout,
+                ))
+                .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    limits.body_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(limits.max_body)),
+        )
+        .with_state(api)
+}
+
+/// Binds `listen` and serves until `shutdown`; in-flight requests get up to 30 s to finish.
 pub async fn serve(
     listen: SocketAddr,
     api: Api,
-    max_body: usize,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --listen {listen}: {e}"))?;
     tracing::info!(%listen, "HTTP API listening");
-    let app = Router::new()
-        .route("/api/0/occurrences", post(occurrences))
-        .route("/api/0/status-changes", post(status_changes))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(Arc::new(api));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let app = router(api, &limits);
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("connections still open after 30 s; stopping anyway");
+        }
+    }
     Ok(())
+}
+
+/// An error answer: a stable reason and an id that the server's log repeats with the detail.
+fn error_body(status: StatusCode, reason: &str, message: &str) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tracing::info!(%status, reason, id, message, "request refused");
+    (
+        status,
+        Json(json!({"error": message, "reason": reason, "id": id})),
+    )
+        .into_response()
+}
+
+/// Answers for requests the limits refused: 503 with `Retry-After` beyond the concurrency limit.
+async fn overloaded(e: BoxError) -> Response {
+    if !e.is::<tower::load_shed::error::Overloaded>() {
+        return error_body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be handled",
+        );
+    }
+    requests().with_label_values(&["any", "503"]).inc();
+    let mut r = error_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests at once; retry later",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Refuses a request without the bearer token before its body is read.
+async fn authenticate(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    if authorized(&api, request.headers()) {
+        return next.run(request).await;
+    }
+    let endpoint = endpoint_of(request.uri().path());
+    requests().with_label_values(&[endpoint, "401"]).inc();
+    error_body(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or invalid bearer token",
+    )
+}
+
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/api/0/occurrences" => "occurrences",
+        "/api/0/status-changes" => "status-changes",
+        _ => "other",
+    }
 }
 
 async fn occurrences(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
-    handle(&api, &headers, &body, Kind::Occurrences, "occurrences").await
+    handle(&api, &body, Kind::Occurrences, "occurrences").await
 }
 
 async fn status_changes(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
-    handle(&api, &headers, &body, Kind::StatusChanges, "status-changes").await
+    handle(&api, &body, Kind::StatusChanges, "status-changes").await
 }
 
 fn authorized(api: &Api, headers: &HeaderMap) -> bool {
@@ -86,25 +212,18 @@ fn authorized(api: &Api, headers: &HeaderMap) -> bool {
 
 async fn handle(
     api: &Api,
-    headers: &HeaderMap,
     body: &[u8],
     kind: Kind,
     endpoint: &str,
 ) -> (StatusCode, Json<Value>) {
-    let (status, value) = respond(api, headers, body, kind).await;
+    let (status, value) = respond(api, body, kind).await;
     requests()
         .with_label_values(&[endpoint, status.as_str()])
         .inc();
     (status, Json(value))
 }
 
-async fn respond(api: &Api, headers: &HeaderMap, body: &[u8], kind: Kind) -> (StatusCode, Value) {
-    if !authorized(api, headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or invalid bearer token"}),
-        );
-    }
+async fn respond(api: &Api, body: &[u8], kind: Kind) -> (StatusCode, Value) {
     let items = match submit::split_items(body) {
         Ok(items) if !items.is_empty() => items,
         Ok(_) => return (StatusCode::BAD_REQUEST, json!({"error": "no items"})),
@@ -130,11 +249,17 @@ async fn respond(api: &Api, headers: &HeaderMap, body: &[u8], kind: Kind) -> (St
         count(|s| *s == Status::Sent),
         count(|s| *s == Status::Processed),
     );
+    // What failed is logged under an id; the answer names the reason, never the internals
+    // (database hosts, users).
     let failed: Vec<Value> = statuses
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s {
-            Status::Failed(e) => Some(json!({"index": i, "error": e})),
+            Status::Failed(detail) => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                tracing::warn!(index = i, id, detail, "item could not be delivered");
+                Some(json!({"index": i, "error": "unavailable", "id": id}))
+            }
             _ => None,
         })
         .collect();

@@ -30,6 +30,18 @@ struct Cli {
     /// Largest request body accepted (413 above).
     #[arg(long, env = "MAX_BODY_BYTES", global = true, default_value_t = 10 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Seconds to receive a request's headers; an idle connection is closed after as long.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", global = true, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds to receive a request's body (408 after).
+    #[arg(long, env = "BODY_TIMEOUT_SECS", global = true, default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Seconds to answer a request (503 after).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true, default_value_t = 60)]
+    request_timeout_secs: u64,
+    /// Requests handled at once; beyond, 503 with `Retry-After`.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", global = true, default_value_t = 256)]
+    max_concurrent_requests: usize,
     /// How long a send may wait for the broker before the item is processed directly
     /// (the producer's message.timeout.ms).
     #[arg(
@@ -99,6 +111,11 @@ fn main() -> ExitCode {
                 Ok(())
             }
             None | Some(Command::Serve) => {
+                if cli.auth_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                    anyhow::bail!(
+                        "--auth-token (AUTH_TOKEN) is set but empty: set a token, or unset it to serve without authentication"
+                    );
+                }
                 if !cli.listen.ip().is_loopback() && cli.auth_token.is_none() {
                     tracing::warn!(listen = %cli.listen, "listening beyond loopback without --auth-token");
                 }
@@ -127,7 +144,14 @@ fn main() -> ExitCode {
                     submitter,
                     auth_token: cli.auth_token.clone(),
                 };
-                http::serve(cli.listen, api, cli.max_body_bytes, ctx.shutdown.clone()).await?;
+                let limits = http::Limits {
+                    max_body: cli.max_body_bytes,
+                    header_timeout: Duration::from_secs(cli.header_timeout_secs.max(1)),
+                    body_timeout: Duration::from_secs(cli.body_timeout_secs.max(1)),
+                    request_timeout: Duration::from_secs(cli.request_timeout_secs.max(1)),
+                    max_concurrent: cli.max_concurrent_requests,
+                };
+                http::serve(cli.listen, api, limits, ctx.shutdown.clone()).await?;
                 if let Some(p) = producer {
                     p.flush(Duration::from_secs(10))?;
                 }

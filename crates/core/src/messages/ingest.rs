@@ -432,6 +432,18 @@ impl IngestMessage {
         rmp_serde::to_vec_named(&wire).unwrap_or_default()
     }
 
+    /// The `project_id` of a message that may not decode otherwise (the breaker's tenant).
+    pub fn project_of(bytes: &[u8]) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Project {
+            project_id: Option<u64>,
+        }
+        if !starts_with_map(bytes) {
+            return None;
+        }
+        rmp_serde::from_slice::<Project>(bytes).ok()?.project_id
+    }
+
     /// The message's project.
     pub fn project_id(&self) -> u64 {
         match self {

@@ -294,6 +294,15 @@ impl IssuePlatformMessage {
         }
     }
 
+    /// The `project_id` of a message that may not decode otherwise (the breaker's tenant).
+    pub fn project_of(bytes: &[u8]) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Project {
+            project_id: Option<u64>,
+        }
+        serde_json::from_slice::<Project>(bytes).ok()?.project_id
+    }
+
     /// The JSON value as produced: the message's fields plus `payload_type`.
     pub fn to_json(&self) -> Value {
         let (mut value, kind) = match self {

@@ -9,6 +9,7 @@ use diesel::sql_types::{Array, BigInt, Binary, Integer, Text};
 pub type Key = (u64, String, String);
 
 /// One chunk to store.
+#[derive(Clone)]
 pub struct Chunk {
     pub key: Key,
     pub index: u32,
