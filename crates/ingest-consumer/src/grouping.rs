@@ -20,6 +20,10 @@
 //!
 //! The components, joined with a newline under a version tag, are hashed with MD5: that hex
 //! digest is the occurrence's `fingerprint[0]` (and its Kafka key prefix).
+//!
+//! Bounds: at most [`MAX_COMPONENTS`] components count, each cut to [`MAX_COMPONENT_CHARS`] characters, so
+//! an event repeating `{{ default }}` thousands of times over a deep stack costs no more memory
+//! than a large ordinary one.
 
 use serde_json::Value;
 use sluice_core::ids::md5_hex;
@@ -27,6 +31,10 @@ use sluice_core::ids::md5_hex;
 /// Version tag of the rules above: changing the rules means a new tag (and new groups).
 const RULES_VERSION: &str = "sluice-grouping:1";
 const MAX_TITLE: usize = 1024;
+/// Components that count towards the fingerprint; the rest are ignored.
+pub const MAX_COMPONENTS: usize = 4096;
+/// Longest component, in characters; longer ones are cut.
+pub const MAX_COMPONENT_CHARS: usize = 1024;
 
 /// What an event contributes to its issue.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,18 +51,28 @@ pub struct Grouping {
 pub fn group(event: &Value) -> Grouping {
     let default = default_components(event);
     let components = match explicit_fingerprint(event) {
-        Some(parts) => parts
-            .into_iter()
-            .flat_map(|p| {
-                if is_default_marker(&p) {
-                    default.clone()
-                } else {
-                    vec![p]
+        Some(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                if out.len() >= MAX_COMPONENTS {
+                    break;
                 }
-            })
-            .collect(),
+                let room = MAX_COMPONENTS - out.len();
+                if is_default_marker(&p) {
+                    out.extend(default.iter().take(room).cloned());
+                } else {
+                    out.push(p);
+                }
+            }
+            out
+        }
         None => default,
     };
+    let components: Vec<String> = components
+        .into_iter()
+        .take(MAX_COMPONENTS)
+        .map(|c| truncate(&c, MAX_COMPONENT_CHARS))
+        .collect();
     let mut joined = String::from(RULES_VERSION);
     for c in &components {
         joined.push('\n');
@@ -283,6 +301,20 @@ mod tests {
         let explicit2 = group(&json!({"fingerprint": ["db-down"], "message": "b"}));
         assert_eq!(explicit.fingerprint, explicit2.fingerprint);
         assert_eq!(group(&json!({})).title, "<unlabeled event>");
+    }
+
+    #[test]
+    fn fingerprint_expansion_is_bounded() {
+        let mut frames = Vec::new();
+        for i in 0..800 {
+            frames.push(json!({"module": format!("m{i}"), "function": "f", "in_app": true}));
+        }
+        let mut e = error("E", "v", Value::Array(frames));
+        e["fingerprint"] = json!(vec!["{{ default }}"; 20_000]);
+        let g = group(&e);
+        assert_eq!(g.components.len(), MAX_COMPONENTS);
+        e["fingerprint"] = json!(["x".repeat(5000)]);
+        assert_eq!(group(&e).components[0].len(), MAX_COMPONENT_CHARS);
     }
 
     #[test]
