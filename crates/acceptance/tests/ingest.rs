@@ -121,22 +121,6 @@ fn report(event: u32, comments: &str, start: f64) -> Vec<u8> {
     .encode()
 }
 
-fn send(broker: &Broker, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let p: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("message.max.bytes", "20000000")
-        // The mock broker keeps 5 MiB of stored batches per partition: compress.
-        .set("compression.type", "lz4")
-        .create()?;
-    for (k, v) in msgs {
-        p.send(BaseRecord::to(topic).key(k).payload(v))
-            .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
-        p.flush(Duration::from_secs(10))?;
-    }
-    Ok(())
-}
-
 /// Every table the ingest path writes, by natural keys, as sorted text lines.
 fn snapshot(url: &str) -> anyhow::Result<Vec<String>> {
     #[derive(QueryableByName)]
@@ -309,8 +293,8 @@ fn relay_captures_and_ingest_scenarios_end_to_end() -> anyhow::Result<()> {
             rmp_like_map(&[("type", "unsupported type"), ("event_id", &eid(7))]),
         ),
     ]);
-    send(&broker, "ingest-attachments", &attachments_topic)?;
-    send(&broker, "ingest-events", &events_topic)?;
+    send_keyed(&broker, "ingest-attachments", &attachments_topic)?;
+    send_keyed(&broker, "ingest-events", &events_topic)?;
 
     let env = s3.env();
     let url = s3.url("attachments");
@@ -629,7 +613,7 @@ fn batched_attachments_wait_out_an_object_store_outage() -> anyhow::Result<()> {
     )?;
     s3.stop();
     let k = |n: u32| eid(n).into_bytes();
-    send(
+    send_keyed(
         &broker,
         "ingest-attachments",
         &[

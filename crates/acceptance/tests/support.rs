@@ -277,3 +277,25 @@ pub fn stage_at(
     quick_consumer(&mut cmd, extra, "STAGE_LOGS");
     Proc::spawn(bin, cmd)
 }
+
+/// Produces (key, value) pairs to `topic` in order, accepting values up to 20 MB; a large value
+/// is flushed on its own (the mock broker bounds the batches it keeps).
+pub fn send_keyed(broker: &Broker, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("message.max.bytes", "20000000")
+        // The mock broker keeps 5 MiB of stored batches per partition: compress.
+        .set("compression.type", "lz4")
+        .create()?;
+    for (k, v) in msgs {
+        p.send(BaseRecord::to(topic).key(k).payload(v))
+            .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+        if v.len() > 64 * 1024 {
+            p.flush(Duration::from_secs(10))?;
+        } else {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}

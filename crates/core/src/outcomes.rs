@@ -127,7 +127,10 @@ impl Outcomes {
 mod tests {
     #[test]
     fn long_keys_are_stored_as_their_digest() {
-        assert_eq!(super::storable_key("attachment:1:abc".into()), "attachment:1:abc");
+        assert_eq!(
+            super::storable_key("attachment:1:abc".into()),
+            "attachment:1:abc"
+        );
         let long = super::storable_key("x".repeat(3000));
         assert!(long.starts_with("md5:") && long.len() == 36, "{long}");
         assert_ne!(super::storable_key("a\0b".into()), "a\0b");

@@ -233,14 +233,38 @@ async fn real_postgres_errors_are_classified_by_cause() -> anyhow::Result<()> {
         Ok(_) => panic!("the statement succeeded"),
     };
     let cases = [
-        ("SELECT $1::text", "a\u{0}b".to_owned(), DlqReason::InvalidField),
-        ("SELECT $1::jsonb", r#"{"a":"\u0000"}"#.to_owned(), DlqReason::InvalidField),
-        ("SELECT $1::jsonb", r#"{"a":1e-20000}"#.to_owned(), DlqReason::InvalidField),
-        ("SELECT $1::timestamptz", "300000-01-01".to_owned(), DlqReason::InvalidField),
-        ("SELECT $1::bigint", "99999999999999999999".to_owned(), DlqReason::InvalidField),
+        (
+            "SELECT $1::text",
+            "a\u{0}b".to_owned(),
+            DlqReason::InvalidField,
+        ),
+        (
+            "SELECT $1::jsonb",
+            r#"{"a":"\u0000"}"#.to_owned(),
+            DlqReason::InvalidField,
+        ),
+        (
+            "SELECT $1::jsonb",
+            r#"{"a":1e-20000}"#.to_owned(),
+            DlqReason::InvalidField,
+        ),
+        (
+            "SELECT $1::timestamptz",
+            "300000-01-01".to_owned(),
+            DlqReason::InvalidField,
+        ),
+        (
+            "SELECT $1::bigint",
+            "99999999999999999999".to_owned(),
+            DlqReason::InvalidField,
+        ),
     ];
     for (sql, bind, reason) in cases {
-        assert_eq!(permanent(run(sql, bind.clone()).await), reason, "{sql} {bind:?}");
+        assert_eq!(
+            permanent(run(sql, bind.clone()).await),
+            reason,
+            "{sql} {bind:?}"
+        );
     }
     // An index row too large (what a very long natural key meets).
     pool.run(|c| {
@@ -253,7 +277,9 @@ async fn real_postgres_errors_are_classified_by_cause() -> anyhow::Result<()> {
     let mut x: u64 = 1;
     let long: String = (0..8000)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             char::from(b'a' + ((x >> 33) % 26) as u8)
         })
         .collect();
@@ -263,6 +289,9 @@ async fn real_postgres_errors_are_classified_by_cause() -> anyhow::Result<()> {
     );
     // A table this build expects but the database lacks: every message would fail alike.
     let missing = run("INSERT INTO no_such_table VALUES ($1)", "x".into()).await;
-    assert!(matches!(&missing, Err(e) if e.failure().is_outage()), "{missing:?}");
+    assert!(
+        matches!(&missing, Err(e) if e.failure().is_outage()),
+        "{missing:?}"
+    );
     Ok(())
 }

@@ -12,13 +12,13 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
+use sluice_core::failure::Classify;
 use sluice_core::issues::project::Project;
 use sluice_core::kafka::consumer::Verdict;
 use sluice_core::messages::enums::{data_category, Outcome};
 use sluice_core::messages::{
     AttachmentMessage, ChunkedAttachment, DlqReason, OutcomeMessage, Timestamp,
 };
-use sluice_core::failure::Classify;
 use sluice_core::storage::attachments::{self, Row};
 use sluice_core::storage::DbError;
 
@@ -221,9 +221,7 @@ pub async fn drop_chunks(
         .iter()
         .map(|a| (project_id, event_id.to_owned(), a.id.clone()))
         .collect();
-    chunk::delete(&deps.db, keys)
-        .await
-        .map_err(|e| fail(&e))
+    chunk::delete(&deps.db, keys).await.map_err(|e| fail(&e))
 }
 
 fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {

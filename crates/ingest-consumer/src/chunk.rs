@@ -88,9 +88,7 @@ pub async fn store(
     let ttl_secs = ttl.as_secs() as i64;
     let (positions, chunks): (Vec<usize>, Vec<Chunk>) = chunks.into_iter().unzip();
     let all = chunks.clone();
-    let stored: Result<(), DbError> = db
-        .run(move |c| Ok(chunks::store(c, &all, ttl_secs)?))
-        .await;
+    let stored: Result<(), DbError> = db.run(move |c| Ok(chunks::store(c, &all, ttl_secs)?)).await;
     let e = match stored {
         Ok(()) => return Ok(Vec::new()),
         Err(e) if e.failure().is_outage() => return Err(e),
@@ -100,7 +98,8 @@ pub async fn store(
     let mut failed = Vec::new();
     for (position, chunk) in positions.into_iter().zip(chunks) {
         let one = vec![chunk];
-        let stored: Result<(), DbError> = db.run(move |c| Ok(chunks::store(c, &one, ttl_secs)?)).await;
+        let stored: Result<(), DbError> =
+            db.run(move |c| Ok(chunks::store(c, &one, ttl_secs)?)).await;
         match stored {
             Ok(()) => {}
             Err(e) if e.failure().is_outage() => return Err(e),

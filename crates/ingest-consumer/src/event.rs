@@ -7,9 +7,9 @@
 
 use crate::attachment::{self, Owner};
 use crate::context::{fail, reject, Deps, Step};
-use sluice_core::failure::Classify;
 use crate::{grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
+use sluice_core::failure::Classify;
 use sluice_core::ids;
 use sluice_core::issues::payload;
 use sluice_core::issues::project::Project;

@@ -177,17 +177,11 @@ fn endpoint_of(path: &str) -> &'static str {
     }
 }
 
-async fn occurrences(
-    State(api): State<Arc<Api>>,
-    body: Bytes,
-) -> (StatusCode, Json<Value>) {
+async fn occurrences(State(api): State<Arc<Api>>, body: Bytes) -> (StatusCode, Json<Value>) {
     handle(&api, &body, Kind::Occurrences, "occurrences").await
 }
 
-async fn status_changes(
-    State(api): State<Arc<Api>>,
-    body: Bytes,
-) -> (StatusCode, Json<Value>) {
+async fn status_changes(State(api): State<Arc<Api>>, body: Bytes) -> (StatusCode, Json<Value>) {
     handle(&api, &body, Kind::StatusChanges, "status-changes").await
 }
 
@@ -210,12 +204,7 @@ fn authorized(api: &Api, headers: &HeaderMap) -> bool {
     })
 }
 
-async fn handle(
-    api: &Api,
-    body: &[u8],
-    kind: Kind,
-    endpoint: &str,
-) -> (StatusCode, Json<Value>) {
+async fn handle(api: &Api, body: &[u8], kind: Kind, endpoint: &str) -> (StatusCode, Json<Value>) {
     let (status, value) = respond(api, body, kind).await;
     requests()
         .with_label_values(&[endpoint, status.as_str()])

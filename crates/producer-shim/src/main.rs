@@ -37,10 +37,20 @@ struct Cli {
     #[arg(long, env = "BODY_TIMEOUT_SECS", global = true, default_value_t = 30)]
     body_timeout_secs: u64,
     /// Seconds to answer a request (503 after).
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true, default_value_t = 60)]
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_SECS",
+        global = true,
+        default_value_t = 60
+    )]
     request_timeout_secs: u64,
     /// Requests handled at once; beyond, 503 with `Retry-After`.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", global = true, default_value_t = 256)]
+    #[arg(
+        long,
+        env = "MAX_CONCURRENT_REQUESTS",
+        global = true,
+        default_value_t = 256
+    )]
     max_concurrent_requests: usize,
     /// How long a send may wait for the broker before the item is processed directly
     /// (the producer's message.timeout.ms).
@@ -111,7 +121,11 @@ fn main() -> ExitCode {
                 Ok(())
             }
             None | Some(Command::Serve) => {
-                if cli.auth_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                if cli
+                    .auth_token
+                    .as_deref()
+                    .is_some_and(|t| t.trim().is_empty())
+                {
                     anyhow::bail!(
                         "--auth-token (AUTH_TOKEN) is set but empty: set a token, or unset it to serve without authentication"
                     );

@@ -246,6 +246,17 @@ impl Serialize for WireTime {
     }
 }
 
+/// Deepest nesting a message may have (Relay's are 4 levels deep). rmp-serde recurses once per
+/// level, so without this bound a crafted message could overflow a worker's stack.
+const MAX_MSGPACK_DEPTH: usize = 32;
+
+/// Decodes msgpack with the nesting bounded by [`MAX_MSGPACK_DEPTH`].
+fn from_msgpack<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut d = rmp_serde::Deserializer::from_read_ref(bytes);
+    d.set_max_depth(MAX_MSGPACK_DEPTH);
+    T::deserialize(&mut d)
+}
+
 /// Whether `bytes` begin with a msgpack map marker (fixmap, map16, map32).
 fn starts_with_map(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
@@ -271,11 +282,11 @@ impl IngestMessage {
         if !starts_with_map(bytes) {
             return Err(Rejection::new(DlqReason::Undecodable, "not a msgpack map"));
         }
-        let wire: Wire = match rmp_serde::from_slice(bytes) {
+        let wire: Wire = match from_msgpack(bytes) {
             Ok(w) => w,
             Err(err) => {
                 // A well-formed document whose fields have the wrong types is invalid, not undecodable.
-                let reason = if rmp_serde::from_slice::<IgnoredAny>(bytes).is_ok() {
+                let reason = if from_msgpack::<IgnoredAny>(bytes).is_ok() {
                     DlqReason::InvalidField
                 } else {
                     DlqReason::Undecodable
@@ -441,7 +452,7 @@ impl IngestMessage {
         if !starts_with_map(bytes) {
             return None;
         }
-        rmp_serde::from_slice::<Project>(bytes).ok()?.project_id
+        from_msgpack::<Project>(bytes).ok()?.project_id
     }
 
     /// The message's project.

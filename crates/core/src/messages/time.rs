@@ -45,7 +45,10 @@ impl Timestamp {
         if (1..=9999).contains(&self.0.year()) {
             Ok(self)
         } else {
-            Err(InvalidTimestamp(format!("{} is outside years 1 to 9999", self.0)))
+            Err(InvalidTimestamp(format!(
+                "{} is outside years 1 to 9999",
+                self.0
+            )))
         }
     }
 

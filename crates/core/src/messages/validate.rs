@@ -209,8 +209,16 @@ mod tests {
     fn numbers_postgres_cannot_hold_are_flagged() {
         assert!(fixed(r#"{"a":1e-20000}"#).1.rewrite_numbers);
         assert!(fixed(r#"[1E+00001001]"#).1.rewrite_numbers);
-        assert!(fixed(&format!("[0.{}1]", "0".repeat(500))).1.rewrite_numbers);
-        assert!(!fixed(r#"{"a":1.5e-300,"b":-12,"c":"1e-20000"}"#).1.rewrite_numbers);
+        assert!(
+            fixed(&format!("[0.{}1]", "0".repeat(500)))
+                .1
+                .rewrite_numbers
+        );
+        assert!(
+            !fixed(r#"{"a":1.5e-300,"b":-12,"c":"1e-20000"}"#)
+                .1
+                .rewrite_numbers
+        );
         assert!(!fixed(r#"{"a":18446744073709551616}"#).1.rewrite_numbers);
     }
 

@@ -165,7 +165,11 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(b.rejected(now, None), Trip::No);
         }
-        assert_eq!(b.rejected(now, None), Trip::Tripped, "11 consecutive, 100% rejected");
+        assert_eq!(
+            b.rejected(now, None),
+            Trip::Tripped,
+            "11 consecutive, 100% rejected"
+        );
 
         // Many good messages in the window keep the ratio below 90%.
         let mut b = Breaker::new(cfg());
@@ -199,7 +203,11 @@ mod tests {
         for _ in 0..11 {
             trip = b.rejected(later, None);
         }
-        assert_eq!(trip, Trip::Tripped, "the good messages are older than the window");
+        assert_eq!(
+            trip,
+            Trip::Tripped,
+            "the good messages are older than the window"
+        );
     }
 
     #[test]

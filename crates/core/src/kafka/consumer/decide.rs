@@ -391,14 +391,26 @@ mod tests {
         assert_eq!(held_for(&mut since, Some(1), true, t0), Duration::ZERO);
         assert_eq!(held_for(&mut since, Some(1), true, t0 + secs(30)), secs(30));
         // A new batch restarts the clock.
-        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(31)), Duration::ZERO);
+        assert_eq!(
+            held_for(&mut since, Some(2), true, t0 + secs(31)),
+            Duration::ZERO
+        );
         assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(40)), secs(9));
         // A failing dependency check stops it: an outage is not being stuck.
-        assert_eq!(held_for(&mut since, Some(2), false, t0 + secs(50)), Duration::ZERO);
-        assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(60)), Duration::ZERO);
+        assert_eq!(
+            held_for(&mut since, Some(2), false, t0 + secs(50)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            held_for(&mut since, Some(2), true, t0 + secs(60)),
+            Duration::ZERO
+        );
         assert_eq!(held_for(&mut since, Some(2), true, t0 + secs(70)), secs(10));
         // Idle is never stuck.
-        assert_eq!(held_for(&mut since, None, true, t0 + secs(80)), Duration::ZERO);
+        assert_eq!(
+            held_for(&mut since, None, true, t0 + secs(80)),
+            Duration::ZERO
+        );
     }
 
     #[test]
