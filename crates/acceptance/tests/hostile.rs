@@ -396,3 +396,169 @@ fn ingest_consumer_survives_hostile_messages() -> anyhow::Result<()> {
     stop_cleanly(&mut ingest)?;
     Ok(())
 }
+
+fn feedback(n: u32, project: u64, text: &str) -> Vec<u8> {
+    IngestMessage::Event(EventMessage {
+        payload: text.as_bytes().to_vec(),
+        start_time: ts(START),
+        event_id: eid(n),
+        project_id: project,
+        remote_addr: None,
+        attachments: vec![],
+    })
+    .encode()
+}
+
+fn feedback_body(n: u32, name: &str, message: &str, associated: Option<&str>) -> String {
+    let mut ctx =
+        format!(r#"{{"contact_email":"u{n}@example.com","name":"{name}","message":"{message}""#);
+    if let Some(a) = associated {
+        ctx.push_str(&format!(r#","associated_event_id":"{a}""#));
+    }
+    ctx.push('}');
+    format!(
+        r#"{{"event_id":"{}","type":"feedback","platform":"javascript","level":"info","timestamp":{},"contexts":{{"feedback":{ctx}}}}}"#,
+        eid(n),
+        START + 1.0
+    )
+}
+
+fn occurrence(n: u32, fields: Value) -> Vec<u8> {
+    let event_id = eid(100 + n);
+    let mut o = json!({
+        "id": format!("{n:032x}"), "project_id": 42, "event_id": event_id,
+        "fingerprint": [format!("hostile-{n}")], "issue_title": format!("title {n}"),
+        "subtitle": "sub", "culprit": "c", "type": 1001, "detection_time": START, "level": "error",
+        "event": {"event_id": event_id, "project_id": 42, "platform": "python", "timestamp": START},
+    });
+    if let (Value::Object(o), Value::Object(f)) = (&mut o, fields) {
+        o.extend(f);
+    }
+    o.to_string().into_bytes()
+}
+
+#[test]
+fn feedback_worker_and_occurrence_consumer_survive_hostile_messages() -> anyhow::Result<()> {
+    let broker = Broker::start(&TOPICS)?;
+    anyhow::ensure!(broker.is_mock(), "uses the default topic names");
+    let db = migrated_db(
+        "occurrence-consumer",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o');
+         INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'p');",
+    )?;
+
+    let mut fb = Plan::default();
+    fb.ok(feedback(1, 42, &feedback_body(1, "Ann", "first", None)));
+    fb.bad(b"garbage".to_vec(), "undecodable");
+    // An escaped NUL in the name of a feedback that names an event: its report row is stored.
+    fb.ok(feedback(
+        2,
+        42,
+        &feedback_body(2, "Bo\\u0000b", "nul name", Some(&eid(99))),
+    ));
+    fb.bad(
+        msgpack(
+            &json!({"type": "event", "payload": "{}", "start_time": START,
+            "event_id": eid(3), "project_id": u64::MAX}),
+        ),
+        "invalid_field",
+    );
+    fb.bad(
+        msgpack(
+            &json!({"type": "attachment_chunk", "payload": "x", "event_id": eid(4),
+            "project_id": 42, "id": "a", "chunk_index": 0}),
+        ),
+        "unsupported_type",
+    );
+    fb.bad(feedback(5, 42, "not json"), "invalid_event");
+    let mut deep = vec![0x81, 0xa1, b'x'];
+    deep.extend(std::iter::repeat_n(0x91u8, 100_000));
+    deep.push(0xc0);
+    fb.bad(deep, "undecodable");
+    fb.ok(feedback(6, 42, &feedback_body(6, "Cy", "last", None)));
+
+    let mut occ = Plan::default();
+    occ.ok(occurrence(1, json!({})));
+    occ.bad(b"{not json".to_vec(), "undecodable");
+    // An escaped NUL in the title: the group is stored with U+FFFD.
+    occ.ok(String::from_utf8(occurrence(2, json!({})))?
+        .replace("title 2", "title\\u00002")
+        .into_bytes());
+    occ.bad(
+        occurrence(3, json!({"detection_time": 1e13})),
+        "invalid_field",
+    );
+    occ.bad(
+        String::from_utf8(occurrence(4, json!({})))?
+            .replace("\"project_id\":42", "\"project_id\":18446744073709551615")
+            .into_bytes(),
+        "invalid_field",
+    );
+    // A number PostgreSQL cannot hold, in evidence data.
+    occ.ok(
+        String::from_utf8(occurrence(5, json!({"evidence_data": {"v": 1}})))?
+            .replace("\"v\":1", "\"v\":1e-20000")
+            .into_bytes(),
+    );
+    occ.bad(
+        format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes(),
+        "undecodable",
+    );
+    // A fingerprint entry and a title far longer than any index row.
+    occ.ok(occurrence(
+        7,
+        json!({"fingerprint": ["f".repeat(10_000)], "issue_title": "t".repeat(100_000)}),
+    ));
+    occ.ok(occurrence(8, json!({})));
+
+    send_keyed(&broker, "ingest-feedback-events", &fb.msgs)?;
+    send_keyed(&broker, "ingest-occurrences", &occ.msgs)?;
+    let (fb_group, occ_group) = (unique("hostile-fb"), unique("hostile-occ"));
+    let mut worker = stage("feedback-worker", &broker, &db.url, &fb_group, &[])?;
+    let mut consumer = stage("occurrence-consumer", &broker, &db.url, &occ_group, &[])?;
+    wait_committed_all(&broker, &fb_group, "ingest-feedback-events")?;
+    // The feedback worker's occurrences land on the same topic: wait for them too.
+    sluice_testkit::process::wait_for(
+        "feedback occurrences",
+        std::time::Duration::from_secs(30),
+        || (broker.stored("ingest-occurrences").ok()? >= occ.msgs.len() + 3).then_some(()),
+    )?;
+    wait_committed_all(&broker, &occ_group, "ingest-occurrences")?;
+
+    assert_eq!(dead_letters(&broker, "ingest-feedback-events")?, fb.dlq);
+    assert_eq!(dead_letters(&broker, "ingest-occurrences")?, occ.dlq);
+    assert_eq!(
+        lines(
+            &db.url,
+            "SELECT name || ' ' || event_id::text AS line FROM user_reports"
+        )?,
+        vec![format!("Bo\u{fffd}b {}", eid(99))]
+    );
+    let titles = lines(
+        &db.url,
+        "SELECT left(title, 40) AS line FROM groups ORDER BY 1",
+    )?;
+    for want in [
+        "title 1",
+        "title\u{fffd}2",
+        "title 5",
+        "title 8",
+        &"t".repeat(40),
+    ] {
+        assert!(
+            titles.iter().any(|t| t == want),
+            "{want:?} not in {titles:?}"
+        );
+    }
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) AS n FROM groups WHERE type = 6001"
+        )?,
+        3,
+        "one feedback issue per good feedback"
+    );
+    stop_cleanly(&mut worker)?;
+    stop_cleanly(&mut consumer)?;
+    Ok(())
+}

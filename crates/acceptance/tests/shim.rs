@@ -280,3 +280,149 @@ fn send_command_summarises_and_fails_on_rejects() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Sends `head` (request line and headers) and `body` on a fresh connection, then reads what the
+/// server answers within `wait` (the connection stays open on our side).
+fn raw(addr: &str, head: &str, body: &[u8], wait: Duration) -> anyhow::Result<(String, Duration)> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(wait))?;
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    Ok((
+        String::from_utf8_lossy(&buf).into_owned(),
+        started.elapsed(),
+    ))
+}
+
+/// Hostile requests: refused before their body is read, timed out when slow, shed beyond the
+/// concurrency limit with `Retry-After`, and answered with a reason and an id, never internals;
+/// the shim keeps serving throughout.
+#[test]
+fn hostile_requests_are_refused_early_and_never_stall() -> anyhow::Result<()> {
+    let db = database()?;
+    // An empty token is a start-up error.
+    let out = Command::new(existing_bin("producer-shim")?)
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("AUTH_TOKEN", "")
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()?)])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_TOKEN"));
+
+    let mut s = shim(
+        None,
+        &db.url,
+        &[
+            "--auth-token",
+            "s3cret",
+            "--header-timeout-secs",
+            "1",
+            "--body-timeout-secs",
+            "1",
+            "--max-concurrent-requests",
+            "1",
+        ],
+    )?;
+    let path = "/api/0/occurrences";
+    // 1. No token, a 10 MiB body announced and never sent: 401 at once.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        10 << 20
+    );
+    let (answer, took) = raw(&s.addr, &head, b"", Duration::from_secs(5))?;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or(""))?;
+    assert_eq!(body["reason"], "unauthorized");
+    assert_eq!(body["id"].as_str().map(str::len), Some(32));
+    // 2. A wrong token of the right length.
+    let (status, body) = {
+        let (st, text) = http::post(&s.addr, path, b"{}", &[("authorization", "Bearer s3creX")])
+            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        (st, serde_json::from_str::<Value>(&text)?)
+    };
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    // 3. Headers that never end: the connection is closed after the header timeout.
+    let (answer, took) = raw(
+        &s.addr,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\n"),
+        b"",
+        Duration::from_secs(10),
+    )?;
+    assert!(took < Duration::from_secs(5), "{took:?} {answer}");
+    // 4. A body that stops coming: 408 after the body timeout.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 100\r\n\r\n"
+    );
+    let (answer, took) = raw(&s.addr, &head, b"{\"id\":", Duration::from_secs(10))?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // 5. Beyond the concurrency limit: 503 with Retry-After while another request is held.
+    let addr = s.addr.clone();
+    let holder = std::thread::spawn(move || {
+        raw(
+            &addr,
+            &format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 100\r\n\r\n"),
+            b"[",
+            Duration::from_secs(10),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (answer, _) = raw(
+        &s.addr,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
+        b"{}",
+        Duration::from_secs(5),
+    )?;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"reason\":\"overloaded\""), "{answer}");
+    let _ = holder.join();
+    // 6. The shim still serves: an occurrence with an escaped NUL in its title is processed.
+    let item = occurrence(1, "hostile")
+        .to_string()
+        .replace("title 1", "title\\u00001");
+    let (status, _) = {
+        let (st, text) = http::post(
+            &s.addr,
+            path,
+            item.as_bytes(),
+            &[("authorization", "Bearer s3cret")],
+        )
+        .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        (st, text)
+    };
+    assert_eq!(status, 201, "processed directly (no Kafka)");
+    assert_eq!(groups(&db.url)?, 1);
+    support::stop_cleanly(&mut s.proc)?;
+
+    // 7. A database that cannot be reached: 503 with a reason and an id, no host or user.
+    let port = free_port()?;
+    let mut s = shim(
+        None,
+        &format!("postgres://secretuser@127.0.0.1:{port}/db"),
+        &[],
+    )?;
+    let (status, body) = post(&s, path, &occurrence(2, "down").to_string())?;
+    assert_eq!(status, 503);
+    let text = body.to_string();
+    assert!(
+        !text.contains("secretuser") && !text.contains(&port.to_string()),
+        "{text}"
+    );
+    assert_eq!(body["failed"][0]["error"], "unavailable");
+    assert_eq!(body["failed"][0]["id"].as_str().map(str::len), Some(32));
+    support::stop_cleanly(&mut s.proc)?;
+    Ok(())
+}

@@ -7,6 +7,7 @@
 use crate::submit::{self, Kind, Status, Submitter};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -177,12 +178,62 @@ fn endpoint_of(path: &str) -> &'static str {
     }
 }
 
-async fn occurrences(State(api): State<Arc<Api>>, body: Bytes) -> (StatusCode, Json<Value>) {
-    handle(&api, &body, Kind::Occurrences, "occurrences").await
+async fn occurrences(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => handle(&api, &body, Kind::Occurrences, "occurrences")
+            .await
+            .into_response(),
+        Err(r) => refused_body("occurrences", r),
+    }
 }
 
-async fn status_changes(State(api): State<Arc<Api>>, body: Bytes) -> (StatusCode, Json<Value>) {
-    handle(&api, &body, Kind::StatusChanges, "status-changes").await
+async fn status_changes(
+    State(api): State<Arc<Api>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => handle(&api, &body, Kind::StatusChanges, "status-changes")
+            .await
+            .into_response(),
+        Err(r) => refused_body("status-changes", r),
+    }
+}
+
+/// A body that could not be read: 408 when it did not arrive in time, 413 above the size
+/// limit, else 400.
+fn refused_body(endpoint: &str, r: BytesRejection) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&r);
+    let mut timed_out = false;
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            timed_out = true;
+            break;
+        }
+        source = e.source();
+    }
+    let (status, reason, message) = if timed_out {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )
+    } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is above the size limit",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read",
+        )
+    };
+    requests()
+        .with_label_values(&[endpoint, status.as_str()])
+        .inc();
+    error_body(status, reason, message)
 }
 
 fn authorized(api: &Api, headers: &HeaderMap) -> bool {
