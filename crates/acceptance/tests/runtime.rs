@@ -309,7 +309,14 @@ fn database_outage_pauses_stays_in_group_and_resumes() -> anyhow::Result<()> {
     let topic = broker.topic("toy");
     let group = unique("toy-group");
     produce(&broker, &topic, &(0..3_000).map(ok).collect::<Vec<_>>())?;
-    let args = ["--max-poll-interval-ms", "8000", "--max-batch-size", "100"];
+    let args = [
+        "--max-poll-interval-ms",
+        "8000",
+        "--max-batch-size",
+        "100",
+        "--stuck-after-secs",
+        "5",
+    ];
     let mut t = toy(&broker, &url, &group, &topic, &args)?;
     wait_rows(&url, 500, Duration::from_secs(60))?;
 
@@ -324,6 +331,15 @@ fn database_outage_pauses_stays_in_group_and_resumes() -> anyhow::Result<()> {
         metric(&t.metrics, "sluice_consumer_paused"),
         Some(1.0),
         "partitions paused"
+    );
+    // An outage is waited out, never reported as stuck: liveness holds.
+    assert_eq!(
+        metric(&t.metrics, "sluice_consumer_stuck_seconds"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sluice_testkit::http::get(&t.metrics, "/health/live").map(|(s, _)| s),
+        Some(200)
     );
     let during = committed_vs_high(&broker, &group, &topic)?;
     assert_eq!(
@@ -373,5 +389,31 @@ fn database_outage_pauses_stays_in_group_and_resumes() -> anyhow::Result<()> {
         metric(&t.metrics, "sluice_consumer_paused").filter(|v| *v == 0.0)
     })?;
     stop_cleanly(&mut t.proc)?;
+    Ok(())
+}
+
+/// A message the stage cannot get past while the database and the broker answer: the stage
+/// reports it (`sluice_consumer_stuck_seconds`) and `/health/live` fails after
+/// `--stuck-after-secs`, so the orchestrator restarts it.
+#[test]
+fn held_batch_with_healthy_dependencies_fails_liveness() -> anyhow::Result<()> {
+    let (broker, db, group) = setup(1)?;
+    let topic = broker.topic("toy");
+    produce(&broker, &topic, &[("s".into(), "stuck".into(), vec![])])?;
+    let mut t = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--stuck-after-secs", "3"],
+    )?;
+    wait_for("stuck reported", Duration::from_secs(30), || {
+        metric(&t.metrics, "sluice_consumer_stuck_seconds").filter(|v| *v >= 1.0)
+    })?;
+    wait_for("not live", Duration::from_secs(20), || {
+        sluice_testkit::http::get(&t.metrics, "/health/live").filter(|(s, _)| *s == 503)
+    })?;
+    assert!(t.proc.child.try_wait()?.is_none(), "still running");
+    t.proc.kill();
     Ok(())
 }
