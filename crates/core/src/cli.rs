@@ -42,6 +42,12 @@ pub struct CommonArgs {
     #[arg(long, env = "MAX_BATCH_SIZE", global = true, default_value_t = 1000)]
     pub max_batch_size: usize,
 
+    /// Payload bytes at which a batch is cut even before `--max-batch-size` messages: with one
+    /// batch in flight and one filling, a stage buffers at most twice this (plus librdkafka's
+    /// 32 MiB prefetch), whatever the message sizes.
+    #[arg(long, env = "MAX_BATCH_BYTES", global = true, default_value_t = 16 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
     /// Longest time a batch may wait to fill, in milliseconds.
     #[arg(long, env = "MAX_BATCH_TIME_MS", global = true, default_value_t = 1000)]
     pub max_batch_time_ms: u64,

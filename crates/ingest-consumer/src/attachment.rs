@@ -6,7 +6,7 @@
 //! / RATE_LIMITED outcomes are emitted once per attachment.
 
 use crate::chunk::{self, InBatch, Key};
-use crate::context::{fail, reject, Deps, Step};
+use crate::context::{fail, reject, Deps, Step, BODY_BUDGET_BYTES};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -52,6 +52,8 @@ pub struct Pending {
     pub body: Option<Vec<Bytes>>,
     /// Set when the body comes from chunks (they are removed once the attachment is saved).
     pub chunk_key: Option<Key>,
+    /// The share of the body budget a body read from Postgres holds until it is saved.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Pending {
@@ -127,6 +129,7 @@ pub fn standalone(
         att: att.clone(),
         body: Some(body),
         chunk_key,
+        permit: None,
     })
 }
 
@@ -137,9 +140,11 @@ async fn with_stored_body(
     owner: Owner,
     att: &ChunkedAttachment,
 ) -> Step<Pending> {
+    let mut permit = None;
     let (body, chunk_key) = match source(owner.project.id as u64, &owner.event_id, att) {
         Source::Inline(data) => (Some(vec![data]), None),
         Source::Chunks(key, n) => {
+            permit = Some(body_permit(deps, att, n).await?);
             let body = chunk::load(&deps.db, key.clone(), n)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -158,7 +163,24 @@ async fn with_stored_body(
         att: att.clone(),
         body,
         chunk_key,
+        permit,
     })
+}
+
+/// Waits until the body budget can hold `att` (its declared size, else `chunks` MiB; a body
+/// larger than the whole budget waits for all of it, so it is read alone).
+async fn body_permit(
+    deps: &Deps,
+    att: &ChunkedAttachment,
+    chunks: u32,
+) -> Step<tokio::sync::OwnedSemaphorePermit> {
+    let estimate = att.size.unwrap_or(u64::from(chunks) << 20);
+    let kib = estimate.div_ceil(1024).clamp(1, (BODY_BUDGET_BYTES >> 10) as u64) as u32;
+    deps.bodies
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|e| Verdict::Unavailable(format!("body budget: {e}")))
 }
 
 /// A standalone `attachment` message outside the batch (its chunks are read from Postgres).
@@ -196,15 +218,15 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
 /// of every attachment it lists.
 pub async fn for_event(deps: &Deps, attachments: &[ChunkedAttachment], owner: &Owner) -> Step<()> {
     if enabled(&owner.project) {
-        let mut pending = Vec::new();
+        // One at a time: an event's bodies are never all in memory together.
         for (i, a) in attachments
             .iter()
             .enumerate()
             .filter(|(_, a)| !a.rate_limited)
         {
-            pending.push(with_stored_body(deps, i, owner.clone(), a).await?);
+            let pending = with_stored_body(deps, i, owner.clone(), a).await?;
+            first_failure(save(deps, vec![pending]).await)?;
         }
-        first_failure(save(deps, pending).await)?;
     }
     let pid = owner.project.id as u64;
     drop_chunks(deps, pid, &owner.event_id, attachments).await
@@ -306,7 +328,10 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
     let mut prepared = Vec::with_capacity(items.len());
     let mut puts = Vec::new();
-    for p in items {
+    // Budget permits stay held until the bodies are written (the end of this function).
+    let mut permits = Vec::with_capacity(items.len());
+    for mut p in items {
+        permits.push(p.permit.take());
         let size = p.size();
         let pid = p.owner.project.id as u64;
         let parts = p.body.unwrap_or_default();

@@ -24,6 +24,16 @@ pub struct Deps {
     pub limiter: limits::AttachmentLimiter,
     pub feedback_topic: String,
     pub occurrences_topic: String,
+    /// Attachment bodies read back from Postgres hold permits of this budget (KiB) until saved.
+    pub bodies: Arc<tokio::sync::Semaphore>,
+}
+
+/// Bytes of attachment bodies read from stored chunks that the stage holds at once.
+pub const BODY_BUDGET_BYTES: usize = 64 << 20;
+
+/// The body budget of one process: [`BODY_BUDGET_BYTES`] in KiB permits.
+pub fn body_budget() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_BYTES >> 10))
 }
 
 /// `Err` carries the verdict that ends a handler early (an outage, a retry, a rejection).

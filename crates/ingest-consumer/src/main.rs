@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             ),
             feedback_topic: topics.feedback_topic.clone(),
             occurrences_topic: topics.occurrences_topic.clone(),
+            bodies: context::body_budget(),
         };
         spawn_sweeper(db, s.ctx.shutdown.clone());
         Ok(dispatch::IngestStage {

@@ -28,6 +28,15 @@ pub(super) fn cut_batch(
         && (buffered >= max_size || now.saturating_duration_since(started) >= max_time)
 }
 
+/// The buffer's fill as a message count: its length, or `max_size` once it holds `max_bytes`.
+pub(super) fn fill(len: usize, bytes: usize, max_size: usize, max_bytes: usize) -> usize {
+    if bytes >= max_bytes {
+        len.max(max_size)
+    } else {
+        len
+    }
+}
+
 /// Backpressure: a batch is pending (waiting for the one in flight) and the buffer behind it
 /// is full, so nothing more can be accepted.
 pub(super) fn backpressure(pending: bool, buffered: usize, max_size: usize) -> bool {
@@ -211,6 +220,15 @@ mod tests {
         let t0 = Instant::now();
         assert!(!cut_batch(10, true, t0, t0, 10, secs(1)));
         assert!(!cut_batch(50, true, t0, t0 + secs(10), 10, secs(1)));
+    }
+
+    #[test]
+    fn a_buffer_full_of_bytes_counts_as_full() {
+        assert_eq!(fill(3, 100, 1000, 1 << 20), 3);
+        assert_eq!(fill(3, 1 << 20, 1000, 1 << 20), 1000);
+        let t0 = Instant::now();
+        assert!(cut_batch(fill(3, 1 << 20, 1000, 1 << 20), false, t0, t0, 1000, secs(1)));
+        assert!(backpressure(true, fill(3, 1 << 20, 1000, 1 << 20), 1000));
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn create_consumer(
             offsets: Offsets::default(),
             in_flight: None,
             current: Vec::new(),
+            current_bytes: 0,
             current_started: Instant::now(),
             pending: None,
             epoch: 0,
@@ -135,6 +136,8 @@ struct State {
     offsets: Offsets,
     in_flight: Option<InFlight>,
     current: Vec<Arc<Msg>>,
+    /// Key and payload bytes of `current`.
+    current_bytes: usize,
     current_started: Instant,
     pending: Option<Vec<Arc<Msg>>>,
     /// Incremented on every revoke; completions of older epochs are not committed.
@@ -195,6 +198,7 @@ impl State {
     fn drop_buffered(&mut self, tps: &HashSet<Tp>) {
         let keep = |m: &Arc<Msg>| !tps.contains(&(m.topic.to_string(), m.partition));
         self.current.retain(keep);
+        self.current_bytes = self.current.iter().map(|m| size_of_msg(m)).sum();
         if let Some(p) = &mut self.pending {
             p.retain(keep);
         }
@@ -442,8 +446,15 @@ impl Driver {
                 }
                 // Cut the buffer into the pending batch (only when none is pending) once it is
                 // full or its first message is `--max-batch-time-ms` old.
-                if decide::cut_batch(
+                // A buffer holding `--max-batch-bytes` counts as full, whatever its length.
+                let fill = decide::fill(
                     st.current.len(),
+                    st.current_bytes,
+                    self.config.max_batch_size,
+                    self.config.max_batch_bytes,
+                );
+                if decide::cut_batch(
+                    fill,
                     st.pending.is_some(),
                     st.current_started,
                     Instant::now(),
@@ -451,6 +462,7 @@ impl Driver {
                     self.config.max_batch_time,
                 ) {
                     st.pending = Some(std::mem::take(&mut st.current));
+                    st.current_bytes = 0;
                 }
                 if st.in_flight.is_none() {
                     if let Some(msgs) = st.pending.take() {
@@ -481,7 +493,12 @@ impl Driver {
                 }
                 let backpressure = decide::backpressure(
                     st.pending.is_some(),
-                    st.current.len(),
+                    decide::fill(
+                        st.current.len(),
+                        st.current_bytes,
+                        self.config.max_batch_size,
+                        self.config.max_batch_bytes,
+                    ),
                     self.config.max_batch_size,
                 );
                 let dependency = self.dependency_down.load(Ordering::Relaxed);
@@ -530,6 +547,7 @@ impl Driver {
                     if st.current.is_empty() {
                         st.current_started = Instant::now();
                     }
+                    st.current_bytes += size_of_msg(&owned);
                     st.current.push(owned);
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
@@ -652,3 +670,8 @@ crate::gauge_vec!(
     "Seconds the consumer has held the same batch while its dependencies answer (0 when idle, progressing or waiting out an outage), by consumer group.",
     ["group"]
 );
+
+/// The bytes a buffered message holds (key and payload).
+fn size_of_msg(m: &Msg) -> usize {
+    m.payload().len() + m.key.as_ref().map_or(0, Vec::len)
+}
