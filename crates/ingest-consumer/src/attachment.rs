@@ -175,7 +175,9 @@ async fn body_permit(
     chunks: u32,
 ) -> Step<tokio::sync::OwnedSemaphorePermit> {
     let estimate = att.size.unwrap_or(u64::from(chunks) << 20);
-    let kib = estimate.div_ceil(1024).clamp(1, (BODY_BUDGET_BYTES >> 10) as u64) as u32;
+    let kib = estimate
+        .div_ceil(1024)
+        .clamp(1, (BODY_BUDGET_BYTES >> 10) as u64) as u32;
     deps.bodies
         .clone()
         .acquire_many_owned(kib)

@@ -6,7 +6,13 @@
 //!   `ingest-attachments` to objects in `s3s-fs`, rows and outcomes, vs. raw PUTs of the same
 //!   bodies to the same server.
 //!
+//! - `--backlog`: memory under a backlog instead. N attachments of M MiB, each in 1 MiB chunks
+//!   followed by the event that lists it (`ingest-attachments`), plus the events
+//!   (`ingest-events`), all produced before the consumer starts; reports the consumer's peak RSS
+//!   and its throughput next to raw PUTs of the same bodies.
+//!
 //! Usage: bench-ingest --brokers HOST:PORT --admin-url POSTGRES_URL [--events N] [--attachments N]
+//!        [--backlog [--backlog-attachments N] [--attachment-mib M]]
 //! Each consumer is started and has joined its group before the messages are produced; the time
 //! runs from the first produced message to the last committed offset.
 //! Prints one JSON line.
@@ -36,6 +42,13 @@ struct Args {
     events: u32,
     #[arg(long, default_value_t = 3_000)]
     attachments: u32,
+    /// Measure memory under a backlog (see the module comment).
+    #[arg(long)]
+    backlog: bool,
+    #[arg(long, default_value_t = 2_000)]
+    backlog_attachments: u32,
+    #[arg(long, default_value_t = 3)]
+    attachment_mib: u32,
 }
 
 const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); \
@@ -257,9 +270,147 @@ async fn raw_puts(s3: &S3Server, prefix: &str, n: u32) -> anyhow::Result<Duratio
     Ok(elapsed)
 }
 
+/// The chunks of a backlog attachment (1 MiB each) and the event that lists it.
+fn backlog_attachment(n: u32, mib: u32) -> Vec<Vec<u8>> {
+    let eid = event_id(100_000 + n);
+    let id = format!("big-{n}");
+    let mut out: Vec<Vec<u8>> = (0..mib)
+        .map(|i| {
+            IngestMessage::AttachmentChunk(AttachmentChunk {
+                payload: vec![(n % 251) as u8; 1 << 20],
+                event_id: eid.clone(),
+                project_id: 42,
+                id: id.clone(),
+                chunk_index: i,
+            })
+            .encode()
+        })
+        .collect();
+    let mut body = event_body(n);
+    body["event_id"] = json!(eid);
+    out.push(
+        IngestMessage::Event(EventMessage {
+            payload: body.to_string().into_bytes(),
+            start_time: Timestamp::now(),
+            event_id: eid,
+            project_id: 42,
+            remote_addr: None,
+            attachments: vec![ChunkedAttachment {
+                id,
+                name: "core.dmp".into(),
+                content_type: None,
+                attachment_type: "event.attachment".into(),
+                chunks: Some(mib),
+                data: None,
+                stored_id: None,
+                size: Some(u64::from(mib) << 20),
+                rate_limited: false,
+            }],
+        })
+        .encode(),
+    );
+    out
+}
+
+/// Memory under a backlog: everything is produced first, then the consumer works through it.
+async fn backlog(args: &Args) -> anyhow::Result<()> {
+    let (n, mib) = (args.backlog_attachments, args.attachment_mib);
+    let url = fresh_database(&args.target.admin_url, "sluice_bench_backlog", SETUP)?;
+    let s3 = S3Server::start("bench")?;
+    let started = Instant::now();
+    produce(
+        &args.target.brokers,
+        "ingest-attachments",
+        (0..n).flat_map(|i| {
+            backlog_attachment(i, mib)
+                .into_iter()
+                .map(move |m| (event_id(100_000 + i), m))
+        }),
+    )?;
+    produce(
+        &args.target.brokers,
+        "ingest-events",
+        (0..args.events).map(|i| (event_id(i), event_message(i))),
+    )?;
+    eprintln!(
+        "backlog produced in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let group = format!("bench-backlog-{}", std::process::id());
+    let store = s3.url("attachments");
+    let mut cmd = args.target.stage("ingest-consumer", &url, &group);
+    cmd.envs(s3.env())
+        .env("OBJECT_STORE_URL", &store)
+        .args(["--topics", "ingest-events,ingest-attachments"]);
+    let started = Instant::now();
+    let (mut child, _) = args.target.start_joined(cmd)?;
+    wait_committed(&args.target.brokers, &group, "ingest-attachments").await?;
+    wait_committed(&args.target.brokers, &group, "ingest-events").await?;
+    let elapsed = started.elapsed();
+    let rss = peak_rss_mb(child.id());
+    stop(&mut child);
+    let objects = Objects::from_url_with(&store, s3.env())?
+        .list(Some("attachments"))
+        .await?;
+    anyhow::ensure!(
+        objects.len() == n as usize,
+        "{} objects stored",
+        objects.len()
+    );
+    anyhow::ensure!(
+        objects
+            .iter()
+            .all(|(_, size)| *size == u64::from(mib) << 20),
+        "an object has the wrong size"
+    );
+    let stored: i64 = {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT count(*) AS n FROM events")
+            .get_result::<N>(&mut PgConnection::establish(&url)?)?
+            .n
+    };
+    anyhow::ensure!(
+        stored == i64::from(args.events + n),
+        "{stored} events stored"
+    );
+    // Baseline: raw PUTs of bodies of the same size, 32 at a time, for a tenth of them.
+    let sample = (n / 10).max(1);
+    let objects_client = Objects::from_url_with(&s3.url("baseline"), s3.env())?;
+    let body = bytes::Bytes::from(vec![7u8; (mib as usize) << 20]);
+    let base_started = Instant::now();
+    let puts = futures::stream::iter(0..sample)
+        .map(|i| {
+            let (objects_client, body) = (objects_client.clone(), body.clone());
+            async move {
+                let key = objects_client.attachment_key(42, &event_id(i), "base")?;
+                objects_client.put(&key, body, None).await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    anyhow::ensure!(puts.iter().all(Result::is_ok), "baseline PUTs failed");
+    let mb = |count: u32, d: Duration| (f64::from(count * mib) / d.as_secs_f64()).round();
+    println!(
+        "{}",
+        json!({"bench": "ingest-backlog", "attachments": n, "attachment_mib": mib, "events": args.events,
+               "seconds": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+               "attachment_mib_per_sec": mb(n, elapsed), "baseline_put_mib_per_sec": mb(sample, base_started.elapsed()),
+               "consumer_peak_rss_mb": rss, "rss_limit_mb": 256})
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.backlog {
+        return backlog(&args).await;
+    }
     let n_events = f64::from(args.events);
     let n_att = f64::from(args.attachments);
 

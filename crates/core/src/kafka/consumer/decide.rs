@@ -227,7 +227,14 @@ mod tests {
         assert_eq!(fill(3, 100, 1000, 1 << 20), 3);
         assert_eq!(fill(3, 1 << 20, 1000, 1 << 20), 1000);
         let t0 = Instant::now();
-        assert!(cut_batch(fill(3, 1 << 20, 1000, 1 << 20), false, t0, t0, 1000, secs(1)));
+        assert!(cut_batch(
+            fill(3, 1 << 20, 1000, 1 << 20),
+            false,
+            t0,
+            t0,
+            1000,
+            secs(1)
+        ));
         assert!(backpressure(true, fill(3, 1 << 20, 1000, 1 << 20), 1000));
     }
 
