@@ -136,12 +136,13 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
     }
     msgs[60] = ("f60".into(), "flaky".into(), vec![]);
     msgs[70] = ("n70".into(), "never".into(), vec![]);
+    msgs[80] = ("x80".into(), "panic".into(), vec![]);
     produce(&broker, &topic, &msgs)?;
     let mut t = toy(&broker, &db.url, &group, &topic, &[])?;
-    wait_rows(&db.url, 96, Duration::from_secs(60))?;
+    wait_rows(&db.url, 95, Duration::from_secs(60))?;
     wait_committed_all(&broker, &group, &topic)?;
-    let dead = dlq(&broker, &dlq_topic, 4)?;
-    assert_eq!(dead.len(), 4, "three poison and one never-found");
+    let dead = dlq(&broker, &dlq_topic, 5)?;
+    assert_eq!(dead.len(), 5, "three poison, one never-found, one panicking");
     let mut by_key: HashMap<String, HashMap<String, String>> = HashMap::new();
     for m in &dead {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
@@ -162,7 +163,7 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
     }
     // Where each message landed, read back from the input topic.
     let originals = broker.read_all(&topic, 100, Duration::from_secs(20))?;
-    for key in ["p5", "p17", "p42", "n70"] {
+    for key in ["p5", "p17", "p42", "n70", "x80"] {
         let h = by_key
             .get(key)
             .ok_or_else(|| anyhow::anyhow!("{key} not in the DLQ: {by_key:?}"))?;
@@ -177,10 +178,10 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
             "{key}"
         );
         assert_eq!(h["original_offset"], orig.offset().to_string(), "{key}");
-        let expected = if key == "n70" {
-            "event_not_found"
-        } else {
-            "invalid_field"
+        let expected = match key {
+            "n70" => "event_not_found",
+            "x80" => "retry_exhausted",
+            _ => "invalid_field",
         };
         assert_eq!(h["reason"], expected);
         if let Some(n) = key.strip_prefix('p') {
@@ -188,9 +189,14 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
         }
     }
     let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
-    assert_eq!(s.rows, 96, "every good message plus the flaky one written");
+    assert_eq!(
+        s.rows, 95,
+        "every good message plus the flaky one written, also those batched with the panicking one"
+    );
     let rejected = metric(&t.metrics, "sluice_consumer_rejected_total").unwrap_or_default();
-    assert_eq!(rejected, 4.0);
+    assert_eq!(rejected, 5.0);
+    assert!(metric(&t.metrics, "sluice_consumer_panics_total").unwrap_or_default() >= 1.0);
+    assert!(by_key["x80"]["error_detail"].contains("panicked"));
     stop_cleanly(&mut t.proc)?;
     Ok(())
 }

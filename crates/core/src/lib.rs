@@ -1,6 +1,12 @@
 //! Shared core of the sluice pipeline: wire types, derived ids, configuration, the command line,
 //! storage, attachment objects, Kafka plumbing, metrics and health.
 
+/// jemalloc for every binary: glibc's per-thread arenas kept hundreds of megabytes of freed
+/// attachment bodies (1 MiB chunks) resident; jemalloc returns them, so memory follows the byte
+/// budgets.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -29,7 +29,7 @@ pub struct Deps {
 }
 
 /// Bytes of attachment bodies read from stored chunks that the stage holds at once.
-pub const BODY_BUDGET_BYTES: usize = 64 << 20;
+pub const BODY_BUDGET_BYTES: usize = 32 << 20;
 
 /// The body budget of one process: [`BODY_BUDGET_BYTES`] in KiB permits.
 pub fn body_budget() -> Arc<tokio::sync::Semaphore> {

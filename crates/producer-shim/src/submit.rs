@@ -38,18 +38,7 @@ sluice_core::counter_vec!(
 
 /// Splits a body into items: one JSON object, a JSON array, or NDJSON.
 pub fn split_items(body: &[u8]) -> Result<Vec<Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(v @ Value::Object(_)) => Ok(vec![v]),
-        Ok(_) => Err("expected a JSON object, a JSON array or NDJSON".into()),
-        Err(_) => std::str::from_utf8(body)
-            .map_err(|_| "body is not UTF-8".to_owned())?
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-            .collect(),
-    }
+    sluice_core::messages::issue_platform::split_items(body)
 }
 
 /// Validates one item; the error is the reason to report.

@@ -270,6 +270,22 @@ async fn raw_puts(s3: &S3Server, prefix: &str, n: u32) -> anyhow::Result<Duratio
     Ok(elapsed)
 }
 
+/// 1 MiB of a backlog attachment: a pseudo-random 1 KiB block repeated, which lz4 compresses
+/// about 50:1 (so the mock broker, which keeps 5 MiB of compressed batches per partition, can
+/// hold the backlog) while every batch still decompresses to its full size in the consumer.
+fn chunk_body(n: u32, index: u32) -> Vec<u8> {
+    let mut x = u64::from(n) << 32 | u64::from(index) | 1;
+    let block: Vec<u8> = (0..1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    block.repeat(1024)
+}
+
 /// The chunks of a backlog attachment (1 MiB each) and the event that lists it.
 fn backlog_attachment(n: u32, mib: u32) -> Vec<Vec<u8>> {
     let eid = event_id(100_000 + n);
@@ -277,7 +293,7 @@ fn backlog_attachment(n: u32, mib: u32) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = (0..mib)
         .map(|i| {
             IngestMessage::AttachmentChunk(AttachmentChunk {
-                payload: vec![(n % 251) as u8; 1 << 20],
+                payload: chunk_body(n, i),
                 event_id: eid.clone(),
                 project_id: 42,
                 id: id.clone(),

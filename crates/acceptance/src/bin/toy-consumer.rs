@@ -62,6 +62,8 @@ impl Stage for Toy {
                     DlqReason::InvalidField,
                     "poison",
                 ))),
+                // A bug that this one message triggers.
+                "panic" => panic!("toy-consumer: a message that panics"),
                 // A message the stage cannot get past although its dependencies answer.
                 "stuck" => Action::Verdict(Verdict::Unavailable("always".into())),
                 "never" => Action::Verdict(Verdict::Retry {

@@ -341,6 +341,23 @@ impl IssuePlatformMessage {
     }
 }
 
+/// Splits a request body into items: one JSON object, a JSON array, or NDJSON (one object per
+/// line, blank lines skipped). The error says what is wrong, with the line for NDJSON.
+pub fn split_items(body: &[u8]) -> Result<Vec<Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(v @ Value::Object(_)) => Ok(vec![v]),
+        Ok(_) => Err("expected a JSON object, a JSON array or NDJSON".into()),
+        Err(_) => std::str::from_utf8(body)
+            .map_err(|_| "body is not UTF-8".to_owned())?
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 #[path = "issue_platform_tests.rs"]
 mod tests;

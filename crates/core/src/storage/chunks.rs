@@ -18,9 +18,26 @@ pub struct Chunk {
 
 /// Stores `chunks` (one statement), expiring `ttl_secs` from now.
 pub fn store(conn: &mut PgConnection, chunks: &[Chunk], ttl_secs: i64) -> QueryResult<()> {
-    if chunks.is_empty() {
-        return Ok(());
+    // Statements of at most about STATEMENT_BYTES: libpq keeps each connection's buffers at the
+    // size of the largest message it sent or received.
+    let mut start = 0;
+    while start < chunks.len() {
+        let mut end = start + 1;
+        let mut bytes = chunks[start].data.len();
+        while end < chunks.len() && bytes + chunks[end].data.len() <= STATEMENT_BYTES {
+            bytes += chunks[end].data.len();
+            end += 1;
+        }
+        store_one_statement(conn, &chunks[start..end], ttl_secs)?;
+        start = end;
     }
+    Ok(())
+}
+
+/// Chunk bytes written per statement, at most (a larger chunk goes alone).
+const STATEMENT_BYTES: usize = 2 << 20;
+
+fn store_one_statement(conn: &mut PgConnection, chunks: &[Chunk], ttl_secs: i64) -> QueryResult<()> {
     let projects: Vec<i64> = chunks.iter().map(|c| c.key.0 as i64).collect();
     let events: Vec<&str> = chunks.iter().map(|c| c.key.1.as_str()).collect();
     let ids: Vec<&str> = chunks.iter().map(|c| c.key.2.as_str()).collect();

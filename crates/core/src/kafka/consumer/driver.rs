@@ -100,7 +100,12 @@ fn create_consumer(
             config.prefetch_kbytes.to_string(),
         )
         .set("statistics.interval.ms", "5000")
-        .set("fetch.message.max.bytes", (10 * 1024 * 1024).to_string());
+        // Prefetch is bounded by `queued.max.messages.kbytes`, overshot by at most one fetch
+        // response. Fetch sizes count compressed bytes, so they are kept small: a response of
+        // highly compressible batches decompresses to many times its size. A message larger
+        // than these is still fetched (alone).
+        .set("fetch.message.max.bytes", (512 * 1024).to_string())
+        .set("fetch.max.bytes", (1024 * 1024).to_string());
     let ctx = Ctx {
         state: Mutex::new(State {
             done_rx,

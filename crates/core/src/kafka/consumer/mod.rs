@@ -144,7 +144,7 @@ impl RuntimeConfig {
             heartbeat_interval: Duration::from_millis(common.heartbeat_interval_ms),
             commit_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(30),
-            prefetch_kbytes: 32 * 1024,
+            prefetch_kbytes: 8 * 1024,
             per_message_attempts: 5,
             per_message_budget: Duration::from_secs(10),
             max_backoff: Duration::from_secs(10),
