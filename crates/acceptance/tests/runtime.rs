@@ -142,7 +142,11 @@ fn poison_and_failing_messages_go_to_the_dlq_with_provenance() -> anyhow::Result
     wait_rows(&db.url, 95, Duration::from_secs(60))?;
     wait_committed_all(&broker, &group, &topic)?;
     let dead = dlq(&broker, &dlq_topic, 5)?;
-    assert_eq!(dead.len(), 5, "three poison, one never-found, one panicking");
+    assert_eq!(
+        dead.len(),
+        5,
+        "three poison, one never-found, one panicking"
+    );
     let mut by_key: HashMap<String, HashMap<String, String>> = HashMap::new();
     for m in &dead {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();

@@ -30,10 +30,12 @@ fn assert_bounded(m: &IngestMessage) {
         IngestMessage::Event(e) => {
             assert!(e.attachments.len() <= validate::MAX_ATTACHMENTS_PER_EVENT);
             e.attachments.iter().for_each(check_att);
-            assert!(!e.payload.windows(6).any(|w| w == b"\\u0000") || {
-                // Only as an escaped backslash followed by text.
-                e.payload.windows(7).any(|w| w == b"\\\\u0000")
-            });
+            assert!(
+                !e.payload.windows(6).any(|w| w == b"\\u0000") || {
+                    // Only as an escaped backslash followed by text.
+                    e.payload.windows(7).any(|w| w == b"\\\\u0000")
+                }
+            );
         }
         IngestMessage::Attachment(a) => check_att(&a.attachment),
         IngestMessage::AttachmentChunk(c) => {
@@ -53,7 +55,10 @@ fn event_strategy() -> impl Strategy<Value = EventMessage> {
         any::<String>(),
         1u64..=i64::MAX as u64,
         0u32..4_000_000_000,
-        prop::collection::vec((id_strategy(), any::<String>(), any::<Option<String>>()), 0..4),
+        prop::collection::vec(
+            (id_strategy(), any::<String>(), any::<Option<String>>()),
+            0..4,
+        ),
         any::<[u8; 16]>(),
     )
         .prop_map(|(message, project_id, secs, atts, id)| {
@@ -177,7 +182,8 @@ proptest! {
         let fix = normalise_json_text(&mut bytes);
         prop_assert_eq!(bytes.len(), text.len());
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(v["s"].as_str(), Some(s.replace('\0', "\u{fffd}").as_str()));
+        let want = s.replace('\0', "\u{fffd}");
+        prop_assert_eq!(v["s"].as_str(), Some(want.as_str()));
         prop_assert_eq!(fix.nul, s.matches('\0').count());
     }
 

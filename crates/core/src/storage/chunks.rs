@@ -37,7 +37,11 @@ pub fn store(conn: &mut PgConnection, chunks: &[Chunk], ttl_secs: i64) -> QueryR
 /// Chunk bytes written per statement, at most (a larger chunk goes alone).
 const STATEMENT_BYTES: usize = 2 << 20;
 
-fn store_one_statement(conn: &mut PgConnection, chunks: &[Chunk], ttl_secs: i64) -> QueryResult<()> {
+fn store_one_statement(
+    conn: &mut PgConnection,
+    chunks: &[Chunk],
+    ttl_secs: i64,
+) -> QueryResult<()> {
     let projects: Vec<i64> = chunks.iter().map(|c| c.key.0 as i64).collect();
     let events: Vec<&str> = chunks.iter().map(|c| c.key.1.as_str()).collect();
     let ids: Vec<&str> = chunks.iter().map(|c| c.key.2.as_str()).collect();
