@@ -427,3 +427,40 @@ fn held_batch_with_healthy_dependencies_fails_liveness() -> anyhow::Result<()> {
     t.proc.kill();
     Ok(())
 }
+
+/// A dead letter the broker refuses as too large is sent again cut to 64 KiB, with its
+/// provenance headers and its original length, and the partition advances.
+#[test]
+fn a_dead_letter_refused_as_too_large_is_sent_truncated() -> anyhow::Result<()> {
+    let (mut broker, db, group) = setup(1)?;
+    anyhow::ensure!(broker.is_mock(), "injects broker errors");
+    let topic = broker.topic("toy");
+    let dlq_topic = broker.topic("toy-dlq");
+    let big = format!("poison{}", "x".repeat(100_000));
+    let mut msgs: Vec<Out> = vec![ok(1), ("big".into(), big.clone(), vec![])];
+    msgs.extend((2..10).map(ok));
+    produce(&broker, &topic, &msgs)?;
+    // The next produce request (the dead letter's) fails with MESSAGE_TOO_LARGE (10).
+    broker.errors(0, 10, 1)?;
+    let mut t = toy(&broker, &db.url, &group, &topic, &[])?;
+    wait_rows(&db.url, 9, Duration::from_secs(60))?;
+    wait_committed_all(&broker, &group, &topic)?;
+    let dead = dlq(&broker, &dlq_topic, 1)?;
+    assert_eq!(dead.len(), 1);
+    let header = |name: &str| {
+        dead[0]
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(dead[0].payload().map(<[u8]>::len), Some(64 * 1024));
+    assert_eq!(header("truncated_from"), Some(big.len().to_string()));
+    assert_eq!(header("reason").as_deref(), Some("invalid_field"));
+    assert_eq!(header("original_offset").as_deref(), Some("1"));
+    assert_eq!(
+        metric(&t.metrics, "sluice_consumer_dlq_truncated_total"),
+        Some(1.0)
+    );
+    stop_cleanly(&mut t.proc)?;
+    Ok(())
+}

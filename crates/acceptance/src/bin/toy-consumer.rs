@@ -58,7 +58,7 @@ impl Stage for Toy {
             let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
             let payload = String::from_utf8_lossy(m.payload()).into_owned();
             actions.push(match payload.as_str() {
-                "poison" => Action::Verdict(Verdict::Reject(Rejection::new(
+                p if p.starts_with("poison") => Action::Verdict(Verdict::Reject(Rejection::new(
                     DlqReason::InvalidField,
                     "poison",
                 ))),
