@@ -7,13 +7,14 @@
 mod support;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 use sluice_core::messages::{
     AttachmentChunk, AttachmentMessage, ChunkedAttachment, EventMessage, IngestMessage, Timestamp,
     UserReportMessage,
 };
+use sluice_testkit::db::count;
 use sluice_testkit::{unique, Broker, S3Server};
 use std::collections::BTreeMap;
 use support::*;
@@ -151,16 +152,6 @@ fn lines(url: &str, sql: &str) -> anyhow::Result<Vec<String>> {
         .into_iter()
         .map(|l| l.line)
         .collect())
-}
-
-fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let mut c = PgConnection::establish(url)?;
-    Ok(diesel::sql_query(sql).get_result::<N>(&mut c)?.n)
 }
 
 #[test]

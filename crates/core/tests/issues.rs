@@ -8,6 +8,7 @@ use sluice_core::ids::md5_hex;
 use sluice_core::issues::{self, Applied, IssueError};
 use sluice_core::messages::{DlqReason, IssuePlatformMessage};
 use sluice_core::storage::{migrate, Db};
+use sluice_testkit::db::count;
 use sluice_testkit::TestDb;
 
 struct Env {
@@ -143,16 +144,6 @@ fn history(url: &str, g: i64) -> anyhow::Result<Vec<String>> {
         "SELECT status AS s FROM group_history WHERE group_id = $1 ORDER BY id",
         g,
     )
-}
-
-fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let mut c = PgConnection::establish(url)?;
-    Ok(diesel::sql_query(sql).get_result::<N>(&mut c)?.n)
 }
 
 #[tokio::test]

@@ -40,11 +40,6 @@ pub struct FeedbackStage {
     pub projects: project::Shared,
 }
 
-/// The verdict for a dependency's failure, by its class (`sluice_core::failure`).
-fn fail(e: &impl Classify) -> Verdict {
-    e.verdict()
-}
-
 impl FeedbackStage {
     async fn one(&self, msg: &Msg) -> Verdict {
         let event = match IngestMessage::decode(msg.payload()) {
@@ -82,7 +77,7 @@ impl FeedbackStage {
                 results().with_label_values(&["unknown_project"]).inc();
                 return Verdict::Done;
             }
-            Err(e) => return fail(&e),
+            Err(e) => return e.verdict(),
         };
         let event_id = create_feedback::event_id(&body, &event.payload);
         let outcome_base = |o: Outcome| {
@@ -160,7 +155,7 @@ impl FeedbackStage {
             .record_user_report(&body, pid, &event_id, &message)
             .await
         {
-            return fail(&e);
+            return e.verdict();
         }
         let mut accepted = outcome_base(Outcome::Accepted);
         accepted.timestamp = built.detection_time;
@@ -169,7 +164,7 @@ impl FeedbackStage {
             .emit_once(&format!("feedback:{occurrence_id}"), &accepted)
             .await
         {
-            return fail(&e);
+            return e.verdict();
         }
         results()
             .with_label_values(&[if spam_reason.is_some() {
@@ -201,7 +196,7 @@ impl FeedbackStage {
             .send(&self.producer, &self.occurrences_topic)
             .await
             .err()
-            .map(|e| fail(&e))
+            .map(|e| e.verdict())
     }
 
     async fn filtered(
@@ -225,7 +220,7 @@ impl FeedbackStage {
             .await
         {
             Ok(_) => Verdict::Done,
-            Err(e) => fail(&e),
+            Err(e) => e.verdict(),
         }
     }
 

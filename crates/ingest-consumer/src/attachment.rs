@@ -6,7 +6,7 @@
 //! / RATE_LIMITED outcomes are emitted once per attachment.
 
 use crate::chunk::{self, InBatch, Key};
-use crate::context::{fail, reject, Deps, Step, BODY_BUDGET_BYTES};
+use crate::context::{reject, Deps, Step, BODY_BUDGET_BYTES};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -147,7 +147,7 @@ async fn with_stored_body(
             permit = Some(body_permit(deps, att, n).await?);
             let body = chunk::load(&deps.db, key.clone(), n)
                 .await
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| e.verdict())?;
             (body, Some(key))
         }
         Source::Empty => {
@@ -213,7 +213,7 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
     let key = (m.project_id, m.event_id.clone(), att.id.clone());
     chunk::delete(&deps.db, vec![key])
         .await
-        .map_err(|e| fail(&e))
+        .map_err(|e| e.verdict())
 }
 
 /// Saves the attachments an event lists (those Relay did not rate-limit), then drops the chunks
@@ -245,7 +245,7 @@ pub async fn drop_chunks(
         .iter()
         .map(|a| (project_id, event_id.to_owned(), a.id.clone()))
         .collect();
-    chunk::delete(&deps.db, keys).await.map_err(|e| fail(&e))
+    chunk::delete(&deps.db, keys).await.map_err(|e| e.verdict())
 }
 
 fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {
@@ -281,7 +281,7 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
                 .await;
             match exists {
                 Err(e) => {
-                    out.push((p.index, fail(&e)));
+                    out.push((p.index, e.verdict()));
                     continue;
                 }
                 Ok(false) => {
@@ -306,7 +306,7 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
             .await;
         let v = match emitted {
             Ok(_) => Verdict::Done,
-            Err(e) => fail(&e),
+            Err(e) => e.verdict(),
         };
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
     }
@@ -387,7 +387,7 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
                     .put_parts(&key, parts, Some(&content_type))
                     .await
                     .err()
-                    .map(|e| (at, fail(&e)))
+                    .map(|e| (at, e.verdict()))
             }
         })
         .buffer_unordered(PUT_CONCURRENCY)
@@ -424,7 +424,7 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     metrics::time_step("attachments_insert", started);
     if let Err(e) = inserted {
         if e.failure().is_outage() || rows.len() == 1 {
-            let v = fail(&e);
+            let v = e.verdict();
             out.extend(indexes.into_iter().map(|i| (i, v.clone())));
             return out;
         }
@@ -436,7 +436,7 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
             match insert_rows(deps, vec![row]).await {
                 Ok(()) => keep.push(true),
                 Err(e) => {
-                    out.push((*index, fail(&e)));
+                    out.push((*index, e.verdict()));
                     keep.push(false);
                 }
             }
@@ -451,13 +451,13 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     let emitted = deps.outcomes.emit_once_many(outcomes).await;
     metrics::time_step("attachments_outcomes", started);
     if let Err(e) = emitted {
-        let v = fail(&e);
+        let v = e.verdict();
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }
     // Chunks go last: a redelivery before this point still finds them.
     if let Err(e) = chunk::delete(&deps.db, keys).await {
-        let v = fail(&e);
+        let v = e.verdict();
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
         return out;
     }

@@ -39,12 +39,6 @@ pub fn body_budget() -> Arc<tokio::sync::Semaphore> {
 /// `Err` carries the verdict that ends a handler early (an outage, a retry, a rejection).
 pub type Step<T> = Result<T, Verdict>;
 
-/// The verdict for a failure of a dependency, by its class (`sluice_core::failure`): an outage
-/// pauses the stage, a transient failure is retried, a permanent one dead-letters the message.
-pub fn fail(e: &impl Classify) -> Verdict {
-    e.verdict()
-}
-
 /// Bad input: dead-lettered with `reason`.
 pub fn reject(reason: DlqReason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
@@ -56,5 +50,5 @@ pub async fn emit(deps: &Deps, key: &str, outcome: &OutcomeMessage) -> Step<()> 
         .emit_once(key, outcome)
         .await
         .map(|_| ())
-        .map_err(|e| fail(&e))
+        .map_err(|e| e.verdict())
 }

@@ -7,9 +7,10 @@
 //! `event_id`), so an event's attachments, report and event never overtake each other.
 
 use crate::chunk::{self, InBatch};
-use crate::context::{fail, Deps};
+use crate::context::Deps;
 use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
+use sluice_core::failure::Classify;
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
@@ -85,7 +86,7 @@ impl IngestStage {
                 );
                 return Verdict::Done;
             }
-            Err(e) => return fail(&e),
+            Err(e) => return e.verdict(),
         };
         let result = match msg {
             IngestMessage::Event(m) => event::process(deps, raw, m, &project).await,
@@ -172,12 +173,12 @@ impl Stage for IngestStage {
         match stored {
             // Nothing later in the batch may run without its chunks: the whole batch waits and
             // is retried, never dead-lettered.
-            Err(e) => return vec![fail(&e); batch.len()],
+            Err(e) => return vec![e.verdict(); batch.len()],
             // A chunk that cannot be stored gets its own verdict; its attachment then finds it
             // missing (an INVALID outcome), like any attachment with a lost chunk.
             Ok(failed) => {
                 for (i, e) in failed {
-                    outcomes[i] = fail(&e);
+                    outcomes[i] = e.verdict();
                 }
             }
         }
@@ -230,12 +231,12 @@ impl Stage for IngestStage {
             match chunk::store(&self.deps.db, late, ttl).await {
                 Err(e) => {
                     for i in positions {
-                        outcomes[i] = fail(&e);
+                        outcomes[i] = e.verdict();
                     }
                 }
                 Ok(failed) => {
                     for (i, e) in failed {
-                        outcomes[i] = fail(&e);
+                        outcomes[i] = e.verdict();
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! reports that arrived before the event are shimmed.
 
 use crate::attachment::{self, Owner};
-use crate::context::{fail, reject, Deps, Step};
+use crate::context::{reject, Deps, Step};
 use crate::{grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::failure::Classify;
@@ -122,7 +122,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
                     Verdict::Done => Ok(()),
                     v => Err(v),
                 }),
-                Err(e) => Err(fail(&e)),
+                Err(e) => Err(e.verdict()),
             }
         }
     }
@@ -160,7 +160,7 @@ async fn forward_feedback(
     deps.producer
         .send(&deps.feedback_topic, raw.key.as_deref(), raw.payload(), &[])
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| e.verdict())?;
     metrics::count("event", "feedback_forwarded");
     Ok(())
 }
@@ -172,7 +172,7 @@ async fn produce_occurrence(deps: &Deps, occurrence: OccurrenceMessage) -> Step<
     record
         .send(&deps.producer, &deps.occurrences_topic)
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| e.verdict())?;
     metrics::count("event", "grouped");
     Ok(())
 }
@@ -304,7 +304,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
     let grouped: HashMap<EventKey, i64> = match stored {
         Ok(parts) => parts.into_iter().flatten().collect(),
         Err(e) if e.failure().is_outage() => {
-            return Ok(items.iter().map(|r| (r.index, fail(&e))).collect())
+            return Ok(items.iter().map(|r| (r.index, e.verdict())).collect())
         }
         Err(e) => {
             tracing::warn!(error = %e, "batched event insert failed; processing one by one");

@@ -6,10 +6,11 @@
 //! feedback topic with header `source=user_report_envelope`, and `feedback_event_id` is set, so it
 //! is shimmed once, whichever of report and event came first.
 
-use crate::context::{emit, fail, reject, Deps, Step};
+use crate::context::{emit, reject, Deps, Step};
 use crate::metrics;
 use diesel::PgConnection;
 use serde_json::{json, Map, Value};
+use sluice_core::failure::Classify;
 use sluice_core::ids;
 use sluice_core::issues::project::Project;
 use sluice_core::messages::enums::{data_category, FeedbackSource, Outcome};
@@ -149,7 +150,7 @@ pub async fn process(deps: &Deps, m: &UserReportMessage, project: &Project) -> S
         deps.db
             .run(move |c| save(c, pid, &r, start))
             .await
-            .map_err(|e| fail(&e))?
+            .map_err(|e| e.verdict())?
     };
     let Some(feedback_event_id) = saved.feedback_event_id else {
         tracing::info!(
@@ -228,7 +229,7 @@ pub async fn waiting_for(deps: &Deps, keys: Vec<EventKey>) -> Step<Vec<EventKey>
     deps.db
         .run(move |c| Ok(user_reports::with_waiting(c, &keys)?))
         .await
-        .map_err(|e: DbError| fail(&e))
+        .map_err(|e: DbError| e.verdict())
 }
 
 /// Shims the reports of an event that arrived after them.
@@ -243,7 +244,7 @@ pub async fn shim_waiting(
         .db
         .run(move |c| Ok(user_reports::waiting(c, pid, &eid)?))
         .await
-        .map_err(|e: DbError| fail(&e))?;
+        .map_err(|e: DbError| e.verdict())?;
     for w in waiting {
         let report = Report {
             event_id: event_id.to_owned(),
@@ -343,12 +344,12 @@ async fn shim(
             &[("source", source)],
         )
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| e.verdict())?;
     let (eid, fid) = (report.event_id.clone(), id);
     deps.db
         .run(move |c| Ok(user_reports::mark_shimmed(c, pid as i64, &eid, &fid)?))
         .await
-        .map_err(|e: DbError| fail(&e))?;
+        .map_err(|e: DbError| e.verdict())?;
     metrics::count("user_report", "shimmed");
     Ok(())
 }

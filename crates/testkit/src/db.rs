@@ -114,3 +114,14 @@ pub fn assert_same_rows(actual: &[String], expected: &[String], what: &str) {
         "{what}: missing {missing:#?}\nextra {extra:#?}"
     );
 }
+
+/// The single `n` (a bigint) that `sql` selects, e.g. `SELECT count(*) AS n FROM events`.
+pub fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut c = PgConnection::establish(url)?;
+    Ok(diesel::sql_query(sql).get_result::<N>(&mut c)?.n)
+}

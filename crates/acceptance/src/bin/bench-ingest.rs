@@ -19,7 +19,7 @@
 
 use clap::Parser;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Jsonb, Text};
+use diesel::sql_types::{Array, Jsonb, Text};
 use futures::StreamExt;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
@@ -379,16 +379,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
             .all(|(_, size)| *size == u64::from(mib) << 20),
         "an object has the wrong size"
     );
-    let stored: i64 = {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        diesel::sql_query("SELECT count(*) AS n FROM events")
-            .get_result::<N>(&mut PgConnection::establish(&url)?)?
-            .n
-    };
+    let stored = sluice_testkit::db::count(&url, "SELECT count(*) AS n FROM events")?;
     anyhow::ensure!(
         stored == i64::from(args.events + n),
         "{stored} events stored"
@@ -441,16 +432,7 @@ async fn main() -> anyhow::Result<()> {
         (0..args.events).map(|n| (event_id(n), event_message(n))),
     )
     .await?;
-    let stored: i64 = {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        diesel::sql_query("SELECT count(*) AS n FROM events")
-            .get_result::<N>(&mut PgConnection::establish(&url)?)?
-            .n
-    };
+    let stored = sluice_testkit::db::count(&url, "SELECT count(*) AS n FROM events")?;
     anyhow::ensure!(stored == i64::from(args.events), "{stored} events stored");
     let events_latency = sluice_acceptance::latencies(
         &events_produced,
