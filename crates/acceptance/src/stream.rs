@@ -96,6 +96,7 @@ fn chunked(id: &str, name: &str, chunks: u32, ty: &str) -> ChunkedAttachment {
         stored_id: None,
         size: None,
         rate_limited: false,
+        retention_days: None,
     }
 }
 

@@ -60,8 +60,10 @@ struct G {
 fn groups(url: &str) -> anyhow::Result<Vec<G>> {
     let mut c = PgConnection::establish(url)?;
     Ok(diesel::sql_query(
-        "SELECT g.status, g.substatus, g.times_seen, g.data, o.data->'evidence_data' AS evidence, \
-         o.data->>'subtitle' AS subtitle FROM groups g JOIN occurrences o ON o.group_id = g.id WHERE g.type = 6001 ORDER BY o.event_id",
+        "SELECT g.status, g.substatus, g.times_seen, g.data, p.data->'evidence_data' AS evidence, \
+         p.data->>'subtitle' AS subtitle FROM groups g JOIN occurrences o ON o.group_id = g.id \
+         JOIN occurrence_payloads p ON p.id = o.id AND p.expires_at = o.expires_at \
+         WHERE g.type = 6001 ORDER BY o.event_id",
     )
     .load(&mut c)?)
 }

@@ -6,15 +6,13 @@
 
 mod support;
 
-use diesel::prelude::*;
-use diesel::sql_types::Text;
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 use sluice_core::messages::{
     AttachmentChunk, AttachmentMessage, ChunkedAttachment, EventMessage, IngestMessage, Timestamp,
     UserReportMessage,
 };
-use sluice_testkit::db::count;
+use sluice_testkit::db::{count, lines};
 use sluice_testkit::{unique, Broker, S3Server};
 use std::collections::BTreeMap;
 use support::*;
@@ -74,6 +72,7 @@ fn att(id: &str, name: &str, content_type: Option<&str>, data: Option<&[u8]>) ->
         stored_id: None,
         size: None,
         rate_limited: false,
+        retention_days: None,
     }
 }
 
@@ -138,20 +137,6 @@ fn dead_letters(broker: &Broker, topic: &str) -> anyhow::Result<BTreeMap<i64, St
         out.insert(offset, header("reason"));
     }
     Ok(out)
-}
-
-fn lines(url: &str, sql: &str) -> anyhow::Result<Vec<String>> {
-    #[derive(QueryableByName)]
-    struct L {
-        #[diesel(sql_type = Text)]
-        line: String,
-    }
-    let mut c = PgConnection::establish(url)?;
-    Ok(diesel::sql_query(sql)
-        .load::<L>(&mut c)?
-        .into_iter()
-        .map(|l| l.line)
-        .collect())
 }
 
 #[test]
@@ -335,7 +320,7 @@ fn ingest_consumer_survives_hostile_messages() -> anyhow::Result<()> {
 
     let stored = lines(
         &db.url,
-        "SELECT event_id::text || ' ' || coalesce(data->>'message', '-') AS line FROM events ORDER BY 1",
+        "SELECT event_id::text || ' ' || coalesce(data->>'message', '-') AS line FROM event_payloads ORDER BY 1",
     )?;
     let want: Vec<String> = [
         (1, "-"),
@@ -353,7 +338,7 @@ fn ingest_consumer_survives_hostile_messages() -> anyhow::Result<()> {
     assert_eq!(
         lines(
             &db.url,
-            "SELECT (data->'extra'->>'x') AS line FROM events WHERE data ? 'extra'"
+            "SELECT (data->'extra'->>'x') AS line FROM event_payloads WHERE data ? 'extra'"
         )?,
         vec!["0.0".to_owned()]
     );

@@ -86,6 +86,7 @@ fn att(
         stored_id: None,
         size: None,
         rate_limited: false,
+        retention_days: None,
     }
 }
 

@@ -231,6 +231,27 @@ impl Objects {
         }
     }
 
+    /// Deletes `keys` in batches (one request per 1,000 keys where the store supports it);
+    /// absent keys count as deleted. Returns how many were deleted, or the first failure.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<usize, ObjectsError> {
+        use futures::StreamExt;
+        let locations = futures::stream::iter(
+            keys.iter()
+                .map(|k| Ok(Path::from(k.as_str())))
+                .collect::<Vec<_>>(),
+        )
+        .boxed();
+        let mut results = self.store.delete_stream(locations);
+        let mut deleted = 0;
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Whether the store answers (lists the prefix).
     pub async fn ping(&self) -> Result<(), ObjectsError> {
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.join("/")));

@@ -83,6 +83,7 @@ fn event_strategy() -> impl Strategy<Value = EventMessage> {
                         stored_id: None,
                         size: None,
                         rate_limited: false,
+                        retention_days: None,
                     })
                     .collect(),
             }

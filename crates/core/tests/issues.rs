@@ -304,9 +304,11 @@ async fn lookup_path_waits_for_the_event_and_backfills() -> anyhow::Result<()> {
     );
     let mut c = PgConnection::establish(&e.url)?;
     c.batch_execute(&format!(
-        "INSERT INTO events (project_id, event_id, data) VALUES (42, '{event}', '{{\"message\": \"boom\", \"timestamp\": 1795432000}}');
-         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type, size, sha1)
-           VALUES (42, '{event}', 'a1', 'event.attachment', 'f', 'text/plain', 1, repeat('0', 40));
+        "INSERT INTO events (project_id, event_id, expires_at) VALUES (42, '{event}', now() + interval '90 days');
+         INSERT INTO event_payloads (project_id, event_id, expires_at, data) SELECT project_id, event_id, expires_at,
+           '{{\"message\": \"boom\", \"timestamp\": 1795432000}}' FROM events WHERE event_id = '{event}';
+         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type, size, sha1, expires_at)
+           VALUES (42, '{event}', 'a1', 'event.attachment', 'f', 'text/plain', 1, repeat('0', 40), now() + interval '90 days');
          INSERT INTO user_reports (project_id, event_id, name, email, comments) VALUES (42, '{event}', 'n', 'e', 'c');"
     ))?;
     let Applied::Created { group_id } = process(&e, no_event).await? else {
@@ -667,12 +669,14 @@ fn mixed_stream() -> Vec<Value> {
 fn seed_lookup_event(url: &str) -> anyhow::Result<()> {
     let mut c = PgConnection::establish(url)?;
     c.batch_execute(&format!(
-        "INSERT INTO events (project_id, event_id, data) VALUES (42, '{:032x}', \
-         '{{\"message\": \"stored first\", \"platform\": \"python\"}}'); \
+        "WITH e AS (INSERT INTO events (project_id, event_id, expires_at) \
+           VALUES (42, '{:032x}', now() + interval '90 days') RETURNING project_id, event_id, expires_at) \
+         INSERT INTO event_payloads (project_id, event_id, expires_at, data) SELECT project_id, event_id, expires_at, \
+         '{{\"message\": \"stored first\", \"platform\": \"python\"}}' FROM e; \
          INSERT INTO user_reports (project_id, event_id, name) VALUES (42, '{:032x}', 'early'), \
            (42, '{:032x}', 'before its event'); \
-         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type, size, sha1) \
-           VALUES (42, '{:032x}', 'a1', 'event.attachment', 'a.txt', 'text/plain', 0, repeat('0', 40))",
+         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type, size, sha1, expires_at) \
+           VALUES (42, '{:032x}', 'a1', 'event.attachment', 'a.txt', 'text/plain', 0, repeat('0', 40), now() + interval '90 days')",
         0xfeed_u64,
         0xfeed_u64,
         0xe000_0000u64 + 1,

@@ -79,13 +79,13 @@ fn migrations_twice_is_a_no_op() -> anyhow::Result<()> {
     .load(&mut c)?;
     let methods: Vec<Name> = diesel::sql_query(
         "SELECT attrelid::regclass::text || ':' || attcompression::text AS name FROM pg_attribute \
-         WHERE attname = 'data' AND attrelid IN ('events'::regclass, 'occurrences'::regclass) ORDER BY 1",
+         WHERE attname = 'data' AND attrelid IN ('event_payloads'::regclass, 'occurrence_payloads'::regclass) ORDER BY 1",
     )
     .load(&mut c)?;
     let expected = if lz4.is_empty() {
-        ["events:", "occurrences:"]
+        ["event_payloads:", "occurrence_payloads:"]
     } else {
-        ["events:l", "occurrences:l"]
+        ["event_payloads:l", "occurrence_payloads:l"]
     };
     assert_eq!(
         methods.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
@@ -136,11 +136,11 @@ fn minimal_org_and_project_rows_work() -> anyhow::Result<()> {
         .execute(&mut c);
     assert!(dup.is_err(), "slug is unique");
     diesel::sql_query(
-        "INSERT INTO events (project_id, event_id, data) VALUES (42, repeat('a', 32), '{}')",
+        "INSERT INTO events (project_id, event_id, expires_at) VALUES (42, repeat('a', 32), now())",
     )
     .execute(&mut c)?;
     let dup = diesel::sql_query(
-        "INSERT INTO events (project_id, event_id, data) VALUES (42, repeat('a', 32), '{}')",
+        "INSERT INTO events (project_id, event_id, expires_at) VALUES (42, repeat('a', 32), now())",
     )
     .execute(&mut c);
     assert!(dup.is_err(), "(project_id, event_id) is the key of events");

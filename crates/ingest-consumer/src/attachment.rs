@@ -372,6 +372,7 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
                 size: size as i64,
                 sha1: sha1_hex(&parts),
                 blob_path,
+                retention_days: p.att.retention_days.filter(|d| *d > 0).map(i32::from),
             },
             chunk_key: p.chunk_key,
         });
@@ -546,6 +547,7 @@ mod tests {
             stored_id: None,
             size: None,
             rate_limited: false,
+            retention_days: None,
         }
     }
 

@@ -261,18 +261,22 @@ const MIN_ROWS_PER_INSERT: usize = 200;
 /// Inserts `items` into `events` (first write wins); returns the group of those of them that
 /// already have one.
 async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
-    let rows: Vec<(i64, String, String)> = items
+    let rows: Vec<(i64, String, String, Option<i32>)> = items
         .iter()
-        .map(|r| (r.project.id, r.event_id.clone(), r.raw.clone()))
+        .map(|r| {
+            let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);
+            (r.project.id, r.event_id.clone(), r.raw.clone(), days)
+        })
         .collect();
     deps.db
         .run(move |c| {
             let events: Vec<RawEvent<'_>> = rows
                 .iter()
-                .map(|(p, e, d)| RawEvent {
+                .map(|(p, e, d, r)| RawEvent {
                     project_id: *p,
                     event_id: e,
                     json: d,
+                    retention_days: *r,
                 })
                 .collect();
             Ok(events::insert_raw(c, &events)?)

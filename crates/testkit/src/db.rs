@@ -76,9 +76,12 @@ pub fn issue_snapshot(url: &str) -> anyhow::Result<Vec<String>> {
         "SELECT h.hash, g.type, g.status, g.substatus, g.priority, g.level, g.title, g.culprit, g.message, g.times_seen, \
          g.first_seen, g.last_seen, g.active_at, g.resolved_at IS NULL AS unresolved, g.last_occurrence_id, g.data \
          FROM groups g JOIN group_hashes h ON h.group_id = g.id",
-        "SELECT o.id, o.event_id, o.type, o.data, o.dropped, h.hash FROM occurrences o \
+        "SELECT o.id, o.event_id, o.type, p.data, o.dropped, h.hash FROM occurrences o \
+         JOIN occurrence_payloads p ON p.id = o.id AND p.expires_at = o.expires_at \
          LEFT JOIN group_hashes h ON h.group_id = o.group_id",
-        "SELECT e.project_id, e.event_id, e.data, h.hash FROM events e LEFT JOIN group_hashes h ON h.group_id = e.group_id",
+        "SELECT e.project_id, e.event_id, p.data, h.hash FROM events e \
+         JOIN event_payloads p ON p.project_id = e.project_id AND p.event_id = e.event_id AND p.expires_at = e.expires_at \
+         LEFT JOIN group_hashes h ON h.group_id = e.group_id",
         "SELECT h.hash, a.type, a.data, row_number() OVER (PARTITION BY a.group_id ORDER BY a.id) FROM activities a \
          JOIN group_hashes h ON h.group_id = a.group_id",
         "SELECT h.hash, gh.status, row_number() OVER (PARTITION BY gh.group_id ORDER BY gh.id) FROM group_history gh \
@@ -124,4 +127,19 @@ pub fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
     }
     let mut c = PgConnection::establish(url)?;
     Ok(diesel::sql_query(sql).get_result::<N>(&mut c)?.n)
+}
+
+/// The `line` column (text) of every row `sql` selects, in its order.
+pub fn lines(url: &str, sql: &str) -> anyhow::Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct L {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let mut c = PgConnection::establish(url)?;
+    Ok(diesel::sql_query(sql)
+        .load::<L>(&mut c)?
+        .into_iter()
+        .map(|l| l.line)
+        .collect())
 }

@@ -124,6 +124,7 @@ fn attachment_messages(n: u32) -> [Vec<u8>; 2] {
             stored_id: None,
             size: Some(10 * 1024),
             rate_limited: false,
+            retention_days: None,
         },
     });
     [chunk.encode(), att.encode()]
@@ -203,8 +204,12 @@ async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
                 .map(|j| event_id((i * 500 + j) as u32))
                 .collect();
             diesel::sql_query(
-                "INSERT INTO events (project_id, event_id, data) \
-                 SELECT 42, e::bpchar, d FROM unnest($1::text[], $2::jsonb[]) AS t(e, d) ON CONFLICT DO NOTHING",
+                "WITH t AS (SELECT e::bpchar AS e, d FROM unnest($1::text[], $2::jsonb[]) AS t(e, d)), \
+                      ins AS (INSERT INTO events (project_id, event_id, expires_at) \
+                              SELECT 42, e, now() + interval '90 days' FROM t ON CONFLICT DO NOTHING \
+                              RETURNING event_id, expires_at) \
+                 INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+                 SELECT 42, ins.event_id, ins.expires_at, t.d FROM ins JOIN t ON t.e = ins.event_id",
             )
             .bind::<Array<Text>, _>(ids)
             .bind::<Array<Jsonb>, _>(batch.to_vec())
@@ -321,6 +326,7 @@ fn backlog_attachment(n: u32, mib: u32) -> Vec<Vec<u8>> {
                 stored_id: None,
                 size: Some(u64::from(mib) << 20),
                 rate_limited: false,
+                retention_days: None,
             }],
         })
         .encode(),

@@ -66,10 +66,16 @@ fn baseline(url: &str, msgs: &[(String, String)]) -> anyhow::Result<Duration> {
             "BEGIN;
              CREATE TEMP TABLE IF NOT EXISTS b (j jsonb) ON COMMIT DELETE ROWS;
              INSERT INTO b SELECT jsonb_array_elements('{payload}'::jsonb);
-             INSERT INTO events (project_id, event_id, data)
-               SELECT 42, j->>'event_id', j->'event' FROM b ON CONFLICT DO NOTHING;
-             INSERT INTO occurrences (id, project_id, event_id, type, data)
-               SELECT j->>'id', 42, j->>'event_id', 1001, j FROM b ON CONFLICT DO NOTHING;
+             WITH ins AS (INSERT INTO events (project_id, event_id, expires_at)
+                 SELECT 42, j->>'event_id', now() + interval '90 days' FROM b ON CONFLICT DO NOTHING
+                 RETURNING event_id, expires_at)
+               INSERT INTO event_payloads (project_id, event_id, expires_at, data)
+               SELECT 42, ins.event_id, ins.expires_at, b.j->'event' FROM ins JOIN b ON (b.j->>'event_id')::bpchar = ins.event_id;
+             WITH ins AS (INSERT INTO occurrences (id, project_id, event_id, type, expires_at)
+                 SELECT j->>'id', 42, j->>'event_id', 1001, now() + interval '90 days' FROM b ON CONFLICT DO NOTHING
+                 RETURNING id, expires_at)
+               INSERT INTO occurrence_payloads (id, expires_at, data)
+               SELECT ins.id, ins.expires_at, b.j FROM ins JOIN b ON (b.j->>'id')::bpchar = ins.id;
              CREATE TEMP TABLE IF NOT EXISTS f (hash char(32), n bigint, first timestamptz, last timestamptz, title text) ON COMMIT DELETE ROWS;
              INSERT INTO f SELECT md5(j->'fingerprint'->>0), count(*), to_timestamp(min((j->>'detection_time')::float8)),
                     to_timestamp(max((j->>'detection_time')::float8)), max(j->>'issue_title') FROM b GROUP BY 1;

@@ -38,6 +38,13 @@ pub struct EventMessage {
     pub attachments: Vec<ChunkedAttachment>,
 }
 
+impl EventMessage {
+    /// The event's retention in days, when Relay sent one: the longest of its attachments'.
+    pub fn retention_days(&self) -> Option<u16> {
+        ChunkedAttachment::longest_retention(&self.attachments)
+    }
+}
+
 /// `type = "attachment_chunk"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttachmentChunk {
@@ -93,9 +100,22 @@ pub struct ChunkedAttachment {
     pub size: Option<u64>,
     #[serde(default)]
     pub rate_limited: bool,
+    /// Days the attachment (and its event) are kept, as Relay computes it from the project's
+    /// configuration; the project's retention applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u16>,
 }
 
 impl ChunkedAttachment {
+    /// The longest `retention_days` of `attachments` (0 counts as not set).
+    pub fn longest_retention(attachments: &[ChunkedAttachment]) -> Option<u16> {
+        attachments
+            .iter()
+            .filter_map(|a| a.retention_days)
+            .filter(|d| *d > 0)
+            .max()
+    }
+
     /// Refuses ids, types and chunk counts that cannot be stored; cleans the name and drops a
     /// content type that is not a plain header value.
     pub fn validate(&mut self) -> Result<(), Rejection> {

@@ -1,9 +1,10 @@
 //! `event_attachments`: one row per (project, event, attachment id), inserted once.
 
+use super::events::EXPIRY;
 use super::linking::{self, Linked};
 use super::EventKey;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use std::collections::HashSet;
 
 /// An `event_attachments` row.
@@ -21,6 +22,8 @@ pub struct Row {
     pub sha1: String,
     /// The object's key; `None` for an empty body.
     pub blob_path: Option<String>,
+    /// Days to keep it when the message said (Relay's `retention_days`); else the project's.
+    pub retention_days: Option<i32>,
 }
 
 /// Inserts each row once (one statement), with its own group, else its event's group when the
@@ -47,18 +50,20 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row]) -> QueryResult<()> {
     let groups: Vec<Option<i64>> = rows.iter().map(|r| r.group_id).collect();
     let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
     let paths: Vec<Option<&str>> = rows.iter().map(|r| r.blob_path.as_deref()).collect();
-    let inserted: Vec<Inserted> = diesel::sql_query(
+    let days: Vec<Option<i32>> = rows.iter().map(|r| r.retention_days).collect();
+    let inserted: Vec<Inserted> = diesel::sql_query(format!(
         "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-                         $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[]) \
-                         AS t(p, e, a, g, k, n, ct, sz, sh, bp)) \
+                         $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::int[]) \
+                         AS t(p, e, a, g, k, n, ct, sz, sh, bp, r)) \
          INSERT INTO event_attachments \
-           (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path) \
-         SELECT p, e::bpchar, a, \
-                COALESCE(g, (SELECT group_id FROM events ev WHERE ev.project_id = p AND ev.event_id = e::bpchar)), \
-                k, n, ct, sz, sh, bp FROM input \
+           (project_id, event_id, attachment_id, group_id, type, name, content_type, size, sha1, blob_path, expires_at) \
+         SELECT i.p, i.e::bpchar, i.a, \
+                COALESCE(i.g, (SELECT group_id FROM events ev WHERE ev.project_id = i.p AND ev.event_id = i.e::bpchar)), \
+                i.k, i.n, i.ct, i.sz, i.sh, i.bp, {EXPIRY} \
+         FROM input i LEFT JOIN project_retention pr ON pr.project_id = i.p \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
-         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id",
-    )
+         RETURNING project_id, event_id::text AS event_id, attachment_id, group_id"
+    ))
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(col(|r| &r.event_id))
     .bind::<Array<Text>, _>(col(|r| &r.attachment_id))
@@ -69,6 +74,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row]) -> QueryResult<()> {
     .bind::<Array<BigInt>, _>(sizes)
     .bind::<Array<Text>, _>(col(|r| &r.sha1))
     .bind::<Array<Nullable<Text>>, _>(paths)
+    .bind::<Array<Nullable<Integer>>, _>(days)
     .load(conn)?;
     let grouped: HashSet<(i64, String, String)> = inserted
         .into_iter()

@@ -1,9 +1,18 @@
 //! `events`: the processing store. The first stored copy of an event wins; `group_id` is set
 //! when the event is inserted with its group, or later by [`super::linking`].
+//!
+//! An event is two rows: `events` holds its natural key, group and expiry (unique, small, what
+//! every lookup and link uses), and `event_payloads` its JSON, partitioned by `expires_at` so
+//! that [`super::retention`] drops a day of payloads at once. The payload is written in the
+//! same statement, only for the events this statement inserted.
+//!
+//! Expiry: the message's own retention (Relay's `retention_days`), else the project's
+//! (`project_retention`: its option, its organization's, the database default), counted from
+//! the time of the write.
 
 use super::EventKey;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bpchar, Jsonb, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -12,7 +21,13 @@ pub struct RawEvent<'a> {
     pub project_id: i64,
     pub event_id: &'a str,
     pub json: &'a str,
+    /// Days to keep it, when the message said.
+    pub retention_days: Option<i32>,
 }
+
+/// The expiry of the `input` rows `(p, …, r)`: their own days `r`, else their project's.
+pub(crate) const EXPIRY: &str =
+    "now() + make_interval(days => COALESCE(i.r, pr.days, sluice_default_retention_days()))";
 
 /// Inserts `events` (one statement, first write wins) and returns the group of each of them
 /// that already has one (stored and grouped earlier).
@@ -35,17 +50,25 @@ pub fn insert_raw(
     let projects: Vec<i64> = events.iter().map(|e| e.project_id).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
     let data: Vec<&str> = events.iter().map(|e| e.json).collect();
-    let rows: Vec<Grouped> = diesel::sql_query(
-        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, d)), \
-              ins AS (INSERT INTO events (project_id, event_id, data) \
-                      SELECT p, e::bpchar, d::jsonb FROM input ON CONFLICT DO NOTHING) \
+    let days: Vec<Option<i32>> = events.iter().map(|e| e.retention_days).collect();
+    let rows: Vec<Grouped> = diesel::sql_query(format!(
+        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS t(p, e, d, r)), \
+              keyed AS (SELECT i.p, i.e::bpchar AS e, i.d, {EXPIRY} AS x FROM input i \
+                        LEFT JOIN project_retention pr ON pr.project_id = i.p), \
+              ins AS (INSERT INTO events (project_id, event_id, expires_at) SELECT p, e, x FROM keyed \
+                      ON CONFLICT DO NOTHING RETURNING project_id, event_id, expires_at), \
+              payload AS (INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+                          SELECT ins.project_id, ins.event_id, ins.expires_at, k.d::jsonb FROM ins \
+                          JOIN keyed k ON k.p = ins.project_id AND k.e = ins.event_id \
+                          ON CONFLICT DO NOTHING) \
          SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
          JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
-         WHERE ev.group_id IS NOT NULL",
-    )
+         WHERE ev.group_id IS NOT NULL"
+    ))
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(ids)
     .bind::<Array<Text>, _>(data)
+    .bind::<Array<Nullable<Integer>>, _>(days)
     .load(conn)?;
     Ok(rows
         .into_iter()
@@ -65,16 +88,31 @@ pub fn insert_grouped(
     let eids: Vec<&str> = rows.iter().map(|(k, _, _)| k.1.as_str()).collect();
     let data: Vec<&Value> = rows.iter().map(|(_, d, _)| *d).collect();
     let gids: Vec<Option<i64>> = rows.iter().map(|(_, _, g)| *g).collect();
-    diesel::sql_query(
-        "INSERT INTO events (project_id, event_id, data, group_id) \
-         SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) \
-         ON CONFLICT DO NOTHING",
-    )
+    diesel::sql_query(format!(
+        "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) AS t(p, e, d, g)), \
+              keyed AS (SELECT i.p, i.e, i.d, i.g, {EXPIRY} AS x FROM input i \
+                        LEFT JOIN project_retention pr ON pr.project_id = i.p), \
+              ins AS (INSERT INTO events (project_id, event_id, group_id, expires_at) \
+                      SELECT p, e, g, x FROM keyed ON CONFLICT DO NOTHING \
+                      RETURNING project_id, event_id, expires_at), \
+              payload AS (INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+                          SELECT ins.project_id, ins.event_id, ins.expires_at, k.d FROM ins \
+                          JOIN keyed k ON k.p = ins.project_id AND k.e = ins.event_id \
+                          ON CONFLICT DO NOTHING) \
+         SELECT count(*) AS n FROM ins"
+    ))
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
     .bind::<Array<Jsonb>, _>(data)
     .bind::<Array<Nullable<BigInt>>, _>(gids)
-    .execute(conn)
+    .get_result::<Count>(conn)
+    .map(|c| c.n as usize)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 /// The stored event's data, if it is stored.
@@ -88,7 +126,11 @@ pub fn load(
         #[diesel(sql_type = Jsonb)]
         data: Value,
     }
-    diesel::sql_query("SELECT data FROM events WHERE project_id = $1 AND event_id = $2::bpchar")
+    diesel::sql_query(
+        "SELECT p.data FROM events e JOIN event_payloads p \
+           ON p.project_id = e.project_id AND p.event_id = e.event_id AND p.expires_at = e.expires_at \
+         WHERE e.project_id = $1 AND e.event_id = $2::bpchar",
+    )
         .bind::<BigInt, _>(project_id)
         .bind::<Bpchar, _>(event_id)
         .get_result::<Row>(conn)
@@ -117,8 +159,10 @@ pub fn load_many(
     }
     let (pids, eids) = super::split_keys(keys);
     let rows: Vec<Row> = diesel::sql_query(
-        "SELECT e.project_id, e.event_id, e.data, e.group_id FROM events e \
-         JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e",
+        "SELECT e.project_id, e.event_id, p.data, e.group_id FROM events e \
+         JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e \
+         JOIN event_payloads p \
+           ON p.project_id = e.project_id AND p.event_id = e.event_id AND p.expires_at = e.expires_at",
     )
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)

@@ -28,7 +28,7 @@ pub fn take(
                        WHERE key = $1 AND bucket > $2 - $3 AND bucket <= $2), \
               taken AS (INSERT INTO rate_limit_counters AS r (key, bucket, count) \
                         SELECT $1, $2, 1 FROM used WHERE n < $4 \
-                        ON CONFLICT (key, bucket) DO UPDATE SET count = r.count + 1 RETURNING 1) \
+                        ON CONFLICT (key, bucket) DO UPDATE SET count = r.count + 1, touched_at = now() RETURNING 1) \
          SELECT count(*) AS granted FROM taken",
     )
     .bind::<Text, _>(key)

@@ -22,6 +22,7 @@ pub mod occurrences;
 pub mod outcomes;
 pub mod pool;
 pub mod projects;
+pub mod retention;
 pub mod status_changes;
 pub mod user_reports;
 

@@ -1,6 +1,10 @@
 //! `occurrences`: one row per occurrence id (replays find it and change nothing). An occurrence
 //! held back by a limit keeps its row with `dropped` set and no group.
+//!
+//! As with events, the JSON lives in `occurrence_payloads`, partitioned by expiry (the
+//! project's retention, counted from the write), and is written only for the rows inserted.
 
+use super::events::EXPIRY;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
@@ -53,12 +57,24 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> QueryResult<usize> {
     let data: Vec<&Value> = rows.iter().map(|o| o.data).collect();
     let gids: Vec<Option<i64>> = rows.iter().map(|o| o.group_id).collect();
     let dropped: Vec<Option<&str>> = rows.iter().map(|o| o.dropped).collect();
-    diesel::sql_query(
-        "INSERT INTO occurrences (id, project_id, event_id, type, data, group_id, dropped, date_added) \
-         SELECT *, clock_timestamp() \
-         FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], $4::int[], $5::jsonb[], $6::bigint[], $7::text[]) \
-         ON CONFLICT (id) DO NOTHING",
-    )
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(format!(
+        "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], \
+                         $4::int[], $5::jsonb[], $6::bigint[], $7::text[]) AS t(id, p, e, ty, d, g, dr)), \
+              keyed AS (SELECT i.*, {EXPIRY} AS x FROM input i \
+                        LEFT JOIN project_retention pr ON pr.project_id = i.p), \
+              ins AS (INSERT INTO occurrences (id, project_id, event_id, type, group_id, dropped, date_added, expires_at) \
+                      SELECT id, p, e, ty, g, dr, clock_timestamp(), x FROM keyed \
+                      ON CONFLICT (id) DO NOTHING RETURNING id, expires_at), \
+              payload AS (INSERT INTO occurrence_payloads (id, expires_at, data) \
+                          SELECT ins.id, ins.expires_at, k.d FROM ins JOIN keyed k ON k.id = ins.id \
+                          ON CONFLICT DO NOTHING) \
+         SELECT count(*) AS n FROM ins"
+    ))
     .bind::<Array<Bpchar>, _>(ids)
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
@@ -66,5 +82,6 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> QueryResult<usize> {
     .bind::<Array<Jsonb>, _>(data)
     .bind::<Array<Nullable<BigInt>>, _>(gids)
     .bind::<Array<Nullable<Text>>, _>(dropped)
-    .execute(conn)
+    .get_result::<Count>(conn)
+    .map(|c| c.n as usize)
 }

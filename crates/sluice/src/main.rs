@@ -1,0 +1,88 @@
+//! `sluice`: the operator command. It applies migrations, provisions organizations and
+//! projects, removes expired data (`cleanup`) and inspects and replays dead letters (`dlq`).
+//! Each subcommand takes `--database-url` / `DATABASE_URL` where it needs the database.
+
+mod cleanup;
+mod dlq;
+mod tenancy;
+
+use clap::{Parser, Subcommand};
+use sluice_core::cli::LogFormat;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Operate a sluice installation.")]
+struct Cli {
+    /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/sluice.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "LOG_LEVEL", global = true, default_value = "info")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate,
+    /// Organizations.
+    Org {
+        #[command(subcommand)]
+        command: tenancy::OrgCommand,
+    },
+    /// Projects.
+    Project {
+        #[command(subcommand)]
+        command: tenancy::ProjectCommand,
+    },
+    /// Remove expired events, occurrences, attachments (rows and objects), user reports, groups,
+    /// idempotency records and counters.
+    Cleanup(cleanup::Args),
+    /// Inspect dead letters and send them back to their original topic.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::Command,
+    },
+}
+
+impl Cli {
+    fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("the database is not configured: set --database-url or DATABASE_URL")
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sluice_core::logging::init(cli.log_format, &cli.log_level);
+    sluice_core::app::block_on(async move {
+        match &cli.command {
+            Command::Migrate => {
+                let url = cli.database_url()?.to_owned();
+                let applied =
+                    tokio::task::spawn_blocking(move || sluice_core::storage::migrate(&url))
+                        .await??;
+                if applied.is_empty() {
+                    println!("schema is current");
+                }
+                for version in applied {
+                    println!("applied {version}");
+                }
+                Ok(())
+            }
+            Command::Org { command } => tenancy::org(cli.database_url()?, command).await,
+            Command::Project { command } => tenancy::project(cli.database_url()?, command).await,
+            Command::Cleanup(args) => cleanup::run(cli.database_url()?, args).await,
+            Command::Dlq { command } => dlq::run(command).await,
+        }
+    })
+}
