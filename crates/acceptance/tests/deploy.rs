@@ -7,11 +7,25 @@ use sluice_testkit::paths::{existing_bin, workspace_root};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-const BINARIES: [(&str, &[&str]); 4] = [
+const BINARIES: [(&str, &[&str]); 5] = [
     ("ingest-consumer", &["run", "migrate"]),
     ("feedback-worker", &["run", "migrate"]),
     ("occurrence-consumer", &["run", "migrate"]),
     ("producer-shim", &["serve", "migrate"]),
+    (
+        "sluice",
+        &[
+            "migrate",
+            "org create",
+            "org list",
+            "project create",
+            "project list",
+            "cleanup",
+            "dlq list",
+            "dlq show",
+            "dlq replay",
+        ],
+    ),
 ];
 
 /// flag → env var, per binary (from every subcommand's help).
@@ -20,7 +34,11 @@ fn clap_flags() -> anyhow::Result<BTreeMap<String, BTreeMap<String, Option<Strin
     for (bin, subs) in BINARIES {
         let mut flags = BTreeMap::new();
         let mut helps = vec![vec!["--help"]];
-        helps.extend(subs.iter().map(|s| vec![*s, "--help"]));
+        helps.extend(subs.iter().map(|s| {
+            let mut args: Vec<&str> = s.split(' ').collect();
+            args.push("--help");
+            args
+        }));
         for args in helps {
             let o = Command::new(existing_bin(bin)?)
                 .args(&args)
@@ -113,11 +131,19 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
             .map(|d| str_of(d, &["metadata", "name"]).to_owned())
             .collect::<BTreeSet<_>>()
     };
-    let stages: BTreeSet<String> = BINARIES.iter().map(|(b, _)| b.to_string()).collect();
+    let stages: BTreeSet<String> = BINARIES
+        .iter()
+        .map(|(b, _)| b.to_string())
+        .filter(|b| b != "sluice")
+        .collect();
     assert_eq!(names("Deployment"), stages);
     assert_eq!(kind("PodDisruptionBudget").len(), 4);
     assert_eq!(names("ScaledObject").len(), 3);
     assert_eq!(kind("Job").len(), 1);
+    assert_eq!(
+        names("CronJob"),
+        BTreeSet::from(["sluice-cleanup".to_owned()])
+    );
     assert_eq!(kind("ServiceMonitor").len(), 1);
     assert!(names("Service").contains("producer-shim"));
     let (configmaps, secrets) = (names("ConfigMap"), names("Secret"));
@@ -261,7 +287,18 @@ fn compose_file_parses_and_runs_everything() -> anyhow::Result<()> {
     for n in ["kafka", "topics", "postgres", "minio", "bucket", "migrate"] {
         assert!(names.contains(n), "compose runs {n}");
     }
-    for (bin, _) in BINARIES {
+    let cleanup = services
+        .get("cleanup")
+        .ok_or_else(|| anyhow::anyhow!("compose runs cleanup"))?;
+    assert_eq!(
+        s(cleanup, &["command"])
+            .and_then(Value::as_sequence)
+            .map(|c| c.len()),
+        Some(2),
+        "cleanup loops (no --once)"
+    );
+    for (bin, _) in BINARIES.iter().filter(|(b, _)| *b != "sluice") {
+        let bin = *bin;
         let svc = services
             .get(bin)
             .ok_or_else(|| anyhow::anyhow!("compose runs {bin}"))?;
@@ -322,7 +359,17 @@ fn flags_and_env_vars_in_deploy_files_and_docs_exist() -> anyhow::Result<()> {
     // Containers running our binaries, in Kubernetes and compose.
     let mut containers: Vec<(String, Value)> = Vec::new();
     for d in k8s()? {
-        for path in [&["spec", "template", "spec", "containers"][..]] {
+        for path in [
+            &["spec", "template", "spec", "containers"][..],
+            &[
+                "spec",
+                "jobTemplate",
+                "spec",
+                "template",
+                "spec",
+                "containers",
+            ][..],
+        ] {
             for c in s(&d, path)
                 .and_then(Value::as_sequence)
                 .cloned()

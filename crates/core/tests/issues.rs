@@ -173,8 +173,8 @@ async fn new_group_then_update_then_replay() -> anyhow::Result<()> {
     assert_eq!(g.data["metadata"]["initial_priority"], 25);
     let event = format!("{:032x}", 0xe000_0001u64);
     assert_eq!(
-        count(&e.url, &format!("SELECT count(*) AS n FROM events WHERE event_id = '{event}' AND group_id = {} \
-            AND data->>'type' = 'generic' AND data->>'level' = 'warning' AND data->'metadata'->>'title' = 'title 1'", g.id))?,
+        count(&e.url, &format!("SELECT count(*) AS n FROM events JOIN event_payloads USING (project_id, event_id, expires_at) \
+            WHERE event_id = '{event}' AND group_id = {} AND data->>'type' = 'generic' AND data->>'level' = 'warning' AND data->'metadata'->>'title' = 'title 1'", g.id))?,
         1,
         "event stored as generic with the occurrence level and title, back-filled"
     );
