@@ -211,3 +211,38 @@ pub fn baseline_producer(brokers: &str) -> anyhow::Result<sluice_core::kafka::pr
         },
     )?)
 }
+
+/// Fills the database at `url` with `events` events (with ~400-byte payloads) that expired
+/// over the last ten days, `attachments` expired attachment rows whose objects are
+/// `bench/expired/<n>`, and 10,000 groups last seen 200 days ago, all in project 43 (the
+/// benchmarks' own traffic uses project 42). Returns the object keys.
+pub fn seed_expired(url: &str, events: u32, attachments: u32) -> anyhow::Result<Vec<String>> {
+    let mut c = PgConnection::establish(url)?;
+    c.batch_execute(&format!(
+        "SELECT sluice_ensure_partition('event_payloads', (now() - d * interval '1 day')::date) \
+           FROM generate_series(0, 11) d;
+         INSERT INTO groups (id, project_id, type, last_seen, first_seen)
+           SELECT g, 43, 1, now() - interval '200 days', now() - interval '300 days'
+           FROM generate_series(1000000001, 1000010000) g;
+         INSERT INTO group_hashes (project_id, hash, group_id)
+           SELECT 43, md5(g::text), g FROM generate_series(1000000001, 1000010000) g;
+         INSERT INTO events (project_id, event_id, group_id, date_added, expires_at)
+           SELECT 43, lpad(to_hex(i), 32, '0'), 1000000001 + i % 10000, now() - interval '100 days',
+                  now() - (1 + i % 10) * interval '1 day' - (i % 86400) * interval '1 second'
+           FROM generate_series(1, {events}) i;
+         INSERT INTO event_payloads (project_id, event_id, expires_at, data)
+           SELECT project_id, event_id, expires_at,
+                  jsonb_build_object('event_id', event_id, 'message', repeat('expired event ', 20),
+                                     'platform', 'python', 'tags', jsonb_build_object('n', event_id))
+           FROM events WHERE project_id = 43;
+         INSERT INTO event_attachments (project_id, event_id, attachment_id, type, name, content_type,
+                                        size, sha1, blob_path, expires_at)
+           SELECT 43, lpad(to_hex(i), 32, '0'), 'a', 'event.attachment', 'a.txt', 'text/plain', 16,
+                  repeat('0', 40), 'bench/expired/' || i, now() - interval '1 day'
+           FROM generate_series(1, {attachments}) i;
+         ANALYZE;"
+    ))?;
+    Ok((1..=attachments)
+        .map(|i| format!("bench/expired/{i}"))
+        .collect())
+}

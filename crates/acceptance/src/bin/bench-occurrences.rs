@@ -24,6 +24,15 @@ struct Args {
     count: u32,
     #[arg(long, default_value_t = 2_000)]
     fingerprints: u32,
+    /// Expired events seeded into the database first (see `seed_expired`).
+    #[arg(long, default_value_t = 0)]
+    seed_expired_events: u32,
+    /// Expired attachment rows seeded into the database first (their objects do not exist).
+    #[arg(long, default_value_t = 0)]
+    seed_expired_attachments: u32,
+    /// Run `sluice cleanup --once` (default pacing) from just before the load starts.
+    #[arg(long)]
+    with_cleanup: bool,
 }
 
 const TOPIC: &str = "ingest-occurrences";
@@ -103,6 +112,13 @@ fn main() -> anyhow::Result<()> {
 
     let pipeline_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
+    if args.seed_expired_events > 0 || args.seed_expired_attachments > 0 {
+        sluice_acceptance::seed_expired(
+            &pipeline_url,
+            args.seed_expired_events,
+            args.seed_expired_attachments,
+        )?;
+    }
     let group = format!("bench-{}", std::process::id());
     // Timed from the first produced message, with the consumer already in its group (start-up
     // and the group join are not part of the rate).
@@ -111,6 +127,19 @@ fn main() -> anyhow::Result<()> {
         &pipeline_url,
         &group,
     ))?;
+    let objects_dir = std::env::temp_dir().join(format!("bench-cleanup-{}", std::process::id()));
+    let mut cleanup = if args.with_cleanup {
+        let child = std::process::Command::new(format!("{}/sluice", args.target.bin_dir))
+            .args(["cleanup", "--once", "--log-level", "warn", "--database-url", &pipeline_url])
+            .args(["--object-store-url", &format!("file://{}", objects_dir.display())])
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        // Past the partition step, into the deletes.
+        std::thread::sleep(Duration::from_millis(1000));
+        Some((child, Instant::now()))
+    } else {
+        None
+    };
     let started = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
@@ -146,6 +175,18 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pipeline = started.elapsed();
+    let cleanup_still_running = cleanup
+        .as_mut()
+        .map(|(c, _)| matches!(c.try_wait(), Ok(None)));
+    let cleanup_secs = match cleanup.as_mut() {
+        Some((c, at)) => {
+            let status = c.wait()?;
+            anyhow::ensure!(status.success(), "cleanup failed");
+            Some(at.elapsed().as_secs_f64() + 1.0)
+        }
+        None => None,
+    };
+    let _ = std::fs::remove_dir_all(&objects_dir);
     while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -166,6 +207,13 @@ fn main() -> anyhow::Result<()> {
 
     let base_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_baseline", SETUP)?;
+    if args.seed_expired_events > 0 || args.seed_expired_attachments > 0 {
+        sluice_acceptance::seed_expired(
+            &base_url,
+            args.seed_expired_events,
+            args.seed_expired_attachments,
+        )?;
+    }
     let base = baseline(&base_url, &msgs)?;
 
     let n = f64::from(args.count);
@@ -174,6 +222,8 @@ fn main() -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "occurrences", "messages": args.count, "fingerprints": args.fingerprints,
+            "seeded_expired_events": args.seed_expired_events, "with_cleanup": args.with_cleanup,
+            "cleanup_secs": cleanup_secs, "cleanup_outlasted_load": cleanup_still_running,
             "pipeline_per_sec": p_rate.round(), "baseline_sql_per_sec": b_rate.round(),
             "ratio": (p_rate / b_rate * 1000.0).round() / 1000.0, "consumer_peak_rss_mb": rss, "latency": latency, "consumer_cpu_secs": cpu,
             "pipeline_secs": pipeline.as_secs_f64(), "produce_secs": produced.as_secs_f64(), "baseline_secs": base.as_secs_f64(),
