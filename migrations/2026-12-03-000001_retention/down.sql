@@ -31,6 +31,7 @@ ALTER TABLE events ADD PRIMARY KEY (project_id, event_id);
 ALTER TABLE events ALTER COLUMN date_added SET DEFAULT now();
 CREATE INDEX events_group_id_idx ON events (group_id) WHERE group_id IS NOT NULL;
 
+DROP FUNCTION sluice_shortest_retention_days();
 DROP FUNCTION sluice_project_retention_days(BIGINT);
 DROP FUNCTION sluice_ensure_partition(TEXT, DATE);
 DROP VIEW project_retention;

@@ -173,3 +173,10 @@ LANGUAGE sql STABLE AS $$
   SELECT COALESCE((SELECT days FROM project_retention WHERE project_id = project),
                   sluice_default_retention_days())
 $$;
+
+-- The shortest retention of any project (or the default): no row younger than this expires, so
+-- cleanup's scans can start from an index range.
+CREATE FUNCTION sluice_shortest_retention_days() RETURNS INTEGER
+LANGUAGE sql STABLE AS $$
+  SELECT LEAST(sluice_default_retention_days(), COALESCE((SELECT min(days) FROM project_retention), 36500))
+$$;

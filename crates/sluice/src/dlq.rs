@@ -12,6 +12,7 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeZone, Utc};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,6 +26,8 @@ use sluice_core::messages::dlq::{
 use sluice_core::messages::{IngestMessage, IssuePlatformMessage};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Header a replayed message carries: the dead letter it came from.
 pub const REPLAYED_FROM: &str = "sluice_replayed_from";
@@ -203,9 +206,10 @@ impl Selection {
     }
 }
 
-/// Reads the DLQ from the start to its end at the time of the call and keeps the letters that
-/// match. Blocking: runs on a blocking thread.
-fn read(sel: &Selection) -> anyhow::Result<(Vec<Letter>, u64)> {
+/// Reads the DLQ from the start to its end at the time of the call and sends the letters that
+/// match to `out`, one at a time (memory stays bounded whatever the DLQ holds); returns how many
+/// letters it read. Blocking: runs on a blocking thread.
+fn read(sel: &Selection, out: &mpsc::Sender<Letter>) -> anyhow::Result<u64> {
     const TIMEOUT: Duration = Duration::from_secs(10);
     let topic = sel.dlq_topic();
     let consumer: BaseConsumer = sluice_core::kafka::base_config(&sel.kafka_brokers, "sluice-dlq")
@@ -238,10 +242,10 @@ fn read(sel: &Selection) -> anyhow::Result<(Vec<Letter>, u64)> {
         }
     }
     let total: i64 = ends.values().sum::<i64>();
-    let mut letters = Vec::new();
+    let mut selected = 0usize;
     let mut scanned = 0u64;
     if ends.is_empty() {
-        return Ok((letters, 0));
+        return Ok(0);
     }
     consumer.assign(&assignment)?;
     let bar = ProgressBar::new(total.max(0) as u64);
@@ -309,26 +313,28 @@ fn read(sel: &Selection) -> anyhow::Result<(Vec<Letter>, u64)> {
             headers,
         };
         if sel.matches(&letter) {
-            letters.push(letter);
-            if sel.limit.is_some_and(|n| letters.len() >= n) {
+            bar.suspend(|| out.blocking_send(letter))
+                .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
+            selected += 1;
+            if sel.limit.is_some_and(|n| selected >= n) {
                 break;
             }
         }
     }
     bar.finish_and_clear();
-    letters.sort_by_key(|l| (l.partition, l.offset));
-    Ok((letters, scanned))
+    Ok(scanned)
 }
 
-async fn read_async(sel: &Selection) -> anyhow::Result<(Vec<Letter>, u64)> {
+/// The selected letters as they are read, and the reader (which returns how many it read).
+fn letters(sel: &Selection) -> (mpsc::Receiver<Letter>, JoinHandle<anyhow::Result<u64>>) {
+    let (tx, rx) = mpsc::channel(256);
     let s = sel.clone();
-    tokio::task::spawn_blocking(move || read(&s)).await?
+    (rx, tokio::task::spawn_blocking(move || read(&s, &tx)))
 }
 
 pub async fn run(command: &Command) -> anyhow::Result<()> {
     match command {
         Command::List(sel) => {
-            let (letters, scanned) = read_async(sel).await?;
             let dlq = sel.dlq_topic();
             if !sel.json {
                 println!(
@@ -336,7 +342,10 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
                     "letter", "dead-lettered at", "reason", "original", "project"
                 );
             }
-            for l in &letters {
+            let (mut rx, reader) = letters(sel);
+            let mut selected = 0;
+            while let Some(l) = rx.recv().await {
+                selected += 1;
                 if sel.json {
                     println!("{}", l.json(&dlq, 64));
                     continue;
@@ -356,15 +365,15 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
                     escape(&l.value, 64)
                 );
             }
-            eprintln!(
-                "{} of {scanned} dead letters in {dlq} selected",
-                letters.len()
-            );
+            let scanned = reader.await??;
+            eprintln!("{selected} of {scanned} dead letters in {dlq} selected");
         }
         Command::Show { selection, bytes } => {
-            let (letters, scanned) = read_async(selection).await?;
             let dlq = selection.dlq_topic();
-            for l in &letters {
+            let (mut rx, reader) = letters(selection);
+            let mut selected = 0;
+            while let Some(l) = rx.recv().await {
+                selected += 1;
                 let j = l.json(&dlq, *bytes);
                 if selection.json {
                     println!("{j}");
@@ -372,42 +381,92 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&j)?);
                 }
             }
-            eprintln!(
-                "{} of {scanned} dead letters in {dlq} selected",
-                letters.len()
-            );
+            let scanned = reader.await??;
+            eprintln!("{selected} of {scanned} dead letters in {dlq} selected");
         }
         Command::Replay { selection, dry_run } => replay(selection, *dry_run).await?,
     }
     Ok(())
 }
 
-async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
-    let (letters, scanned) = read_async(sel).await?;
-    let dlq = sel.dlq_topic();
-    let (replayable, skipped): (Vec<&Letter>, Vec<&Letter>) = letters
+/// Headers of a dead letter that say where it came from; a replay leaves them out.
+const PROVENANCE: [&str; 7] = [
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    REASON,
+    ERROR_DETAIL,
+    TRUNCATED_FROM,
+    REPLAYED_FROM,
+];
+
+/// Sends are awaited once this many are in flight, or this many value bytes.
+const IN_FLIGHT: usize = 50_000;
+const IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Sends `l` back to its original topic; returns the topic, and the value's size either way.
+async fn send_back(producer: Producer, dlq: String, l: Letter) -> (anyhow::Result<String>, usize) {
+    (send_one(&producer, &dlq, &l).await, l.value.len())
+}
+
+async fn send_one(producer: &Producer, dlq: &str, l: &Letter) -> anyhow::Result<String> {
+    let from = format!("{dlq}/{}/{}", l.partition, l.offset);
+    let mut headers: Vec<(&str, &[u8])> = l
+        .headers
         .iter()
-        .partition(|l| !l.truncated() && l.original_topic().is_some());
-    for l in &skipped {
-        eprintln!(
-            "skipping {dlq}/{}:{}: {}",
-            l.partition,
-            l.offset,
-            if l.truncated() {
-                "its value was truncated when it was dead-lettered"
-            } else {
-                "no original_topic header"
-            }
-        );
-    }
+        .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    headers.push((REPLAYED_FROM, from.as_bytes()));
+    let topic = l.original_topic().unwrap_or_default();
+    producer
+        .send(&topic, l.key.as_deref(), &l.value, &headers)
+        .await
+        .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    Ok(topic)
+}
+
+async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
+    let dlq = sel.dlq_topic();
+    let producer = Producer::new(&ProducerConfig {
+        brokers: sel.kafka_brokers.clone(),
+        client_id: "sluice-dlq-replay".into(),
+        message_timeout: Duration::from_secs(30),
+    })?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("replaying {pos} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let (mut rx, reader) = letters(sel);
+    let mut in_flight = FuturesUnordered::new();
     let mut per_topic: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &replayable {
-        *per_topic
-            .entry(l.original_topic().unwrap_or_default())
-            .or_default() += 1;
-    }
-    if dry_run {
-        for l in &replayable {
+    let (mut skipped, mut would, mut failed) = (0usize, 0usize, Vec::new());
+    let mut bytes = 0usize;
+    let mut settle = |r: anyhow::Result<String>, per_topic: &mut BTreeMap<String, usize>| match r {
+        Ok(topic) => {
+            bar.inc(1);
+            *per_topic.entry(topic).or_default() += 1;
+        }
+        Err(e) => failed.push(e.to_string()),
+    };
+    while let Some(l) = rx.recv().await {
+        if l.truncated() || l.original_topic().is_none() {
+            skipped += 1;
+            eprintln!(
+                "skipping {dlq}/{}:{}: {}",
+                l.partition,
+                l.offset,
+                if l.truncated() {
+                    "its value was truncated when it was dead-lettered"
+                } else {
+                    "no original_topic header"
+                }
+            );
+            continue;
+        }
+        if dry_run {
+            would += 1;
             println!(
                 "would replay {}:{} -> {} ({} bytes, reason {})",
                 l.partition,
@@ -416,71 +475,40 @@ async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
                 l.value.len(),
                 l.header(REASON).unwrap_or_default()
             );
+            continue;
         }
+        bytes += l.value.len();
+        in_flight.push(send_back(producer.clone(), dlq.clone(), l));
+        while in_flight.len() >= IN_FLIGHT || bytes >= IN_FLIGHT_BYTES {
+            match in_flight.next().await {
+                Some((r, n)) => {
+                    bytes -= n;
+                    settle(r, &mut per_topic);
+                }
+                None => break,
+            }
+        }
+    }
+    while let Some((r, _)) = in_flight.next().await {
+        settle(r, &mut per_topic);
+    }
+    bar.finish_and_clear();
+    let scanned = reader.await??;
+    if dry_run {
         println!(
-            "dry run: {} of {scanned} dead letters in {dlq} would be replayed, {} skipped",
-            replayable.len(),
-            skipped.len()
+            "dry run: {would} of {scanned} dead letters in {dlq} would be replayed, {skipped} skipped"
         );
         return Ok(());
     }
-    let producer = Producer::new(&ProducerConfig {
-        brokers: sel.kafka_brokers.clone(),
-        client_id: "sluice-dlq-replay".into(),
-        message_timeout: Duration::from_secs(30),
-    })?;
-    let bar = ProgressBar::new(replayable.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("replaying {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let provenance = [
-        ORIGINAL_TOPIC,
-        ORIGINAL_PARTITION,
-        ORIGINAL_OFFSET,
-        REASON,
-        ERROR_DETAIL,
-        TRUNCATED_FROM,
-        REPLAYED_FROM,
-    ];
-    let sends = futures::stream::iter(replayable.iter().map(|l| {
-        let producer = producer.clone();
-        let dlq = dlq.clone();
-        let bar = bar.clone();
-        async move {
-            let from = format!("{dlq}/{}/{}", l.partition, l.offset);
-            let mut headers: Vec<(&str, &[u8])> = l
-                .headers
-                .iter()
-                .filter(|(k, _)| !provenance.contains(&k.as_str()))
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            headers.push((REPLAYED_FROM, from.as_bytes()));
-            let topic = l.original_topic().unwrap_or_default();
-            let r = producer
-                .send(&topic, l.key.as_deref(), &l.value, &headers)
-                .await;
-            bar.inc(1);
-            r.map_err(|e| anyhow::anyhow!("{from}: {e}"))
-        }
-    }))
-    .buffer_unordered(4096);
-    let results: Vec<anyhow::Result<(i32, i64)>> = sends.collect().await;
-    bar.finish_and_clear();
-    let failed: Vec<String> = results
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| e.to_string()))
-        .collect();
+    producer.flush(Duration::from_secs(10))?;
     for (topic, n) in &per_topic {
         println!("replayed to {topic}: {n}");
     }
+    let replayed: usize = per_topic.values().sum();
     println!(
-        "{} of {scanned} dead letters in {dlq} replayed, {} skipped, {} failed",
-        replayable.len() - failed.len(),
-        skipped.len(),
+        "{replayed} of {scanned} dead letters in {dlq} replayed, {skipped} skipped, {} failed",
         failed.len()
     );
-    producer.flush(Duration::from_secs(10))?;
     if let Some(first) = failed.first() {
         anyhow::bail!("{} replays failed; first: {first}", failed.len());
     }

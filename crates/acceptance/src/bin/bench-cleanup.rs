@@ -88,7 +88,14 @@ async fn main() -> anyhow::Result<()> {
     let (url, size_before) = prepared(&args, "sluice_bench_cleanup", &objects).await?;
     let started = Instant::now();
     let out = std::process::Command::new(format!("{}/sluice", args.bin_dir))
-        .args(["cleanup", "--once", "--batch-pause-ms", "0", "--log-level", "warn"])
+        .args([
+            "cleanup",
+            "--once",
+            "--batch-pause-ms",
+            "0",
+            "--log-level",
+            "warn",
+        ])
         .args(["--database-url", &url, "--object-store-url", &store_url])
         .envs(store_env.iter().map(|(k, v)| (k, v)))
         .output()?;

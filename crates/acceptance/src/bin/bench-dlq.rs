@@ -41,13 +41,30 @@ fn fill(brokers: &str, count: u32) -> anyhow::Result<()> {
     for n in 0..count {
         let offset = n.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "original_topic", value: Some("ingest-events") })
-            .insert(Header { key: "original_partition", value: Some("0") })
-            .insert(Header { key: "original_offset", value: Some(offset.as_str()) })
-            .insert(Header { key: "reason", value: Some("retry_exhausted") });
+            .insert(Header {
+                key: "original_topic",
+                value: Some("ingest-events"),
+            })
+            .insert(Header {
+                key: "original_partition",
+                value: Some("0"),
+            })
+            .insert(Header {
+                key: "original_offset",
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: "reason",
+                value: Some("retry_exhausted"),
+            });
         let key = format!("{n:032x}");
         loop {
-            match p.send(BaseRecord::to(DLQ).key(&key).payload(&value).headers(headers.clone())) {
+            match p.send(
+                BaseRecord::to(DLQ)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers.clone()),
+            ) {
                 Ok(()) => break,
                 Err((e, _)) if e.to_string().contains("Queue full") => {
                     p.poll(Duration::from_millis(10));
@@ -77,7 +94,8 @@ fn baseline(brokers: &str) -> anyhow::Result<u64> {
     while let Some(m) = c.poll(Duration::from_secs(10)) {
         let m = m?;
         loop {
-            let mut rec = BaseRecord::to("ingest-events-copy").payload(m.payload().unwrap_or_default());
+            let mut rec =
+                BaseRecord::to("ingest-events-copy").payload(m.payload().unwrap_or_default());
             if let Some(k) = m.key() {
                 rec = rec.key(k);
             }
@@ -105,12 +123,19 @@ fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let out = std::process::Command::new(format!("{}/sluice", args.bin_dir))
-        .args(["dlq", "replay", "ingest-events", "--kafka-brokers", &args.brokers])
+        .args([
+            "dlq",
+            "replay",
+            "ingest-events",
+            "--kafka-brokers",
+            &args.brokers,
+        ])
         .output()?;
     let replay = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
-        out.status.success() && stdout.contains(&format!("replayed to ingest-events: {}", args.count)),
+        out.status.success()
+            && stdout.contains(&format!("replayed to ingest-events: {}", args.count)),
         "replay failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );

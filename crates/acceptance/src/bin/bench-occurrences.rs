@@ -130,8 +130,18 @@ fn main() -> anyhow::Result<()> {
     let objects_dir = std::env::temp_dir().join(format!("bench-cleanup-{}", std::process::id()));
     let mut cleanup = if args.with_cleanup {
         let child = std::process::Command::new(format!("{}/sluice", args.target.bin_dir))
-            .args(["cleanup", "--once", "--log-level", "warn", "--database-url", &pipeline_url])
-            .args(["--object-store-url", &format!("file://{}", objects_dir.display())])
+            .args([
+                "cleanup",
+                "--once",
+                "--log-level",
+                "warn",
+                "--database-url",
+                &pipeline_url,
+            ])
+            .args([
+                "--object-store-url",
+                &format!("file://{}", objects_dir.display()),
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()?;
         // Past the partition step, into the deletes.

@@ -77,7 +77,8 @@ pub const STEPS: [Step; 10] = [
         table: "user_reports",
         keys: "id",
         expired:
-            "date_added <= $1 - make_interval(days => sluice_project_retention_days(project_id))",
+            "date_added <= $1 - make_interval(days => sluice_shortest_retention_days()) \
+             AND date_added <= $1 - make_interval(days => sluice_project_retention_days(project_id))",
         lockable: true,
     },
     Step {
@@ -243,7 +244,8 @@ pub fn forget_objects(conn: &mut PgConnection, paths: &[String]) -> QueryResult<
 /// Groups that can go as of `now`: no event or occurrence left, last seen longer ago than
 /// their project's retention.
 const DOOMED_GROUPS: &str = "SELECT g.id FROM groups g \
-     WHERE g.last_seen <= $1 - make_interval(days => sluice_project_retention_days(g.project_id)) \
+     WHERE g.last_seen <= $1 - make_interval(days => sluice_shortest_retention_days()) \
+       AND g.last_seen <= $1 - make_interval(days => sluice_project_retention_days(g.project_id)) \
        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.group_id = g.id) \
        AND NOT EXISTS (SELECT 1 FROM occurrences o WHERE o.group_id = g.id)";
 
