@@ -10,16 +10,14 @@
 //! Replaying is safe: every stage is idempotent by natural keys, so a letter replayed twice, or
 //! a letter whose message was processed after all, changes nothing the second time.
 
+use crate::resend::Resender;
 use anyhow::Context as _;
 use chrono::{DateTime, TimeZone, Utc};
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::kafka::dlq::TRUNCATED_FROM;
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::messages::dlq::{
     ERROR_DETAIL, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TOPIC, REASON,
 };
@@ -209,7 +207,7 @@ impl Selection {
 /// Reads the DLQ from the start to its end at the time of the call and sends the letters that
 /// match to `out`, one at a time (memory stays bounded whatever the DLQ holds); returns how many
 /// letters it read. Blocking: runs on a blocking thread.
-fn read(sel: &Selection, out: &mpsc::Sender<Letter>) -> anyhow::Result<u64> {
+fn read(sel: &Selection, out: &mpsc::Sender<Vec<Letter>>) -> anyhow::Result<u64> {
     const TIMEOUT: Duration = Duration::from_secs(10);
     let topic = sel.dlq_topic();
     let consumer: BaseConsumer = sluice_core::kafka::base_config(&sel.kafka_brokers, "sluice-dlq")
@@ -244,6 +242,7 @@ fn read(sel: &Selection, out: &mpsc::Sender<Letter>) -> anyhow::Result<u64> {
     let total: i64 = ends.values().sum::<i64>();
     let mut selected = 0usize;
     let mut scanned = 0u64;
+    let (mut chunk, mut chunk_bytes) = (Vec::new(), 0usize);
     if ends.is_empty() {
         return Ok(0);
     }
@@ -313,23 +312,49 @@ fn read(sel: &Selection, out: &mpsc::Sender<Letter>) -> anyhow::Result<u64> {
             headers,
         };
         if sel.matches(&letter) {
-            bar.suspend(|| out.blocking_send(letter))
-                .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
+            chunk_bytes += letter.value.len();
+            chunk.push(letter);
             selected += 1;
+            if chunk.len() >= CHUNK_LETTERS || chunk_bytes >= CHUNK_BYTES {
+                chunk_bytes = 0;
+                out.blocking_send(std::mem::take(&mut chunk))
+                    .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
+            }
             if sel.limit.is_some_and(|n| selected >= n) {
                 break;
             }
         }
     }
+    if !chunk.is_empty() {
+        out.blocking_send(chunk)
+            .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
+    }
     bar.finish_and_clear();
     Ok(scanned)
 }
 
+/// Letters are handed over in chunks of at most this many, or this many value bytes.
+const CHUNK_LETTERS: usize = 512;
+const CHUNK_BYTES: usize = 4 << 20;
+
 /// The selected letters as they are read, and the reader (which returns how many it read).
-fn letters(sel: &Selection) -> (mpsc::Receiver<Letter>, JoinHandle<anyhow::Result<u64>>) {
-    let (tx, rx) = mpsc::channel(256);
+fn letters(sel: &Selection) -> (mpsc::Receiver<Vec<Letter>>, JoinHandle<anyhow::Result<u64>>) {
+    let (tx, rx) = mpsc::channel(4);
     let s = sel.clone();
     (rx, tokio::task::spawn_blocking(move || read(&s, &tx)))
+}
+
+/// The next letter: from the chunk at hand, else from the next chunk.
+async fn next(
+    rx: &mut mpsc::Receiver<Vec<Letter>>,
+    pending: &mut std::vec::IntoIter<Letter>,
+) -> Option<Letter> {
+    loop {
+        if let Some(l) = pending.next() {
+            return Some(l);
+        }
+        *pending = rx.recv().await?.into_iter();
+    }
 }
 
 pub async fn run(command: &Command) -> anyhow::Result<()> {
@@ -343,8 +368,9 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
                 );
             }
             let (mut rx, reader) = letters(sel);
+            let mut pending = Vec::new().into_iter();
             let mut selected = 0;
-            while let Some(l) = rx.recv().await {
+            while let Some(l) = next(&mut rx, &mut pending).await {
                 selected += 1;
                 if sel.json {
                     println!("{}", l.json(&dlq, 64));
@@ -371,8 +397,9 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
         Command::Show { selection, bytes } => {
             let dlq = selection.dlq_topic();
             let (mut rx, reader) = letters(selection);
+            let mut pending = Vec::new().into_iter();
             let mut selected = 0;
-            while let Some(l) = rx.recv().await {
+            while let Some(l) = next(&mut rx, &mut pending).await {
                 selected += 1;
                 let j = l.json(&dlq, *bytes);
                 if selection.json {
@@ -400,16 +427,9 @@ const PROVENANCE: [&str; 7] = [
     REPLAYED_FROM,
 ];
 
-/// Sends are awaited once this many are in flight, or this many value bytes.
-const IN_FLIGHT: usize = 50_000;
-const IN_FLIGHT_BYTES: usize = 64 << 20;
-
-/// Sends `l` back to its original topic; returns the topic, and the value's size either way.
-async fn send_back(producer: Producer, dlq: String, l: Letter) -> (anyhow::Result<String>, usize) {
-    (send_one(&producer, &dlq, &l).await, l.value.len())
-}
-
-async fn send_one(producer: &Producer, dlq: &str, l: &Letter) -> anyhow::Result<String> {
+/// Sends `l` back to its original topic, without its provenance headers and with one naming
+/// the letter.
+fn send_back(resender: &Resender, dlq: &str, l: &Letter) -> anyhow::Result<()> {
     let from = format!("{dlq}/{}/{}", l.partition, l.offset);
     let mut headers: Vec<(&str, &[u8])> = l
         .headers
@@ -419,98 +439,91 @@ async fn send_one(producer: &Producer, dlq: &str, l: &Letter) -> anyhow::Result<
         .collect();
     headers.push((REPLAYED_FROM, from.as_bytes()));
     let topic = l.original_topic().unwrap_or_default();
-    producer
-        .send(&topic, l.key.as_deref(), &l.value, &headers)
-        .await
-        .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
-    Ok(topic)
+    resender.send(&topic, l.key.as_deref(), &l.value, &headers)
 }
 
 async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
     let dlq = sel.dlq_topic();
-    let producer = Producer::new(&ProducerConfig {
-        brokers: sel.kafka_brokers.clone(),
-        client_id: "sluice-dlq-replay".into(),
-        message_timeout: Duration::from_secs(30),
-    })?;
+    let resender = if dry_run {
+        None
+    } else {
+        Some(Resender::new(&sel.kafka_brokers)?)
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("replaying {pos} ({per_sec})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let (mut rx, reader) = letters(sel);
-    let mut in_flight = FuturesUnordered::new();
-    let mut per_topic: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut skipped, mut would, mut failed) = (0usize, 0usize, Vec::new());
-    let mut bytes = 0usize;
-    let mut settle = |r: anyhow::Result<String>, per_topic: &mut BTreeMap<String, usize>| match r {
-        Ok(topic) => {
-            bar.inc(1);
-            *per_topic.entry(topic).or_default() += 1;
-        }
-        Err(e) => failed.push(e.to_string()),
-    };
-    while let Some(l) = rx.recv().await {
-        if l.truncated() || l.original_topic().is_none() {
-            skipped += 1;
-            eprintln!(
-                "skipping {dlq}/{}:{}: {}",
-                l.partition,
-                l.offset,
-                if l.truncated() {
-                    "its value was truncated when it was dead-lettered"
-                } else {
-                    "no original_topic header"
-                }
-            );
-            continue;
-        }
-        if dry_run {
-            would += 1;
-            println!(
-                "would replay {}:{} -> {} ({} bytes, reason {})",
-                l.partition,
-                l.offset,
-                l.original_topic().unwrap_or_default(),
-                l.value.len(),
-                l.header(REASON).unwrap_or_default()
-            );
-            continue;
-        }
-        bytes += l.value.len();
-        in_flight.push(send_back(producer.clone(), dlq.clone(), l));
-        while in_flight.len() >= IN_FLIGHT || bytes >= IN_FLIGHT_BYTES {
-            match in_flight.next().await {
-                Some((r, n)) => {
-                    bytes -= n;
-                    settle(r, &mut per_topic);
-                }
-                None => break,
+    let (mut skipped, mut queued) = (0usize, 0usize);
+    while let Some(chunk) = rx.recv().await {
+        let mut sendable = Vec::with_capacity(chunk.len());
+        for l in chunk {
+            if l.truncated() || l.original_topic().is_none() {
+                skipped += 1;
+                eprintln!(
+                    "skipping {dlq}/{}:{}: {}",
+                    l.partition,
+                    l.offset,
+                    if l.truncated() {
+                        "its value was truncated when it was dead-lettered"
+                    } else {
+                        "no original_topic header"
+                    }
+                );
+            } else if dry_run {
+                println!(
+                    "would replay {}:{} -> {} ({} bytes, reason {})",
+                    l.partition,
+                    l.offset,
+                    l.original_topic().unwrap_or_default(),
+                    l.value.len(),
+                    l.header(REASON).unwrap_or_default()
+                );
+                queued += 1;
+            } else {
+                sendable.push(l);
             }
         }
+        if let Some(r) = &resender {
+            // Sending may wait for librdkafka's queue: off the async threads.
+            let n = sendable.len();
+            let (r, d) = (r.clone(), dlq.clone());
+            tokio::task::spawn_blocking(move || {
+                sendable.iter().try_for_each(|l| send_back(&r, &d, l))
+            })
+            .await??;
+            queued += n;
+            bar.inc(n as u64);
+        }
     }
-    while let Some((r, _)) = in_flight.next().await {
-        settle(r, &mut per_topic);
-    }
-    bar.finish_and_clear();
     let scanned = reader.await??;
-    if dry_run {
+    let Some(resender) = resender else {
         println!(
-            "dry run: {would} of {scanned} dead letters in {dlq} would be replayed, {skipped} skipped"
+            "dry run: {queued} of {scanned} dead letters in {dlq} would be replayed, {skipped} skipped"
         );
         return Ok(());
-    }
-    producer.flush(Duration::from_secs(10))?;
-    for (topic, n) in &per_topic {
+    };
+    let delivered =
+        tokio::task::spawn_blocking(move || resender.finish(Duration::from_secs(120))).await??;
+    bar.finish_and_clear();
+    for (topic, n) in &delivered.per_topic {
         println!("replayed to {topic}: {n}");
     }
-    let replayed: usize = per_topic.values().sum();
+    let replayed: usize = delivered.per_topic.values().sum();
+    let unconfirmed = queued.saturating_sub(replayed + delivered.failed);
     println!(
         "{replayed} of {scanned} dead letters in {dlq} replayed, {skipped} skipped, {} failed",
-        failed.len()
+        delivered.failed + unconfirmed
     );
-    if let Some(first) = failed.first() {
-        anyhow::bail!("{} replays failed; first: {first}", failed.len());
+    if delivered.failed + unconfirmed > 0 {
+        anyhow::bail!(
+            "{} replays failed or were not confirmed; first: {}",
+            delivered.failed + unconfirmed,
+            delivered
+                .first_error
+                .unwrap_or_else(|| "flush timed out".into())
+        );
     }
     Ok(())
 }

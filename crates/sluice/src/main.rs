@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod dlq;
+mod resend;
 mod tenancy;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +23,12 @@ struct Cli {
     log_format: LogFormat,
 
     /// Log filter (tracing's EnvFilter syntax).
-    #[arg(long, env = "LOG_LEVEL", global = true, default_value = "info")]
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        global = true,
+        default_value = "info,rdkafka=off,librdkafka=off"
+    )]
     log_level: String,
 
     #[command(subcommand)]

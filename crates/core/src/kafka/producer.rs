@@ -18,6 +18,23 @@ pub struct ProducerConfig {
     pub message_timeout: Duration,
 }
 
+/// The settings of every producer of sluice (this one and the bulk producers of the operator
+/// command): Java's partitioner, lz4, acknowledged by all replicas, idempotent.
+pub fn client_config(config: &ProducerConfig) -> rdkafka::ClientConfig {
+    let mut c = super::base_config(&config.brokers, &config.client_id);
+    c.set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", super::MAX_MESSAGE_BYTES.to_string())
+        .set(
+            "message.timeout.ms",
+            config.message_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5");
+    c
+}
+
 /// A failed send.
 #[derive(Debug, thiserror::Error)]
 #[error("produce to {topic} failed: {error}")]
@@ -60,18 +77,9 @@ pub struct Producer {
 impl Producer {
     /// Creates the producer (no network I/O yet).
     pub fn new(config: &ProducerConfig) -> Result<Producer, rdkafka::error::KafkaError> {
-        let mut c = super::base_config(&config.brokers, &config.client_id);
-        c.set("partitioner", "murmur2_random")
-            .set("compression.type", "lz4")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.max.bytes", super::MAX_MESSAGE_BYTES.to_string())
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", "5");
-        Ok(Producer { inner: c.create()? })
+        Ok(Producer {
+            inner: client_config(config).create()?,
+        })
     }
 
     /// Sends one message and waits for the broker's acknowledgement; returns (partition, offset).
