@@ -19,7 +19,9 @@ pub fn fresh_database(admin: &str, name: &str, setup: &str) -> anyhow::Result<St
         admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
     );
     sluice_core::storage::migrate(&url)?;
-    PgConnection::establish(&url)?.batch_execute(setup)?;
+    if !setup.trim().is_empty() {
+        PgConnection::establish(&url)?.batch_execute(setup)?;
+    }
     Ok(url)
 }
 

@@ -104,8 +104,8 @@ fn cleanup(
         db,
         "--object-store-url",
         url,
-        "--batch-pause-ms",
-        "0",
+        "--duty-percent",
+        "100",
     ];
     args.extend_from_slice(extra);
     let out = sluice(&args, env)?;

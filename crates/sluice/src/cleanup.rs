@@ -3,8 +3,8 @@
 //!
 //! A round, as of its clock (`--now`, else the current time):
 //! 1. creates the day partitions of payloads from today to the longest retention ahead;
-//! 2. deletes expired rows in batches of `--batch-size`, pausing `--batch-pause-ms` between
-//!    batches so the stages beside it keep their pace;
+//! 2. deletes expired rows in batches of `--batch-size`, pausing between batches so that deleting
+//!    takes at most `--duty-percent` of the time and the stages beside it keep their pace;
 //! 3. drops payload partitions whose day has ended;
 //! 4. deletes queued objects from the object store, a batch at a time; an object-store outage
 //!    stops this step and leaves the objects queued for the next round.
@@ -47,9 +47,12 @@ pub struct Args {
     #[arg(long, env = "CLEANUP_BATCH_SIZE", default_value_t = 5000)]
     batch_size: i64,
 
-    /// Pause between two batches, in milliseconds (gives the stages room).
-    #[arg(long, env = "CLEANUP_BATCH_PAUSE_MS", default_value_t = 10)]
-    batch_pause_ms: u64,
+    /// Share of the time cleanup may spend deleting, in percent: after a batch that took t, it
+    /// pauses t × (100 / percent − 1), so the stages beside it keep most of the database.
+    /// 100 deletes without pausing.
+    #[arg(long, env = "CLEANUP_DUTY_PERCENT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    duty_percent: u32,
 
     /// How long idempotency records and idle counters are kept, in hours. Must be at least the
     /// retention of the input topics in Kafka: a replay older than this would bill again.
@@ -313,6 +316,7 @@ where
     let mut total = 0;
     loop {
         let f = delete.clone();
+        let batch = Instant::now();
         let n = db.run(move |c| Ok::<_, DbError>(f(c)?)).await?;
         total += n;
         bar.inc(n);
@@ -320,8 +324,11 @@ where
         if n < args.batch_size as u64 {
             break;
         }
-        if args.batch_pause_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.batch_pause_ms)).await;
+        let pause = batch
+            .elapsed()
+            .mul_f64(100.0 / f64::from(args.duty_percent) - 1.0);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     bar.finish_and_clear();

@@ -91,8 +91,8 @@ async fn main() -> anyhow::Result<()> {
         .args([
             "cleanup",
             "--once",
-            "--batch-pause-ms",
-            "0",
+            "--duty-percent",
+            "100",
             "--log-level",
             "warn",
         ])

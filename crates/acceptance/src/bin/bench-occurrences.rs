@@ -30,7 +30,7 @@ struct Args {
     /// Expired attachment rows seeded into the database first (their objects do not exist).
     #[arg(long, default_value_t = 0)]
     seed_expired_attachments: u32,
-    /// Run `sluice cleanup --once` (default pacing) from just before the load starts.
+    /// Run `sluice cleanup --once` (its default pacing) from just before the load starts.
     #[arg(long)]
     with_cleanup: bool,
 }
