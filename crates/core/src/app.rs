@@ -71,6 +71,7 @@ impl Context {
         crate::logging::init(common.log_format, &common.log_level);
         crate::metrics::set_build_info(stage.name);
         let settings = Arc::new(Settings::load(common.config.as_deref())?);
+        install_kafka_options(&settings, &common)?;
         if needs.kafka && common.kafka_brokers.is_none() {
             anyhow::bail!("Kafka is not configured: set --kafka-brokers or KAFKA_BROKERS");
         }
@@ -155,14 +156,19 @@ impl Context {
     }
 }
 
-/// Start-up topic check. Missing topics are fatal. An unreachable broker is retried until it
+/// Start-up topic check. Missing topics, and a broker that refuses the security settings, are
+/// fatal. An unreachable broker is retried until it
 /// answers when Kafka is required; otherwise (producer-shim, which can fall back) it is a warning.
 async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
     use crate::kafka::topics::{ensure_topics_exist, TopicCheckError};
     loop {
         match ensure_topics_exist(brokers, needs.topics.clone(), Duration::from_secs(10)).await {
             Ok(()) => return Ok(()),
-            Err(e @ TopicCheckError::Missing(_)) => return Err(e.into()),
+            Err(
+                e @ (TopicCheckError::Missing(_)
+                | TopicCheckError::Refused { .. }
+                | TopicCheckError::Config(_)),
+            ) => return Err(e.into()),
             Err(e) if needs.kafka => {
                 tracing::warn!(error = %e, "Kafka unreachable at start-up; retrying");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -173,6 +179,14 @@ async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Installs the Kafka client options of the settings file's `[kafka]` table and
+/// `--kafka-option` for every client this process creates; refused options are start-up errors.
+pub fn install_kafka_options(settings: &Settings, common: &CommonArgs) -> anyhow::Result<()> {
+    let options = crate::kafka::options::merge(&settings.kafka_options(), &common.kafka_options)?;
+    crate::kafka::options::install(options);
+    Ok(())
 }
 
 /// Touches the health-check file (creates it or updates its modification time).

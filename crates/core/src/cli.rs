@@ -13,6 +13,18 @@ pub struct CommonArgs {
     #[arg(long, env = "KAFKA_BROKERS", global = true)]
     pub kafka_brokers: Option<String>,
 
+    /// A librdkafka property for every Kafka client, KEY=VALUE (repeatable; in KAFKA_OPTIONS,
+    /// comma-separated), e.g. security.protocol=sasl_ssl. Overrides the settings file's [kafka].
+    #[arg(
+        long = "kafka-option",
+        env = "KAFKA_OPTIONS",
+        global = true,
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        hide_env_values = true
+    )]
+    pub kafka_options: Vec<String>,
+
     /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/sluice.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,

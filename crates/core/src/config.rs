@@ -20,6 +20,19 @@ pub struct Settings {
     pub load_shed: LoadShedSettings,
     pub attachments: AttachmentSettings,
     pub issues: IssueSettings,
+    /// librdkafka properties for every Kafka client (`crate::kafka::options`); `--kafka-option`
+    /// overrides them.
+    pub kafka: BTreeMap<String, ScalarText>,
+}
+
+impl Settings {
+    /// The `[kafka]` table as text values.
+    pub fn kafka_options(&self) -> BTreeMap<String, String> {
+        self.kafka
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    }
 }
 
 /// User feedback and user reports.

@@ -101,14 +101,13 @@ fn main() -> ExitCode {
             Some(Command::Migrate) => app::migrate(&cli.common).await,
             Some(Command::Send { ref file }) => {
                 sluice_core::logging::init(cli.common.log_format, &cli.common.log_level);
+                let settings = sluice_core::config::Settings::load(cli.common.config.as_deref())?;
+                app::install_kafka_options(&settings, &cli.common)?;
                 let submitter = submit::Submitter {
                     producer: producer(&cli)?,
                     topic: cli.common.topics.occurrences_topic.clone(),
                     db: cli.common.database_url.as_deref().map(|u| Db::new(u, 4)),
-                    issue_settings: sluice_core::config::Settings::load(
-                        cli.common.config.as_deref(),
-                    )?
-                    .issues,
+                    issue_settings: settings.issues,
                 };
                 let summary = send::run(file, &submitter).await?;
                 if let Some(p) = &submitter.producer {

@@ -61,6 +61,17 @@ pub struct Selection {
     #[arg(long, env = "KAFKA_BROKERS")]
     kafka_brokers: String,
 
+    /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated), e.g.
+    /// security.protocol=sasl_ssl.
+    #[arg(
+        long = "kafka-option",
+        env = "KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        hide_env_values = true
+    )]
+    kafka_options: Vec<String>,
+
     /// Only letters with this reason (repeatable), e.g. invalid_field, retry_exhausted.
     #[arg(long)]
     reason: Vec<String>,
@@ -210,12 +221,13 @@ impl Selection {
 fn read(sel: &Selection, out: &mpsc::Sender<Vec<Letter>>) -> anyhow::Result<u64> {
     const TIMEOUT: Duration = Duration::from_secs(10);
     let topic = sel.dlq_topic();
-    let consumer: BaseConsumer = sluice_core::kafka::base_config(&sel.kafka_brokers, "sluice-dlq")
+    let mut config = sluice_core::kafka::base_config(&sel.kafka_brokers, "sluice-dlq");
+    config
         .set("group.id", "sluice-dlq-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("Kafka client")?;
+        .set("enable.partition.eof", "false");
+    sluice_core::kafka::options::apply(&mut config);
+    let consumer: BaseConsumer = config.create().context("Kafka client")?;
     let md = consumer
         .fetch_metadata(Some(&topic), TIMEOUT)
         .with_context(|| format!("cannot read Kafka metadata from {}", sel.kafka_brokers))?;
@@ -358,6 +370,10 @@ async fn next(
 }
 
 pub async fn run(command: &Command) -> anyhow::Result<()> {
+    let (Command::List(sel)
+    | Command::Show { selection: sel, .. }
+    | Command::Replay { selection: sel, .. }) = command;
+    sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&sel.kafka_options)?);
     match command {
         Command::List(sel) => {
             let dlq = sel.dlq_topic();

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod dlq;
+pub mod options;
 pub mod producer;
 pub mod topics;
 

@@ -32,6 +32,7 @@ pub fn client_config(config: &ProducerConfig) -> rdkafka::ClientConfig {
             config.message_timeout.as_millis().to_string(),
         )
         .set("linger.ms", "5");
+    super::options::apply(&mut c);
     c
 }
 

@@ -106,6 +106,7 @@ fn create_consumer(
         // than these is still fetched (alone).
         .set("fetch.message.max.bytes", (512 * 1024).to_string())
         .set("fetch.max.bytes", (1024 * 1024).to_string());
+    crate::kafka::options::apply(&mut c);
     let ctx = Ctx {
         state: Mutex::new(State {
             done_rx,
