@@ -23,6 +23,9 @@ pub struct Needs {
     pub database: bool,
     /// Topics that must exist when Kafka is configured.
     pub topics: Vec<String>,
+    /// The database must hold sluice's schema at this binary's version (every binary but test
+    /// stages on tables of their own).
+    pub schema: bool,
 }
 
 /// The started process: everything a stage runs with.
@@ -97,6 +100,9 @@ impl Context {
             metrics_addr,
         };
         ctx.spawn_probes();
+        if let (Some(url), true) = (&ctx.common.database_url, needs.schema) {
+            wait_for_schema(url, &ctx.health, &ctx.shutdown).await?;
+        }
         tracing::info!(stage = stage.name, metrics = %metrics_addr, "started");
         Ok(ctx)
     }
@@ -180,6 +186,65 @@ async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
         }
     }
 }
+
+/// Waits until the database schema is one this binary can run on (when the database answers). While it is older (the new
+/// binary was rolled out before `migrate` ran), the process stays up, reports not ready and says
+/// so every few seconds, instead of failing its first query or crash-looping. A newer schema is
+/// fine: migrations add before they remove.
+async fn wait_for_schema(
+    url: &str,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::storage::migrate::{schema_status, SchemaStatus};
+    use diesel::Connection;
+    loop {
+        // A connection of its own, closed after the check: the pools keep theirs for the work.
+        let u = url.to_owned();
+        let status = tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::PgConnection::establish(&u).map_err(|e| e.to_string())?;
+            schema_status(&mut conn).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match status {
+            Ok(SchemaStatus::Current) => {
+                health.set_schema_ok(true);
+                return Ok(());
+            }
+            Ok(SchemaStatus::Ahead { have, need }) => {
+                tracing::warn!(
+                    have,
+                    need,
+                    "the database schema is newer than this binary's; running"
+                );
+                health.set_schema_ok(true);
+                return Ok(());
+            }
+            Ok(SchemaStatus::Behind { have, need }) => {
+                health.set_schema_ok(false);
+                tracing::error!(
+                    have = have.as_deref().unwrap_or("none"),
+                    need,
+                    "the database schema is older than this binary needs: run `sluice migrate`; waiting (not ready)"
+                );
+            }
+            // An outage is the runtime's to wait out (and the shim's fallback must serve).
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the schema version; not checked");
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the database schema"),
+            _ = tokio::time::sleep(SCHEMA_RETRY) => {}
+        }
+    }
+}
+
+/// How often a binary waiting for its schema checks again.
+const SCHEMA_RETRY: Duration = Duration::from_secs(3);
 
 /// Installs the Kafka client options of the settings file's `[kafka]` table and
 /// `--kafka-option` for every client this process creates; refused options are start-up errors.

@@ -71,6 +71,7 @@ where
                     kafka: true,
                     database: true,
                     topics: binary.topics,
+                    schema: true,
                 };
                 let ctx = Context::start(binary.defaults, common, needs).await?;
                 let db = ctx

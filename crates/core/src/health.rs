@@ -1,6 +1,7 @@
 //! Liveness and readiness, served with `/metrics` on `--metrics-addr`.
-//! Live = the process's loops make progress. Ready = dependencies reachable and not shutting
-//! down (never "has partitions", so replicas beyond the partition count stay ready).
+//! Live = the process's loops make progress. Ready = dependencies reachable, the database schema
+//! current, and not shutting down (never "has partitions", so replicas beyond the partition
+//! count stay ready).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +22,8 @@ pub struct Health {
     stall_after: Duration,
     /// Set by a consumer that holds the same work while its dependencies answer.
     stuck: AtomicBool,
+    /// Cleared while the database schema is older than this binary needs.
+    schema_ok: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -40,6 +43,7 @@ impl Health {
             last_progress_ms: AtomicU64::new(0),
             stall_after,
             stuck: AtomicBool::new(false),
+            schema_ok: AtomicBool::new(true),
         })
     }
 
@@ -73,9 +77,16 @@ impl Health {
         self.stuck.store(stuck, Ordering::Relaxed);
     }
 
+    /// Whether the database schema is one this binary can run on.
+    pub fn set_schema_ok(&self, ok: bool) {
+        self.schema_ok.store(ok, Ordering::Relaxed);
+    }
+
     /// Ready to take traffic.
     pub fn is_ready(&self) -> bool {
-        self.dependencies_ok.load(Ordering::Relaxed) && !self.is_shutting_down()
+        self.dependencies_ok.load(Ordering::Relaxed)
+            && self.schema_ok.load(Ordering::Relaxed)
+            && !self.is_shutting_down()
     }
 
     /// Not stuck.

@@ -141,9 +141,11 @@ fn main() -> ExitCode {
                     kafka: false,
                     database: true,
                     topics,
+                    schema: true,
                 };
-                let producer = producer(&cli)?;
                 let ctx = Context::start(SHIM, cli.common.clone(), needs).await?;
+                // After start-up, which installs the Kafka client options.
+                let producer = producer(&cli)?;
                 if producer.is_none() {
                     tracing::info!("Kafka is not configured: every item is processed directly");
                 }

@@ -19,6 +19,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts};
 use sluice_core::failure::{Classify, Failure};
 use sluice_core::health::Health;
 use sluice_core::objects::Objects;
+use sluice_core::storage::migrate::{schema_status, SchemaStatus};
 use sluice_core::storage::retention::{self, Partition, PARTITIONED, STEPS};
 use sluice_core::storage::{Db, DbError};
 use std::net::SocketAddr;
@@ -141,6 +142,15 @@ struct Report {
 
 pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     let db = Db::new(url, 1);
+    let status = db
+        .run(|c| schema_status(c).map_err(|e| DbError::Unavailable(e.to_string())))
+        .await?;
+    if let SchemaStatus::Behind { have, need } = status {
+        anyhow::bail!(
+            "the database schema is at {}, cleanup needs {need}: run `sluice migrate` first",
+            have.as_deref().unwrap_or("none")
+        );
+    }
     let objects = Objects::from_url(&args.object_store_url)
         .with_context(|| format!("--object-store-url {}", args.object_store_url))?;
     if args.once || args.dry_run {

@@ -161,6 +161,8 @@ fn main() -> ExitCode {
                 kafka: true,
                 database: true,
                 topics,
+                // Its table is its own.
+                schema: false,
             },
         )
         .await?;
