@@ -1,7 +1,7 @@
 //! `migrate`: applies pending migrations while holding a session-level advisory lock, so two
 //! concurrent runs serialise and the second finds nothing to do.
 
-use diesel::migration::MigrationSource;
+use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::{Pg, PgConnection};
 use diesel::{Connection, OptionalExtension, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -17,27 +17,40 @@ const LOCK_KEY: i64 = 0x736c_7569_6365; // "sluice"
 #[error("migration failed: {0}")]
 pub struct MigrateError(String);
 
-/// Connects to `url` and applies every pending migration; returns the versions applied
-/// (empty when the schema was already current).
-pub fn migrate(url: &str) -> Result<Vec<String>, MigrateError> {
+/// Connects to `url` and runs `f` while holding the advisory lock.
+fn locked<R>(
+    url: &str,
+    f: impl FnOnce(&mut PgConnection) -> Result<R, MigrateError>,
+) -> Result<R, MigrateError> {
     let mut conn =
         PgConnection::establish(url).map_err(|e| MigrateError(format!("connect: {e}")))?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})"))
         .execute(&mut conn)
         .map_err(|e| MigrateError(format!("advisory lock: {e}")))?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>())
-        .map_err(|e| MigrateError(e.to_string()));
+    let out = f(&mut conn);
     // Released on disconnect too; unlocking explicitly keeps the session reusable.
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({LOCK_KEY})")).execute(&mut conn);
-    applied
+    out
+}
+
+/// Connects to `url` and applies every pending migration; returns the versions applied
+/// (empty when the schema was already current).
+pub fn migrate(url: &str) -> Result<Vec<String>, MigrateError> {
+    locked(url, |conn| {
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>())
+            .map_err(|e| MigrateError(e.to_string()))
+    })
+}
+
+/// The embedded migrations.
+fn embedded() -> Result<Vec<Box<dyn Migration<Pg>>>, MigrateError> {
+    MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(|e| MigrateError(e.to_string()))
 }
 
 /// The newest migration version this binary embeds (`YYYYMMDDNNNNNN`).
 pub fn required_version() -> Result<String, MigrateError> {
-    let all =
-        MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(|e| MigrateError(e.to_string()))?;
+    let all = embedded()?;
     Ok(all
         .iter()
         .map(|m| m.name().version().to_string())
@@ -85,32 +98,31 @@ pub fn schema_status(conn: &mut PgConnection) -> Result<SchemaStatus, MigrateErr
     })
 }
 
-/// Applies the pending migrations up to and including `version` only (an upgrade test starts
-/// from the previous version's schema this way).
+/// Applies the pending migrations up to and including `version` only, under the same lock (an
+/// upgrade test starts from the previous version's schema this way).
 pub fn migrate_until(url: &str, version: &str) -> Result<Vec<String>, MigrateError> {
-    let mut conn =
-        PgConnection::establish(url).map_err(|e| MigrateError(format!("connect: {e}")))?;
-    let all =
-        MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(|e| MigrateError(e.to_string()))?;
-    let done: Vec<String> = conn
-        .applied_migrations()
-        .map_err(|e| MigrateError(e.to_string()))?
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let mut applied = Vec::new();
-    let mut pending: Vec<_> = all
-        .iter()
-        .filter(|m| {
-            let v = m.name().version().to_string();
-            v.as_str() <= version && !done.contains(&v)
-        })
-        .collect();
-    pending.sort_by_key(|m| m.name().version().to_string());
-    for m in pending {
-        conn.run_migration(m.as_ref())
-            .map_err(|e| MigrateError(e.to_string()))?;
-        applied.push(m.name().version().to_string());
-    }
-    Ok(applied)
+    let all = embedded()?;
+    locked(url, |conn| {
+        let done: Vec<String> = conn
+            .applied_migrations()
+            .map_err(|e| MigrateError(e.to_string()))?
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let mut pending: Vec<_> = all
+            .iter()
+            .filter(|m| {
+                let v = m.name().version().to_string();
+                v.as_str() <= version && !done.contains(&v)
+            })
+            .collect();
+        pending.sort_by_key(|m| m.name().version().to_string());
+        let mut applied = Vec::new();
+        for m in pending {
+            conn.run_migration(m.as_ref())
+                .map_err(|e| MigrateError(e.to_string()))?;
+            applied.push(m.name().version().to_string());
+        }
+        Ok(applied)
+    })
 }
