@@ -5,12 +5,12 @@
 //! the sender wait.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 use rdkafka::ClientContext;
-use sluice_core::kafka::producer::{client_config, ProducerConfig};
+use sluice_core::kafka::producer::{client_config, owned_headers, ProducerConfig};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,16 +82,9 @@ impl Resender {
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) -> anyhow::Result<()> {
-        let headers = headers.iter().fold(
-            OwnedHeaders::new_with_capacity(headers.len()),
-            |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(*v),
-                })
-            },
-        );
-        let mut record = BaseRecord::to(topic).payload(value).headers(headers);
+        let mut record = BaseRecord::to(topic)
+            .payload(value)
+            .headers(owned_headers(headers));
         if let Some(k) = key {
             record = record.key(k);
         }

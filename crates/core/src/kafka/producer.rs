@@ -36,6 +36,19 @@ pub fn client_config(config: &ProducerConfig) -> rdkafka::ClientConfig {
     c
 }
 
+/// `headers` as librdkafka's owned headers (every value present).
+pub fn owned_headers(headers: &[(&str, &[u8])]) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(*v),
+            })
+        },
+    )
+}
+
 /// A failed send.
 #[derive(Debug, thiserror::Error)]
 #[error("produce to {topic} failed: {error}")]
@@ -96,16 +109,7 @@ impl Producer {
             record = record.key(k);
         }
         if !headers.is_empty() {
-            let h = headers.iter().fold(
-                OwnedHeaders::new_with_capacity(headers.len()),
-                |h, (k, v)| {
-                    h.insert(Header {
-                        key: k,
-                        value: Some(*v),
-                    })
-                },
-            );
-            record = record.headers(h);
+            record = record.headers(owned_headers(headers));
         }
         let started = Instant::now();
         let m = metrics();
