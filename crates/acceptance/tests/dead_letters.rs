@@ -16,18 +16,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const TOPICS: [(&str, i32); 9] = [
-    ("ingest-events", 1),
-    ("ingest-events-dlq", 1),
-    ("ingest-attachments", 1),
-    ("ingest-attachments-dlq", 1),
-    ("ingest-feedback-events", 1),
-    ("ingest-occurrences", 1),
-    ("ingest-occurrences-dlq", 1),
-    ("outcomes", 1),
-    ("outcomes-billing", 1),
-];
-
 fn eid(n: u32) -> String {
     format!("{:032x}", 0xd1e7_0000u64 + u64::from(n))
 }
@@ -110,7 +98,7 @@ fn dlq_cmd(broker: &Broker, args: &[&str]) -> anyhow::Result<(String, String)> {
 
 #[test]
 fn dead_letters_are_listed_filtered_and_replayed_exactly_once() -> anyhow::Result<()> {
-    let broker = Broker::start(&TOPICS)?;
+    let broker = Broker::start(&INGEST_TOPICS)?;
     let db = migrated_db(
         "sluice",
         "INSERT INTO organizations (id, slug) VALUES (1, 'o');

@@ -12,18 +12,6 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use support::*;
 
-const TOPICS: [(&str, i32); 9] = [
-    ("ingest-events", 1),
-    ("ingest-events-dlq", 1),
-    ("ingest-attachments", 1),
-    ("ingest-attachments-dlq", 1),
-    ("ingest-feedback-events", 1),
-    ("ingest-occurrences", 1),
-    ("ingest-occurrences-dlq", 1),
-    ("outcomes", 1),
-    ("outcomes-billing", 1),
-];
-
 /// Runs `ingest-consumer run` with `args` and `env` until it exits (at most `timeout`).
 fn run_until_exit(
     broker: &Broker,
@@ -73,7 +61,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn kafka_options_reach_every_client_and_bad_ones_stop_start_up() -> anyhow::Result<()> {
-    let broker = Broker::start(&TOPICS)?;
+    let broker = Broker::start(&INGEST_TOPICS)?;
     let db = migrated_db("ingest-consumer", "SELECT 1")?;
     let limit = Duration::from_secs(40);
 

@@ -20,18 +20,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use support::*;
 
-const TOPICS: [(&str, i32); 9] = [
-    ("ingest-events", 1),
-    ("ingest-events-dlq", 1),
-    ("ingest-attachments", 1),
-    ("ingest-attachments-dlq", 1),
-    ("ingest-feedback-events", 1),
-    ("ingest-occurrences", 1),
-    ("ingest-occurrences-dlq", 1),
-    ("outcomes", 1),
-    ("outcomes-billing", 1),
-];
-
 fn eid(n: u32) -> String {
     format!("{:032x}", 0x7e7e_0000u64 + u64::from(n))
 }
@@ -145,7 +133,7 @@ fn has(db: &str, event: u32) -> anyhow::Result<bool> {
 
 #[test]
 fn cleanup_removes_what_expired_and_nothing_else() -> anyhow::Result<()> {
-    let broker = Broker::start(&TOPICS)?;
+    let broker = Broker::start(&INGEST_TOPICS)?;
     let mut s3 = S3Server::start("sluice")?;
     // Project 7: its own 30 days. Project 8: its organization's 60 days. Project 9: the default.
     let db = migrated_db(

@@ -13,6 +13,19 @@ use sluice_testkit::{http, Broker};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Every topic `ingest-consumer` reads or writes (its start-up check), one partition each.
+pub const INGEST_TOPICS: [(&str, i32); 9] = [
+    ("ingest-events", 1),
+    ("ingest-events-dlq", 1),
+    ("ingest-attachments", 1),
+    ("ingest-attachments-dlq", 1),
+    ("ingest-feedback-events", 1),
+    ("ingest-occurrences", 1),
+    ("ingest-occurrences-dlq", 1),
+    ("outcomes", 1),
+    ("outcomes-billing", 1),
+];
+
 /// One message to produce: key, payload, headers.
 pub type Out = (String, String, Vec<(String, String)>);
 

@@ -110,15 +110,20 @@ fn main() -> anyhow::Result<()> {
         .map(|n| message(n, args.fingerprints))
         .collect();
 
+    // Both databases get the same expired data, when asked for.
+    let seed = |url: &str| -> anyhow::Result<()> {
+        if args.seed_expired_events > 0 || args.seed_expired_attachments > 0 {
+            sluice_acceptance::seed_expired(
+                url,
+                args.seed_expired_events,
+                args.seed_expired_attachments,
+            )?;
+        }
+        Ok(())
+    };
     let pipeline_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_pipeline", SETUP)?;
-    if args.seed_expired_events > 0 || args.seed_expired_attachments > 0 {
-        sluice_acceptance::seed_expired(
-            &pipeline_url,
-            args.seed_expired_events,
-            args.seed_expired_attachments,
-        )?;
-    }
+    seed(&pipeline_url)?;
     let group = format!("bench-{}", std::process::id());
     // Timed from the first produced message, with the consumer already in its group (start-up
     // and the group join are not part of the rate).
@@ -217,13 +222,7 @@ fn main() -> anyhow::Result<()> {
 
     let base_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_baseline", SETUP)?;
-    if args.seed_expired_events > 0 || args.seed_expired_attachments > 0 {
-        sluice_acceptance::seed_expired(
-            &base_url,
-            args.seed_expired_events,
-            args.seed_expired_attachments,
-        )?;
-    }
+    seed(&base_url)?;
     let base = baseline(&base_url, &msgs)?;
 
     let n = f64::from(args.count);
