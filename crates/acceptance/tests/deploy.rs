@@ -100,176 +100,521 @@ fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     s(v, path).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The renders checked: every overlay, and the production overlay with the Kafka-auth component.
+const RENDERS: [&str; 4] = [
+    "overlays/production",
+    "overlays/development",
+    "overlays/example-split-ingest",
+    "production+kafka-auth",
+];
+
+/// `kubectl kustomize` of one of [`RENDERS`], parsed.
+fn render(which: &str) -> anyhow::Result<Vec<Value>> {
+    let root = workspace_root().join("deploy/k8s");
+    let dir = if which == "production+kafka-auth" {
+        let dir = tempfile::tempdir_in(workspace_root().join("target"))?;
+        let rel = |p: &str| format!("../../deploy/k8s/{p}");
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
+                rel("overlays/production"),
+                rel("components/keda-kafka-auth"),
+            ),
+        )?;
+        Some(dir)
+    } else {
+        None
+    };
+    let path = dir
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .unwrap_or_else(|| root.join(which));
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .map_err(|e| anyhow::anyhow!("kubectl (for `kubectl kustomize`) is needed: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl kustomize {which}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        docs.push(Value::deserialize(doc)?);
+    }
+    anyhow::ensure!(docs.len() > 10, "{which} renders resources");
+    Ok(docs)
+}
+
+/// Every rendered resource of every render.
 fn k8s() -> anyhow::Result<Vec<Value>> {
-    let kustomization = docs("deploy/k8s/kustomization.yaml")?;
-    let resources = s(&kustomization[0], &["resources"])
-        .and_then(Value::as_sequence)
-        .cloned()
-        .unwrap_or_default();
-    anyhow::ensure!(!resources.is_empty(), "kustomization lists resources");
     let mut all = Vec::new();
-    for r in resources {
-        all.extend(docs(&format!(
-            "deploy/k8s/{}",
-            r.as_str().unwrap_or_default()
-        ))?);
+    for r in RENDERS {
+        all.extend(render(r)?);
     }
     Ok(all)
 }
 
+fn seq(v: Option<&Value>) -> Vec<Value> {
+    v.and_then(Value::as_sequence).cloned().unwrap_or_default()
+}
+
+/// The pod spec of a workload (Deployment, StatefulSet, Job, CronJob).
+fn pod_spec(d: &Value) -> Option<&Value> {
+    s(d, &["spec", "template", "spec"])
+        .or_else(|| s(d, &["spec", "jobTemplate", "spec", "template", "spec"]))
+}
+
+/// Pod Security Standards, profile "restricted" (which includes "baseline"): the violations of
+/// one pod spec, empty when it passes.
+fn restricted_violations(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if s(spec, &[host]).and_then(Value::as_bool) == Some(true) {
+            out.push(format!("{host} is set"));
+        }
+    }
+    const VOLUMES: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for v in seq(s(spec, &["volumes"])) {
+        let kinds: Vec<String> = v
+            .as_mapping()
+            .map(|m| {
+                m.keys()
+                    .filter_map(Value::as_str)
+                    .filter(|k| *k != "name")
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in kinds {
+            if !VOLUMES.contains(&k.as_str()) {
+                out.push(format!("volume type {k}"));
+            }
+        }
+    }
+    let pod_sc = s(spec, &["securityContext"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    if s(&pod_sc, &["runAsUser"]).and_then(Value::as_u64) == Some(0) {
+        out.push("pod runs as uid 0".into());
+    }
+    if s(&pod_sc, &["sysctls"]).is_some() {
+        out.push("pod sets sysctls".into());
+    }
+    let mut containers = seq(s(spec, &["containers"]));
+    containers.extend(seq(s(spec, &["initContainers"])));
+    for c in containers {
+        let name = str_of(&c, &["name"]).to_owned();
+        let sc = s(&c, &["securityContext"]).cloned().unwrap_or(Value::Null);
+        let either = |k: &[&str]| s(&sc, k).or_else(|| s(&pod_sc, k)).cloned();
+        if s(&sc, &["privileged"]).and_then(Value::as_bool) == Some(true) {
+            out.push(format!("{name}: privileged"));
+        }
+        if s(&sc, &["allowPrivilegeEscalation"]).and_then(Value::as_bool) != Some(false) {
+            out.push(format!("{name}: allowPrivilegeEscalation is not false"));
+        }
+        if either(&["runAsNonRoot"]).and_then(|v| v.as_bool()) != Some(true) {
+            out.push(format!("{name}: runAsNonRoot is not true"));
+        }
+        if s(&sc, &["runAsUser"]).and_then(Value::as_u64) == Some(0) {
+            out.push(format!("{name}: runs as uid 0"));
+        }
+        let seccomp = either(&["seccompProfile", "type"]);
+        if !matches!(
+            seccomp.as_ref().and_then(Value::as_str),
+            Some("RuntimeDefault" | "Localhost")
+        ) {
+            out.push(format!(
+                "{name}: seccompProfile is not RuntimeDefault or Localhost"
+            ));
+        }
+        let drops = seq(s(&sc, &["capabilities", "drop"]));
+        if !drops.iter().any(|d| d.as_str() == Some("ALL")) {
+            out.push(format!("{name}: capabilities do not drop ALL"));
+        }
+        for add in seq(s(&sc, &["capabilities", "add"])) {
+            if add.as_str() != Some("NET_BIND_SERVICE") {
+                out.push(format!("{name}: adds capability {add:?}"));
+            }
+        }
+        for p in seq(s(&c, &["ports"])) {
+            if s(&p, &["hostPort"]).and_then(Value::as_u64).unwrap_or(0) != 0 {
+                out.push(format!("{name}: hostPort"));
+            }
+        }
+        if s(&sc, &["procMount"]).is_some_and(|v| v.as_str() != Some("Default")) {
+            out.push(format!("{name}: procMount"));
+        }
+    }
+    out
+}
+
+/// The image of a container without its tag.
+fn image_tag(image: &str) -> Option<&str> {
+    image.rsplit_once(':').map(|(_, t)| t)
+}
+
 #[test]
 fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
-    let all = k8s()?;
-    let kind = |k: &str| {
-        all.iter()
-            .filter(|d| str_of(d, &["kind"]) == k)
-            .collect::<Vec<_>>()
-    };
-    let names = |k: &str| {
-        kind(k)
-            .iter()
-            .map(|d| str_of(d, &["metadata", "name"]).to_owned())
-            .collect::<BTreeSet<_>>()
-    };
-    let stages: BTreeSet<String> = BINARIES
+    let stage_names: BTreeSet<String> = BINARIES
         .iter()
         .map(|(b, _)| b.to_string())
         .filter(|b| b != "sluice")
         .collect();
-    assert_eq!(names("Deployment"), stages);
-    assert_eq!(kind("PodDisruptionBudget").len(), 4);
-    assert_eq!(names("ScaledObject").len(), 3);
-    assert_eq!(kind("Job").len(), 1);
-    assert_eq!(
-        names("CronJob"),
-        BTreeSet::from(["sluice-cleanup".to_owned()])
-    );
-    assert_eq!(kind("ServiceMonitor").len(), 1);
-    assert!(names("Service").contains("producer-shim"));
-    let (configmaps, secrets) = (names("ConfigMap"), names("Secret"));
+    for which in RENDERS {
+        let all = render(which)?;
+        let kind = |k: &str| {
+            all.iter()
+                .filter(|d| str_of(d, &["kind"]) == k)
+                .collect::<Vec<_>>()
+        };
+        let names = |k: &str| {
+            kind(k)
+                .iter()
+                .map(|d| str_of(d, &["metadata", "name"]).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
+        let ours = |d: &&Value| {
+            s(
+                d,
+                &[
+                    "spec",
+                    "template",
+                    "metadata",
+                    "labels",
+                    "app.kubernetes.io/name",
+                ],
+            )
+            .and_then(Value::as_str)
+                == Some("sluice")
+        };
+        let deployments: Vec<&Value> = kind("Deployment").into_iter().filter(ours).collect();
+        let deployment_names: BTreeSet<String> = deployments
+            .iter()
+            .map(|d| str_of(d, &["metadata", "name"]).to_owned())
+            .collect();
+        assert!(
+            stage_names.is_subset(&deployment_names),
+            "{which}: a Deployment per stage"
+        );
+        let production = which != "overlays/development";
+        assert_eq!(
+            names("CronJob"),
+            BTreeSet::from(["sluice-cleanup".to_owned()]),
+            "{which}"
+        );
+        assert!(names("Service").contains("producer-shim"), "{which}");
+        if production {
+            assert!(names("Secret").is_empty(), "{which}: ships no Secret");
+            assert_eq!(kind("ServiceMonitor").len(), 1, "{which}");
+            assert_eq!(kind("PrometheusRule").len(), 1, "{which}");
+            assert!(!kind("NetworkPolicy").is_empty(), "{which}");
+        }
 
-    let mut labels_of = BTreeMap::new();
-    for d in kind("Deployment") {
-        let name = str_of(d, &["metadata", "name"]);
-        let spec = s(d, &["spec", "template", "spec"])
-            .ok_or_else(|| anyhow::anyhow!("{name}: no pod spec"))?;
-        labels_of.insert(
-            name.to_owned(),
-            s(d, &["spec", "template", "metadata", "labels"]).cloned(),
-        );
+        // Pod Security "restricted" for every pod, in a namespace that enforces it.
+        for d in &all {
+            if let Some(spec) = pod_spec(d) {
+                let v = restricted_violations(spec);
+                assert!(
+                    v.is_empty(),
+                    "{which}: {} {} fails Pod Security restricted: {v:?}",
+                    str_of(d, &["kind"]),
+                    str_of(d, &["metadata", "name"])
+                );
+                assert_eq!(
+                    s(spec, &["automountServiceAccountToken"]).and_then(Value::as_bool),
+                    Some(false),
+                    "{which}: {} mounts no service-account token",
+                    str_of(d, &["metadata", "name"])
+                );
+            }
+        }
+        let ns = kind("Namespace");
+        assert_eq!(ns.len(), 1, "{which}");
         assert_eq!(
-            s(d, &["spec", "selector", "matchLabels"]),
-            s(d, &["spec", "template", "metadata", "labels"]),
-            "{name}"
+            str_of(
+                ns[0],
+                &["metadata", "labels", "pod-security.kubernetes.io/enforce"]
+            ),
+            "restricted"
         );
-        let grace = s(spec, &["terminationGracePeriodSeconds"])
-            .and_then(Value::as_u64)
-            .unwrap_or(30);
+
+        // One image for every container of ours; the migration Job is named after its tag.
+        let mut images = BTreeSet::new();
+        for d in &all {
+            for c in seq(pod_spec(d).and_then(|p| s(p, &["containers"]))) {
+                let bin = s(&c, &["command"])
+                    .and_then(|c| c.get(0))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if BINARIES.iter().any(|(b, _)| *b == bin) {
+                    images.insert(str_of(&c, &["image"]).to_owned());
+                }
+            }
+        }
+        assert_eq!(
+            images.len(),
+            1,
+            "{which}: one image, named in one place: {images:?}"
+        );
+        let image = images.iter().next().cloned().unwrap_or_default();
+        let tag = image_tag(&image).unwrap_or_default().to_owned();
         assert!(
-            grace > 40,
-            "{name}: grace period {grace}s must exceed the 30 s drain deadline plus flush"
+            !tag.is_empty() && tag != "latest",
+            "{which}: a pinned tag ({image})"
         );
-        let c = s(spec, &["containers"])
-            .and_then(|c| c.get(0))
-            .ok_or_else(|| anyhow::anyhow!("{name}: no container"))?;
-        assert_eq!(
-            s(c, &["command"])
+        assert!(
+            names("Job").contains(&format!("sluice-migrate-{tag}")),
+            "{which}: the migration Job is named after the version: {:?}",
+            names("Job")
+        );
+
+        let (configmaps, secrets) = (names("ConfigMap"), names("Secret"));
+        let mut labels_of = BTreeMap::new();
+        for d in &deployments {
+            let name = str_of(d, &["metadata", "name"]);
+            let spec = pod_spec(d).ok_or_else(|| anyhow::anyhow!("{name}: no pod spec"))?;
+            labels_of.insert(
+                name.to_owned(),
+                s(d, &["spec", "template", "metadata", "labels"]).cloned(),
+            );
+            assert_eq!(
+                s(d, &["spec", "selector", "matchLabels"]),
+                s(d, &["spec", "template", "metadata", "labels"]),
+                "{name}"
+            );
+            assert_eq!(
+                s(d, &["spec", "strategy", "rollingUpdate", "maxUnavailable"])
+                    .and_then(Value::as_u64),
+                Some(0),
+                "{which}: {name} keeps its old pods until the new ones are ready"
+            );
+            let grace = s(spec, &["terminationGracePeriodSeconds"])
+                .and_then(Value::as_u64)
+                .unwrap_or(30);
+            assert!(
+                grace > 40,
+                "{name}: grace period {grace}s must exceed the 30 s drain deadline plus flush"
+            );
+            let c = s(spec, &["containers"])
                 .and_then(|c| c.get(0))
-                .and_then(Value::as_str),
-            Some(name)
-        );
-        assert_eq!(
-            str_of(c, &["livenessProbe", "httpGet", "path"]),
-            "/health/live",
-            "{name}"
-        );
-        assert_eq!(
-            str_of(c, &["readinessProbe", "httpGet", "path"]),
-            "/health/ready",
-            "{name}"
-        );
-        let probe_port = str_of(c, &["readinessProbe", "httpGet", "port"]);
-        let ports = s(c, &["ports"])
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        let metrics_port = ports
-            .iter()
-            .find(|p| str_of(p, &["name"]) == probe_port)
-            .and_then(|p| s(p, &["containerPort"]).and_then(Value::as_u64))
-            .ok_or_else(|| {
-                anyhow::anyhow!("{name}: probe port {probe_port} is not a named port")
-            })?;
-        let env = s(c, &["env"])
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        let metrics_addr = env
-            .iter()
-            .find(|e| str_of(e, &["name"]) == "METRICS_ADDR")
-            .map(|e| str_of(e, &["value"]));
-        assert_eq!(
-            metrics_addr,
-            Some(format!("0.0.0.0:{metrics_port}").as_str()),
-            "{name}: metrics served where probed"
-        );
-        assert!(
-            s(c, &["resources", "requests", "cpu"]).is_some()
-                && s(c, &["resources", "requests", "memory"]).is_some()
-        );
-        for from in s(c, &["envFrom"])
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default()
-        {
-            if let Some(cm) = s(&from, &["configMapRef", "name"]).and_then(Value::as_str) {
-                assert!(configmaps.contains(cm), "{name}: ConfigMap {cm} exists");
+                .ok_or_else(|| anyhow::anyhow!("{name}: no container"))?;
+            let bin = s(c, &["command"])
+                .and_then(|c| c.get(0))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            assert!(stage_names.contains(bin), "{which}: {name} runs a stage");
+            assert!(
+                name.starts_with(bin),
+                "{which}: Deployment {name} is named after its stage {bin}"
+            );
+            assert_eq!(
+                str_of(c, &["livenessProbe", "httpGet", "path"]),
+                "/health/live",
+                "{name}"
+            );
+            assert_eq!(
+                str_of(c, &["readinessProbe", "httpGet", "path"]),
+                "/health/ready",
+                "{name}"
+            );
+            assert_eq!(
+                s(c, &["securityContext", "readOnlyRootFilesystem"]).and_then(Value::as_bool),
+                Some(true),
+                "{name}: read-only root file system"
+            );
+            if bin == "producer-shim" {
+                assert!(
+                    s(c, &["lifecycle", "preStop"]).is_some(),
+                    "{which}: the shim keeps serving while its endpoint is removed"
+                );
             }
-            if let Some(sec) = s(&from, &["secretRef", "name"]).and_then(Value::as_str) {
-                assert!(secrets.contains(sec), "{name}: Secret {sec} exists");
+            let probe_port = str_of(c, &["readinessProbe", "httpGet", "port"]);
+            let ports = seq(s(c, &["ports"]));
+            let metrics_port = ports
+                .iter()
+                .find(|p| str_of(p, &["name"]) == probe_port)
+                .and_then(|p| s(p, &["containerPort"]).and_then(Value::as_u64))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{name}: probe port {probe_port} is not a named port")
+                })?;
+            let env = seq(s(c, &["env"]));
+            let env_value = |k: &str| {
+                env.iter()
+                    .find(|e| str_of(e, &["name"]) == k)
+                    .map(|e| str_of(e, &["value"]).to_owned())
+            };
+            assert_eq!(
+                env_value("METRICS_ADDR"),
+                Some(format!("0.0.0.0:{metrics_port}")),
+                "{name}: metrics served where probed"
+            );
+            assert!(
+                s(c, &["resources", "requests", "cpu"]).is_some()
+                    && s(c, &["resources", "requests", "memory"]).is_some()
+                    && s(c, &["resources", "limits", "memory"]).is_some()
+            );
+            // Only the secrets the stage uses: the object store's only where attachments are.
+            let mut secret_refs = Vec::new();
+            for from in seq(s(c, &["envFrom"])) {
+                if let Some(cm) = s(&from, &["configMapRef", "name"]).and_then(Value::as_str) {
+                    assert!(configmaps.contains(cm), "{name}: ConfigMap {cm} exists");
+                }
+                if let Some(sec) = s(&from, &["secretRef", "name"]).and_then(Value::as_str) {
+                    let optional =
+                        s(&from, &["secretRef", "optional"]).and_then(Value::as_bool) == Some(true);
+                    if !production && !optional {
+                        assert!(
+                            secrets.contains(sec),
+                            "{which}: {name}: Secret {sec} exists"
+                        );
+                    }
+                    secret_refs.push(sec.to_owned());
+                }
+            }
+            assert!(
+                secret_refs.iter().any(|r| r.starts_with("sluice-database")),
+                "{name}: {secret_refs:?}"
+            );
+            assert_eq!(
+                secret_refs
+                    .iter()
+                    .any(|r| r.starts_with("sluice-object-store")),
+                bin == "ingest-consumer",
+                "{which}: {name} gets the object-store credentials only if it stores attachments"
+            );
+            for v in seq(s(spec, &["volumes"])) {
+                if let Some(cm) = s(&v, &["configMap", "name"]).and_then(Value::as_str) {
+                    assert!(configmaps.contains(cm), "{name}: ConfigMap {cm} exists");
+                }
             }
         }
-        for v in s(spec, &["volumes"])
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default()
-        {
-            if let Some(cm) = s(&v, &["configMap", "name"]).and_then(Value::as_str) {
-                assert!(configmaps.contains(cm), "{name}: ConfigMap {cm} exists");
+        for pdb in kind("PodDisruptionBudget") {
+            let sel = s(pdb, &["spec", "selector", "matchLabels"]).cloned();
+            assert!(
+                labels_of.values().any(|l| *l == sel),
+                "PDB {} selects a Deployment",
+                str_of(pdb, &["metadata", "name"])
+            );
+            assert_eq!(
+                str_of(pdb, &["spec", "unhealthyPodEvictionPolicy"]),
+                "AlwaysAllow",
+                "{which}: not-ready pods never block a drain"
+            );
+        }
+        assert_eq!(
+            kind("PodDisruptionBudget").len(),
+            deployments.len(),
+            "{which}: a PDB per Deployment"
+        );
+
+        // KEDA: every consumer Deployment scaled on every input topic, from the earliest offset,
+        // with no replica count of its own.
+        let scaled = kind("ScaledObject");
+        if production {
+            for d in &deployments {
+                let name = str_of(d, &["metadata", "name"]);
+                let c = pod_spec(d)
+                    .and_then(|p| s(p, &["containers"]))
+                    .and_then(|c| c.get(0))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let bin = s(&c, &["command"])
+                    .and_then(|c| c.get(0))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if bin == "producer-shim" {
+                    continue;
+                }
+                assert!(
+                    s(d, &["spec", "replicas"]).is_none(),
+                    "{which}: {name} leaves its replica count to KEDA"
+                );
+                let inputs: BTreeSet<String> = match bin {
+                    "ingest-consumer" => seq(s(&c, &["env"]))
+                        .iter()
+                        .find(|e| str_of(e, &["name"]) == "INPUT_TOPICS")
+                        .map(|e| {
+                            str_of(e, &["value"])
+                                .split(',')
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_else(|| {
+                            ["ingest-events", "ingest-attachments"]
+                                .map(str::to_owned)
+                                .into()
+                        }),
+                    "feedback-worker" => ["ingest-feedback-events".to_owned()].into(),
+                    _ => ["ingest-occurrences".to_owned()].into(),
+                };
+                let so = scaled
+                    .iter()
+                    .find(|so| str_of(so, &["spec", "scaleTargetRef", "name"]) == name)
+                    .ok_or_else(|| anyhow::anyhow!("{which}: {name} has a ScaledObject"))?;
+                let mut topics = BTreeSet::new();
+                for t in seq(s(so, &["spec", "triggers"])) {
+                    assert_eq!(
+                        str_of(&t, &["metadata", "consumerGroup"]),
+                        bin,
+                        "the binary's default group"
+                    );
+                    assert_eq!(str_of(&t, &["metadata", "offsetResetPolicy"]), "earliest");
+                    topics.insert(str_of(&t, &["metadata", "topic"]).to_owned());
+                }
+                assert_eq!(
+                    topics, inputs,
+                    "{which}: {name} scales on each of its inputs"
+                );
             }
         }
+        if which == "production+kafka-auth" {
+            for so in &scaled {
+                for t in seq(s(so, &["spec", "triggers"])) {
+                    assert_eq!(str_of(&t, &["authenticationRef", "name"]), "sluice-kafka");
+                }
+            }
+            assert_eq!(names("TriggerAuthentication").len(), 1);
+        }
+        let svc = kind("Service")
+            .into_iter()
+            .find(|d| str_of(d, &["metadata", "name"]) == "producer-shim");
+        let sel = svc.and_then(|d| s(d, &["spec", "selector"]).cloned());
+        let shim = labels_of.get("producer-shim").cloned().flatten();
+        assert_eq!(sel, shim, "the shim Service selects the shim pods");
     }
-    for pdb in kind("PodDisruptionBudget") {
-        let sel = s(pdb, &["spec", "selector", "matchLabels"]).cloned();
-        assert!(
-            labels_of.values().any(|l| *l == sel),
-            "PDB {} selects a Deployment",
-            str_of(pdb, &["metadata", "name"])
-        );
-    }
-    for so in kind("ScaledObject") {
-        let target = str_of(so, &["spec", "scaleTargetRef", "name"]);
-        assert!(
-            labels_of.contains_key(target),
-            "ScaledObject targets Deployment {target}"
-        );
-        let trigger = s(so, &["spec", "triggers"])
-            .and_then(|t| t.get(0))
-            .cloned()
-            .unwrap_or(Value::Null);
-        assert_eq!(
-            str_of(&trigger, &["metadata", "consumerGroup"]),
-            target,
-            "the binary's default group"
-        );
-    }
-    let svc = kind("Service")
-        .into_iter()
-        .find(|d| str_of(d, &["metadata", "name"]) == "producer-shim");
-    let sel = svc.and_then(|d| s(d, &["spec", "selector"]).cloned());
-    let shim = labels_of.get("producer-shim").cloned().flatten();
-    assert_eq!(sel, shim, "the shim Service selects the shim pods");
     Ok(())
+}
+
+#[test]
+fn pod_security_check_catches_violations() {
+    let bad: Value = serde_yaml_ng::from_str(
+        "containers:\n  - name: c\n    securityContext: {runAsUser: 0}\nvolumes:\n  - name: h\n    hostPath: {path: /}\n",
+    )
+    .unwrap_or(Value::Null);
+    let v = restricted_violations(&bad);
+    for what in [
+        "hostPath",
+        "allowPrivilegeEscalation",
+        "runAsNonRoot",
+        "uid 0",
+        "seccompProfile",
+        "drop ALL",
+    ] {
+        assert!(v.iter().any(|x| x.contains(what)), "{what} in {v:?}");
+    }
 }
 
 #[test]

@@ -33,20 +33,16 @@ fn database() -> anyhow::Result<TestDb> {
 struct Shim {
     proc: Proc,
     addr: String,
+    metrics: String,
 }
 
 fn shim(brokers: Option<&str>, db_url: &str, extra: &[&str]) -> anyhow::Result<Shim> {
     let addr = format!("127.0.0.1:{}", free_port()?);
+    let metrics = format!("127.0.0.1:{}", free_port()?);
     let mut cmd = Command::new(existing_bin("producer-shim")?);
     cmd.env_clear()
         .env("DATABASE_URL", db_url)
-        .args([
-            "serve",
-            "--listen",
-            &addr,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
+        .args(["serve", "--listen", &addr, "--metrics-addr", &metrics])
         .args(["--fallback-after-ms", "1500"])
         .args(extra)
         .stdout(Stdio::null())
@@ -58,7 +54,11 @@ fn shim(brokers: Option<&str>, db_url: &str, extra: &[&str]) -> anyhow::Result<S
     wait_for("shim listening", Duration::from_secs(20), || {
         std::net::TcpStream::connect(&addr).ok()
     })?;
-    Ok(Shim { proc, addr })
+    Ok(Shim {
+        proc,
+        addr,
+        metrics,
+    })
 }
 
 fn post(s: &Shim, path: &str, body: &str) -> anyhow::Result<(u16, Value)> {
@@ -221,6 +221,22 @@ fn fallback_paths_and_refusals() -> anyhow::Result<()> {
         )?;
         assert_eq!(status, 201, "{resp}");
         assert_eq!(groups(&db.url)?, 2);
+        // Still ready (the fallback serves), with the outage visible in the metrics.
+        wait_for(
+            "the probe to see Kafka down",
+            Duration::from_secs(30),
+            || {
+                http::get(&fallback.metrics, "/metrics")
+                    .filter(|(_, m)| m.contains("sluice_dependency_up{dependency=\"kafka\"} 0"))
+            },
+        )?;
+        assert_eq!(
+            http::get(&fallback.metrics, "/health/ready").map(|r| r.0),
+            Some(200),
+            "the shim stays in its Service while Kafka is down"
+        );
+        assert!(http::get(&fallback.metrics, "/metrics")
+            .is_some_and(|(_, m)| m.contains("sluice_dependency_up{dependency=\"database\"} 1")));
         // Broker down and Postgres down: 503, nothing reported as success.
         let closed = format!("postgres://postgres@127.0.0.1:{}/none", free_port()?);
         let dead = shim(Some(&broker.bootstrap), &closed, &[])?;

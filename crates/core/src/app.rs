@@ -11,13 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+crate::gauge_vec!(
+    /// 1 while the last probe of a dependency succeeded, 0 otherwise.
+    fn dependency_up = "sluice_dependency_up",
+    "Whether the last readiness probe reached the dependency (1) or not (0).",
+    ["dependency"]
+);
+
 /// How often dependencies are probed for readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a stage needs from its environment.
 #[derive(Debug, Clone, Default)]
 pub struct Needs {
-    /// Kafka must be configured.
+    /// Kafka must be configured, and reachable for the process to be ready. Without it (the
+    /// producer-shim, which processes items directly when the broker is down), a Kafka outage is
+    /// reported by `sluice_dependency_up` but leaves the process ready: it can still serve.
     pub kafka: bool,
     /// The database must be configured.
     pub database: bool,
@@ -99,7 +108,7 @@ impl Context {
             shutdown,
             metrics_addr,
         };
-        ctx.spawn_probes();
+        ctx.spawn_probes(needs.kafka);
         if let (Some(url), true) = (&ctx.common.database_url, needs.schema) {
             wait_for_schema(url, &ctx.health, &ctx.shutdown).await?;
         }
@@ -107,7 +116,7 @@ impl Context {
         Ok(ctx)
     }
 
-    fn spawn_probes(&self) {
+    fn spawn_probes(&self, kafka_gates_readiness: bool) {
         let (health, db, brokers, token) = (
             self.health.clone(),
             self.db.clone(),
@@ -140,7 +149,17 @@ impl Context {
                     }
                     None => true,
                 };
-                health.set_dependencies_ok(db_ok && kafka_ok);
+                if db.is_some() {
+                    dependency_up()
+                        .with_label_values(&["database"])
+                        .set(i64::from(db_ok));
+                }
+                if brokers.is_some() {
+                    dependency_up()
+                        .with_label_values(&["kafka"])
+                        .set(i64::from(kafka_ok));
+                }
+                health.set_dependencies_ok(db_ok && (kafka_ok || !kafka_gates_readiness));
                 if let Some(path) = &file {
                     if health.is_live() {
                         touch(path);
