@@ -33,7 +33,16 @@ fn stage(
     db: &TestDb,
     objects: &std::path::Path,
 ) -> anyhow::Result<Command> {
-    let mut cmd = Command::new(existing_bin(name)?);
+    stage_at(&existing_bin(name)?, broker, db, objects)
+}
+
+fn stage_at(
+    program: &std::path::Path,
+    broker: &Broker,
+    db: &TestDb,
+    objects: &std::path::Path,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KAFKA_BROKERS", &broker.bootstrap)
@@ -89,6 +98,8 @@ fn concurrent_migrate_processes_both_succeed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The four stages as the container image runs them: links named after each stage to the one
+/// `sluice` binary, which then is that stage (same flags, same behaviour).
 #[test]
 fn all_four_start_together_with_default_ports_and_stop_on_sigterm() -> anyhow::Result<()> {
     let db = TestDb::new()?;
@@ -97,11 +108,28 @@ fn all_four_start_together_with_default_ports_and_stop_on_sigterm() -> anyhow::R
     let broker = Broker::start(&topics)?;
     anyhow::ensure!(broker.is_mock(), "this test uses the default topic names");
     let objects = tempfile::tempdir()?;
+    let links = tempfile::tempdir()?;
+    let sluice = existing_bin("sluice")?;
     let mut procs = Vec::new();
     for (name, _) in STAGES {
+        let link = links.path().join(name);
+        std::os::unix::fs::symlink(&sluice, &link)?;
+        let help = |program: &std::path::Path| -> anyhow::Result<String> {
+            let out = Command::new(program).arg("--help").output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{} --help: {}",
+                program.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let standalone = help(&existing_bin(name)?)?;
+        assert!(standalone.contains("--kafka-brokers"), "{standalone}");
+        assert_eq!(help(&link)?, standalone, "`sluice` as {name} is {name}");
         procs.push(Proc::spawn(
             name,
-            stage(name, &broker, &db, objects.path())?,
+            stage_at(&link, &broker, &db, objects.path())?,
         )?);
     }
     for (name, addr) in STAGES {

@@ -846,3 +846,27 @@ fn flags_and_env_vars_in_deploy_files_and_docs_exist() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn every_alert_has_a_runbook_section() -> anyhow::Result<()> {
+    let guide = std::fs::read_to_string(workspace_root().join("deploy/README.md"))?;
+    let rules = docs("deploy/k8s/components/monitoring/prometheusrule.yaml")?;
+    let mut alerts = 0;
+    for group in seq(s(&rules[0], &["spec", "groups"])) {
+        for rule in seq(s(&group, &["rules"])) {
+            let alert = str_of(&rule, &["alert"]);
+            assert!(
+                guide.lines().any(|l| l == format!("### {alert}")),
+                "deploy/README.md has a runbook section for {alert}"
+            );
+            assert_eq!(
+                str_of(&rule, &["annotations", "runbook"]),
+                format!("deploy/README.md#{}", alert.to_lowercase()),
+                "{alert} names its section"
+            );
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 10, "{alerts} alerts");
+    Ok(())
+}

@@ -1,31 +1,5 @@
-//! `feedback-worker`: user feedback → feedback issues, with optional spam detection.
+//! The `feedback-worker` binary; everything is in the library, so `sluice` can run it too.
 
-mod create_feedback;
-mod spam;
-mod stage;
-
-use sluice_core::consumer_binary::{self, Binary, Cli};
-use sluice_core::outcomes::Outcomes;
-use sluice_core::stages::{feedback_topics, FEEDBACK};
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let cli: Cli = sluice_core::cli::parse(&FEEDBACK);
-    let binary = Binary {
-        defaults: FEEDBACK,
-        inputs: vec![cli.common.topics.feedback_topic.clone()],
-        topics: feedback_topics(&cli.common),
-    };
-    consumer_binary::main(binary, cli.common, cli.command, |s| {
-        let topics = &s.ctx.common.topics;
-        Ok(stage::FeedbackStage {
-            db: s.db.clone(),
-            producer: s.producer.clone(),
-            occurrences_topic: topics.occurrences_topic.clone(),
-            outcomes: Outcomes::new(s.producer, topics, s.db.clone()),
-            settings: s.ctx.settings.clone(),
-            http: reqwest::Client::new(),
-            projects: sluice_core::issues::project::Shared::new(s.db),
-        })
-    })
+fn main() -> std::process::ExitCode {
+    feedback_worker::main()
 }

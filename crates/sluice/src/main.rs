@@ -1,6 +1,11 @@
 //! `sluice`: the operator command. It applies migrations, provisions organizations and
 //! projects, removes expired data (`cleanup`) and inspects and replays dead letters (`dlq`).
 //! Each subcommand takes `--database-url` / `DATABASE_URL` where it needs the database.
+//!
+//! It also holds the four stages: invoked under a stage's name (a link named `ingest-consumer`,
+//! `feedback-worker`, `occurrence-consumer` or `producer-shim`), it is that stage, with the same
+//! flags and behaviour as the stage's own binary. The container image ships this one binary and
+//! the four links, which keeps it small.
 
 mod cleanup;
 mod dlq;
@@ -67,7 +72,26 @@ impl Cli {
     }
 }
 
+/// The stage this process was invoked as (the file name it was started under), if any.
+fn invoked_stage() -> Option<fn() -> ExitCode> {
+    let arg0 = std::env::args_os().next()?;
+    let name = std::path::Path::new(&arg0)
+        .file_name()?
+        .to_str()?
+        .to_owned();
+    match name.as_str() {
+        "ingest-consumer" => Some(ingest_consumer::main),
+        "feedback-worker" => Some(feedback_worker::main),
+        "occurrence-consumer" => Some(occurrence_consumer::main),
+        "producer-shim" => Some(producer_shim::main),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(stage) = invoked_stage() {
+        return stage();
+    }
     let cli = Cli::parse();
     sluice_core::logging::init(cli.log_format, &cli.log_level);
     sluice_core::app::block_on(async move {
