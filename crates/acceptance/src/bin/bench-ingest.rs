@@ -164,7 +164,7 @@ async fn measure(
     env: &[(String, String)],
     store: &str,
     messages: impl Iterator<Item = (String, Vec<u8>)>,
-) -> anyhow::Result<(Duration, u64, HashMap<String, i64>)> {
+) -> anyhow::Result<(Duration, (u64, f64), HashMap<String, i64>)> {
     let group = format!("bench-{topic}-{}", std::process::id());
     let mut cmd = args.target.stage("ingest-consumer", db, &group);
     cmd.envs(env.iter().map(|(k, v)| (k, v)))
@@ -184,7 +184,11 @@ async fn measure(
             eprintln!("{body}");
         }
     }
-    let rss = peak_rss_mb(child.id());
+    // Peak RSS and CPU seconds of the consumer.
+    let rss = (
+        peak_rss_mb(child.id()),
+        sluice_acceptance::cpu_secs(child.id()),
+    );
     stop(&mut child);
     Ok((elapsed, rss, produced_at))
 }
@@ -494,9 +498,9 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({"bench": "ingest", "events": args.events, "event_bytes": event_body(1).to_string().len(),
                "events_per_sec": ev, "events_baseline_per_sec": evb, "events_ratio": ratio(ev, evb),
-               "events_consumer_peak_rss_mb": events_rss, "events_latency": events_latency,
+               "events_consumer_peak_rss_mb": events_rss.0, "events_consumer_cpu_secs": events_rss.1, "events_latency": events_latency,
                "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
-               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss, "attachments_latency": att_latency})
+               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss.0, "attachments_consumer_cpu_secs": att_rss.1, "attachments_latency": att_latency})
     );
     Ok(())
 }

@@ -47,9 +47,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A database of its own, migrated (the shim waits, not ready, on an older schema).
+    let db_url = sluice_acceptance::fresh_database(&args.database_url, "sluice_bench_shim", "")?;
     let mut shim = Command::new(format!("{}/producer-shim", args.bin_dir))
         .env("KAFKA_BROKERS", &args.brokers)
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", &db_url)
         .args([
             "serve",
             "--listen",
@@ -63,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&args.listen).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "producer-shim did not start");
+        if Instant::now() >= deadline {
+            sluice_acceptance::stop(&mut shim);
+            anyhow::bail!("producer-shim did not start");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = reqwest::Client::builder()
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let http_elapsed = started.elapsed();
     let rss = sluice_acceptance::peak_rss_mb(shim.id());
+    let cpu = sluice_acceptance::cpu_secs(shim.id());
     sluice_acceptance::stop(&mut shim);
     latencies.sort();
 
@@ -147,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         json!({"bench": "producer-shim", "requests": args.count, "concurrency": args.concurrency, "failures": failures,
                "http_acked_per_sec": http_rate.round(), "baseline_producer_per_sec": base_rate.round(),
                "ratio": (http_rate / base_rate * 1000.0).round() / 1000.0,
-               "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "shim_peak_rss_mb": rss})
+               "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "shim_peak_rss_mb": rss, "shim_cpu_secs": cpu})
     );
     Ok(())
 }
