@@ -100,31 +100,63 @@ fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     s(v, path).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The renders checked: every overlay, and the production overlay with the Kafka-auth component.
-const RENDERS: [&str; 4] = [
+/// The renders checked: every overlay, and overlays with more components, in the order a user
+/// may list them.
+const RENDERS: [&str; 5] = [
     "overlays/production",
     "overlays/development",
     "overlays/example-split-ingest",
     "production+kafka-auth",
+    "production+kafka-auth+split-ingest",
 ];
 
-/// `kubectl kustomize` of one of [`RENDERS`], parsed.
+/// The overlay and the components a composed render of [`RENDERS`] adds to its list, in order
+/// after the overlay's own.
+fn composition(which: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match which {
+        "production+kafka-auth" => Some(("overlays/production", &["components/keda-kafka-auth"])),
+        "production+kafka-auth+split-ingest" => Some((
+            "overlays/production",
+            &[
+                "components/keda-kafka-auth",
+                "components/split-ingest",
+                "components/split-ingest-keda",
+            ],
+        )),
+        _ => None,
+    }
+}
+
+/// `kubectl kustomize` of one of [`RENDERS`], parsed. A composed render is a copy of its
+/// overlay with more components, as a user's copy of the overlay would list them.
 fn render(which: &str) -> anyhow::Result<Vec<Value>> {
     let root = workspace_root().join("deploy/k8s");
-    let dir = if which == "production+kafka-auth" {
-        let dir = tempfile::tempdir_in(workspace_root().join("target"))?;
-        let rel = |p: &str| format!("../../deploy/k8s/{p}");
-        std::fs::write(
-            dir.path().join("kustomization.yaml"),
-            format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
-                rel("overlays/production"),
-                rel("components/keda-kafka-auth"),
-            ),
-        )?;
-        Some(dir)
-    } else {
-        None
+    let dir = match composition(which) {
+        Some((overlay, components)) => {
+            let dir = tempfile::tempdir_in(workspace_root().join("target"))?;
+            let from = root.join(overlay);
+            for entry in std::fs::read_dir(&from)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name()))?;
+            }
+            // The copy sits two levels under the workspace root.
+            let k = std::fs::read_to_string(from.join("kustomization.yaml"))?
+                .replace("../../base", "../../deploy/k8s/base")
+                .replace("../../components", "../../deploy/k8s/components");
+            // After the overlay's own components, which end where `images:` begins.
+            let mut extra = String::new();
+            for c in components {
+                extra.push_str(&format!("  - ../../deploy/k8s/{c}\n"));
+            }
+            anyhow::ensure!(
+                k.contains("\ncomponents:\n") && k.contains("\nimages:\n"),
+                "{overlay} lists components, then images"
+            );
+            let k = k.replacen("\nimages:\n", &format!("\n{extra}images:\n"), 1);
+            std::fs::write(dir.path().join("kustomization.yaml"), k)?;
+            Some(dir)
+        }
+        None => None,
     };
     let path = dir
         .as_ref()
@@ -166,6 +198,53 @@ fn seq(v: Option<&Value>) -> Vec<Value> {
 fn pod_spec(d: &Value) -> Option<&Value> {
     s(d, &["spec", "template", "spec"])
         .or_else(|| s(d, &["spec", "jobTemplate", "spec", "template", "spec"]))
+}
+
+/// The labels of a workload's pods.
+fn pod_labels(d: &Value) -> Option<&Value> {
+    s(d, &["spec", "template", "metadata", "labels"]).or_else(|| {
+        s(
+            d,
+            &[
+                "spec",
+                "jobTemplate",
+                "spec",
+                "template",
+                "metadata",
+                "labels",
+            ],
+        )
+    })
+}
+
+/// Whether a label selector (`matchLabels` and `matchExpressions` with In, NotIn, Exists,
+/// DoesNotExist) selects a set of labels.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_label = selector
+        .get("matchLabels")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .all(|(k, v)| k.as_str().is_some_and(|k| label(k) == v.as_str()))
+        })
+        .unwrap_or(true);
+    let by_expression = seq(selector.get("matchExpressions")).iter().all(|e| {
+        let value = label(str_of(e, &["key"]));
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_sequence)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match str_of(e, &["operator"]) {
+            "In" => value.is_some_and(|v| values.contains(&v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(&v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_label && by_expression
 }
 
 /// Pod Security Standards, profile "restricted" (which includes "baseline"): the violations of
@@ -323,6 +402,38 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
             assert!(!kind("NetworkPolicy").is_empty(), "{which}");
         }
 
+        // The NetworkPolicies reach every pod that runs sluice's image (stages, migrate, topics,
+        // cleanup), and no other.
+        let policies = kind("NetworkPolicy");
+        if !policies.is_empty() {
+            for d in &all {
+                let Some(spec) = pod_spec(d) else { continue };
+                let runs_sluice = seq(s(spec, &["containers"])).iter().any(|c| {
+                    let bin = s(c, &["command"])
+                        .and_then(|c| c.get(0))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    BINARIES.iter().any(|(b, _)| *b == bin)
+                }) || str_of(d, &["metadata", "name"])
+                    .starts_with("sluice-topics");
+                let labels = pod_labels(d).cloned().unwrap_or(Value::Null);
+                for policy in ["sluice-default-deny", "sluice-egress"] {
+                    let selector = policies
+                        .iter()
+                        .find(|p| str_of(p, &["metadata", "name"]) == policy)
+                        .and_then(|p| s(p, &["spec", "podSelector"]))
+                        .ok_or_else(|| anyhow::anyhow!("{which}: NetworkPolicy {policy}"))?;
+                    assert_eq!(
+                        selects(selector, &labels),
+                        runs_sluice,
+                        "{which}: {policy} selects {} {} exactly when it runs sluice ({labels:?})",
+                        str_of(d, &["kind"]),
+                        str_of(d, &["metadata", "name"])
+                    );
+                }
+            }
+        }
+
         // Pod Security "restricted" for every pod, in a namespace that enforces it.
         for d in &all {
             if let Some(spec) = pod_spec(d) {
@@ -390,10 +501,12 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 name.to_owned(),
                 s(d, &["spec", "template", "metadata", "labels"]).cloned(),
             );
-            assert_eq!(
-                s(d, &["spec", "selector", "matchLabels"]),
-                s(d, &["spec", "template", "metadata", "labels"]),
-                "{name}"
+            assert!(
+                selects(
+                    s(d, &["spec", "selector"]).unwrap_or(&Value::Null),
+                    s(d, &["spec", "template", "metadata", "labels"]).unwrap_or(&Value::Null)
+                ),
+                "{name}: its selector selects its pods"
             );
             assert_eq!(
                 s(d, &["spec", "strategy", "rollingUpdate", "maxUnavailable"])
@@ -502,9 +615,15 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
             }
         }
         for pdb in kind("PodDisruptionBudget") {
-            let sel = s(pdb, &["spec", "selector", "matchLabels"]).cloned();
-            assert!(
-                labels_of.values().any(|l| *l == sel),
+            let sel = s(pdb, &["spec", "selector"])
+                .cloned()
+                .unwrap_or(Value::Null);
+            assert_eq!(
+                labels_of
+                    .values()
+                    .filter(|l| l.as_ref().is_some_and(|l| selects(&sel, l)))
+                    .count(),
+                1,
                 "PDB {} selects a Deployment",
                 str_of(pdb, &["metadata", "name"])
             );
@@ -580,20 +699,60 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 );
             }
         }
-        if which == "production+kafka-auth" {
+        // Every trigger authenticates with the one TriggerAuthentication, which reads the
+        // Secret's keys only where the keda-kafka-auth component is added.
+        if production {
             for so in &scaled {
                 for t in seq(s(so, &["spec", "triggers"])) {
-                    assert_eq!(str_of(&t, &["authenticationRef", "name"]), "sluice-kafka");
+                    assert_eq!(
+                        str_of(&t, &["authenticationRef", "name"]),
+                        "sluice-kafka",
+                        "{which}: {}",
+                        str_of(so, &["metadata", "name"])
+                    );
                 }
             }
-            assert_eq!(names("TriggerAuthentication").len(), 1);
+            let auth = kind("TriggerAuthentication");
+            assert_eq!(auth.len(), 1, "{which}");
+            assert_eq!(str_of(auth[0], &["metadata", "name"]), "sluice-kafka");
+            let params: BTreeSet<String> = seq(s(auth[0], &["spec", "secretTargetRef"]))
+                .iter()
+                .map(|r| str_of(r, &["parameter"]).to_owned())
+                .collect();
+            if which.contains("kafka-auth") {
+                let want = [
+                    "sasl",
+                    "username",
+                    "password",
+                    "tls",
+                    "ca",
+                    "cert",
+                    "key",
+                    "keyPassword",
+                ];
+                assert_eq!(params, want.map(str::to_owned).into(), "{which}");
+            } else {
+                assert!(params.is_empty(), "{which}: plaintext by default");
+            }
         }
         let svc = kind("Service")
             .into_iter()
             .find(|d| str_of(d, &["metadata", "name"]) == "producer-shim");
-        let sel = svc.and_then(|d| s(d, &["spec", "selector"]).cloned());
-        let shim = labels_of.get("producer-shim").cloned().flatten();
-        assert_eq!(sel, shim, "the shim Service selects the shim pods");
+        let mut sel = serde_yaml_ng::Mapping::new();
+        if let Some(labels) = svc.and_then(|d| s(d, &["spec", "selector"])) {
+            sel.insert("matchLabels".into(), labels.clone());
+        }
+        let sel = Value::Mapping(sel);
+        let selected: Vec<&String> = labels_of
+            .iter()
+            .filter(|(_, l)| l.as_ref().is_some_and(|l| selects(&sel, l)))
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            selected,
+            ["producer-shim"],
+            "the shim Service selects the shim pods and no others"
+        );
     }
     Ok(())
 }
@@ -868,5 +1027,33 @@ fn every_alert_has_a_runbook_section() -> anyhow::Result<()> {
         }
     }
     assert!(alerts >= 10, "{alerts} alerts");
+    Ok(())
+}
+
+#[test]
+fn label_selector_matching() -> anyhow::Result<()> {
+    let labels: Value = serde_yaml_ng::from_str("{a: x, b: y}")?;
+    let cases = [
+        ("{matchLabels: {a: x}}", true),
+        ("{matchLabels: {a: x, b: z}}", false),
+        (
+            "{matchExpressions: [{key: a, operator: In, values: [w, x]}]}",
+            true,
+        ),
+        (
+            "{matchExpressions: [{key: a, operator: NotIn, values: [x]}]}",
+            false,
+        ),
+        ("{matchExpressions: [{key: c, operator: Exists}]}", false),
+        (
+            "{matchExpressions: [{key: c, operator: DoesNotExist}]}",
+            true,
+        ),
+        ("{}", true),
+    ];
+    for (selector, want) in cases {
+        let selector: Value = serde_yaml_ng::from_str(selector)?;
+        assert_eq!(selects(&selector, &labels), want, "{selector:?}");
+    }
     Ok(())
 }

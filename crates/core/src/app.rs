@@ -212,52 +212,81 @@ async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
 /// fine: migrations add before they remove.
 async fn wait_for_schema(
     url: &str,
-    health: &Health,
+    health: &Arc<Health>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    use crate::storage::migrate::{schema_status, SchemaStatus};
-    use diesel::Connection;
     loop {
-        // A connection of its own, closed after the check: the pools keep theirs for the work.
-        let u = url.to_owned();
-        let status = tokio::task::spawn_blocking(move || {
-            let mut conn = diesel::PgConnection::establish(&u).map_err(|e| e.to_string())?;
-            schema_status(&mut conn).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        match status {
-            Ok(SchemaStatus::Current) => {
-                health.set_schema_ok(true);
-                return Ok(());
-            }
-            Ok(SchemaStatus::Ahead { have, need }) => {
-                tracing::warn!(
-                    have,
-                    need,
-                    "the database schema is newer than this binary's; running"
-                );
-                health.set_schema_ok(true);
-                return Ok(());
-            }
-            Ok(SchemaStatus::Behind { have, need }) => {
-                health.set_schema_ok(false);
-                tracing::error!(
-                    have = have.as_deref().unwrap_or("none"),
-                    need,
-                    "the database schema is older than this binary needs: run `sluice migrate`; waiting (not ready)"
-                );
-            }
-            // An outage is the runtime's to wait out (and the shim's fallback must serve).
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the schema version; not checked");
+        match check_schema(url, health).await {
+            Some(true) => return Ok(()),
+            Some(false) => {}
+            // An outage is the runtime's to wait out (and the shim's fallback must serve): start,
+            // and check again in the background once the database answers. Until then a query
+            // on an older schema fails as an outage (the schema is not what this build expects),
+            // so nothing is dead-lettered for it.
+            None => {
+                let (url, health, shutdown) = (url.to_owned(), health.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(SCHEMA_RETRY) => {}
+                        }
+                        if check_schema(&url, &health).await == Some(true) {
+                            return;
+                        }
+                    }
+                });
                 return Ok(());
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the database schema"),
             _ = tokio::time::sleep(SCHEMA_RETRY) => {}
+        }
+    }
+}
+
+/// Reads the schema version once and sets readiness from it: `Some(true)` when this binary can
+/// run on it, `Some(false)` when it is older than this binary needs, `None` when the database
+/// cannot be asked.
+async fn check_schema(url: &str, health: &Health) -> Option<bool> {
+    use crate::storage::migrate::{schema_status, SchemaStatus};
+    use diesel::Connection;
+    // A connection of its own, closed after the check: the pools keep theirs for the work.
+    let u = url.to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut conn = diesel::PgConnection::establish(&u).map_err(|e| e.to_string())?;
+        schema_status(&mut conn).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match status {
+        Ok(SchemaStatus::Current) => {
+            health.set_schema_ok(true);
+            Some(true)
+        }
+        Ok(SchemaStatus::Ahead { have, need }) => {
+            tracing::warn!(
+                have,
+                need,
+                "the database schema is newer than this binary's; running"
+            );
+            health.set_schema_ok(true);
+            Some(true)
+        }
+        Ok(SchemaStatus::Behind { have, need }) => {
+            health.set_schema_ok(false);
+            tracing::error!(
+                have = have.as_deref().unwrap_or("none"),
+                need,
+                "the database schema is older than this binary needs: run `sluice migrate`; waiting (not ready)"
+            );
+            Some(false)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the schema version; checking again when the database answers");
+            None
         }
     }
 }
