@@ -193,16 +193,20 @@ fn feedback_becomes_issues_spam_is_ignored_and_replay_changes_nothing() -> anyho
         email: String,
         #[diesel(sql_type = Nullable<Text>)]
         feedback_event_id: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        legacy_report: bool,
     }
-    let reports: Vec<R> = diesel::sql_query("SELECT email, feedback_event_id::text FROM user_reports WHERE event_id = 'd0e204294e8e4833ad83cea44088c3c8'")
+    let reports: Vec<R> = diesel::sql_query("SELECT email, feedback_event_id::text, legacy_report FROM user_reports WHERE event_id = 'd0e204294e8e4833ad83cea44088c3c8'")
         .load(&mut c)?;
     assert_eq!(reports.len(), 1, "associated_event_id writes a user report");
     assert_eq!(
         (
             reports[0].email.as_str(),
-            reports[0].feedback_event_id.as_deref()
+            reports[0].feedback_event_id.as_deref(),
+            reports[0].legacy_report
         ),
-        ("jane@example.com", Some("5cda143e3ab246d98901ac1babb95373"))
+        ("jane@example.com", None, false),
+        "not a legacy report: never shimmed"
     );
 
     let first = outcomes(&broker)?;

@@ -168,11 +168,15 @@ fn mixed_stream_through_all_four_processes() -> anyhow::Result<()> {
         "{reports:?}"
     );
 
-    // Outcomes: the two attachments and the four feedbacks (two sent as feedback, two shimmed
-    // from user reports) accepted, once each, and nothing else.
+    // Outcomes: the four error events, the two attachments and the four feedbacks (two sent as
+    // feedback, two shimmed from user reports) accepted, once each, and nothing else.
     let e = stream::event_id;
     let shimmed = |n| sluice_core::ids::shimmed_feedback_event_id(stream::PROJECT, &e(n));
     let mut want = vec![
+        format!("{}/1/0/-", e(1)),
+        format!("{}/1/0/-", e(2)),
+        format!("{}/1/0/-", e(3)),
+        format!("{}/1/0/-", e(4)),
         format!("{}/4/0/-", e(1)),
         format!("{}/4/0/-", e(2)),
         format!("{}/14/0/-", e(6)),

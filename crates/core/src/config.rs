@@ -83,6 +83,11 @@ pub struct AttachmentSettings {
     pub project_per_5_minute_limit: u32,
     /// How long chunks wait in Postgres for their attachment or event.
     pub chunk_ttl_secs: u64,
+    /// Where Relay uploads attachment bodies itself (its `objectstore_url`). Attachments it
+    /// then sends by reference (`stored_id`) are recorded with `blob_path = "v2/<stored_id>"`
+    /// and their declared size, the bytes staying there; unset (the default), such attachments
+    /// get an INVALID outcome (`stored_attachment_unavailable`) instead of an empty row.
+    pub relay_objectstore_url: Option<String>,
 }
 
 impl Default for AttachmentSettings {
@@ -91,6 +96,7 @@ impl Default for AttachmentSettings {
             project_per_sec_limit: 0,
             project_per_5_minute_limit: 0,
             chunk_ttl_secs: 3600,
+            relay_objectstore_url: None,
         }
     }
 }

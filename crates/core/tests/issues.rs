@@ -268,13 +268,13 @@ async fn priorities_category_mismatch_and_gates() -> anyhow::Result<()> {
         .await?,
         Applied::Dropped("unknown_project")
     );
-    let unreleased = process(&e, occurrence(4, "prof", json!({"type": 2001}))).await?;
+    let unreleased = process(&e, occurrence(4, "prof", json!({"type": 2004}))).await?;
     assert_eq!(unreleased, Applied::Dropped("group_type_disabled"));
     let mut c = PgConnection::establish(&e.url)?;
-    diesel::sql_query("UPDATE organizations SET options = '{\"profile-file-io-main-thread-ingest\": true}' WHERE id = 1")
+    diesel::sql_query("UPDATE organizations SET options = '{\"profile-core-data-main-exp-ingest\": true}' WHERE id = 1")
         .execute(&mut c)?;
     assert!(matches!(
-        process(&e, occurrence(5, "prof", json!({"type": 2001}))).await?,
+        process(&e, occurrence(5, "prof", json!({"type": 2004}))).await?,
         Applied::Created { .. }
     ));
 
@@ -574,7 +574,7 @@ async fn noise_reduction_holds_creation_until_the_ignore_limit() -> anyhow::Resu
     // Error occurrences are never held back; types without a noise config neither.
     let error = process_with(&e, &settings, occurrence(4, "err", json!({"type": 1}))).await?;
     assert!(matches!(error, Applied::Created { .. }));
-    let plain = process_with(&e, &settings, occurrence(5, "plain", json!({"type": 1007}))).await?;
+    let plain = process_with(&e, &settings, occurrence(5, "plain", json!({"type": 2007}))).await?;
     assert!(matches!(plain, Applied::Created { .. }));
     // Off by default: the same type creates at once.
     let default = process(&e, occurrence(6, "quiet", json!({"type": 1006}))).await?;

@@ -151,10 +151,7 @@ impl FeedbackStage {
                 return o;
             }
         }
-        if let Err(e) = self
-            .record_user_report(&body, pid, &event_id, &message)
-            .await
-        {
+        if let Err(e) = self.record_user_report(&body, pid, &message).await {
             return e.verdict();
         }
         let mut accepted = outcome_base(Outcome::Accepted);
@@ -224,13 +221,13 @@ impl FeedbackStage {
         }
     }
 
-    /// A feedback naming `associated_event_id` gets a user report row if none exists, with
-    /// `feedback_event_id` set so the ingest stage never shims it again.
+    /// A feedback naming `associated_event_id` gets a user report row if none exists, with the
+    /// event's group; the row is not a legacy report, so the ingest stage never shims it (a
+    /// legacy report for the same event still is, and becomes a second feedback issue).
     async fn record_user_report(
         &self,
         body: &Value,
         project_id: u64,
-        event_id: &str,
         message: &str,
     ) -> Result<(), DbError> {
         let feedback = body
@@ -252,12 +249,12 @@ impl FeedbackStage {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let (name, email, comments, fb) = (
-            s("name"),
-            s("contact_email"),
-            message.to_owned(),
-            event_id.to_owned(),
-        );
+        let (name, email, comments) = (s("name"), s("contact_email"), message.to_owned());
+        let environment = body
+            .get("environment")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned);
         self.db
             .run(move |c| {
                 let report = user_reports::Report {
@@ -266,8 +263,9 @@ impl FeedbackStage {
                     name: &name,
                     email: &email,
                     comments: &comments,
+                    environment: environment.as_deref(),
                 };
-                Ok(user_reports::insert_shimmed(c, &report, &fb)?)
+                Ok(user_reports::insert_for_feedback(c, &report)?)
             })
             .await
     }

@@ -4,9 +4,19 @@
 //! empty; a non-empty body is stored raw in object storage under a key built from ids only; the
 //! row is inserted once per (project, event, attachment id); ACCEPTED / INVALID `missing_chunks`
 //! / RATE_LIMITED outcomes are emitted once per attachment.
+//!
+//! An attachment Relay uploaded itself and sent by reference (`stored_id`) is recorded as a
+//! reference (`blob_path = "v2/<stored_id>"`, its declared size) when
+//! `attachments.relay_objectstore_url` says where those uploads are; otherwise it gets an
+//! INVALID outcome `stored_attachment_unavailable` (and a metric), never an empty row.
+//!
+//! Crash reports (`event.minidump`, `event.applecrashreport`) follow the option
+//! `store_crash_reports` (project, else organization; Sentry's `sentry:store_crash_reports` is
+//! read too): 0 (the default) stores none, -1 all, N at most N per issue. Each one not stored
+//! gets Sentry's outcome, FILTERED `crash-report-limit` with its size.
 
 use crate::chunk::{self, InBatch, Key};
-use crate::context::{reject, Deps, Step, BODY_BUDGET_BYTES};
+use crate::context::{emit, reject, Deps, Step, BODY_BUDGET_BYTES};
 use crate::{metrics, shed};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -40,6 +50,9 @@ pub struct Owner {
     pub start_time: Option<Timestamp>,
     /// The DSN key id, for outcomes.
     pub key_id: Option<u64>,
+    /// The event's grouping fingerprint (md5 hex), which finds its issue before the event has
+    /// a group (crash-report limits); `None` outside error events.
+    pub fingerprint: Option<String>,
 }
 
 /// An attachment ready to be saved.
@@ -81,6 +94,7 @@ fn standalone_owner(m: &AttachmentMessage, project: &Project) -> Owner {
         group_id: None,
         start_time: None,
         key_id: None,
+        fingerprint: None,
     }
 }
 
@@ -88,6 +102,8 @@ fn standalone_owner(m: &AttachmentMessage, project: &Project) -> Owner {
 enum Source {
     Inline(Bytes),
     Chunks(Key, u32),
+    /// Uploaded by Relay; only its key is here.
+    Stored,
     Empty,
 }
 
@@ -97,8 +113,14 @@ fn source(project_id: u64, event_id: &str, att: &ChunkedAttachment) -> Source {
         (None, Some(n)) if n > 0 => {
             Source::Chunks((project_id, event_id.to_owned(), att.id.clone()), n)
         }
+        (None, _) if att.stored_id.is_some() => Source::Stored,
         (None, _) => Source::Empty,
     }
+}
+
+/// Whether `att` is a body Relay stored itself (by reference).
+fn by_reference(att: &ChunkedAttachment) -> bool {
+    matches!(source(0, "", att), Source::Stored)
 }
 
 /// A standalone attachment that can be saved with the batch: attachments on, not shed, a savable
@@ -121,7 +143,7 @@ pub fn standalone(
     let (body, chunk_key) = match source(m.project_id, &m.event_id, att) {
         Source::Inline(data) => (vec![data], None),
         Source::Chunks(key, n) => (chunks.complete(&key, n)?, Some(key)),
-        Source::Empty => (Vec::new(), None),
+        Source::Stored | Source::Empty => (Vec::new(), None),
     };
     Some(Pending {
         index,
@@ -150,12 +172,7 @@ async fn with_stored_body(
                 .map_err(|e| e.verdict())?;
             (body, Some(key))
         }
-        Source::Empty => {
-            if att.stored_id.is_some() {
-                tracing::warn!(attachment_id = %att.id, "attachment stored elsewhere (stored_id) is kept as empty");
-            }
-            (Some(Vec::new()), None)
-        }
+        Source::Stored | Source::Empty => (Some(Vec::new()), None),
     };
     Ok(Pending {
         index,
@@ -216,22 +233,79 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
         .map_err(|e| e.verdict())
 }
 
-/// Saves the attachments an event lists (those Relay did not rate-limit), then drops the chunks
-/// of every attachment it lists.
+/// Saves the attachments an event lists (those Relay did not rate-limit, crash reports within
+/// the project's limit), then drops the chunks of every attachment it lists.
 pub async fn for_event(deps: &Deps, attachments: &[ChunkedAttachment], owner: &Owner) -> Step<()> {
     if enabled(&owner.project) {
+        let limit = crash_report_limit(&owner.project);
+        // Crash reports the event's issue holds, read once when the first one comes.
+        let mut held: Option<i64> = None;
         // One at a time: an event's bodies are never all in memory together.
         for (i, a) in attachments
             .iter()
             .enumerate()
             .filter(|(_, a)| !a.rate_limited)
         {
+            if attachments::CRASH_REPORT_TYPES.contains(&a.attachment_type.as_str()) && limit >= 0 {
+                let n = match held {
+                    Some(n) => n,
+                    None if limit == 0 => 0,
+                    None => crash_reports_held(deps, owner, limit).await?,
+                };
+                if n >= limit {
+                    metrics::count("attachment", "crash_report_limit");
+                    let mut o = outcome(owner, Outcome::Filtered, a.size.unwrap_or(0).max(1));
+                    o.reason = Some("crash-report-limit".into());
+                    let key = outcome_key(owner.project.id as u64, &owner.event_id, &a.id);
+                    emit(deps, &key, &o).await?;
+                    held = Some(n);
+                    continue;
+                }
+                held = Some(n + 1);
+            }
             let pending = with_stored_body(deps, i, owner.clone(), a).await?;
             first_failure(save(deps, vec![pending]).await)?;
         }
     }
     let pid = owner.project.id as u64;
     drop_chunks(deps, pid, &owner.event_id, attachments).await
+}
+
+/// Crash reports stored per issue: the project's `store_crash_reports`, else the
+/// organization's; -1 is unlimited, `true` means -1, `false` or absent 0 (store none), at most
+/// 100 otherwise.
+pub fn crash_report_limit(project: &Project) -> i64 {
+    let read = |options: &Value| {
+        ["store_crash_reports", "sentry:store_crash_reports"]
+            .iter()
+            .find_map(|k| match options.get(*k)? {
+                Value::Bool(true) => Some(-1),
+                Value::Bool(false) => Some(0),
+                Value::Number(n) => n.as_i64().map(|n| if n < 0 { -1 } else { n.min(100) }),
+                _ => None,
+            })
+    };
+    read(&project.options)
+        .or_else(|| read(&project.organization_options))
+        .unwrap_or(0)
+}
+
+/// How many crash reports the event's issue already holds (at most `limit`).
+async fn crash_reports_held(deps: &Deps, owner: &Owner, limit: i64) -> Step<i64> {
+    let (pid, group) = (owner.project.id, owner.group_id);
+    let hash = owner
+        .fingerprint
+        .as_deref()
+        .map(sluice_core::ids::md5_hex)
+        .unwrap_or_default();
+    deps.db
+        .run(move |c| {
+            Ok(attachments::crash_reports_of_group(
+                c, pid, group, &hash, limit,
+            )?)
+        })
+        .await
+        .map_err(|e: DbError| e.verdict())
 }
 
 /// Removes the chunks of every attachment of an event.
@@ -265,6 +339,15 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
     for p in items {
         let pid = p.owner.project.id as u64;
         let key = outcome_key(pid, &p.owner.event_id, &p.att.id);
+        if by_reference(&p.att) && deps.settings.attachments.relay_objectstore_url.is_none() {
+            tracing::warn!(event_id = %p.owner.event_id, attachment_id = %p.att.id,
+                "attachment stored by Relay (stored_id) and no attachments.relay_objectstore_url");
+            metrics::count("attachment", "stored_attachment_unavailable");
+            let mut o = outcome(&p.owner, Outcome::Invalid, p.att.size.unwrap_or(0).max(1));
+            o.reason = Some("stored_attachment_unavailable".into());
+            ended.push((p.index, key, o));
+            continue;
+        }
         if p.body.is_none() {
             tracing::error!(event_id = %p.owner.event_id, attachment_id = %p.att.id, "Missing chunks");
             metrics::count("attachment", "missing_chunks");
@@ -338,7 +421,17 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         let pid = p.owner.project.id as u64;
         let parts = p.body.unwrap_or_default();
         let content_type = content_type(&p.att);
-        let blob_path = if size > 0 {
+        let reference = by_reference(&p.att)
+            .then(|| p.att.stored_id.as_ref().map(|id| format!("v2/{id}")))
+            .flatten();
+        let size = if reference.is_some() {
+            p.att.size.unwrap_or(0)
+        } else {
+            size
+        };
+        let blob_path = if reference.is_some() {
+            reference
+        } else if size > 0 {
             match deps
                 .objects
                 .attachment_key(pid, &p.owner.event_id, &p.att.id)

@@ -14,9 +14,10 @@ use sluice_core::ids;
 use sluice_core::issues::payload;
 use sluice_core::issues::project::Project;
 use sluice_core::kafka::consumer::{Msg, Verdict};
-use sluice_core::messages::enums::log_level;
+use sluice_core::messages::enums::{data_category, log_level, Outcome};
 use sluice_core::messages::{
-    event_time, ChunkedAttachment, DlqReason, EventMessage, OccurrenceMessage, Timestamp,
+    event_time, ChunkedAttachment, DlqReason, EventMessage, OccurrenceMessage, OutcomeMessage,
+    Timestamp,
 };
 use sluice_core::storage::events::{self, RawEvent};
 use sluice_core::storage::{DbError, EventKey};
@@ -155,6 +156,7 @@ async fn forward_feedback(
         group_id: None,
         start_time: Some(m.start_time),
         key_id: key_id(data),
+        fingerprint: None,
     };
     attachment::for_event(deps, &m.attachments, &owner).await?;
     deps.producer
@@ -177,8 +179,10 @@ async fn produce_occurrence(deps: &Deps, occurrence: OccurrenceMessage) -> Step<
     Ok(())
 }
 
-/// The error occurrence of an event: uuid5 id, the grouping's fingerprint, title and culprit,
-/// no event body (the occurrence consumer reads the stored event).
+/// The error occurrence of an event: uuid5 id, the grouping's fingerprint, title, culprit and
+/// the exception's value as subtitle, the priority of its level, and in `evidence_data` the
+/// issue metadata and the rule that grouped it; no event body (the occurrence consumer reads the
+/// stored event).
 pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
     let g = grouping::group(data);
     let level = data
@@ -186,21 +190,33 @@ pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
         .and_then(Value::as_str)
         .filter(|l| log_level(l).is_some())
         .unwrap_or("error");
+    let subtitle = g
+        .metadata
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut evidence = Map::new();
+    evidence.insert(
+        "grouping".into(),
+        serde_json::json!({"config": grouping::config(), "rule": g.rule}),
+    );
+    evidence.insert("metadata".into(), Value::Object(g.metadata));
     OccurrenceMessage {
         id: ids::error_occurrence_id(m.project_id, &m.event_id),
         project_id: m.project_id,
         event_id: Some(m.event_id.clone()),
         fingerprint: vec![g.fingerprint],
         issue_title: g.title,
-        subtitle: g.culprit.clone(),
+        subtitle,
         resource_id: None,
-        evidence_data: Some(Map::new()),
+        evidence_data: Some(evidence),
         evidence_display: Some(Vec::new()),
         group_type: ERROR_GROUP_TYPE,
         detection_time: event_time(data, m.start_time),
         level: Some(level.to_owned()),
         culprit: Some(g.culprit),
-        initial_issue_priority: None,
+        initial_issue_priority: Some(grouping::priority(level)),
         assignee: None,
         event: None,
         is_buffered_spans: false,
@@ -325,6 +341,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
                 group_id,
                 start_time: Some(r.start_time),
                 key_id: r.key_id,
+                fingerprint: r.occurrence.fingerprint.first().cloned(),
             };
             if let Err(v) = attachment::for_event(deps, &r.attachments, &owner).await {
                 return v;
@@ -342,6 +359,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
     .await;
     metrics::time_step("occurrences_produce", started);
     let mut out: Vec<(usize, Verdict)> = items.iter().map(|r| r.index).zip(produced).collect();
+    accept(deps, items, &mut out).await;
     let started = std::time::Instant::now();
     let keys: Vec<EventKey> = items
         .iter()
@@ -378,6 +396,41 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
         }
     }
     Ok(out)
+}
+
+/// One ACCEPTED outcome (category error) per stored event, once per event across replays,
+/// produced before the offset is committed: for the events whose steps so far succeeded.
+async fn accept(deps: &Deps, items: &[Ready], out: &mut [(usize, Verdict)]) {
+    let started = std::time::Instant::now();
+    let outcomes: Vec<(String, OutcomeMessage)> = items
+        .iter()
+        .zip(out.iter())
+        .filter(|(_, (_, v))| *v == Verdict::Done)
+        .map(|(r, _)| {
+            let mut o = OutcomeMessage::new(
+                r.project.organization_id as u64,
+                r.project.id as u64,
+                Outcome::Accepted,
+                data_category::ERROR,
+            );
+            o.event_id = Some(r.event_id.clone());
+            o.key_id = r.key_id;
+            o.timestamp = r.start_time;
+            (format!("event:{}:{}", r.project.id, r.event_id), o)
+        })
+        .collect();
+    if outcomes.is_empty() {
+        return;
+    }
+    if let Err(e) = deps.outcomes.emit_once_many(outcomes).await {
+        let v = e.verdict();
+        for (_, slot) in out.iter_mut() {
+            if *slot == Verdict::Done {
+                *slot = v.clone();
+            }
+        }
+    }
+    metrics::time_step("events_outcomes", started);
 }
 
 #[cfg(test)]
@@ -444,11 +497,21 @@ mod tests {
         assert_eq!(o.id, ids::error_occurrence_id(42, &m.event_id));
         assert_eq!(o.group_type, 1);
         assert_eq!(o.issue_title, "E: v");
+        assert_eq!(o.subtitle, "v");
         assert_eq!(o.culprit.as_deref(), Some("m in f"));
         assert_eq!(o.level.as_deref(), Some("warning"));
+        assert_eq!(o.initial_issue_priority, Some(50));
+        let evidence = o.evidence_data.clone().unwrap_or_default();
+        assert_eq!(evidence["grouping"]["rule"], "in-app-stacktrace");
+        assert_eq!(evidence["metadata"]["type"], "E");
+        assert_eq!(evidence["metadata"]["function"], "f");
+        assert_eq!(evidence["metadata"]["in_app_frame_mix"], "in-app-only");
         assert!(o.event.is_none());
         assert_eq!(o.detection_time.epoch_secs(), 1795432199.5);
         let bad_level = occurrence(&m, &json!({"level": "loud"}));
         assert_eq!(bad_level.level.as_deref(), Some("error"));
+        assert_eq!(bad_level.initial_issue_priority, Some(75));
+        let info = occurrence(&m, &json!({"level": "info", "message": "hello"}));
+        assert_eq!(info.initial_issue_priority, Some(25));
     }
 }

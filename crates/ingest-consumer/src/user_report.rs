@@ -195,12 +195,18 @@ fn save(
             });
         }
     }
+    let environment = event
+        .as_ref()
+        .and_then(|e| e.get("environment"))
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty());
     let stored = user_reports::Report {
         project_id,
         event_id: &r.event_id,
         name: &r.name,
         email: &r.email,
         comments: &r.comments,
+        environment,
     };
     let row = user_reports::upsert(c, &stored, start_time.epoch_secs())?;
     let Some(row) = row else {
@@ -240,9 +246,19 @@ pub async fn shim_waiting(
     event: &Value,
 ) -> Step<()> {
     let (pid, eid) = (project.id, event_id.to_owned());
+    let environment = event
+        .get("environment")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
     let waiting = deps
         .db
-        .run(move |c| Ok(user_reports::waiting(c, pid, &eid)?))
+        .run(move |c| {
+            if let Some(env) = &environment {
+                user_reports::set_environment(c, pid, &eid, env)?;
+            }
+            Ok(user_reports::waiting(c, pid, &eid)?)
+        })
         .await
         .map_err(|e: DbError| e.verdict())?;
     for w in waiting {

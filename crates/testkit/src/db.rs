@@ -90,8 +90,14 @@ pub fn issue_snapshot(url: &str) -> anyhow::Result<Vec<String>> {
         "SELECT (SELECT count(*) FROM groups) AS groups, (SELECT count(*) FROM group_hashes) AS hashes",
         "SELECT a.project_id, a.event_id, a.attachment_id, a.type, a.name, a.content_type, a.size, a.sha1, \
          a.blob_path, h.hash FROM event_attachments a LEFT JOIN group_hashes h ON h.group_id = a.group_id",
-        "SELECT r.project_id, r.event_id, r.name, r.email, r.comments, r.feedback_event_id, h.hash \
+        "SELECT r.project_id, r.event_id, r.name, r.email, r.comments, r.feedback_event_id, \
+         r.legacy_report, r.environment, h.hash \
          FROM user_reports r LEFT JOIN group_hashes h ON h.group_id = r.group_id",
+        "SELECT h.hash, g.first_release FROM groups g JOIN group_hashes h ON h.group_id = g.id",
+        "SELECT h.hash, r.release, r.environment, r.first_seen, r.last_seen, r.times_seen \
+         FROM group_releases r JOIN group_hashes h ON h.group_id = r.group_id",
+        "SELECT h.hash, e.environment, e.first_release, e.first_seen, e.last_seen, e.times_seen \
+         FROM group_environments e JOIN group_hashes h ON h.group_id = e.group_id",
     ];
     let mut c = PgConnection::establish(url)?;
     let mut out = Vec::new();

@@ -96,17 +96,52 @@ fn main() -> anyhow::Result<()> {
         },
         started.elapsed().as_secs_f64()
     );
+    #[derive(QueryableByName)]
+    struct Issue {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        group_type: i32,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = BigInt)]
+        times_seen: i64,
+        #[diesel(sql_type = Text)]
+        priority: String,
+        #[diesel(sql_type = Text)]
+        release: String,
+        #[diesel(sql_type = Text)]
+        environments: String,
+        #[diesel(sql_type = Text)]
+        title: String,
+    }
+    let issues: Vec<Issue> = diesel::sql_query(
+        "SELECT g.type AS group_type, \
+                CASE g.status WHEN 0 THEN 'unresolved' WHEN 1 THEN 'resolved' WHEN 2 THEN 'ignored' \
+                  ELSE g.status::text END AS status, \
+                g.times_seen, \
+                CASE g.priority WHEN 25 THEN 'low' WHEN 50 THEN 'medium' WHEN 75 THEN 'high' \
+                  ELSE g.priority::text END AS priority, \
+                coalesce(g.first_release, '-') AS release, \
+                coalesce((SELECT string_agg(e.environment, ',' ORDER BY e.environment) \
+                          FROM group_environments e WHERE e.group_id = g.id AND e.environment <> ''), '-') \
+                  AS environments, \
+                g.title \
+         FROM groups g ORDER BY 1, 2, 3, 7",
+    )
+    .load(&mut c)?;
     println!(
-        "{:<36} {:<11} {:>10}  title",
-        "type", "status", "times_seen"
+        "{:<36} {:<11} {:>10}  {:<8} {:<12} {:<12} title",
+        "type", "status", "times_seen", "priority", "release", "environment"
     );
-    for (group_type, status, times_seen, title) in stream::groups(&mut c)? {
+    for i in issues {
         println!(
-            "{:<36} {:<11} {:>10}  {}",
-            type_name(group_type),
-            status,
-            times_seen,
-            title
+            "{:<36} {:<11} {:>10}  {:<8} {:<12} {:<12} {}",
+            type_name(i.group_type),
+            i.status,
+            i.times_seen,
+            i.priority,
+            i.release,
+            i.environments,
+            i.title
         );
     }
 

@@ -46,7 +46,8 @@ pub(crate) fn search_message(event: &Value, occ: &Occurrence) -> String {
 }
 
 /// `groups.data`: event type, title, culprit, and metadata (title, value = subtitle, initial
-/// priority; feedback fields for feedback issues), keeping the event's own metadata.
+/// priority; feedback fields for feedback issues; for error issues the grouping's `type`,
+/// `value`, `filename`, `function` and `in_app_frame_mix`), keeping the event's own metadata.
 pub(crate) fn materialized_data(event: &Value, occ: &Occurrence) -> Value {
     let mut metadata = event
         .get("metadata")
@@ -57,6 +58,16 @@ pub(crate) fn materialized_data(event: &Value, occ: &Occurrence) -> Value {
         m.insert("title".into(), json!(occ.issue_title));
         m.insert("value".into(), json!(occ.subtitle));
         m.insert("initial_priority".into(), json!(occ.priority));
+        // Error issues: what the grouping found (exception type, crashing frame, frame mix).
+        if occ.group_type.id == 1 {
+            if let Some(found) = occ.evidence_data.get("metadata").and_then(Value::as_object) {
+                for key in ["type", "value", "filename", "function", "in_app_frame_mix"] {
+                    if let Some(v) = found.get(key) {
+                        m.insert(key.into(), v.clone());
+                    }
+                }
+            }
+        }
         if occ.group_type.category == crate::messages::enums::group_category::FEEDBACK {
             for key in ["contact_email", "message", "name", "source"] {
                 m.insert(

@@ -1,6 +1,15 @@
 //! The group-type registry (Sentry's `grouptype.py`): ids, slugs, categories, default
-//! priorities, whether a type is released (unreleased types need the organization option
-//! `<slug-with-dashes>-ingest`), creation quotas and noise configuration.
+//! priorities, whether a type is released (unreleased types need an organization option, see
+//! [`GroupType::allows_ingest`]), creation quotas and noise configuration.
+//!
+//! Synced with getsentry/sentry `src/sentry/issues/grouptype.py` at commit
+//! `05590ddad11ef6221d8a2bd907b1d7509cff56ac` and the modules that register types of their own
+//! (`monitors`, `uptime`, `incidents`, `feedback`, `preprod`, `workflow_engine`), with the legacy
+//! category numbers (1 to 9 and 16 to 19). Types that later commits removed (1017, 2004, 2006,
+//! 2008, 2010, 4002, 4003, 5001, 8002, as of commit `0008e9225012b533e26508dc1171844f1be6c228`)
+//! stay registered, so services on older Sentry versions are still served. Noise reduction uses
+//! Sentry's `NoiseConfig`: an issue is created at the `ignore_limit`-th occurrence of a
+//! fingerprint within 24 hours.
 
 use crate::messages::enums::{group_category as cat, priority};
 
@@ -18,14 +27,19 @@ pub struct GroupType {
     pub noise_ignore_limit: Option<u64>,
 }
 
-const DEFAULT_QUOTA: (u64, u64, u64) = (3600, 60, 5);
+/// Sentry's default creation quota: 5 new issues per hour, per project and type.
+const DEFAULT_QUOTA: u64 = 5;
 
-const fn t(
+/// One row: id, slug, category, priority, released, creation quota per hour, noise ignore limit
+/// (0: none).
+const fn g(
     id: i32,
     slug: &'static str,
     category: i32,
     default_priority: i32,
     released: bool,
+    quota: u64,
+    noise: u64,
 ) -> GroupType {
     GroupType {
         id,
@@ -33,169 +47,370 @@ const fn t(
         category,
         default_priority,
         released,
-        creation_quota: DEFAULT_QUOTA,
-        noise_ignore_limit: None,
+        creation_quota: (3600, 60, quota),
+        noise_ignore_limit: if noise == 0 { None } else { Some(noise) },
     }
 }
 
+use priority::{HIGH as H, LOW as L, MEDIUM as M};
+const Q: u64 = DEFAULT_QUOTA;
+
 /// Every registered type.
 pub const REGISTRY: &[GroupType] = &[
-    t(1, "error", cat::ERROR, priority::MEDIUM, true),
-    GroupType {
-        noise_ignore_limit: Some(100),
-        ..t(
-            1001,
-            "performance_slow_db_query",
-            cat::PERFORMANCE,
-            priority::LOW,
-            true,
-        )
-    },
-    t(
+    g(1, "error", cat::ERROR, M, true, Q, 0),
+    g(
+        1001,
+        "performance_slow_db_query",
+        cat::PERFORMANCE,
+        L,
+        true,
+        Q,
+        100,
+    ),
+    g(
         1004,
         "performance_render_blocking_asset_span",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        3,
     ),
-    GroupType {
-        noise_ignore_limit: Some(3),
-        ..t(
-            1006,
-            "performance_n_plus_one_db_queries",
-            cat::PERFORMANCE,
-            priority::LOW,
-            true,
-        )
-    },
-    t(
+    g(
+        1006,
+        "performance_n_plus_one_db_queries",
+        cat::PERFORMANCE,
+        L,
+        true,
+        Q,
+        3,
+    ),
+    g(
         1007,
         "performance_consecutive_db_queries",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        15,
     ),
-    t(
+    g(
         1008,
         "performance_file_io_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        3,
     ),
-    t(
+    g(
         1009,
         "performance_consecutive_http",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        5,
     ),
-    t(
+    g(
         1010,
         "performance_n_plus_one_api_calls",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        3,
     ),
-    t(
+    g(
+        1011,
+        "performance_m_n_plus_one_db_queries",
+        cat::PERFORMANCE,
+        L,
+        true,
+        Q,
+        3,
+    ),
+    g(
         1012,
         "performance_uncompressed_assets",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        100,
     ),
-    t(
+    g(
         1013,
         "performance_db_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        3,
     ),
-    t(
+    g(
         1015,
         "performance_large_http_payload",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        3,
     ),
-    t(
+    g(
         1016,
         "performance_http_overhead",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        20,
     ),
-    t(
+    g(
+        1017,
+        "performance_duration_regression",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        0,
+    ),
+    g(
+        1018,
+        "performance_p95_endpoint_regression",
+        cat::PERFORMANCE,
+        M,
+        true,
+        Q,
+        0,
+    ),
+    g(
+        1019,
+        "performance_streamed_spans_exp",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        0,
+    ),
+    g(
+        1020,
+        "db_query_injection_vulnerability",
+        cat::PERFORMANCE,
+        M,
+        false,
+        Q,
+        5,
+    ),
+    g(
+        1021,
+        "query_injection_vulnerability",
+        cat::PERFORMANCE,
+        M,
+        false,
+        Q,
+        10,
+    ),
+    g(
+        1906,
+        "performance_n_plus_one_db_queries_experimental",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        3,
+    ),
+    g(
+        1910,
+        "performance_n_plus_one_api_calls_experimental",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        3,
+    ),
+    g(
+        1911,
+        "performance_m_n_plus_one_db_queries_experimental",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        3,
+    ),
+    g(
         2001,
         "profile_file_io_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
-        false,
+        L,
+        true,
+        Q,
+        0,
     ),
-    t(
+    g(
         2002,
         "profile_image_decode_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        0,
     ),
-    t(
+    g(
         2003,
         "profile_json_decode_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        0,
     ),
-    t(
+    g(
+        2004,
+        "profile_core_data_main_exp",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        0,
+    ),
+    g(
+        2006,
+        "profile_view_is_slow_experimental",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        0,
+    ),
+    g(
         2007,
         "profile_regex_main_thread",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        0,
     ),
-    t(
+    g(
         2008,
+        "profile_frame_drop_experimental",
+        cat::PERFORMANCE,
+        L,
+        false,
+        Q,
+        0,
+    ),
+    g(
+        2009,
         "profile_frame_drop",
         cat::PERFORMANCE,
-        priority::LOW,
+        L,
         true,
+        Q,
+        2000,
     ),
-    GroupType {
-        creation_quota: (3600, 60, 60_000),
-        ..t(
-            4001,
-            "monitor_check_in_failure",
-            cat::CRON,
-            priority::HIGH,
-            true,
-        )
-    },
-    t(
-        5001,
-        "replay_deadclick",
-        cat::REPLAY,
-        priority::MEDIUM,
+    g(
+        2010,
+        "profile_function_regression_exp",
+        cat::PERFORMANCE,
+        L,
         false,
+        Q,
+        0,
     ),
-    GroupType {
-        creation_quota: (3600, 60, 1000),
-        ..t(6001, "feedback", cat::FEEDBACK, priority::MEDIUM, true)
-    },
-    GroupType {
-        creation_quota: (3600, 60, 1000),
-        ..t(
-            7001,
-            "uptime_domain_failure",
-            cat::UPTIME,
-            priority::HIGH,
-            false,
-        )
-    },
-    t(
-        8001,
-        "metric_issue",
-        cat::METRIC_ALERT,
-        priority::MEDIUM,
+    g(
+        2011,
+        "profile_function_regression",
+        cat::PERFORMANCE,
+        M,
+        true,
+        Q,
+        0,
+    ),
+    g(
+        3501,
+        "llm_detected_experimental",
+        cat::AI_DETECTED,
+        M,
         false,
+        Q,
+        0,
+    ),
+    g(
+        3502,
+        "llm_detected_experimental_v2",
+        cat::AI_DETECTED,
+        M,
+        false,
+        Q,
+        0,
+    ),
+    g(
+        4001,
+        "monitor_check_in_failure",
+        cat::CRON,
+        H,
+        true,
+        60_000,
+        0,
+    ),
+    // Deprecated subclasses of 4001: Sentry registers them under 4001's slug.
+    g(
+        4002,
+        "monitor_check_in_failure",
+        cat::CRON,
+        H,
+        true,
+        60_000,
+        0,
+    ),
+    g(
+        4003,
+        "monitor_check_in_failure",
+        cat::CRON,
+        H,
+        true,
+        60_000,
+        0,
+    ),
+    g(5001, "replay_click_dead", cat::REPLAY, M, false, Q, 0),
+    g(5002, "replay_click_rage", cat::REPLAY, M, true, Q, 0),
+    g(5003, "replay_hydration_error", cat::REPLAY, M, true, Q, 0),
+    g(6001, "feedback", cat::FEEDBACK, M, true, 1000, 0),
+    g(7001, "uptime_domain_failure", cat::UPTIME, H, true, 1000, 0),
+    g(8001, "metric_issue", cat::METRIC_ALERT, H, false, 100, 0),
+    g(8002, "metric_issue_poc", cat::METRIC_ALERT, H, false, Q, 0),
+    g(
+        9001,
+        "send-test-notification",
+        cat::TEST_NOTIFICATION,
+        M,
+        false,
+        1000,
+        0,
+    ),
+    g(10001, "web_vitals", cat::PERFORMANCE, M, true, Q, 0),
+    g(11001, "preprod_static", cat::PREPROD, L, false, Q, 0),
+    g(11002, "preprod_delta", cat::PREPROD, L, false, Q, 0),
+    g(11003, "preprod_size_analysis", cat::PREPROD, L, false, Q, 0),
+    g(
+        12001,
+        "instrumentation_issue_experimental",
+        cat::INSTRUMENTATION,
+        L,
+        false,
+        100,
+        0,
+    ),
+    g(
+        13001,
+        "sourcemap_configuration",
+        cat::CONFIGURATION,
+        L,
+        false,
+        100,
+        0,
     ),
 ];
 
@@ -206,17 +421,18 @@ pub fn get(id: i32) -> Option<&'static GroupType> {
 
 impl GroupType {
     /// The organization option that lets an unreleased type in: `<slug with _ → ->-ingest`.
+    /// Sentry's own feature name, `issue-<slug with _ → ->-ingest`, is accepted too.
     pub fn ingest_option(&self) -> String {
         format!("{}-ingest", self.slug.replace('_', "-"))
     }
 
     /// Whether occurrences of this type are accepted for an organization with `org_options`.
     pub fn allows_ingest(&self, org_options: &serde_json::Value) -> bool {
+        let option = self.ingest_option();
         self.released
-            || org_options
-                .get(self.ingest_option())
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
+            || [option.clone(), format!("issue-{option}")]
+                .iter()
+                .any(|o| org_options.get(o).and_then(serde_json::Value::as_bool) == Some(true))
     }
 }
 
@@ -234,6 +450,18 @@ mod tests {
             Some((priority::HIGH, 60_000))
         );
         assert_eq!(get(1006).and_then(|g| g.noise_ignore_limit), Some(3));
+        assert_eq!(get(1001).and_then(|g| g.noise_ignore_limit), Some(100));
+        assert_eq!(get(2009).and_then(|g| g.noise_ignore_limit), Some(2000));
+        assert_eq!(
+            get(2008).map(|g| g.slug),
+            Some("profile_frame_drop_experimental")
+        );
+        assert_eq!(get(5001).map(|g| g.slug), Some("replay_click_dead"));
+        for id in [
+            1011, 1017, 1018, 1019, 2004, 2006, 2009, 2010, 2011, 4002, 4003, 5002, 5003, 8002,
+        ] {
+            assert!(get(id).is_some(), "{id} registered");
+        }
         assert!(get(300).is_none());
         let ids: std::collections::HashSet<i32> = REGISTRY.iter().map(|g| g.id).collect();
         assert_eq!(ids.len(), REGISTRY.len(), "ids are unique");
@@ -241,17 +469,20 @@ mod tests {
 
     #[test]
     fn unreleased_types_need_the_org_option() {
-        let Some(profile) = get(2001) else {
-            panic!("2001 registered")
+        let Some(profile) = get(2004) else {
+            panic!("2004 registered")
         };
-        assert_eq!(
-            profile.ingest_option(),
-            "profile-file-io-main-thread-ingest"
-        );
+        assert_eq!(profile.ingest_option(), "profile-core-data-main-exp-ingest");
         assert!(!profile.allows_ingest(&serde_json::json!({})));
         assert!(
-            profile.allows_ingest(&serde_json::json!({"profile-file-io-main-thread-ingest": true}))
+            profile.allows_ingest(&serde_json::json!({"profile-core-data-main-exp-ingest": true}))
         );
+        let Some(frames) = get(2008) else {
+            panic!("2008 registered")
+        };
+        assert!(frames.allows_ingest(
+            &serde_json::json!({"issue-profile-frame-drop-experimental-ingest": true})
+        ));
         assert!(get(1).is_some_and(|g| g.allows_ingest(&serde_json::json!({}))));
     }
 }

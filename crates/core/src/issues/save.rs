@@ -1,5 +1,6 @@
 //! Saving occurrences, one or a run of consecutive ones, in the caller's transaction: the event
-//! (stored, or looked up), the occurrence row (deduped by id), and the group created or updated.
+//! (stored, or looked up), the occurrence row (deduped by id), the group created or updated, and
+//! where it was seen (its first release, per release and per environment).
 //! The group changes only for occurrences whose row is new, so replays change nothing.
 //!
 //! The run's groups are locked and read once, every occurrence is applied to them in memory in
@@ -14,7 +15,7 @@ use super::parse::Occurrence;
 use super::{limits, project, Applied, IssueError, Limited};
 use crate::config::IssueSettings;
 use crate::storage::groups::HashKey;
-use crate::storage::{events, groups, linking, occurrences, EventKey};
+use crate::storage::{events, group_releases, groups, linking, occurrences, EventKey};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -211,9 +212,29 @@ pub fn save(
     let creator_of: HashSet<usize> = creators.iter().map(|(_, i)| *i).collect();
     let mut group_of: HashMap<usize, i64> = HashMap::with_capacity(links.len());
     let mut event_group: HashMap<EventKey, i64> = HashMap::new();
+    let mut seen: Vec<group_releases::Seen<'_>> = Vec::with_capacity(links.len());
+    let mut first_releases: Vec<(i64, &str)> = Vec::new();
     for (i, hash) in links {
         let state = &states[&hash];
         let id = state.row.id;
+        let event = event_of[&key(occs[i])];
+        let text = |k: &str| {
+            event
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let release = text("release");
+        seen.push(group_releases::Seen {
+            group_id: id,
+            project_id: occs[i].project_id as i64,
+            release,
+            environment: text("environment").unwrap_or(""),
+            at: occs[i].detection_time.epoch_secs(),
+        });
+        if let (true, Some(r)) = (creator_of.contains(&i), release) {
+            first_releases.push((id, r));
+        }
         applied[i] = Some(if creator_of.contains(&i) {
             Applied::Created { group_id: id }
         } else {
@@ -265,6 +286,10 @@ pub fn save(
         .copied()
         .collect();
     linking::backfill(conn, &earlier, &grouped)?;
+    // Where the groups were seen: only occurrences counted for the first time, so replays
+    // change nothing.
+    group_releases::record(conn, &seen)?;
+    group_releases::set_first_release(conn, &first_releases)?;
     Ok(applied
         .into_iter()
         .map(|a| a.unwrap_or(Applied::Duplicate))

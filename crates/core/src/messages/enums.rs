@@ -98,6 +98,12 @@ pub mod group_category {
     pub const FEEDBACK: i32 = 6;
     pub const UPTIME: i32 = 7;
     pub const METRIC_ALERT: i32 = 8;
+    pub const TEST_NOTIFICATION: i32 = 9;
+    pub const FRONTEND: i32 = 14;
+    pub const AI_DETECTED: i32 = 16;
+    pub const PREPROD: i32 = 17;
+    pub const INSTRUMENTATION: i32 = 18;
+    pub const CONFIGURATION: i32 = 19;
 }
 
 /// Sentry's log level numbers (`LOG_LEVELS_MAP`); unknown names map to `None`.

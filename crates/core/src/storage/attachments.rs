@@ -111,3 +111,37 @@ pub fn exists(
     .get_result(conn)?;
     Ok(r.n > 0)
 }
+
+/// Attachment types that are crash reports (Sentry's `CRASH_REPORT_TYPES`).
+pub const CRASH_REPORT_TYPES: [&str; 2] = ["event.minidump", "event.applecrashreport"];
+
+/// How many crash reports the group of an event holds, counting at most `limit`: the group is
+/// `group_id` when known, else the one that owns grouping hash `hash` (md5 hex) in the project.
+/// 0 when there is no such group yet.
+pub fn crash_reports_of_group(
+    conn: &mut PgConnection,
+    project_id: i64,
+    group_id: Option<i64>,
+    hash: &str,
+    limit: i64,
+) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let n: N = diesel::sql_query(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM event_attachments a \
+           WHERE a.project_id = $1 AND a.type = ANY($4) \
+             AND a.group_id = COALESCE($2, (SELECT h.group_id FROM group_hashes h \
+                                            WHERE h.project_id = $1 AND h.hash = $3::bpchar)) \
+           LIMIT $5) AS c",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Nullable<BigInt>, _>(group_id)
+    .bind::<Text, _>(hash)
+    .bind::<Array<Text>, _>(CRASH_REPORT_TYPES.to_vec())
+    .bind::<BigInt, _>(limit)
+    .get_result(conn)?;
+    Ok(n.n)
+}

@@ -14,6 +14,7 @@
 pub mod attachments;
 pub mod chunks;
 pub mod events;
+pub mod group_releases;
 pub mod groups;
 pub mod limits;
 pub mod linking;

@@ -1,5 +1,7 @@
-//! `user_reports`: one report per (project, event). A report is shimmed into a feedback event at
-//! most once: `feedback_event_id` records that it was.
+//! `user_reports`: one report per (project, event). A legacy report (`legacy_report`) is shimmed
+//! into a feedback event at most once: `feedback_event_id` records that it was. A row written for
+//! a new feedback naming the event is not a legacy report and is never shimmed, unless a legacy
+//! report for the same event updates it.
 
 use super::EventKey;
 use diesel::prelude::*;
@@ -12,6 +14,8 @@ pub struct Report<'a> {
     pub name: &'a str,
     pub email: &'a str,
     pub comments: &'a str,
+    /// The environment of the report's event (or of the feedback that wrote it), when known.
+    pub environment: Option<&'a str>,
 }
 
 /// The stored report after [`upsert`].
@@ -35,12 +39,13 @@ pub fn upsert(
     received: f64,
 ) -> QueryResult<Option<Upserted>> {
     diesel::sql_query(
-        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added) \
+        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added, environment) \
          VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
-                 $3, $4, $5, to_timestamp($6)) \
+                 $3, $4, $5, to_timestamp($6), $7) \
          ON CONFLICT (project_id, event_id) DO UPDATE \
            SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
-               group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id) \
+               group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id), legacy_report = true, \
+               environment = COALESCE(user_reports.environment, EXCLUDED.environment) \
            WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
          RETURNING feedback_event_id, group_id, extract(epoch FROM date_added)::float8 AS received",
     )
@@ -50,27 +55,27 @@ pub fn upsert(
     .bind::<Text, _>(r.email)
     .bind::<Text, _>(r.comments)
     .bind::<Double, _>(received)
+    .bind::<Nullable<Text>, _>(r.environment)
     .get_result(conn)
     .optional()
 }
 
-/// Inserts a report written for a new feedback, already marked as shimmed by `feedback_event_id`;
-/// an existing report is left as it is.
-pub fn insert_shimmed(
-    conn: &mut PgConnection,
-    r: &Report<'_>,
-    feedback_event_id: &str,
-) -> QueryResult<()> {
+/// Inserts the report a new feedback makes for the event it names, with the event's group when
+/// it has one (otherwise the group is filled in when the event gets it); not a legacy report, so
+/// never shimmed. An existing report is left as it is.
+pub fn insert_for_feedback(conn: &mut PgConnection, r: &Report<'_>) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO user_reports (project_id, event_id, name, email, comments, feedback_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, event_id) DO NOTHING",
+        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment) \
+         VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
+                 $3, $4, $5, false, $6) \
+         ON CONFLICT (project_id, event_id) DO NOTHING",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(r.event_id)
     .bind::<Text, _>(r.name)
     .bind::<Text, _>(r.email)
     .bind::<Text, _>(r.comments)
-    .bind::<Text, _>(feedback_event_id)
+    .bind::<Nullable<Text>, _>(r.environment)
     .execute(conn)?;
     Ok(())
 }
@@ -91,7 +96,7 @@ pub fn with_waiting(conn: &mut PgConnection, keys: &[EventKey]) -> QueryResult<V
     let rows: Vec<W> = diesel::sql_query(
         "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
          JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
-         WHERE u.feedback_event_id IS NULL",
+         WHERE u.feedback_event_id IS NULL AND u.legacy_report",
     )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(events)
@@ -125,7 +130,7 @@ pub fn waiting(
     diesel::sql_query(
         "SELECT name, email, comments, extract(epoch FROM date_added)::float8 AS received \
          FROM user_reports \
-         WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
+         WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL AND legacy_report",
     )
     .bind::<BigInt, _>(project_id)
     .bind::<Text, _>(event_id)
@@ -146,6 +151,24 @@ pub fn mark_shimmed(
     .bind::<BigInt, _>(project_id)
     .bind::<Text, _>(event_id)
     .bind::<Text, _>(feedback_event_id)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Records the environment of the event of reports that arrived before it.
+pub fn set_environment(
+    conn: &mut PgConnection,
+    project_id: i64,
+    event_id: &str,
+    environment: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE user_reports SET environment = $3 \
+         WHERE project_id = $1 AND event_id = $2::bpchar AND environment IS NULL",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Text, _>(event_id)
+    .bind::<Text, _>(environment)
     .execute(conn)?;
     Ok(())
 }

@@ -1,0 +1,526 @@
+//! What one stack frame contributes to a fingerprint, by platform, and which frames are the
+//! application's. A frame contributes the parts listed below that survive their rules; a frame
+//! with no part left contributes nothing.
+//!
+//! | platform | parts |
+//! |---|---|
+//! | python | module (else file name), function, context line |
+//! | javascript, node | module (else file name), function (last `.` segment), context line |
+//! | java (Kotlin, Android, Scala, Clojure) | module with generated names replaced, else file name; function |
+//! | go | module (package), else file name; function |
+//! | ruby, php | module (else file name), function, context line |
+//! | csharp | module (else file name); the full signature (`raw_function`), else function |
+//! | native (c, cocoa, objc, swift, native) | function (parameters, return type and hashes trimmed, templates as `<T>`), else symbol, else the image and the address relative to it |
+//!
+//! Rules, with examples:
+//! - File names count by their base name, lower case (`/srv/app/Views.py` → `views.py`); not
+//!   when the file is a URL (`https://cdn.example.com/app.min.js`), `<anonymous>` or
+//!   `[native code]`, nor when a module is present.
+//! - Java: `com.example.Foo$$EnhancerByCGLIB$$a1b2c3` → `com.example.Foo$$EnhancerByCGLIB$$<auto>`;
+//!   likewise javassist, Hibernate proxies, generated accessors and Clojure's `$fn__123`; a
+//!   `$$Lambda$` module and `lambda$…` functions do not count.
+//! - JavaScript: `Object.handleClick` → `handleClick`; anonymous functions (`?`,
+//!   `<anonymous>`, `Anonymous function`, names ending in `/<`) do not count; frames of `eval`
+//!   or `[native code]` do not count at all; a context line longer than 120 characters does not
+//!   count, nor one of a frame without function in a URL file.
+//! - Ruby: `block in process` → `block`; ERB's `__1234_5678` suffix is cut.
+//! - PHP: `class@anonymous/app/Foo.php:12$0::run` → `run`.
+//! - Native: `void std::vector<int>::push_back(int const&)` → `std::vector<T>::push_back`,
+//!   `core::panicking::panic::h1a2b3c4d5e6f7a8b` → `core::panicking::panic`; `<unknown>` and
+//!   `<redacted>` do not
+//!   count; a frame with neither function nor symbol counts as `libfoo.so+0x1a2b` when its
+//!   image is known, so unsymbolicated crashes split by where they crashed.
+//! - A frame repeating the previous one (recursion) counts once.
+//! - A frame is the application's when the SDK says so (`in_app: true`) unless it lives in a
+//!   dependency directory (`site-packages`, `dist-packages`, `node_modules`, `vendor`,
+//!   `go/pkg/mod`) or a runtime or framework package (`java.`, `javax.`, `jdk.`, `sun.`,
+//!   `kotlin.`, `kotlinx.`, `scala.`, `org.springframework.`, `org.apache.`, `io.netty.`);
+//!   Sentry SDK frames (`io.sentry.`, `sentry_sdk`, `@sentry/`) never count.
+
+use fancy_regex::Regex;
+use serde_json::Value;
+use std::sync::LazyLock;
+
+const CONTEXT_LINE_PLATFORMS: &[&str] = &["javascript", "node", "python", "php", "ruby"];
+const NATIVE: &[&str] = &["objc", "cocoa", "swift", "native", "c"];
+const JS: &[&str] = &["javascript", "node"];
+const MAX_CONTEXT_LINE: usize = 120;
+
+fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The frames of a stack trace object, objects only.
+pub fn of(stacktrace: Option<&Value>) -> Vec<&Value> {
+    stacktrace
+        .and_then(|s| s.get("frames"))
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter(|f| f.is_object()).collect())
+        .unwrap_or_default()
+}
+
+/// The frame's platform: its own, else the event's.
+pub fn platform<'a>(frame: &'a Value, event_platform: &'a str) -> &'a str {
+    s(frame, "platform").unwrap_or(event_platform)
+}
+
+fn in_dependency(frame: &Value) -> bool {
+    let path = s(frame, "abs_path")
+        .or_else(|| s(frame, "filename"))
+        .unwrap_or("");
+    let path = path.replace('\\', "/");
+    let dirs = [
+        "site-packages/",
+        "dist-packages/",
+        "node_modules/",
+        "/vendor/",
+        "go/pkg/mod/",
+    ];
+    if dirs.iter().any(|d| path.contains(d)) || path.starts_with("vendor/") {
+        return true;
+    }
+    let module = s(frame, "module").unwrap_or("");
+    let packages = [
+        "java.",
+        "javax.",
+        "jdk.",
+        "sun.",
+        "kotlin.",
+        "kotlinx.",
+        "scala.",
+        "org.springframework.",
+        "org.apache.",
+        "io.netty.",
+    ];
+    packages.iter().any(|p| module.starts_with(p))
+}
+
+fn is_sdk(frame: &Value) -> bool {
+    let module = s(frame, "module").unwrap_or("");
+    let path = s(frame, "abs_path")
+        .or_else(|| s(frame, "filename"))
+        .unwrap_or("");
+    module.starts_with("io.sentry.")
+        || module.starts_with("sentry_sdk")
+        || path.contains("/sentry_sdk/")
+        || path.contains("@sentry/")
+}
+
+/// Whether the frame is the application's (see the module docs).
+pub fn in_app(frame: &Value) -> bool {
+    frame.get("in_app").and_then(Value::as_bool) == Some(true) && !in_dependency(frame)
+}
+
+fn is_url(path: &str) -> bool {
+    ["http:", "https:", "applewebdata:", "blob:"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// Java's generated class names (Spring's CGLIB, javassist, Hibernate proxies, reflection
+/// accessors, Clojure functions): the generated part becomes `<auto>`.
+static JAVA_GENERATED: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"(sun\.reflect\.Generated(?:Serialization)?ConstructorAccessor)\d+",
+        r"(\$\$[\w_]+?CGLIB\$\$)[a-fA-F0-9]+(?:_[0-9]+)?",
+        r"(\$\$_javassist)(?:_seam)?(?:_[0-9]+)?",
+        r"(\$fn__)\d+",
+        r"(\$\$?EnhancerBy[\w_]+?\$?\$)[a-fA-F0-9]+(?:_[0-9]+)?",
+        r"(\$\$?FastClassBy[\w_]+?\$?\$)[a-fA-F0-9]+(?:_[0-9]+)?",
+        r"(\$\$?HibernateProxy\$?\$)\w+(?:_[0-9]+)?",
+    ]
+    .iter()
+    .filter_map(|p| Regex::new(p).ok())
+    .collect()
+});
+
+/// Java's module with generated names replaced; `None` for a lambda's synthetic class.
+fn java_module(module: &str) -> Option<String> {
+    if module.contains("$$Lambda$") {
+        return None;
+    }
+    for prefix in [
+        "sun.reflect.GeneratedMethodAccessor",
+        "jdk.internal.reflect.GeneratedMethodAccessor",
+    ] {
+        if module.starts_with(prefix) {
+            return Some(prefix.to_owned());
+        }
+    }
+    let mut out = module.to_owned();
+    for re in JAVA_GENERATED.iter() {
+        if let Ok(replaced) = re.try_replacen(&out, 0, "${1}<auto>") {
+            out = replaced.into_owned();
+        }
+    }
+    Some(out)
+}
+
+/// A native function name as Sentry trims it: parameters removed, template arguments as `<T>`,
+/// the return type and qualifiers dropped, a Rust symbol hash cut; namespaces kept.
+pub fn trim_native(function: &str) -> String {
+    let f = function.trim();
+    if f.starts_with('[') || f.starts_with("+[") || f.starts_with("-[") {
+        return f.to_owned();
+    }
+    let mut out = String::new();
+    let mut depth_angle = 0usize;
+    let mut depth_paren = 0usize;
+    for c in f.chars() {
+        match c {
+            '<' => {
+                if depth_angle == 0 && depth_paren == 0 {
+                    out.push_str("<T>");
+                }
+                depth_angle += 1;
+            }
+            '>' if depth_angle > 0 => depth_angle -= 1,
+            '(' => depth_paren += 1,
+            ')' if depth_paren > 0 => depth_paren -= 1,
+            _ if depth_angle == 0 && depth_paren == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    let mut out = out.trim().to_owned();
+    for suffix in [" const", "&", " const"] {
+        if let Some(s) = out.strip_suffix(suffix) {
+            out = s.trim_end().to_owned();
+        }
+    }
+    // A Rust symbol's hash segment (`::h0123456789abcdef`).
+    if let Some((head, last)) = out.rsplit_once("::") {
+        if last.len() == 17
+            && last.starts_with('h')
+            && last[1..].chars().all(|c| c.is_ascii_hexdigit())
+        {
+            out = head.to_owned();
+        }
+    }
+    // The return type goes: the last space-separated token is the name.
+    let last = out.rsplit(' ').next().unwrap_or(&out);
+    let last = last.split("@@").next().unwrap_or(last);
+    if last.is_empty() {
+        f.to_owned()
+    } else {
+        last.to_owned()
+    }
+}
+
+fn hex_u64(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::String(s) => {
+            u64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+        }
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// `image+0xoffset` for a native frame without a name, from `debug_meta.images`.
+fn image_address(frame: &Value, event: &Value) -> Option<String> {
+    let addr = hex_u64(frame.get("instruction_addr"))?;
+    let images = event
+        .get("debug_meta")
+        .and_then(|d| d.get("images"))
+        .and_then(Value::as_array);
+    if let Some(images) = images {
+        for image in images {
+            let (Some(start), size) = (
+                hex_u64(image.get("image_addr")),
+                hex_u64(image.get("image_size")).unwrap_or(0),
+            ) else {
+                continue;
+            };
+            if addr >= start && (size == 0 || addr < start.saturating_add(size)) {
+                let name = s(image, "code_file").or_else(|| s(image, "debug_file"))?;
+                return Some(format!("{}+{:#x}", basename(name), addr - start));
+            }
+        }
+    }
+    let start = hex_u64(frame.get("image_addr"))?;
+    let package = s(frame, "package")?;
+    Some(format!(
+        "{}+{:#x}",
+        basename(package),
+        addr.checked_sub(start)?
+    ))
+}
+
+/// The parts a frame contributes (`module=…`, `filename=…`, `function=…`, `context=…`), empty
+/// when it contributes nothing.
+pub fn parts(frame: &Value, event: &Value, event_platform: &str) -> Vec<String> {
+    let platform = platform(frame, event_platform);
+    let js = JS.contains(&platform);
+    let native = NATIVE.contains(&platform);
+    let abs_path = s(frame, "abs_path").unwrap_or("");
+    if is_sdk(frame) {
+        return Vec::new();
+    }
+    let raw_function = s(frame, "raw_function");
+    let function = s(frame, "function");
+    // JavaScript frames of eval and native code say nothing about the application.
+    if js {
+        let last = raw_function
+            .or(function)
+            .map(|f| f.rsplit('.').next().unwrap_or(f));
+        if last == Some("eval")
+            || ["[native code]", "native code", "eval code", "<anonymous>"].contains(&abs_path)
+        {
+            return Vec::new();
+        }
+    }
+    let mut out = Vec::new();
+
+    let mut module = s(frame, "module").map(str::to_owned);
+    if platform == "java" {
+        module = module.and_then(|m| java_module(&m));
+    }
+    if platform == "javascript"
+        && module
+            .as_deref()
+            .is_some_and(|m| m.contains('/') && abs_path.ends_with(m))
+    {
+        module = None;
+    }
+    match &module {
+        Some(m) => out.push(format!("module={m}")),
+        None => {
+            if let Some(f) = s(frame, "filename") {
+                let name = basename(f).to_lowercase();
+                if !is_url(abs_path) && name != "<anonymous>" && name != "[native code]" {
+                    out.push(format!("filename={name}"));
+                }
+            }
+        }
+    }
+
+    let context = s(frame, "context_line").filter(|_| CONTEXT_LINE_PLATFORMS.contains(&platform));
+    let context = context
+        .filter(|c| c.chars().count() <= MAX_CONTEXT_LINE)
+        .filter(|_| {
+            !(js && function.is_none() && (is_url(abs_path) || abs_path.starts_with("file:")))
+        });
+    let context = context.map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "));
+
+    let name = if platform == "csharp" {
+        raw_function.or(function).map(str::to_owned)
+    } else if native {
+        function
+            .filter(|f| *f != "<unknown>" && *f != "<redacted>")
+            .map(|f| match raw_function {
+                Some(_) => f.to_owned(),
+                None => trim_native(f),
+            })
+            .or_else(|| s(frame, "symbol").map(trim_native))
+    } else {
+        function.or(raw_function).map(str::to_owned)
+    };
+    let name = name.and_then(|f| match platform {
+        "javascript" | "node" => {
+            let last = f.rsplit('.').next().unwrap_or(&f).to_owned();
+            let anonymous = [
+                "?",
+                "<anonymous function>",
+                "<anonymous>",
+                "Anonymous function",
+            ]
+            .contains(&last.as_str())
+                || last.ends_with("/<");
+            let sourcemapped = frame
+                .get("data")
+                .and_then(|d| d.get("sourcemap"))
+                .is_some_and(|v| !v.is_null())
+                && context.is_some();
+            (!anonymous && !sourcemapped && !last.is_empty()).then_some(last)
+        }
+        "java" => (!f.starts_with("lambda$")).then_some(f),
+        "ruby" => Some(if f.starts_with("block ") {
+            "block".to_owned()
+        } else {
+            strip_erb_suffix(&f)
+        }),
+        "php" => {
+            if f.starts_with("class@anonymous") {
+                f.rsplit("::").next().filter(|r| *r != f).map(str::to_owned)
+            } else if f.starts_with("[Anonymous") {
+                None
+            } else {
+                Some(f)
+            }
+        }
+        _ => Some(f),
+    });
+    match name {
+        Some(f) => out.push(format!("function={f}")),
+        None if native => {
+            if let Some(at) = image_address(frame, event) {
+                out.push(format!("address={at}"));
+            }
+        }
+        None => {}
+    }
+    if let Some(c) = context {
+        out.push(format!("context={c}"));
+    }
+    out
+}
+
+/// `__1234_5678` at the end of an ERB template's method name, cut.
+fn strip_erb_suffix(f: &str) -> String {
+    if let Some((head, tail)) = f.rsplit_once("__") {
+        if let Some((a, b)) = tail.split_once('_') {
+            let digits = |x: &str| x.len() >= 4 && x.chars().all(|c| c.is_ascii_digit());
+            if digits(a) && digits(b) {
+                return head.to_owned();
+            }
+        }
+    }
+    f.to_owned()
+}
+
+/// Whether two frames are the same call (recursion).
+pub fn same_call(a: &Value, b: &Value) -> bool {
+    // The address too: nameless native frames at different places are not a recursion.
+    [
+        "abs_path",
+        "package",
+        "module",
+        "filename",
+        "function",
+        "lineno",
+        "colno",
+        "instruction_addr",
+    ]
+    .iter()
+    .all(|k| a.get(k) == b.get(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(frame: Value, platform: &str) -> Vec<String> {
+        parts(&frame, &json!({}), platform)
+    }
+
+    #[test]
+    fn per_platform_parts() {
+        assert_eq!(
+            p(
+                json!({"module": "app.views", "filename": "app/views.py", "function": "checkout",
+                "context_line": "    raise  ValueError(x)"}),
+                "python"
+            ),
+            [
+                "module=app.views",
+                "function=checkout",
+                "context=raise ValueError(x)"
+            ]
+        );
+        assert_eq!(
+            p(
+                json!({"filename": "/srv/App/Cart.rb", "function": "block in process"}),
+                "ruby"
+            ),
+            ["filename=cart.rb", "function=block"]
+        );
+        assert_eq!(
+            p(
+                json!({"module": "com.example.Foo$$EnhancerBySpringCGLIB$$a1b2c3", "function": "run"}),
+                "java"
+            ),
+            [
+                "module=com.example.Foo$$EnhancerBySpringCGLIB$$<auto>",
+                "function=run"
+            ]
+        );
+        assert_eq!(
+            p(
+                json!({"module": "com.example.Foo$$Lambda$12/0x1234", "filename": "Foo.java", "function": "lambda$main$0"}),
+                "java"
+            ),
+            ["filename=foo.java"]
+        );
+        assert_eq!(
+            p(
+                json!({"abs_path": "https://cdn.example.com/app.min.js", "filename": "app.min.js",
+                "function": "Object.handleClick"}),
+                "javascript"
+            ),
+            ["function=handleClick"]
+        );
+        assert!(p(
+            json!({"abs_path": "[native code]", "function": "forEach"}),
+            "javascript"
+        )
+        .is_empty());
+        assert!(p(json!({"function": "eval"}), "javascript").is_empty());
+        assert_eq!(
+            p(
+                json!({"function": "class@anonymous/app/Foo.php:12$0::run", "filename": "Foo.php"}),
+                "php"
+            ),
+            ["filename=foo.php", "function=run"]
+        );
+        assert_eq!(
+            p(
+                json!({"function": "std::vector<int>::push_back(int const&)"}),
+                "native"
+            ),
+            ["function=std::vector<T>::push_back"]
+        );
+        assert_eq!(
+            p(
+                json!({"function": "core::panicking::panic::h1a2b3c4d5e6f7a8b"}),
+                "native"
+            ),
+            ["function=core::panicking::panic"]
+        );
+        assert_eq!(
+            p(
+                json!({"raw_function": "Void Run(System.String)", "function": "Run"}),
+                "csharp"
+            ),
+            ["function=Void Run(System.String)"]
+        );
+        assert!(p(
+            json!({"module": "io.sentry.SentryClient", "function": "capture"}),
+            "java"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn native_frames_without_names_count_by_image_and_offset() {
+        let event = json!({"debug_meta": {"images": [
+            {"code_file": "/usr/lib/libcrash.so", "image_addr": "0x1000", "image_size": 4096}]}});
+        let frame = json!({"instruction_addr": "0x1a2b", "function": "<unknown>"});
+        assert_eq!(
+            parts(&frame, &event, "native"),
+            ["address=libcrash.so+0xa2b"]
+        );
+        let elsewhere = json!({"instruction_addr": "0x9000"});
+        assert!(parts(&elsewhere, &event, "native").is_empty());
+    }
+
+    #[test]
+    fn dependencies_are_not_the_application() {
+        assert!(in_app(
+            &json!({"in_app": true, "abs_path": "/app/views.py"})
+        ));
+        assert!(!in_app(
+            &json!({"in_app": true, "abs_path": "/venv/lib/site-packages/x.py"})
+        ));
+        assert!(!in_app(
+            &json!({"in_app": true, "module": "org.springframework.web.X"})
+        ));
+        assert!(!in_app(&json!({"abs_path": "/app/views.py"})));
+    }
+}
