@@ -5,6 +5,14 @@
 ALTER TABLE user_reports ADD COLUMN legacy_report BOOLEAN NOT NULL DEFAULT true;
 -- The environment of the report's event (or of the feedback that wrote it), when known.
 ALTER TABLE user_reports ADD COLUMN environment TEXT;
+-- Only legacy reports wait to be shimmed.
+DROP INDEX user_reports_unshimmed_idx;
+CREATE INDEX user_reports_unshimmed_idx ON user_reports (project_id, event_id)
+  WHERE feedback_event_id IS NULL AND legacy_report;
+
+-- Crash reports counted per group (the `store_crash_reports` limit).
+CREATE INDEX event_attachments_crash_reports_idx ON event_attachments (project_id, group_id)
+  WHERE type IN ('event.minidump', 'event.applecrashreport');
 
 -- The release of the event that created the group.
 ALTER TABLE groups ADD COLUMN first_release TEXT;

@@ -84,7 +84,7 @@ pub struct AttachmentSettings {
     /// How long chunks wait in Postgres for their attachment or event.
     pub chunk_ttl_secs: u64,
     /// Where Relay uploads attachment bodies itself (its `objectstore_url`). Attachments it
-    /// then sends by reference (`stored_id`) are recorded with `blob_path = "v2/<stored_id>"`
+    /// then sends by reference (`stored_id`) are recorded with `blob_path = "objectstore:<stored_id>"`
     /// and their declared size, the bytes staying there; unset (the default), such attachments
     /// get an INVALID outcome (`stored_attachment_unavailable`) instead of an empty row.
     pub relay_objectstore_url: Option<String>,

@@ -19,7 +19,7 @@ use sluice_core::messages::{
     DlqReason, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage, Timestamp,
 };
 use sluice_core::outcomes::Outcomes;
-use sluice_core::storage::{user_reports, Db, DbError};
+use sluice_core::storage::{linking, user_reports, Db, DbError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +151,10 @@ impl FeedbackStage {
                 return o;
             }
         }
-        if let Err(e) = self.record_user_report(&body, pid, &message).await {
+        if let Err(e) = self
+            .record_user_report(&body, pid, &message, event.start_time.epoch_secs())
+            .await
+        {
             return e.verdict();
         }
         let mut accepted = outcome_base(Outcome::Accepted);
@@ -229,6 +232,7 @@ impl FeedbackStage {
         body: &Value,
         project_id: u64,
         message: &str,
+        received: f64,
     ) -> Result<(), DbError> {
         let feedback = body
             .get("contexts")
@@ -265,7 +269,10 @@ impl FeedbackStage {
                     comments: &comments,
                     environment: environment.as_deref(),
                 };
-                Ok(user_reports::insert_for_feedback(c, &report)?)
+                user_reports::insert_for_feedback(c, &report, received)?;
+                // The event may have been grouped while the row was written.
+                let key = (report.project_id, report.event_id.to_owned());
+                Ok(linking::fill_groups(c, linking::Linked::Reports, &[key])?)
             })
             .await
     }

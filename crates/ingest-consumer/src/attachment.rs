@@ -6,7 +6,7 @@
 //! / RATE_LIMITED outcomes are emitted once per attachment.
 //!
 //! An attachment Relay uploaded itself and sent by reference (`stored_id`) is recorded as a
-//! reference (`blob_path = "v2/<stored_id>"`, its declared size) when
+//! reference (`blob_path = "objectstore:<stored_id>"`, its declared size) when
 //! `attachments.relay_objectstore_url` says where those uploads are; otherwise it gets an
 //! INVALID outcome `stored_attachment_unavailable` (and a metric), never an empty row.
 //!
@@ -292,7 +292,7 @@ pub fn crash_report_limit(project: &Project) -> i64 {
 
 /// How many crash reports the event's issue already holds (at most `limit`).
 async fn crash_reports_held(deps: &Deps, owner: &Owner, limit: i64) -> Step<i64> {
-    let (pid, group) = (owner.project.id, owner.group_id);
+    let (pid, group, event) = (owner.project.id, owner.group_id, owner.event_id.clone());
     let hash = owner
         .fingerprint
         .as_deref()
@@ -301,7 +301,7 @@ async fn crash_reports_held(deps: &Deps, owner: &Owner, limit: i64) -> Step<i64>
     deps.db
         .run(move |c| {
             Ok(attachments::crash_reports_of_group(
-                c, pid, group, &hash, limit,
+                c, pid, &event, group, &hash, limit,
             )?)
         })
         .await
@@ -422,10 +422,15 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         let parts = p.body.unwrap_or_default();
         let content_type = content_type(&p.att);
         let reference = by_reference(&p.att)
-            .then(|| p.att.stored_id.as_ref().map(|id| format!("v2/{id}")))
+            .then(|| {
+                p.att
+                    .stored_id
+                    .as_ref()
+                    .map(|id| format!("objectstore:{id}"))
+            })
             .flatten();
         let size = if reference.is_some() {
-            p.att.size.unwrap_or(0)
+            p.att.size.unwrap_or(0).min(i64::MAX as u64)
         } else {
             size
         };

@@ -218,18 +218,21 @@ pub fn save(
         let state = &states[&hash];
         let id = state.row.id;
         let event = event_of[&key(occs[i])];
-        let text = |k: &str| {
+        // Cut to Sentry's lengths (release 250, environment 64 characters), so no value can
+        // overflow an index row.
+        let text = |k: &str, max: usize| {
             event
                 .get(k)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
+                .map(|s| s.char_indices().nth(max).map_or(s, |(at, _)| &s[..at]))
         };
-        let release = text("release");
+        let release = text("release", 250);
         seen.push(group_releases::Seen {
             group_id: id,
             project_id: occs[i].project_id as i64,
             release,
-            environment: text("environment").unwrap_or(""),
+            environment: text("environment", 64).unwrap_or(""),
             at: occs[i].detection_time.epoch_secs(),
         });
         if let (true, Some(r)) = (creator_of.contains(&i), release) {

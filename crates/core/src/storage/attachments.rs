@@ -115,12 +115,14 @@ pub fn exists(
 /// Attachment types that are crash reports (Sentry's `CRASH_REPORT_TYPES`).
 pub const CRASH_REPORT_TYPES: [&str; 2] = ["event.minidump", "event.applecrashreport"];
 
-/// How many crash reports the group of an event holds, counting at most `limit`: the group is
-/// `group_id` when known, else the one that owns grouping hash `hash` (md5 hex) in the project.
-/// 0 when there is no such group yet.
+/// How many crash reports the group of event `event_id` holds besides the event's own, counting
+/// at most `limit`: the group is `group_id` when known, else the one that owns grouping hash
+/// `hash` (md5 hex) in the project; 0 when there is no such group yet. Reports of events not
+/// grouped yet are not counted, so a burst on a new issue can exceed the limit.
 pub fn crash_reports_of_group(
     conn: &mut PgConnection,
     project_id: i64,
+    event_id: &str,
     group_id: Option<i64>,
     hash: &str,
     limit: i64,
@@ -132,7 +134,7 @@ pub fn crash_reports_of_group(
     }
     let n: N = diesel::sql_query(
         "SELECT count(*) AS n FROM (SELECT 1 FROM event_attachments a \
-           WHERE a.project_id = $1 AND a.type = ANY($4) \
+           WHERE a.project_id = $1 AND a.type = ANY($4) AND a.event_id <> $6::bpchar \
              AND a.group_id = COALESCE($2, (SELECT h.group_id FROM group_hashes h \
                                             WHERE h.project_id = $1 AND h.hash = $3::bpchar)) \
            LIMIT $5) AS c",
@@ -142,6 +144,7 @@ pub fn crash_reports_of_group(
     .bind::<Text, _>(hash)
     .bind::<Array<Text>, _>(CRASH_REPORT_TYPES.to_vec())
     .bind::<BigInt, _>(limit)
+    .bind::<Text, _>(event_id)
     .get_result(conn)?;
     Ok(n.n)
 }

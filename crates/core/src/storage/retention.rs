@@ -186,7 +186,8 @@ pub fn expired_attachments(conn: &mut PgConnection, now: DateTime<Utc>) -> Query
 }
 
 /// Deletes up to `limit` expired attachment rows and queues their objects for deletion, in one
-/// statement; returns how many rows it deleted.
+/// statement; returns how many rows it deleted. Bodies Relay stored itself (`objectstore:` paths)
+/// are Relay's store's to expire, not queued here.
 pub fn delete_attachments(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -198,7 +199,8 @@ pub fn delete_attachments(
                        RETURNING a.project_id, a.event_id, a.attachment_id, a.blob_path), \
               queued AS (INSERT INTO object_deletions (path, project_id, event_id, attachment_id) \
                          SELECT blob_path, project_id, event_id, attachment_id FROM gone \
-                         WHERE blob_path IS NOT NULL ON CONFLICT (path) DO NOTHING) \
+                         WHERE blob_path IS NOT NULL AND blob_path NOT LIKE 'objectstore:%' \
+                         ON CONFLICT (path) DO NOTHING) \
          SELECT count(*) AS n FROM gone",
     )
     .bind::<Timestamptz, _>(now)

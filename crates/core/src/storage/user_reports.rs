@@ -31,8 +31,9 @@ pub struct Upserted {
 }
 
 /// Inserts the report received at `received` (epoch seconds) with its event's group, or updates
-/// the stored one when that was first received at most 5 minutes earlier. `None` when a stored
-/// report is older (it may no longer be modified).
+/// the stored one when that was first received at most 5 minutes earlier. A row a new feedback
+/// wrote is always taken over (it becomes this legacy report, received now). `None` when a
+/// stored legacy report is older (it may no longer be modified).
 pub fn upsert(
     conn: &mut PgConnection,
     r: &Report<'_>,
@@ -45,8 +46,11 @@ pub fn upsert(
          ON CONFLICT (project_id, event_id) DO UPDATE \
            SET name = EXCLUDED.name, email = EXCLUDED.email, comments = EXCLUDED.comments, \
                group_id = COALESCE(user_reports.group_id, EXCLUDED.group_id), legacy_report = true, \
-               environment = COALESCE(user_reports.environment, EXCLUDED.environment) \
-           WHERE user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
+               environment = COALESCE(user_reports.environment, EXCLUDED.environment), \
+               date_added = CASE WHEN user_reports.legacy_report THEN user_reports.date_added \
+                                 ELSE EXCLUDED.date_added END \
+           WHERE NOT user_reports.legacy_report \
+              OR user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
          RETURNING feedback_event_id, group_id, extract(epoch FROM date_added)::float8 AS received",
     )
     .bind::<BigInt, _>(r.project_id)
@@ -60,14 +64,19 @@ pub fn upsert(
     .optional()
 }
 
-/// Inserts the report a new feedback makes for the event it names, with the event's group when
-/// it has one (otherwise the group is filled in when the event gets it); not a legacy report, so
-/// never shimmed. An existing report is left as it is.
-pub fn insert_for_feedback(conn: &mut PgConnection, r: &Report<'_>) -> QueryResult<()> {
+/// Inserts the report a new feedback received at `received` (epoch seconds) makes for the event
+/// it names, with the event's group when it has one (otherwise the group is filled in when the
+/// event gets it); not a legacy report, so never shimmed. An existing report is left as it is.
+/// Call [`super::linking::fill_groups`] after it (the event may be grouped meanwhile).
+pub fn insert_for_feedback(
+    conn: &mut PgConnection,
+    r: &Report<'_>,
+    received: f64,
+) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment) \
+        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
          VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
-                 $3, $4, $5, false, $6) \
+                 $3, $4, $5, false, $6, to_timestamp($7)) \
          ON CONFLICT (project_id, event_id) DO NOTHING",
     )
     .bind::<BigInt, _>(r.project_id)
@@ -76,6 +85,7 @@ pub fn insert_for_feedback(conn: &mut PgConnection, r: &Report<'_>) -> QueryResu
     .bind::<Text, _>(r.email)
     .bind::<Text, _>(r.comments)
     .bind::<Nullable<Text>, _>(r.environment)
+    .bind::<Double, _>(received)
     .execute(conn)?;
     Ok(())
 }

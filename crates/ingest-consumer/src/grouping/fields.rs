@@ -23,6 +23,7 @@ const TITLE_VALUE_CHARS: usize = 100;
 const CULPRIT_CHARS: usize = 200;
 const VALUE_CHARS: usize = 1024;
 const TYPE_CHARS: usize = 128;
+const FRAME_FIELD_CHARS: usize = 1024;
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key)
@@ -168,7 +169,12 @@ fn all_stacks(event: &Value) -> Vec<Vec<&Value>> {
         .and_then(|t| t.get("values").or(Some(t)))
         .and_then(Value::as_array)
     {
-        out.extend(threads.iter().map(|t| frames::of(t.get("stacktrace"))));
+        out.extend(
+            threads
+                .iter()
+                .take(super::MAX_EXCEPTIONS)
+                .map(|t| frames::of(t.get("stacktrace"))),
+        );
     }
     out.retain(|f| !f.is_empty());
     out
@@ -208,10 +214,16 @@ pub fn metadata(event: &Value) -> Map<String, Value> {
         m.insert("value".into(), json!(truncate_chars(value, VALUE_CHARS)));
         if let Some(f) = crash_location(main) {
             if let Some(file) = s(f, "filename").or_else(|| s(f, "abs_path")) {
-                m.insert("filename".into(), json!(file));
+                m.insert(
+                    "filename".into(),
+                    json!(truncate_chars(file, FRAME_FIELD_CHARS)),
+                );
             }
             if let Some(func) = s(f, "function") {
-                m.insert("function".into(), json!(func));
+                m.insert(
+                    "function".into(),
+                    json!(truncate_chars(func, FRAME_FIELD_CHARS)),
+                );
             }
         }
     }

@@ -23,6 +23,7 @@
 
 use super::frames;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// One entry of an event's fingerprint.
 pub enum Entry {
@@ -34,13 +35,20 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// The event's fingerprint entries, `None` when it has none (or an empty one).
+/// The event's fingerprint entries (the first [`super::MAX_COMPONENTS`]), each value cut to
+/// [`super::MAX_COMPONENT_CHARS`] characters; `None` when it has none (or an empty one). Each
+/// variable is resolved once, however often it repeats.
 pub fn entries(event: &Value) -> Option<Vec<Entry>> {
     let raw = event.get("fingerprint")?.as_array()?;
+    let mut resolver = Resolver {
+        event,
+        resolved: HashMap::new(),
+    };
     let out: Vec<Entry> = raw
         .iter()
+        .take(super::MAX_COMPONENTS)
         .filter_map(|v| match v {
-            Value::String(s) => Some(resolve(event, s)),
+            Value::String(s) => Some(resolver.entry(s)),
             Value::Number(n) => Some(Entry::Value(n.to_string())),
             Value::Bool(b) => Some(Entry::Value(b.to_string())),
             _ => None,
@@ -55,58 +63,80 @@ fn variable(entry: &str) -> Option<&str> {
     (!inner.is_empty() && !inner.contains(char::is_whitespace)).then_some(inner)
 }
 
-fn resolve(event: &Value, entry: &str) -> Entry {
-    let Some(name) = variable(entry) else {
-        return Entry::Value(entry.to_owned());
-    };
+fn cut(s: &str) -> String {
+    super::truncate(s, super::MAX_COMPONENT_CHARS)
+}
+
+/// Resolves an event's fingerprint entries, each variable once.
+struct Resolver<'a> {
+    event: &'a Value,
+    resolved: HashMap<String, Option<String>>,
+}
+
+impl Resolver<'_> {
+    fn entry(&mut self, entry: &str) -> Entry {
+        let Some(name) = variable(entry) else {
+            return Entry::Value(cut(entry));
+        };
+        if name == "default" {
+            return Entry::Default;
+        }
+        if let Some(v) = self.resolved.get(name) {
+            return Entry::Value(v.clone().unwrap_or_else(|| cut(entry)));
+        }
+        let value = resolve(self.event, name);
+        self.resolved.insert(cut(name), value.clone());
+        Entry::Value(value.unwrap_or_else(|| cut(entry)))
+    }
+}
+
+/// The value of variable `name`, its `<no-…>` placeholder when the event lacks it; `None` for
+/// an unknown variable (kept as written).
+fn resolve(event: &Value, name: &str) -> Option<String> {
     let main = super::main_exception(event);
-    let frame = crash_frame(event);
+    let frame = || crash_frame(event);
     let frame_field =
-        |keys: &[&str]| frame.and_then(|f| keys.iter().find_map(|k| s(f, k)).map(str::to_owned));
-    let value = match name {
-        "default" => return Entry::Default,
-        "type" | "error.type" => main
-            .and_then(|e| s(e, "type"))
-            .map(str::to_owned)
-            .ok_or("<no-type>"),
-        "value" | "error.value" => main
-            .and_then(|e| s(e, "value"))
-            .map(str::to_owned)
-            .ok_or("<no-value>"),
-        "message" => super::log_message(event)
-            .or_else(|| main.and_then(|e| s(e, "value")))
-            .map(str::to_owned)
-            .ok_or("<no-message>"),
-        "function" | "stack.function" => frame_field(&["function"]).ok_or("<no-function>"),
-        "module" | "stack.module" => frame_field(&["module"]).ok_or("<no-module>"),
-        "path" | "stack.abs_path" => frame_field(&["abs_path", "filename"]).ok_or("<no-abs-path>"),
-        "stack.filename" => frame_field(&["filename", "abs_path"]).ok_or("<no-filename>"),
-        "package" | "stack.package" => frame_field(&["package"])
-            .map(|p| p.rsplit(['/', '\\']).next().unwrap_or(&p).to_owned())
-            .ok_or("<no-package>"),
-        "transaction" => s(event, "transaction")
-            .map(str::to_owned)
-            .ok_or("<no-transaction>"),
-        "level" => s(event, "level").map(str::to_owned).ok_or("<no-level>"),
-        "logger" => s(event, "logger").map(str::to_owned).ok_or("<no-logger>"),
-        _ => match name.strip_prefix("tags.") {
-            Some(tag) => {
-                return Entry::Value(
-                    tag_value(event, tag).unwrap_or_else(|| format!("<no-value-for-tag-{tag}>")),
-                )
-            }
-            None => return Entry::Value(entry.to_owned()),
-        },
-    };
-    Entry::Value(value.unwrap_or_else(|missing| missing.to_owned()))
+        |keys: &[&str]| frame().and_then(|f| keys.iter().find_map(|k| s(f, k)).map(cut));
+    let or = |v: Option<String>, missing: &str| Some(v.unwrap_or_else(|| missing.to_owned()));
+    match name {
+        "type" | "error.type" => or(main.and_then(|e| s(e, "type")).map(cut), "<no-type>"),
+        "value" | "error.value" => or(main.and_then(|e| s(e, "value")).map(cut), "<no-value>"),
+        "message" => or(
+            super::log_message(event)
+                .or_else(|| main.and_then(|e| s(e, "value")))
+                .map(cut),
+            "<no-message>",
+        ),
+        "function" | "stack.function" => or(frame_field(&["function"]), "<no-function>"),
+        "module" | "stack.module" => or(frame_field(&["module"]), "<no-module>"),
+        "path" | "stack.abs_path" => or(frame_field(&["abs_path", "filename"]), "<no-abs-path>"),
+        "stack.filename" => or(frame_field(&["filename", "abs_path"]), "<no-filename>"),
+        "package" | "stack.package" => or(
+            frame_field(&["package"])
+                .map(|p| p.rsplit(['/', '\\']).next().unwrap_or(&p).to_owned()),
+            "<no-package>",
+        ),
+        "transaction" => or(s(event, "transaction").map(cut), "<no-transaction>"),
+        "level" => or(s(event, "level").map(cut), "<no-level>"),
+        "logger" => or(s(event, "logger").map(cut), "<no-logger>"),
+        _ => {
+            let tag = name.strip_prefix("tags.")?;
+            Some(
+                tag_value(event, tag)
+                    .map(|v| cut(&v))
+                    .unwrap_or_else(|| cut(&format!("<no-value-for-tag-{tag}>"))),
+            )
+        }
+    }
 }
 
 /// The value of tag `name`: tags as `[[key, value], …]` or as an object.
 fn tag_value(event: &Value, name: &str) -> Option<String> {
     let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(cut(s)),
         Value::Null => None,
-        other => Some(other.to_string()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        _ => None,
     };
     match event.get("tags")? {
         Value::Array(pairs) => pairs.iter().find_map(|p| {

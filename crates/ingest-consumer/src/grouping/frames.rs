@@ -21,8 +21,10 @@
 //!   `$$Lambda$` module and `lambda$…` functions do not count.
 //! - JavaScript: `Object.handleClick` → `handleClick`; anonymous functions (`?`,
 //!   `<anonymous>`, `Anonymous function`, names ending in `/<`) do not count; frames of `eval`
-//!   or `[native code]` do not count at all; a context line longer than 120 characters does not
-//!   count, nor one of a frame without function in a URL file.
+//!   or `[native code]` do not count at all; the context line of a frame without function in a
+//!   URL file does not count.
+//! - A context line (where the platform uses one) counts with its whitespace collapsed, and not
+//!   when it is longer than 120 characters (minified code).
 //! - Ruby: `block in process` → `block`; ERB's `__1234_5678` suffix is cut.
 //! - PHP: `class@anonymous/app/Foo.php:12$0::run` → `run`.
 //! - Native: `void std::vector<int>::push_back(int const&)` → `std::vector<T>::push_back`,
@@ -49,16 +51,34 @@ const MAX_CONTEXT_LINE: usize = 120;
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key)
         .and_then(Value::as_str)
+        .map(cut)
         .filter(|s| !s.trim().is_empty())
 }
 
-/// The frames of a stack trace object, objects only.
+/// Frames of one stack that count, the innermost ones (the rest of a deeper stack is ignored).
+pub const MAX_FRAMES: usize = 1024;
+
+/// Longest text of a frame field that is read, in characters; the rest is ignored.
+const MAX_FIELD_CHARS: usize = 1024;
+
+/// The frames of a stack trace object, objects only, at most [`MAX_FRAMES`] (the innermost).
 pub fn of(stacktrace: Option<&Value>) -> Vec<&Value> {
-    stacktrace
+    let Some(all) = stacktrace
         .and_then(|s| s.get("frames"))
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter(|f| f.is_object()).collect())
-        .unwrap_or_default()
+    else {
+        return Vec::new();
+    };
+    let skip = all.len().saturating_sub(MAX_FRAMES);
+    all[skip..].iter().filter(|f| f.is_object()).collect()
+}
+
+/// At most [`MAX_FIELD_CHARS`] characters of `s`.
+fn cut(s: &str) -> &str {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 /// The frame's platform: its own, else the event's.
@@ -222,26 +242,54 @@ fn hex_u64(v: Option<&Value>) -> Option<u64> {
     }
 }
 
-/// `image+0xoffset` for a native frame without a name, from `debug_meta.images`.
-fn image_address(frame: &Value, event: &Value) -> Option<String> {
+/// Debug images read from an event, at most this many.
+const MAX_IMAGES: usize = 4096;
+
+/// The event's loaded images (`debug_meta.images`): start, end (exclusive; `u64::MAX` when the
+/// size is unknown) and file name, sorted by start; read once per event.
+pub struct Images(Vec<(u64, u64, String)>);
+
+impl Images {
+    pub fn of(event: &Value) -> Images {
+        let mut v: Vec<(u64, u64, String)> = event
+            .get("debug_meta")
+            .and_then(|d| d.get("images"))
+            .and_then(Value::as_array)
+            .map(|images| {
+                images
+                    .iter()
+                    .take(MAX_IMAGES)
+                    .filter_map(|image| {
+                        let start = hex_u64(image.get("image_addr"))?;
+                        let size = hex_u64(image.get("image_size")).unwrap_or(0);
+                        let end = if size == 0 {
+                            u64::MAX
+                        } else {
+                            start.saturating_add(size)
+                        };
+                        let name = s(image, "code_file").or_else(|| s(image, "debug_file"))?;
+                        Some((start, end, basename(name).to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|(start, _, _)| *start);
+        Images(v)
+    }
+
+    /// The image holding `addr` and the offset into it.
+    fn find(&self, addr: u64) -> Option<(&str, u64)> {
+        let at = self.0.partition_point(|(start, _, _)| *start <= addr);
+        let (start, end, name) = self.0.get(at.checked_sub(1)?)?;
+        (addr < *end).then(|| (name.as_str(), addr - start))
+    }
+}
+
+/// `image+0xoffset` for a native frame without a name.
+fn image_address(frame: &Value, images: &Images) -> Option<String> {
     let addr = hex_u64(frame.get("instruction_addr"))?;
-    let images = event
-        .get("debug_meta")
-        .and_then(|d| d.get("images"))
-        .and_then(Value::as_array);
-    if let Some(images) = images {
-        for image in images {
-            let (Some(start), size) = (
-                hex_u64(image.get("image_addr")),
-                hex_u64(image.get("image_size")).unwrap_or(0),
-            ) else {
-                continue;
-            };
-            if addr >= start && (size == 0 || addr < start.saturating_add(size)) {
-                let name = s(image, "code_file").or_else(|| s(image, "debug_file"))?;
-                return Some(format!("{}+{:#x}", basename(name), addr - start));
-            }
-        }
+    if let Some((name, offset)) = images.find(addr) {
+        return Some(format!("{name}+{offset:#x}"));
     }
     let start = hex_u64(frame.get("image_addr"))?;
     let package = s(frame, "package")?;
@@ -254,7 +302,7 @@ fn image_address(frame: &Value, event: &Value) -> Option<String> {
 
 /// The parts a frame contributes (`module=…`, `filename=…`, `function=…`, `context=…`), empty
 /// when it contributes nothing.
-pub fn parts(frame: &Value, event: &Value, event_platform: &str) -> Vec<String> {
+pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String> {
     let platform = platform(frame, event_platform);
     let js = JS.contains(&platform);
     let native = NATIVE.contains(&platform);
@@ -359,7 +407,7 @@ pub fn parts(frame: &Value, event: &Value, event_platform: &str) -> Vec<String> 
     match name {
         Some(f) => out.push(format!("function={f}")),
         None if native => {
-            if let Some(at) = image_address(frame, event) {
+            if let Some(at) = image_address(frame, images) {
                 out.push(format!("address={at}"));
             }
         }
@@ -407,7 +455,7 @@ mod tests {
     use serde_json::json;
 
     fn p(frame: Value, platform: &str) -> Vec<String> {
-        parts(&frame, &json!({}), platform)
+        parts(&frame, &Images::of(&json!({})), platform)
     }
 
     #[test]
@@ -501,13 +549,16 @@ mod tests {
     fn native_frames_without_names_count_by_image_and_offset() {
         let event = json!({"debug_meta": {"images": [
             {"code_file": "/usr/lib/libcrash.so", "image_addr": "0x1000", "image_size": 4096}]}});
+        let images = Images::of(&event);
         let frame = json!({"instruction_addr": "0x1a2b", "function": "<unknown>"});
         assert_eq!(
-            parts(&frame, &event, "native"),
+            parts(&frame, &images, "native"),
             ["address=libcrash.so+0xa2b"]
         );
         let elsewhere = json!({"instruction_addr": "0x9000"});
-        assert!(parts(&elsewhere, &event, "native").is_empty());
+        assert!(parts(&elsewhere, &images, "native").is_empty());
+        let before = json!({"instruction_addr": "0x10"});
+        assert!(parts(&before, &images, "native").is_empty());
     }
 
     #[test]

@@ -40,10 +40,13 @@
 //! digest is the occurrence's `fingerprint[0]` (and its Kafka key prefix). Changing the rules
 //! means a new tag: events grouped by the new rules open new issues.
 //!
-//! Bounds: at most [`MAX_COMPONENTS`] components count, each cut to [`MAX_COMPONENT_CHARS`]
-//! characters, and normalized text is cut first ([`parameterize::MAX_INPUT_CHARS`]), so an
-//! event repeating `{{ default }}` thousands of times over a deep stack costs no more than a
-//! large ordinary one.
+//! Bounds: at most [`MAX_EXCEPTIONS`] exceptions (the last ones) and [`frames::MAX_FRAMES`]
+//! frames per stack (the innermost) are read, each field to 1,024 characters; at most
+//! [`MAX_COMPONENTS`] components count, each cut to [`MAX_COMPONENT_CHARS`] characters when it
+//! is made; fingerprint entries are read up to [`MAX_COMPONENTS`] and each variable is resolved
+//! once; normalized text is cut first ([`parameterize::MAX_INPUT_CHARS`]) and an event
+//! normalizes at most 16 times that. An event repeating `{{ default }}` thousands of times over
+//! a deep stack costs no more than a large ordinary one.
 
 mod fields;
 mod fingerprint;
@@ -132,16 +135,21 @@ pub fn group(event: &Value) -> Grouping {
     }
 }
 
-/// `exception.values`, also accepting a bare list (older SDKs).
+/// Exceptions of a chain that count, the last ones (the main exception is the last).
+pub const MAX_EXCEPTIONS: usize = 64;
+
+/// `exception.values`, also accepting a bare list (older SDKs); at most [`MAX_EXCEPTIONS`].
 fn exceptions(event: &Value) -> Vec<&Value> {
     let exc = event.get("exception");
-    let values = exc
+    let Some(values) = exc
         .and_then(|e| e.get("values"))
         .or(exc)
-        .and_then(Value::as_array);
-    values
-        .map(|v| v.iter().filter(|e| e.is_object()).collect())
-        .unwrap_or_default()
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let skip = values.len().saturating_sub(MAX_EXCEPTIONS);
+    values[skip..].iter().filter(|e| e.is_object()).collect()
 }
 
 /// The exception an issue is named after: the last one (the one raised last).
@@ -189,7 +197,7 @@ fn synthetic(exception: &Value) -> bool {
 /// The components of one stack: its frames' parts, application frames only when `app_only`.
 fn stack_components(
     stack: &[&Value],
-    event: &Value,
+    images: &frames::Images,
     platform: &str,
     app_only: bool,
 ) -> Vec<String> {
@@ -204,9 +212,12 @@ fn stack_components(
         if repeated || (app_only && !frames::in_app(f)) {
             continue;
         }
-        let parts = frames::parts(f, event, platform);
+        let parts = frames::parts(f, images, platform);
         if !parts.is_empty() {
-            out.push(format!("frame:{}", parts.join("|")));
+            out.push(truncate(
+                &format!("frame:{}", parts.join("|")),
+                MAX_COMPONENT_CHARS,
+            ));
         }
     }
     // A lone nameless JavaScript frame in a URL file says nothing about the error.
@@ -249,9 +260,24 @@ fn event_stack(event: &Value) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
+/// Characters of exception values and messages normalized per event; values beyond it count
+/// cut but not normalized, so a chain of long values costs a bounded amount of matching.
+const NORMALIZE_BUDGET: usize = 16 * parameterize::MAX_INPUT_CHARS;
+
 /// The built-in components (rules 3 to 8) and the rule that produced them.
 fn default_components(event: &Value) -> (Vec<String>, &'static str) {
     let platform = str_of(event, "platform").unwrap_or("other");
+    let images = frames::Images::of(event);
+    let mut budget = NORMALIZE_BUDGET;
+    let mut normalize = |text: &str| {
+        let cut = truncate(text, parameterize::MAX_INPUT_CHARS);
+        if budget >= cut.len() {
+            budget -= cut.len();
+            parameterize::normalize(&cut)
+        } else {
+            cut
+        }
+    };
     let excs = exceptions(event);
     if !excs.is_empty() {
         let stacks: Vec<(Vec<String>, Vec<String>)> = excs
@@ -259,8 +285,8 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
             .map(|e| {
                 let stack = frames::of(e.get("stacktrace"));
                 (
-                    stack_components(&stack, event, platform, true),
-                    stack_components(&stack, event, platform, false),
+                    stack_components(&stack, &images, platform, true),
+                    stack_components(&stack, &images, platform, false),
                 )
             })
             .collect();
@@ -275,7 +301,7 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
         for (e, (app, all)) in excs.iter().zip(stacks) {
             if !synthetic(e) {
                 if let Some(ty) = str_of(e, "type") {
-                    out.push(format!("type:{ty}"));
+                    out.push(format!("type:{}", truncate(ty, MAX_COMPONENT_CHARS)));
                 }
             }
             let stack = match rule {
@@ -285,10 +311,13 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
             };
             if stack.is_empty() {
                 if let Some(v) = str_of(e, "value") {
-                    out.push(format!("value:{}", parameterize::normalize(v)));
+                    out.push(format!("value:{}", normalize(v)));
                 }
             }
             out.extend(stack);
+            if out.len() >= MAX_COMPONENTS {
+                break;
+            }
         }
         if !out.is_empty() {
             return (out, rule);
@@ -296,20 +325,17 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
     }
     let stack = event_stack(event);
     if !stack.is_empty() {
-        let app = stack_components(&stack, event, platform, true);
+        let app = stack_components(&stack, &images, platform, true);
         if !app.is_empty() {
             return (app, "in-app-stacktrace");
         }
-        let all = stack_components(&stack, event, platform, false);
+        let all = stack_components(&stack, &images, platform, false);
         if !all.is_empty() {
             return (all, "system-stacktrace");
         }
     }
     if let Some(m) = grouping_message(event) {
-        return (
-            vec![format!("message:{}", parameterize::normalize(m))],
-            "message",
-        );
+        return (vec![format!("message:{}", normalize(m))], "message");
     }
     (Vec::new(), "fallback")
 }
@@ -427,6 +453,56 @@ mod tests {
         assert_eq!(g.components.len(), MAX_COMPONENTS);
         e["fingerprint"] = json!(["x".repeat(5000)]);
         assert_eq!(group(&e).components[0].len(), MAX_COMPONENT_CHARS);
+    }
+
+    #[test]
+    fn hostile_events_cost_a_bounded_amount() {
+        // Each case would take gigabytes or minutes if a variable, a component or an image
+        // lookup were not bounded; each must end with bounded components.
+        let long = "m".repeat(600_000);
+        let mut many_vars = json!({"message": long, "exception": {"values": [
+            {"type": "E", "value": "v", "stacktrace": {"frames": vec![json!({}); 200_000]}}]}});
+        let mut entries = vec![json!("{{ message }}"); 30_000];
+        entries.extend(vec![json!("{{ function }}"); 30_000]);
+        many_vars["fingerprint"] = Value::Array(entries);
+        let g = group(&many_vars);
+        assert_eq!(g.components.len(), MAX_COMPONENTS);
+        assert!(g
+            .components
+            .iter()
+            .all(|c| c.chars().count() <= MAX_COMPONENT_CHARS));
+
+        let huge_type = json!({"exception": {"values": [{"type": "T".repeat(900_000)}]},
+                               "fingerprint": vec!["{{ default }}"; 4096]});
+        let g = group(&huge_type);
+        assert_eq!(g.components.len(), MAX_COMPONENTS);
+        assert!(g.components.iter().all(|c| c.len() <= MAX_COMPONENT_CHARS));
+
+        let images: Vec<Value> = (0..30_000)
+            .map(|i| json!({"code_file": format!("lib{i}.so"), "image_addr": i * 0x10000, "image_size": 0x1000}))
+            .collect();
+        let frames: Vec<Value> = (0..13_000)
+            .map(|i| json!({"instruction_addr": (i % 4000) * 0x10000 + 0x10, "in_app": true}))
+            .collect();
+        let native = json!({"platform": "native", "debug_meta": {"images": images},
+            "exception": {"values": [{"type": "SIGSEGV", "stacktrace": {"frames": frames}}]}});
+        let g = group(&native);
+        assert_eq!(g.rule, "in-app-stacktrace");
+        assert_eq!(
+            g.components.len(),
+            1 + frames::MAX_FRAMES,
+            "the innermost frames"
+        );
+
+        let chain: Vec<Value> = (0..5_000)
+            .map(|i| json!({"type": "E", "value": format!("{}{i}", "a".repeat(2_000))}))
+            .collect();
+        let g = group(&json!({"exception": {"values": chain}}));
+        assert_eq!(
+            g.components.len(),
+            2 * MAX_EXCEPTIONS,
+            "the last exceptions"
+        );
     }
 
     #[test]
