@@ -300,22 +300,36 @@ fn issues_outcomes_and_reports_as_sentry_users_know_them() -> anyhow::Result<()>
         Ok(())
     };
     let mut c = db.connect()?;
+    let wait_grouped = |n: u32| {
+        wait_for(
+            &format!("event {n} grouped"),
+            Duration::from_secs(60),
+            || event_group(&mut db.connect().ok()?, n).ok()?,
+        )
+    };
+    // The messages sent twice (the second time as a replay).
+    let error_events = [
+        error(1, "warning", "card 4242 declined"),
+        error(2, "warning", "card 1881 declined"),
+    ];
+    let feedbacks = [feedback(11, 1), feedback(12, 2)];
+    let crash_23 = [crash(
+        43,
+        23,
+        vec![attachment(
+            "dump-23",
+            "event.minidump",
+            Some(b"MDMP-23"),
+            None,
+        )],
+    )];
 
     // Events 1 and 2 (warnings): one issue (same in-app stack, values differ). The legacy
     // report of event 2 arrives before its event.
     send_keyed(&broker, "ingest-attachments", &[report(2, "Bob")])?;
-    send_keyed(
-        &broker,
-        "ingest-events",
-        &[
-            error(1, "warning", "card 4242 declined"),
-            error(2, "warning", "card 1881 declined"),
-        ],
-    )?;
-    wait_for("both events grouped", Duration::from_secs(60), || {
-        let c = &mut db.connect().ok()?;
-        Some((event_group(c, 1).ok()??, event_group(c, 2).ok()??))
-    })?;
+    send_keyed(&broker, "ingest-events", &error_events)?;
+    wait_grouped(1)?;
+    wait_grouped(2)?;
     settle()?;
     // Event 3: an info-level message, its own issue.
     send_keyed(
@@ -328,14 +342,8 @@ fn issues_outcomes_and_reports_as_sentry_users_know_them() -> anyhow::Result<()>
         )],
     )?;
     // Feedback about event 1 (after its event), and about event 2 (after its legacy report).
-    send_keyed(
-        &broker,
-        "ingest-feedback-events",
-        &[feedback(11, 1), feedback(12, 2)],
-    )?;
-    wait_for("event 3 grouped", Duration::from_secs(60), || {
-        event_group(&mut db.connect().ok()?, 3).ok()?
-    })?;
+    send_keyed(&broker, "ingest-feedback-events", &feedbacks)?;
+    wait_grouped(3)?;
     settle()?;
     // Then the legacy report of event 1: after its feedback.
     send_keyed(&broker, "ingest-attachments", &[report(1, "Ann")])?;
@@ -501,27 +509,10 @@ fn issues_outcomes_and_reports_as_sentry_users_know_them() -> anyhow::Result<()>
             ),
         ],
     )?;
-    wait_for("crash 22 grouped", Duration::from_secs(60), || {
-        event_group(&mut db.connect().ok()?, 22).ok()?
-    })?;
+    wait_grouped(22)?;
     settle()?;
-    send_keyed(
-        &broker,
-        "ingest-attachments",
-        &[crash(
-            43,
-            23,
-            vec![attachment(
-                "dump-23",
-                "event.minidump",
-                Some(b"MDMP-23"),
-                None,
-            )],
-        )],
-    )?;
-    wait_for("crash 23 grouped", Duration::from_secs(60), || {
-        event_group(&mut db.connect().ok()?, 23).ok()?
-    })?;
+    send_keyed(&broker, "ingest-attachments", &crash_23)?;
+    wait_grouped(23)?;
     settle()?;
     assert_eq!(
         attachment_rows(&mut c)?,
@@ -558,33 +549,9 @@ fn issues_outcomes_and_reports_as_sentry_users_know_them() -> anyhow::Result<()>
         "ingest-attachments",
         &[report(2, "Bob"), report(1, "Ann")],
     )?;
-    send_keyed(
-        &broker,
-        "ingest-events",
-        &[
-            error(1, "warning", "card 4242 declined"),
-            error(2, "warning", "card 1881 declined"),
-        ],
-    )?;
-    send_keyed(
-        &broker,
-        "ingest-feedback-events",
-        &[feedback(11, 1), feedback(12, 2)],
-    )?;
-    send_keyed(
-        &broker,
-        "ingest-attachments",
-        &[crash(
-            43,
-            23,
-            vec![attachment(
-                "dump-23",
-                "event.minidump",
-                Some(b"MDMP-23"),
-                None,
-            )],
-        )],
-    )?;
+    send_keyed(&broker, "ingest-events", &error_events)?;
+    send_keyed(&broker, "ingest-feedback-events", &feedbacks)?;
+    send_keyed(&broker, "ingest-attachments", &crash_23)?;
     settle()?;
     sluice_testkit::db::assert_same_rows(
         &sluice_testkit::db::issue_snapshot(&db.url)?,

@@ -16,7 +16,7 @@
 //! - **Priority**: from the level: `fatal` and `error` high (75), `warning` medium (50), `info`
 //!   and `debug` low (25).
 
-use super::{exceptions, frames, log_message, main_exception};
+use super::{exceptions, frames, log_message, main_exception, synthetic};
 use serde_json::{json, Map, Value};
 
 const TITLE_VALUE_CHARS: usize = 100;
@@ -38,14 +38,6 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     }
     let kept: String = text.chars().take(max.saturating_sub(3)).collect();
     format!("{kept}...")
-}
-
-fn synthetic(exception: &Value) -> bool {
-    exception
-        .get("mechanism")
-        .and_then(|m| m.get("synthetic"))
-        .and_then(Value::as_bool)
-        == Some(true)
 }
 
 /// The crashing frame for display: innermost application frame with a usable function, else
