@@ -16,20 +16,15 @@
 //! - **Priority**: from the level: `fatal` and `error` high (75), `warning` medium (50), `info`
 //!   and `debug` low (25).
 
-use super::{exceptions, frames, log_message, main_exception, synthetic};
+use super::{exceptions, frames, log_message, main_exception, str_of as s, synthetic};
 use serde_json::{json, Map, Value};
+use sluice_core::messages::enums::priority;
 
 const TITLE_VALUE_CHARS: usize = 100;
 const CULPRIT_CHARS: usize = 200;
 const VALUE_CHARS: usize = 1024;
 const TYPE_CHARS: usize = 128;
 const FRAME_FIELD_CHARS: usize = 1024;
-
-fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-}
 
 /// At most `max` characters: longer text keeps `max - 3` and ends in `...`.
 pub fn truncate_chars(text: &str, max: usize) -> String {
@@ -228,8 +223,8 @@ pub fn metadata(event: &Value) -> Map<String, Value> {
 /// Sentry's priority for a new error issue at `level`.
 pub fn priority(level: &str) -> i32 {
     match level {
-        "fatal" | "error" => 75,
-        "info" | "debug" => 25,
-        _ => 50,
+        "fatal" | "error" => priority::HIGH,
+        "info" | "debug" => priority::LOW,
+        _ => priority::MEDIUM,
     }
 }

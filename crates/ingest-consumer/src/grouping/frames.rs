@@ -75,10 +75,7 @@ pub fn of(stacktrace: Option<&Value>) -> Vec<&Value> {
 
 /// At most [`MAX_FIELD_CHARS`] characters of `s`.
 fn cut(s: &str) -> &str {
-    match s.char_indices().nth(MAX_FIELD_CHARS) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+    super::prefix(s, MAX_FIELD_CHARS)
 }
 
 /// The frame's platform: its own, else the event's.

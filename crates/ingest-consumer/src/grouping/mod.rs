@@ -340,11 +340,16 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
     (Vec::new(), "fallback")
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// The first `max` characters of `s` (all of it when shorter).
+fn prefix(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
-        Some((i, _)) => s[..i].to_owned(),
-        None => s.to_owned(),
+        Some((i, _)) => &s[..i],
+        None => s,
     }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    prefix(s, max).to_owned()
 }
 
 #[cfg(test)]

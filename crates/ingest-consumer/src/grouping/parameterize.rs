@@ -138,10 +138,7 @@ pub fn first_lines(text: &str) -> String {
 
 /// Replaces the variable parts of `text` (see the module docs).
 pub fn parameterize(text: &str) -> String {
-    let text = match text.char_indices().nth(MAX_INPUT_CHARS) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    };
+    let text = super::prefix(text, MAX_INPUT_CHARS);
     let Some(re) = MATCHER.as_ref() else {
         return text.to_owned();
     };
