@@ -210,7 +210,7 @@ async fn check_topics(brokers: &str, needs: &Needs) -> anyhow::Result<()> {
 /// binary was rolled out before `migrate` ran), the process stays up, reports not ready and says
 /// so every few seconds, instead of failing its first query or crash-looping. A newer schema is
 /// fine: migrations add before they remove.
-async fn wait_for_schema(
+pub async fn wait_for_schema(
     url: &str,
     health: &Arc<Health>,
     shutdown: &CancellationToken,

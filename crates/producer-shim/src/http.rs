@@ -84,15 +84,27 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let app = router(api, &limits);
+    serve_router(listen, app, limits.header_timeout, shutdown).await
+}
+
+/// Binds `listen` and serves `app` over HTTP/1.1 until `shutdown`: headers must arrive within
+/// `header_timeout` (also how long an idle connection is kept); in-flight requests get up to
+/// 30 s to finish.
+pub async fn serve_router(
+    listen: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --listen {listen}: {e}"))?;
     tracing::info!(%listen, "HTTP API listening");
-    let app = router(api, &limits);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     loop {
         let stream = tokio::select! {

@@ -1,8 +1,8 @@
 //! `producer-shim`: how other services raise issues, over HTTP or from NDJSON files.
 
-mod http;
+pub mod http;
 mod send;
-mod submit;
+pub mod submit;
 
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};

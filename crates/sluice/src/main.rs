@@ -1,5 +1,6 @@
-//! `sluice`: the operator command. It applies migrations, provisions organizations and
-//! projects, removes expired data (`cleanup`) and inspects and replays dead letters (`dlq`).
+//! `sluice`: the operator command. It applies migrations, provisions organizations, projects,
+//! API tokens and webhook subscriptions, serves the web API (`api`), removes expired data
+//! (`cleanup`) and inspects and replays dead letters (`dlq`).
 //! Each subcommand takes `--database-url` / `DATABASE_URL` where it needs the database.
 //!
 //! It also holds the four stages: invoked under a stage's name (a link named `ingest-consumer`,
@@ -7,10 +8,13 @@
 //! flags and behaviour as the stage's own binary. The container image ships this one binary and
 //! the four links, which keeps it small.
 
+mod api;
 mod cleanup;
 mod dlq;
 mod resend;
 mod tenancy;
+mod tokens;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 use sluice_core::cli::LogFormat;
@@ -54,6 +58,18 @@ enum Command {
         #[command(subcommand)]
         command: tenancy::ProjectCommand,
     },
+    /// API bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: tokens::Command,
+    },
+    /// Webhook subscriptions.
+    Webhook {
+        #[command(subcommand)]
+        command: webhook::Command,
+    },
+    /// Serve Sentry's web API (/api/0/) and deliver webhooks.
+    Api(api::Args),
     /// Remove expired events, occurrences, attachments (rows and objects), user reports, groups,
     /// idempotency records and counters.
     Cleanup(cleanup::Args),
@@ -111,6 +127,9 @@ fn main() -> ExitCode {
             }
             Command::Org { command } => tenancy::org(cli.database_url()?, command).await,
             Command::Project { command } => tenancy::project(cli.database_url()?, command).await,
+            Command::Token { command } => tokens::run(cli.database_url()?, command).await,
+            Command::Webhook { command } => webhook::run(cli.database_url()?, command).await,
+            Command::Api(args) => api::run(cli.database_url()?, args).await,
             Command::Cleanup(args) => cleanup::run(cli.database_url()?, args).await,
             Command::Dlq { command } => dlq::run(command).await,
         }

@@ -15,7 +15,7 @@ use super::parse::Occurrence;
 use super::{limits, project, Applied, IssueError, Limited};
 use crate::config::IssueSettings;
 use crate::storage::groups::HashKey;
-use crate::storage::{events, group_releases, groups, linking, occurrences, EventKey};
+use crate::storage::{events, group_releases, groups, linking, occurrences, webhooks, EventKey};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -293,8 +293,48 @@ pub fn save(
     // change nothing.
     group_releases::record(conn, &seen)?;
     group_releases::set_first_release(conn, &first_releases)?;
+    webhooks::enqueue(conn, &notices(occs, &applied))?;
     Ok(applied
         .into_iter()
         .map(|a| a.unwrap_or(Applied::Duplicate))
         .collect())
+}
+
+/// The notifications of a run: a new issue (a new feedback flagged as spam only for those who
+/// ask for spam) and a regression (Sentry sends it as `issue.unresolved`). Keyed by the group
+/// and the regressing occurrence, so a replay queues nothing twice.
+fn notices(occs: &[&Occurrence], applied: &[Option<Applied>]) -> Vec<webhooks::Notice> {
+    let mut out = Vec::new();
+    for (i, a) in applied.iter().enumerate() {
+        let o = occs[i];
+        let project_id = o.project_id as i64;
+        match a {
+            Some(Applied::Created { group_id }) => {
+                let spam = o.evidence_data.get("is_spam") == Some(&Value::Bool(true));
+                out.push(webhooks::Notice {
+                    project_id,
+                    group_id: Some(*group_id),
+                    event: if spam {
+                        webhooks::event::FEEDBACK_SPAM
+                    } else {
+                        webhooks::event::ISSUE_CREATED
+                    },
+                    cause: format!("issue.created:{group_id}"),
+                    data: json!({ "event_id": o.event_id }),
+                });
+            }
+            Some(Applied::Updated {
+                group_id,
+                regressed: true,
+            }) => out.push(webhooks::Notice {
+                project_id,
+                group_id: Some(*group_id),
+                event: webhooks::event::ISSUE_UNRESOLVED,
+                cause: format!("regression:{}", o.id),
+                data: json!({ "event_id": o.event_id, "substatus": "regressed" }),
+            }),
+            _ => {}
+        }
+    }
+    out
 }

@@ -9,7 +9,7 @@ use crate::ids::md5_hex;
 use crate::messages::enums::{group_status as st, group_substatus as sub, priority};
 use crate::messages::StatusChangeMessage;
 use crate::storage::groups::{self, GroupRow};
-use crate::storage::status_changes;
+use crate::storage::{status_changes, webhooks};
 use diesel::PgConnection;
 use serde_json::json;
 
@@ -62,17 +62,47 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
             "no group for fingerprint hash {hash} in project {project_id}"
         )));
     };
-    let id = normalised_id(&change.id);
-    let recorded = status_changes::record(conn, &id, project_id, g.id)?;
+    apply_to(
+        conn,
+        g,
+        &normalised_id(&change.id),
+        change.new_status,
+        change.new_substatus,
+    )
+}
+
+/// Applies the status change `id` to the group `group_id` (a change that names its group, as
+/// the web API's updates do when the group's fingerprint is no longer stored); runs inside the
+/// caller's transaction.
+pub fn apply_to_group(
+    conn: &mut PgConnection,
+    group_id: i64,
+    id: &str,
+    status: i32,
+    substatus: Option<i32>,
+) -> Result<Applied, IssueError> {
+    let Some(g) = groups::lock_by_id(conn, group_id)? else {
+        return Err(IssueError::GroupNotFound(format!("no group {group_id}")));
+    };
+    apply_to(conn, g, &normalised_id(id), status, substatus)
+}
+
+fn apply_to(
+    conn: &mut PgConnection,
+    g: GroupRow,
+    id: &str,
+    status: i32,
+    substatus: Option<i32>,
+) -> Result<Applied, IssueError> {
+    let recorded = status_changes::record(conn, id, g.project_id, g.id)?;
     if !recorded {
         return Ok(Applied::Duplicate);
     }
-    let (status, substatus) = (change.new_status, change.new_substatus);
     if g.status == status && g.substatus == substatus {
         return Ok(Applied::StatusUnchanged);
     }
     if let Err(key) = validate(status, substatus) {
-        tracing::error!(project_id, fingerprint = %hash, new_status = status, new_substatus = ?substatus, "{key}");
+        tracing::error!(project_id = g.project_id, group_id = g.id, new_status = status, new_substatus = ?substatus, "{key}");
         return Ok(Applied::StatusInvalid(key));
     }
     let (activity, new_priority) = match (status, substatus) {
@@ -93,6 +123,24 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
         json!({}),
         history_name(status, substatus),
     )?;
+    let (event, extra) = match (status, substatus) {
+        (st::RESOLVED, _) => (
+            webhooks::event::ISSUE_RESOLVED,
+            json!({ "resolution_type": "now" }),
+        ),
+        (st::IGNORED, _) => (webhooks::event::ISSUE_IGNORED, json!({})),
+        _ => (webhooks::event::ISSUE_UNRESOLVED, json!({})),
+    };
+    webhooks::enqueue(
+        conn,
+        &[webhooks::Notice {
+            project_id: g.project_id,
+            group_id: Some(g.id),
+            event,
+            cause: format!("status_change:{id}"),
+            data: json!({ "extra": extra, "substatus": substatus.map(substatus_name) }),
+        }],
+    )?;
     if let Some(p) = new_priority {
         let reason = if activity == "set_escalating" {
             "escalating"
@@ -109,6 +157,20 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
         )?;
     }
     Ok(Applied::StatusChanged { group_id: g.id })
+}
+
+/// Sentry's name of a substatus.
+pub fn substatus_name(substatus: i32) -> &'static str {
+    match substatus {
+        sub::UNTIL_ESCALATING => "archived_until_escalating",
+        sub::ONGOING => "ongoing",
+        sub::ESCALATING => "escalating",
+        sub::UNTIL_CONDITION_MET => "archived_until_condition_met",
+        sub::REGRESSED => "regressed",
+        sub::NEW => "new",
+        sub::FOREVER => "archived_forever",
+        _ => "ongoing",
+    }
 }
 
 /// The priority the group was created with (`data.metadata.initial_priority`).

@@ -76,6 +76,16 @@ pub fn lock(conn: &mut PgConnection, hashes: &[HashKey]) -> QueryResult<HashMap<
         .collect())
 }
 
+/// The group `id`, locked for update.
+pub fn lock_by_id(conn: &mut PgConnection, id: i64) -> QueryResult<Option<GroupRow>> {
+    diesel::sql_query(format!(
+        "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1 FOR UPDATE OF g"
+    ))
+    .bind::<BigInt, _>(id)
+    .get_result(conn)
+    .optional()
+}
+
 /// `n` new group ids.
 pub fn next_ids(conn: &mut PgConnection, n: usize) -> QueryResult<Vec<i64>> {
     #[derive(QueryableByName)]

@@ -13,7 +13,7 @@
 //! before updating them (an `UPDATE` alone locks in plan order); writers of attachments and
 //! reports take `FOR SHARE` on the events in the same key order before setting groups.
 
-use super::EventKey;
+use super::{user_reports, EventKey};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bpchar, Nullable, Text};
 
@@ -56,18 +56,20 @@ pub fn backfill(
         return Ok(());
     }
     let (pids, eids, gids) = columns(grouped);
-    diesel::sql_query(
+    let reports = diesel::sql_query(
         "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g)), \
               a AS (UPDATE event_attachments a SET group_id = u.g FROM u \
                     WHERE a.project_id = u.p AND a.event_id = u.e AND a.group_id IS NULL) \
          UPDATE user_reports r SET group_id = u.g FROM u \
-         WHERE r.project_id = u.p AND r.event_id = u.e AND r.group_id IS NULL",
+         WHERE r.project_id = u.p AND r.event_id = u.e AND r.group_id IS NULL \
+         RETURNING r.id, r.project_id, r.group_id",
     )
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
     .bind::<Array<BigInt>, _>(gids)
-    .execute(conn)?;
-    Ok(())
+    .load::<user_reports::Grouped>(conn)?;
+    let reports: Vec<_> = reports.iter().map(user_reports::Grouped::key).collect();
+    user_reports::notify_grouped(conn, &reports)
 }
 
 /// Rows that belong to an event and take its group.
@@ -121,15 +123,20 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
         if pids.is_empty() {
             return Ok(());
         }
-        diesel::sql_query(format!(
+        let rows = diesel::sql_query(format!(
             "UPDATE {table} t SET group_id = u.g \
              FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
-             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL"
+             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
+             RETURNING t.id, t.project_id, t.group_id"
         ))
         .bind::<Array<BigInt>, _>(pids)
         .bind::<Array<Text>, _>(eids)
         .bind::<Array<BigInt>, _>(gids)
-        .execute(c)?;
+        .load::<user_reports::Grouped>(c)?;
+        if matches!(linked, Linked::Reports) {
+            let reports: Vec<_> = rows.iter().map(user_reports::Grouped::key).collect();
+            user_reports::notify_grouped(c, &reports)?;
+        }
         Ok(())
     })
 }

@@ -23,9 +23,12 @@ pub mod occurrences;
 pub mod outcomes;
 pub mod pool;
 pub mod projects;
+pub mod read;
 pub mod retention;
 pub mod status_changes;
+pub mod tokens;
 pub mod user_reports;
+pub mod webhooks;
 
 pub use migrate::{migrate, MIGRATIONS};
 pub use pool::{Db, DbError};

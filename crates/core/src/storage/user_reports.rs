@@ -21,6 +21,10 @@ pub struct Report<'a> {
 /// The stored report after [`upsert`].
 #[derive(QueryableByName)]
 pub struct Upserted {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
     #[diesel(sql_type = Nullable<Text>)]
     pub feedback_event_id: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -39,7 +43,7 @@ pub fn upsert(
     r: &Report<'_>,
     received: f64,
 ) -> QueryResult<Option<Upserted>> {
-    diesel::sql_query(
+    let row = diesel::sql_query(
         "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added, environment) \
          VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
                  $3, $4, $5, to_timestamp($6), $7) \
@@ -51,7 +55,7 @@ pub fn upsert(
                                  ELSE EXCLUDED.date_added END \
            WHERE NOT user_reports.legacy_report \
               OR user_reports.date_added >= EXCLUDED.date_added - interval '5 minutes' \
-         RETURNING feedback_event_id, group_id, extract(epoch FROM date_added)::float8 AS received",
+         RETURNING id, project_id, feedback_event_id, group_id, extract(epoch FROM date_added)::float8 AS received",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(r.event_id)
@@ -60,8 +64,52 @@ pub fn upsert(
     .bind::<Text, _>(r.comments)
     .bind::<Double, _>(received)
     .bind::<Nullable<Text>, _>(r.environment)
-    .get_result(conn)
-    .optional()
+    .get_result::<Upserted>(conn)
+    .optional()?;
+    if let Some(u) = &row {
+        if let Some(g) = u.group_id {
+            notify_grouped(conn, &[(u.id, u.project_id, g)])?;
+        }
+    }
+    Ok(row)
+}
+
+/// Queues the notification of reports that have their issue: once per report, whether it had
+/// the issue when it was saved or got it later (Sentry notifies when a report is created for a
+/// grouped event; a report that came first is notified when its event is grouped).
+pub(crate) fn notify_grouped(
+    conn: &mut PgConnection,
+    reports: &[(i64, i64, i64)],
+) -> QueryResult<()> {
+    let notices: Vec<super::webhooks::Notice> = reports
+        .iter()
+        .map(|&(id, project_id, group_id)| super::webhooks::Notice {
+            project_id,
+            group_id: Some(group_id),
+            event: super::webhooks::event::USER_REPORT_CREATED,
+            cause: format!("user_report:{id}"),
+            data: serde_json::json!({ "report_id": id }),
+        })
+        .collect();
+    super::webhooks::enqueue(conn, &notices)?;
+    Ok(())
+}
+
+/// (id, project id, group id) of reports a statement grouped.
+#[derive(QueryableByName)]
+pub(crate) struct Grouped {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub group_id: i64,
+}
+
+impl Grouped {
+    pub(crate) fn key(&self) -> (i64, i64, i64) {
+        (self.id, self.project_id, self.group_id)
+    }
 }
 
 /// Inserts the report a new feedback received at `received` (epoch seconds) makes for the event
@@ -73,11 +121,21 @@ pub fn insert_for_feedback(
     r: &Report<'_>,
     received: f64,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    #[derive(QueryableByName)]
+    struct MaybeGrouped {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+    }
+    let rows = diesel::sql_query(
         "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
          VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
                  $3, $4, $5, false, $6, to_timestamp($7)) \
-         ON CONFLICT (project_id, event_id) DO NOTHING",
+         ON CONFLICT (project_id, event_id) DO NOTHING \
+         RETURNING id, project_id, group_id",
     )
     .bind::<BigInt, _>(r.project_id)
     .bind::<Text, _>(r.event_id)
@@ -86,8 +144,12 @@ pub fn insert_for_feedback(
     .bind::<Text, _>(r.comments)
     .bind::<Nullable<Text>, _>(r.environment)
     .bind::<Double, _>(received)
-    .execute(conn)?;
-    Ok(())
+    .load::<MaybeGrouped>(conn)?;
+    let grouped: Vec<_> = rows
+        .iter()
+        .filter_map(|r| r.group_id.map(|g| (r.id, r.project_id, g)))
+        .collect();
+    notify_grouped(conn, &grouped)
 }
 
 /// Which of the events of `keys` have reports not shimmed yet.

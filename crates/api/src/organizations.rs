@@ -1,0 +1,143 @@
+//! `GET /api/0/` (who is asking), organizations and projects. A token sees its own
+//! organization only.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::serialize;
+use crate::State;
+use axum::extract::{Path, State as AxState};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sluice_core::storage::read;
+use sluice_core::storage::tokens::Principal;
+use sluice_core::storage::DbError;
+use std::sync::Arc;
+
+/// What a token may do, in Sentry's scope names.
+pub const SCOPES: &[&str] = &["org:read", "project:read", "event:read", "event:write"];
+
+/// The token's organization when `slug` names it (by slug or id), else 404.
+pub async fn org_of(state: &State, who: &Principal, slug: &str) -> ApiResult<read::Organization> {
+    if slug != who.organization_slug && slug != who.organization_id.to_string() {
+        return Err(ApiError::NotFound);
+    }
+    let id = who.organization_id;
+    state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::organization(c, id)?))
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// The project `slug` of the token's organization `org`, else 404.
+pub async fn project_of(
+    state: &State,
+    who: &Principal,
+    org: &str,
+    slug: &str,
+) -> ApiResult<(read::Organization, read::Project)> {
+    let o = org_of(state, who, org).await?;
+    let (id, slug) = (o.id, slug.to_owned());
+    let p = state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::project(c, id, &slug)?))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((o, p))
+}
+
+/// A one-page list: the `Link` header says there is nothing before or after.
+pub fn single_page(base: &str, path: &str, items: Vec<Value>) -> Response {
+    let link = crate::cursor::link(&format!("{base}{path}"), &[], None, None);
+    ([(header::LINK, link)], Json(Value::Array(items))).into_response()
+}
+
+pub async fn index(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Json<Value>> {
+    let _ = &state;
+    Ok(Json(json!({
+        "version": "0",
+        "auth": {"scopes": SCOPES, "organization": who.organization_slug},
+        "user": null,
+    })))
+}
+
+/// Sentry's region list: a single-region installation answers with none, so clients use the
+/// URL they were given.
+pub async fn regions(_who: Auth) -> Json<Value> {
+    Json(json!({"regions": []}))
+}
+
+pub async fn list(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Response> {
+    let o = org_of(&state, &who, &who.organization_slug).await?;
+    Ok(single_page(
+        &state.base_url,
+        "/api/0/organizations/",
+        vec![serialize::organization(&o, &state.base_url)],
+    ))
+}
+
+pub async fn detail(
+    AxState(state): AxState<Arc<State>>,
+    who: Auth,
+    Path(org): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let o = org_of(&state, &who, &org).await?;
+    let id = o.id;
+    let projects = state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
+        .await?;
+    let mut v = serialize::organization(&o, &state.base_url);
+    v["projects"] = projects
+        .iter()
+        .map(|p| serialize::project(p, None, &state.base_url))
+        .collect();
+    Ok(Json(v))
+}
+
+pub async fn projects(
+    AxState(state): AxState<Arc<State>>,
+    who: Auth,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    let o = org_of(&state, &who, &org).await?;
+    let id = o.id;
+    let rows = state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
+        .await?;
+    let items = rows
+        .iter()
+        .map(|p| serialize::project(p, None, &state.base_url))
+        .collect();
+    Ok(single_page(
+        &state.base_url,
+        &format!("/api/0/organizations/{}/projects/", o.slug),
+        items,
+    ))
+}
+
+pub async fn all_projects(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Response> {
+    let o = org_of(&state, &who, &who.organization_slug).await?;
+    let id = o.id;
+    let rows = state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
+        .await?;
+    let items = rows
+        .iter()
+        .map(|p| serialize::project(p, Some(&o), &state.base_url))
+        .collect();
+    Ok(single_page(&state.base_url, "/api/0/projects/", items))
+}
+
+pub async fn project(
+    AxState(state): AxState<Arc<State>>,
+    who: Auth,
+    Path((org, slug)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (o, p) = project_of(&state, &who, &org, &slug).await?;
+    Ok(Json(serialize::project(&p, Some(&o), &state.base_url)))
+}

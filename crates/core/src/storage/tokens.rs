@@ -1,0 +1,110 @@
+//! `api_tokens`: bearer tokens of the web API, kept as their SHA-256 (hex). A token belongs to
+//! one organization; a revoked token authenticates nothing.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bpchar, Nullable, Text, Timestamptz};
+
+/// The organization a token acts for.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Principal {
+    #[diesel(sql_type = BigInt)]
+    pub token_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub organization_id: i64,
+    #[diesel(sql_type = Text)]
+    pub organization_slug: String,
+}
+
+/// A row of `sluice token list`.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Listed {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub token_prefix: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub date_added: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_used: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Stores a token of the organization `org` by its hash; `None` when there is no such
+/// organization.
+pub fn create(
+    conn: &mut PgConnection,
+    org: &str,
+    hash: &str,
+    prefix: &str,
+) -> QueryResult<Option<i64>> {
+    diesel::sql_query(
+        "INSERT INTO api_tokens (organization_id, token_hash, token_prefix) \
+         SELECT id, $2, $3 FROM organizations WHERE slug = $1 RETURNING id",
+    )
+    .bind::<Text, _>(org)
+    .bind::<Bpchar, _>(hash)
+    .bind::<Text, _>(prefix)
+    .get_result::<Id>(conn)
+    .optional()
+    .map(|r| r.map(|r| r.id))
+}
+
+/// Revokes the live tokens whose prefix is `prefix`; returns how many.
+pub fn revoke(conn: &mut PgConnection, prefix: &str) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE api_tokens SET revoked_at = now() \
+         WHERE revoked_at IS NULL AND starts_with(token_prefix, $1)",
+    )
+    .bind::<Text, _>(prefix)
+    .execute(conn)
+}
+
+/// The tokens of the organization `org`, live and revoked; `None` when there is no such
+/// organization.
+pub fn list(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec<Listed>>> {
+    let exists = diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
+        .bind::<Text, _>(org)
+        .get_result::<Id>(conn)
+        .optional()?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    diesel::sql_query(
+        "SELECT t.id, t.token_prefix, t.date_added, t.last_used, t.revoked_at FROM api_tokens t \
+         JOIN organizations o ON o.id = t.organization_id WHERE o.slug = $1 ORDER BY t.id",
+    )
+    .bind::<Text, _>(org)
+    .load(conn)
+    .map(Some)
+}
+
+/// The organization of the live token whose hash is `hash`.
+pub fn authenticate(conn: &mut PgConnection, hash: &str) -> QueryResult<Option<Principal>> {
+    diesel::sql_query(
+        "SELECT t.id AS token_id, o.id AS organization_id, o.slug AS organization_slug \
+         FROM api_tokens t JOIN organizations o ON o.id = t.organization_id \
+         WHERE t.token_hash = $1::bpchar AND t.revoked_at IS NULL",
+    )
+    .bind::<Text, _>(hash)
+    .get_result(conn)
+    .optional()
+}
+
+/// Records that the token was used (at most once a minute, so reads stay reads).
+pub fn touch(conn: &mut PgConnection, token_id: i64) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE api_tokens SET last_used = now() \
+         WHERE id = $1 AND (last_used IS NULL OR last_used < now() - interval '1 minute')",
+    )
+    .bind::<BigInt, _>(token_id)
+    .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+DROP INDEX IF EXISTS user_reports_project_date_idx;
+CREATE INDEX events_group_id_idx ON events (group_id) WHERE group_id IS NOT NULL;
+DROP INDEX IF EXISTS events_group_date_idx;
+CREATE INDEX groups_project_id_status_idx ON groups (project_id, status);
+DROP INDEX IF EXISTS groups_project_status_times_seen_idx;
+DROP INDEX IF EXISTS groups_project_status_first_seen_idx;
+DROP INDEX IF EXISTS groups_project_status_last_seen_idx;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_subscriptions;
+DROP TABLE api_tokens;
