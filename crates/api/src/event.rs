@@ -57,7 +57,9 @@ fn user(data: &Value) -> Value {
 }
 
 fn title(data: &Value) -> String {
-    if let Some(t) = str_of(data, "title") {
+    if let Some(t) =
+        str_of(data, "title").or_else(|| data.get("metadata").and_then(|m| str_of(m, "title")))
+    {
         return t.to_owned();
     }
     if let Some(e) = exceptions(data).last() {

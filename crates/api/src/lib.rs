@@ -1,7 +1,6 @@
 //! `sluice api`: Sentry's web API (`/api/0/`) over what sluice stores, read from PostgreSQL,
-//! and the webhook deliverer. Issue updates are applied through the issue platform as status
-//! changes: produced to the occurrences topic when Kafka is configured, else processed directly,
-//! so activity and history are written as for any other status change.
+//! and the webhook deliverer. Issue updates are applied by the issue platform's status-change
+//! step, so activity, history and notifications are written as for any other status change.
 //!
 //! Routes follow Sentry's paths with their trailing slash; the same path without it is served
 //! too. `GET /api/0/openapi.json` is the API's OpenAPI document.
@@ -24,7 +23,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{middleware, Router};
-use producer_shim::submit::Submitter;
 use sluice_core::objects::Objects;
 use sluice_core::storage::Db;
 use std::sync::Arc;
@@ -37,8 +35,6 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// What the handlers share.
 pub struct State {
     pub db: Db,
-    /// Applies issue updates as status changes.
-    pub submitter: Submitter,
     /// Attachment bodies (downloads).
     pub objects: Option<Objects>,
     /// The public URL of the API (permalinks, `Link` headers), without a trailing slash.

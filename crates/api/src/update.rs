@@ -22,7 +22,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use diesel::Connection;
-use producer_shim::submit::{self, Kind, Status};
 use serde_json::{json, Map, Value};
 use sluice_core::issues::status_change::{apply_to_group, substatus_name};
 use sluice_core::issues::IssueError;
@@ -147,61 +146,28 @@ fn parse(body: &[u8]) -> Result<Change, String> {
     })
 }
 
-/// Applies `change` to `groups`; fails when a change could be neither produced nor processed.
+/// Applies `change` to `groups` in one transaction, each as a status change with a new id.
 async fn apply(state: &State, groups: &[read::Group], change: &Change) -> ApiResult<()> {
-    let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
-    let fingerprints = state
+    let ids: Vec<(i64, String)> = groups
+        .iter()
+        .map(|g| (g.id, uuid::Uuid::new_v4().simple().to_string()))
+        .collect();
+    let (status, substatus) = (change.status, change.substatus);
+    state
         .db
         .run(move |c| {
-            ids.iter()
-                .map(|id| Ok((*id, read::group_fingerprint(c, *id)?)))
-                .collect::<Result<Vec<_>, DbError>>()
-        })
-        .await?;
-    let mut records = Vec::new();
-    let mut by_id = Vec::new();
-    for (g, (_, fingerprint)) in groups.iter().zip(fingerprints) {
-        let change_id = uuid::Uuid::new_v4().simple().to_string();
-        match fingerprint {
-            Some(f) => {
-                let item = json!({
-                    "payload_type": "status_change",
-                    "id": change_id,
-                    "project_id": g.project_id,
-                    "fingerprint": [f],
-                    "new_status": change.status,
-                    "new_substatus": change.substatus,
-                });
-                records
-                    .push(submit::validate(Kind::StatusChanges, item).map_err(ApiError::Internal)?);
-            }
-            None => by_id.push((g.id, change_id)),
-        }
-    }
-    for status in state.submitter.submit(records).await {
-        if let Status::Failed(e) = status {
-            return Err(ApiError::Unavailable(e));
-        }
-    }
-    if !by_id.is_empty() {
-        let (status, substatus) = (change.status, change.substatus);
-        state
-            .db
-            .run(move |c| {
-                c.transaction::<_, IssueError, _>(|c| {
-                    for (group_id, id) in &by_id {
-                        apply_to_group(c, *group_id, id, status, substatus)?;
-                    }
-                    Ok(())
-                })
+            c.transaction::<_, IssueError, _>(|c| {
+                for (group_id, id) in &ids {
+                    apply_to_group(c, *group_id, id, status, substatus)?;
+                }
+                Ok(())
             })
-            .await
-            .map_err(|e| match e {
-                IssueError::Db(d) => ApiError::from(d),
-                other => ApiError::Internal(other.to_string()),
-            })?;
-    }
-    Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            IssueError::Db(d) => ApiError::from(d),
+            other => ApiError::Internal(other.to_string()),
+        })
 }
 
 /// The bulk answer: the changed fields.

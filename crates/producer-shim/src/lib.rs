@@ -2,7 +2,7 @@
 
 pub mod http;
 mod send;
-pub mod submit;
+mod submit;
 
 use clap::{Parser, Subcommand};
 use sluice_core::app::{self, Context, Needs};

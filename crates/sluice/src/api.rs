@@ -3,10 +3,8 @@
 //! `/health/ready` are served on the same listener.
 
 use clap::Args as ClapArgs;
-use producer_shim::submit::Submitter;
 use sluice_api::{webhooks, Limits, State};
 use sluice_core::health::Health;
-use sluice_core::kafka::producer::{Producer, ProducerConfig};
 use sluice_core::objects::Objects;
 use sluice_core::storage::Db;
 use std::net::SocketAddr;
@@ -22,21 +20,6 @@ pub struct Args {
     /// http://LISTEN.
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
-    /// Kafka brokers: issue updates are produced as status changes to the occurrences topic.
-    /// Unset: they are processed directly.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-    /// A librdkafka option, KEY=VALUE (repeatable; env KAFKA_OPTIONS, comma-separated).
-    #[arg(
-        long = "kafka-option",
-        env = "KAFKA_OPTIONS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    kafka_options: Vec<String>,
-    /// Topic of occurrences and status changes.
-    #[arg(long, env = "OCCURRENCES_TOPIC", default_value = "ingest-occurrences")]
-    occurrences_topic: String,
     /// Attachment storage (downloads): s3://bucket/prefix or file:///dir.
     #[arg(
         long,
@@ -76,22 +59,6 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     let health = Health::new(Duration::from_secs(3600));
     let shutdown = sluice_core::shutdown::install(health.clone());
     sluice_core::app::wait_for_schema(url, &health, &shutdown).await?;
-    let options = sluice_core::kafka::options::merge(&Default::default(), &args.kafka_options)?;
-    sluice_core::kafka::options::install(options);
-    let producer = args
-        .kafka_brokers
-        .as_ref()
-        .map(|brokers| {
-            Producer::new(&ProducerConfig {
-                brokers: brokers.clone(),
-                client_id: "sluice-api".into(),
-                message_timeout: Duration::from_secs(5),
-            })
-        })
-        .transpose()?;
-    if producer.is_none() {
-        tracing::info!("Kafka is not configured: issue updates are processed directly");
-    }
     let objects = match Objects::from_url(&args.object_store_url) {
         Ok(o) => Some(o),
         Err(e) => {
@@ -107,12 +74,6 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         .to_owned();
     let state = Arc::new(State {
         db: db.clone(),
-        submitter: Submitter {
-            producer: producer.clone(),
-            topic: args.occurrences_topic.clone(),
-            db: Some(db.clone()),
-            issue_settings: Default::default(),
-        },
         objects,
         base_url: base_url.clone(),
     });
@@ -140,9 +101,6 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         .await?;
     if let Some(d) = delivery {
         let _ = d.await;
-    }
-    if let Some(p) = producer {
-        p.flush(Duration::from_secs(10))?;
     }
     Ok(())
 }

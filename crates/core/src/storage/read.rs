@@ -309,25 +309,6 @@ pub fn user_report_count(conn: &mut PgConnection, group_id: i64) -> QueryResult<
         .map(|c| c.n)
 }
 
-/// The fingerprint (`fingerprint[0]`) of the group's latest stored occurrence: what a status
-/// change names the group by.
-pub fn group_fingerprint(conn: &mut PgConnection, group_id: i64) -> QueryResult<Option<String>> {
-    #[derive(QueryableByName)]
-    struct F {
-        #[diesel(sql_type = Nullable<Text>)]
-        f: Option<String>,
-    }
-    Ok(diesel::sql_query(
-        "SELECT op.data->'fingerprint'->>0 AS f FROM occurrences o \
-         JOIN occurrence_payloads op ON op.id = o.id AND op.expires_at = o.expires_at \
-         WHERE o.group_id = $1 ORDER BY o.date_added DESC LIMIT 1",
-    )
-    .bind::<BigInt, _>(group_id)
-    .get_result::<F>(conn)
-    .optional()?
-    .and_then(|f| f.f))
-}
-
 /// An activity of a group.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Activity {
