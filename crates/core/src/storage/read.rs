@@ -475,6 +475,9 @@ pub struct UserReport {
     pub date_added: DateTime<Utc>,
 }
 
+const REPORT_COLUMNS: &str = "r.id, r.project_id, r.event_id::text AS event_id, r.group_id, \
+    r.name, r.email, r.comments, r.date_added";
+
 /// A page of a project's user reports, newest first; `unresolved_only` keeps the reports whose
 /// issue is unresolved (or that have none yet).
 pub fn user_reports(
@@ -484,13 +487,11 @@ pub fn user_reports(
     offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<UserReport>> {
-    diesel::sql_query(
-        "SELECT r.id, r.project_id, r.event_id::text AS event_id, r.group_id, r.name, r.email, \
-                r.comments, r.date_added \
-         FROM user_reports r LEFT JOIN groups g ON g.id = r.group_id \
+    diesel::sql_query(format!(
+        "SELECT {REPORT_COLUMNS} FROM user_reports r LEFT JOIN groups g ON g.id = r.group_id \
          WHERE r.project_id = $1 AND (NOT $2 OR g.status IS NULL OR g.status = 0) \
-         ORDER BY r.date_added DESC, r.id DESC LIMIT $3 OFFSET $4",
-    )
+         ORDER BY r.date_added DESC, r.id DESC LIMIT $3 OFFSET $4"
+    ))
     .bind::<BigInt, _>(project_id)
     .bind::<diesel::sql_types::Bool, _>(unresolved_only)
     .bind::<BigInt, _>(limit)
@@ -500,10 +501,9 @@ pub fn user_reports(
 
 /// The user report `id`.
 pub fn user_report(conn: &mut PgConnection, id: i64) -> QueryResult<Option<UserReport>> {
-    diesel::sql_query(
-        "SELECT r.id, r.project_id, r.event_id::text AS event_id, r.group_id, r.name, r.email, \
-                r.comments, r.date_added FROM user_reports r WHERE r.id = $1",
-    )
+    diesel::sql_query(format!(
+        "SELECT {REPORT_COLUMNS} FROM user_reports r WHERE r.id = $1"
+    ))
     .bind::<BigInt, _>(id)
     .get_result(conn)
     .optional()
