@@ -24,6 +24,13 @@ const BINARIES: [(&str, &[&str]); 5] = [
             "dlq list",
             "dlq show",
             "dlq replay",
+            "token create",
+            "token list",
+            "token revoke",
+            "webhook add",
+            "webhook list",
+            "webhook remove",
+            "api",
         ],
     ),
 ];
@@ -524,11 +531,20 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
             let c = s(spec, &["containers"])
                 .and_then(|c| c.get(0))
                 .ok_or_else(|| anyhow::anyhow!("{name}: no container"))?;
-            let bin = s(c, &["command"])
-                .and_then(|c| c.get(0))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            assert!(stage_names.contains(bin), "{which}: {name} runs a stage");
+            let args = seq(s(c, &["command"]));
+            let command: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+            // The web API is `sluice api`, in the Deployment `api`; every other Deployment runs
+            // a stage and is named after it.
+            let web_api = command.first() == Some(&"sluice") && command.get(1) == Some(&"api");
+            let bin = if web_api {
+                "api"
+            } else {
+                command.first().copied().unwrap_or_default()
+            };
+            assert!(
+                web_api || stage_names.contains(bin),
+                "{which}: {name} runs a stage"
+            );
             assert!(
                 name.starts_with(bin),
                 "{which}: Deployment {name} is named after its stage {bin}"
@@ -548,10 +564,10 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 Some(true),
                 "{name}: read-only root file system"
             );
-            if bin == "producer-shim" {
+            if bin == "producer-shim" || web_api {
                 assert!(
                     s(c, &["lifecycle", "preStop"]).is_some(),
-                    "{which}: the shim keeps serving while its endpoint is removed"
+                    "{which}: {name} keeps serving while its endpoint is removed"
                 );
             }
             let probe_port = str_of(c, &["readinessProbe", "httpGet", "port"]);
@@ -569,8 +585,10 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                     .find(|e| str_of(e, &["name"]) == k)
                     .map(|e| str_of(e, &["value"]).to_owned())
             };
+            // The web API serves its health and metrics on its own listener.
+            let served_by = if web_api { "LISTEN" } else { "METRICS_ADDR" };
             assert_eq!(
-                env_value("METRICS_ADDR"),
+                env_value(served_by),
                 Some(format!("0.0.0.0:{metrics_port}")),
                 "{name}: metrics served where probed"
             );
@@ -605,8 +623,9 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 secret_refs
                     .iter()
                     .any(|r| r.starts_with("sluice-object-store")),
-                bin == "ingest-consumer",
-                "{which}: {name} gets the object-store credentials only if it stores attachments"
+                bin == "ingest-consumer" || web_api,
+                "{which}: {name} gets the object-store credentials only if it stores attachments \
+                 or serves their downloads"
             );
             for v in seq(s(spec, &["volumes"])) {
                 if let Some(cm) = s(&v, &["configMap", "name"]).and_then(Value::as_str) {
@@ -654,7 +673,8 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                     .and_then(|c| c.get(0))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                if bin == "producer-shim" {
+                // HTTP services (producer-shim, the web API `sluice api`) are not consumers.
+                if bin == "producer-shim" || bin == "sluice" {
                     continue;
                 }
                 assert!(
