@@ -77,14 +77,18 @@ pub fn next_scored(at: Position, scores: &[i64]) -> Cursor {
     }
 }
 
-/// The `Link` header of a page: `previous` (results when not on the first page) and `next`
-/// (results when the page was full and more rows follow).
-pub fn link(
-    base: &str,
-    query: &[(String, String)],
-    prev: Option<Cursor>,
-    next: Option<Cursor>,
-) -> HeaderValue {
+/// The cursor of an offset-only list (events, user reports) at row `offset`.
+pub fn at_offset(offset: i64) -> Cursor {
+    Cursor {
+        value: 0,
+        offset,
+        is_prev: false,
+    }
+}
+
+/// The `Link` header of a page: `previous` (never with results: earlier pages are not served)
+/// and `next` (results when more rows follow).
+pub fn link(base: &str, query: &[(String, String)], next: Option<Cursor>) -> HeaderValue {
     let url = |c: &Cursor| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in query.iter().filter(|(k, _)| k != "cursor") {
@@ -93,17 +97,14 @@ pub fn link(
         q.append_pair("cursor", &c.to_string());
         format!("{base}?{}", q.finish())
     };
-    let first = Cursor {
+    let p = Cursor {
         is_prev: true,
         ..Cursor::default()
     };
-    let last = Cursor::default();
-    let p = prev.unwrap_or(first);
-    let n = next.unwrap_or(last);
+    let n = next.unwrap_or_default();
     let text = format!(
-        "<{}>; rel=\"previous\"; results=\"{}\"; cursor=\"{}\", <{}>; rel=\"next\"; results=\"{}\"; cursor=\"{}\"",
+        "<{}>; rel=\"previous\"; results=\"false\"; cursor=\"{}\", <{}>; rel=\"next\"; results=\"{}\"; cursor=\"{}\"",
         url(&p),
-        prev.is_some(),
         p,
         url(&n),
         next.is_some(),
@@ -156,7 +157,6 @@ mod tests {
         let h = link(
             "http://h/api/0/x/",
             &q,
-            None,
             Some(Cursor {
                 value: 5,
                 offset: 1,

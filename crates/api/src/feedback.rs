@@ -2,7 +2,7 @@
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::issues::pairs;
+use crate::issues::{cursor_of, first, pairs};
 use crate::organizations::project_of;
 use crate::{cursor, serialize, State};
 use axum::extract::{Path, RawQuery, State as AxState};
@@ -12,6 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use sluice_core::storage::read;
 use sluice_core::storage::DbError;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// `GET …/user-feedback/`: newest first; `status=unresolved` (the default) keeps reports whose
@@ -24,7 +25,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let (o, p) = project_of(&state, &who, &org, &project).await?;
     let q = pairs(&raw);
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| first(&q, k);
     let unresolved_only = match get("status").unwrap_or("unresolved") {
         "unresolved" => true,
         "" => false,
@@ -47,29 +48,19 @@ pub async fn list(
             }
         },
     };
-    let offset = match get("cursor").filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => {
-            cursor::Cursor::parse(c)
-                .ok_or_else(|| ApiError::BadRequest("Invalid cursor parameter.".into()))?
-                .offset
-        }
-    };
+    let offset = cursor_of(&q)?.offset;
     let (pid, org_id) = (p.id, o.id);
     let (reports, groups) = state
         .db
         .run(move |c| {
             let reports = read::user_reports(c, pid, unresolved_only, offset, n + 1)?;
-            let mut groups = std::collections::HashMap::new();
-            for r in &reports {
-                if let Some(g) = r.group_id {
-                    if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(g) {
-                        if let Some(group) = read::group(c, org_id, g)? {
-                            v.insert(group);
-                        }
-                    }
-                }
-            }
+            let mut ids: Vec<i64> = reports.iter().filter_map(|r| r.group_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let groups: HashMap<i64, read::Group> = read::groups(c, org_id, &ids)?
+                .into_iter()
+                .map(|g| (g.id, g))
+                .collect();
             Ok::<_, DbError>((reports, groups))
         })
         .await?;
@@ -85,18 +76,13 @@ pub async fn list(
             serialize::user_report(r, issue)
         })
         .collect();
-    let next = more.then_some(cursor::Cursor {
-        value: 0,
-        offset: offset + n,
-        is_prev: false,
-    });
+    let next = more.then(|| cursor::at_offset(offset + n));
     let link = cursor::link(
         &format!(
             "{}/api/0/projects/{}/{}/user-feedback/",
             state.base_url, o.slug, p.slug
         ),
         &q,
-        None,
         next,
     );
     Ok(([(header::LINK, link)], Json(Value::Array(items))).into_response())

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
-use sluice_core::storage::read::{self, IssueFilter, Sort, Which};
+use sluice_core::storage::read::{self, EventsOf, IssueFilter, Sort, Which};
 use sluice_core::storage::tokens::Principal;
 use sluice_core::storage::DbError;
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub fn pairs(raw: &Option<String>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
@@ -48,11 +48,12 @@ fn limit(q: &[(String, String)], default: i64) -> ApiResult<i64> {
     }
 }
 
-fn cursor_of(q: &[(String, String)]) -> ApiResult<Cursor> {
+pub fn cursor_of(q: &[(String, String)]) -> ApiResult<Cursor> {
     match first(q, "cursor").filter(|c| !c.is_empty()) {
         None => Ok(Cursor::default()),
-        Some(c) => Cursor::parse(c)
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid cursor parameter: {c}"))),
+        Some(c) => {
+            Cursor::parse(c).ok_or_else(|| ApiError::BadRequest("Invalid cursor parameter.".into()))
+        }
     }
 }
 
@@ -92,7 +93,6 @@ fn filter(
         statuses: s.statuses,
         types: s.types,
         text: s.text,
-        seen_since: None,
         ids: None,
         sort,
     })
@@ -124,7 +124,7 @@ async fn page(
         add_stats(state, &rows, &mut items, name, buckets, secs).await?;
     }
     let next = more.then(|| cursor::next_scored(at, &scores));
-    let link = cursor::link(&format!("{}{path}", state.base_url), &q, None, next);
+    let link = cursor::link(&format!("{}{path}", state.base_url), &q, next);
     Ok(([(header::LINK, link)], Json(Value::Array(items))).into_response())
 }
 
@@ -232,7 +232,7 @@ pub async fn detail_of(state: &State, who: &Principal, g: read::Group) -> ApiRes
         .map(|a| {
             json!({
                 "id": a.id.to_string(),
-                "type": activity_type(&a.kind),
+                "type": a.kind,
                 "data": a.data,
                 "dateCreated": serialize::time(a.datetime),
                 "user": null,
@@ -255,20 +255,6 @@ pub async fn detail_of(state: &State, who: &Principal, g: read::Group) -> ApiRes
     Ok(v)
 }
 
-/// Sentry's external activity names (`ActivityType`): stored names are Sentry's internal ones.
-fn activity_type(kind: &str) -> &str {
-    match kind {
-        "set_resolved" => "set_resolved",
-        "set_ignored" => "set_ignored",
-        "set_unresolved" => "set_unresolved",
-        "set_regression" => "set_regression",
-        "set_escalating" => "set_escalating",
-        "auto_set_ongoing" => "auto_set_ongoing",
-        "set_priority" => "set_priority",
-        other => other,
-    }
-}
-
 pub async fn detail(
     AxState(state): AxState<Arc<State>>,
     who: Auth,
@@ -288,29 +274,32 @@ pub async fn org_detail(
     Ok(Json(detail_of(&state, &who, g).await?))
 }
 
+/// An event's detail, with the ids of the events before and after it in its issue.
+fn detail_with_neighbours(c: &mut diesel::PgConnection, e: read::Event) -> Result<Value, DbError> {
+    let (prev, next) = match e.group_id {
+        Some(g) => read::neighbours(c, g, e.date_added, &e.event_id)?,
+        None => (None, None),
+    };
+    Ok(event::detail(&e, prev, next))
+}
+
 /// A page of events (offset cursors: `0:offset:0`).
 async fn event_page(
     state: &State,
     path: String,
     q: Vec<(String, String)>,
-    read_page: impl FnOnce(&mut diesel::PgConnection, i64, i64) -> diesel::QueryResult<Vec<read::Event>>
-        + Send
-        + 'static,
+    of: EventsOf,
 ) -> ApiResult<Response> {
     let n = limit(&q, 100)?;
     let offset = cursor_of(&q)?.offset;
     let rows = state
         .db
-        .run(move |c| Ok::<_, DbError>(read_page(c, offset, n + 1)?))
+        .run(move |c| Ok::<_, DbError>(read::events(c, of, offset, n + 1)?))
         .await?;
     let more = rows.len() as i64 > n;
     let items: Vec<Value> = rows.iter().take(n as usize).map(event::list_item).collect();
-    let next = more.then_some(Cursor {
-        value: 0,
-        offset: offset + n,
-        is_prev: false,
-    });
-    let link = cursor::link(&format!("{}{path}", state.base_url), &q, None, next);
+    let next = more.then(|| cursor::at_offset(offset + n));
+    let link = cursor::link(&format!("{}{path}", state.base_url), &q, next);
     Ok(([(header::LINK, link)], Json(Value::Array(items))).into_response())
 }
 
@@ -326,7 +315,7 @@ pub async fn events(
         &state,
         format!("/api/0/issues/{gid}/events/"),
         pairs(&raw),
-        move |c, o, n| read::group_events(c, gid, o, n),
+        EventsOf::Group(gid),
     )
     .await
 }
@@ -361,17 +350,11 @@ pub async fn event(
                     Err(_) => None,
                 },
             };
-            Ok::<_, DbError>(match e {
-                Some(e) => {
-                    let (prev, next) = read::neighbours(c, gid, e.date_added, &e.event_id)?;
-                    Some((e, prev, next))
-                }
-                None => None,
-            })
+            e.map(|e| detail_with_neighbours(c, e)).transpose()
         })
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(event::detail(&e.0, e.1, e.2)))
+    Ok(Json(e))
 }
 
 pub async fn org_event(
@@ -395,7 +378,7 @@ pub async fn project_events(
         &state,
         format!("/api/0/projects/{}/{}/events/", o.slug, p.slug),
         pairs(&raw),
-        move |c, off, n| read::project_events(c, pid, off, n),
+        EventsOf::Project(pid),
     )
     .await
 }
@@ -411,16 +394,11 @@ pub async fn project_event(
     let e = state
         .db
         .run(move |c| {
-            let Some(e) = read::event(c, pid, &id)? else {
-                return Ok::<_, DbError>(None);
-            };
-            let (prev, next) = match e.group_id {
-                Some(g) => read::neighbours(c, g, e.date_added, &e.event_id)?,
-                None => (None, None),
-            };
-            Ok(Some((e, prev, next)))
+            read::event(c, pid, &id)?
+                .map(|e| detail_with_neighbours(c, e))
+                .transpose()
         })
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(event::detail(&e.0, e.1, e.2)))
+    Ok(Json(e))
 }

@@ -50,17 +50,16 @@ pub async fn project_of(
 
 /// A one-page list: the `Link` header says there is nothing before or after.
 pub fn single_page(base: &str, path: &str, items: Vec<Value>) -> Response {
-    let link = crate::cursor::link(&format!("{base}{path}"), &[], None, None);
+    let link = crate::cursor::link(&format!("{base}{path}"), &[], None);
     ([(header::LINK, link)], Json(Value::Array(items))).into_response()
 }
 
-pub async fn index(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Json<Value>> {
-    let _ = &state;
-    Ok(Json(json!({
+pub async fn index(who: Auth) -> Json<Value> {
+    Json(json!({
         "version": "0",
         "auth": {"scopes": SCOPES, "organization": who.organization_slug},
         "user": null,
-    })))
+    }))
 }
 
 /// Sentry's region list: a single-region installation answers with none, so clients use the
@@ -78,22 +77,31 @@ pub async fn list(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<R
     ))
 }
 
+/// The organization's projects as Sentry lists them, each with the organization when `with_org`.
+async fn project_list(
+    state: &State,
+    o: &read::Organization,
+    with_org: bool,
+) -> ApiResult<Vec<Value>> {
+    let id = o.id;
+    let rows = state
+        .db
+        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|p| serialize::project(p, with_org.then_some(o), &state.base_url))
+        .collect())
+}
+
 pub async fn detail(
     AxState(state): AxState<Arc<State>>,
     who: Auth,
     Path(org): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let o = org_of(&state, &who, &org).await?;
-    let id = o.id;
-    let projects = state
-        .db
-        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
-        .await?;
     let mut v = serialize::organization(&o, &state.base_url);
-    v["projects"] = projects
-        .iter()
-        .map(|p| serialize::project(p, None, &state.base_url))
-        .collect();
+    v["projects"] = Value::Array(project_list(&state, &o, false).await?);
     Ok(Json(v))
 }
 
@@ -103,15 +111,7 @@ pub async fn projects(
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
     let o = org_of(&state, &who, &org).await?;
-    let id = o.id;
-    let rows = state
-        .db
-        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
-        .await?;
-    let items = rows
-        .iter()
-        .map(|p| serialize::project(p, None, &state.base_url))
-        .collect();
+    let items = project_list(&state, &o, false).await?;
     Ok(single_page(
         &state.base_url,
         &format!("/api/0/organizations/{}/projects/", o.slug),
@@ -121,15 +121,7 @@ pub async fn projects(
 
 pub async fn all_projects(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Response> {
     let o = org_of(&state, &who, &who.organization_slug).await?;
-    let id = o.id;
-    let rows = state
-        .db
-        .run(move |c| Ok::<_, DbError>(read::projects(c, id)?))
-        .await?;
-    let items = rows
-        .iter()
-        .map(|p| serialize::project(p, Some(&o), &state.base_url))
-        .collect();
+    let items = project_list(&state, &o, true).await?;
     Ok(single_page(&state.base_url, "/api/0/projects/", items))
 }
 

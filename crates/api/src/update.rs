@@ -39,6 +39,8 @@ const BULK_LIMIT: i64 = 1000;
 struct Change {
     status: i32,
     substatus: Option<i32>,
+    /// The request named the substatus (the bulk answer echoes it then, as Sentry does).
+    substatus_requested: bool,
     /// What the answer echoes as `statusDetails`.
     details: Value,
     /// The status name the answer echoes.
@@ -101,6 +103,7 @@ fn parse(body: &[u8]) -> Result<Change, String> {
         "resolved" | "resolvedInNextRelease" | "resolvedInRelease" => Change {
             status: st::RESOLVED,
             substatus: None,
+            substatus_requested: requested_sub.is_some(),
             details: match status {
                 "resolvedInNextRelease" => json!({"inNextRelease": true}),
                 "resolvedInRelease" => {
@@ -132,6 +135,7 @@ fn parse(body: &[u8]) -> Result<Change, String> {
             Change {
                 status: st::IGNORED,
                 substatus: Some(substatus),
+                substatus_requested: requested_sub.is_some(),
                 details: Value::Object(echoed),
                 name: "ignored",
             }
@@ -139,6 +143,7 @@ fn parse(body: &[u8]) -> Result<Change, String> {
         "unresolved" => Change {
             status: st::UNRESOLVED,
             substatus: Some(requested_sub.unwrap_or(sub::ONGOING)),
+            substatus_requested: requested_sub.is_some(),
             details: json!({}),
             name: "unresolved",
         },
@@ -171,13 +176,13 @@ async fn apply(state: &State, groups: &[read::Group], change: &Change) -> ApiRes
 }
 
 /// The bulk answer: the changed fields.
-fn bulk_answer(change: &Change, echo_substatus: bool) -> Value {
+fn bulk_answer(change: &Change) -> Value {
     let mut v = json!({
         "status": change.name,
         "statusDetails": change.details,
         "inbox": null,
     });
-    if echo_substatus {
+    if change.substatus_requested {
         v["substatus"] = json!(change.substatus.map(substatus_name));
     }
     v
@@ -204,7 +209,6 @@ async fn targets(
         statuses: None,
         types: None,
         text: Vec::new(),
-        seen_since: None,
         ids: None,
         sort: Sort::Date,
     };
@@ -239,9 +243,6 @@ async fn bulk(
     project_ids: Option<Vec<i64>>,
 ) -> ApiResult<Response> {
     let change = parse(body).map_err(ApiError::BadRequest)?;
-    let echo_substatus = serde_json::from_slice::<Value>(body)
-        .ok()
-        .is_some_and(|v| v.get("substatus").is_some_and(|s| !s.is_null()));
     let q = pairs(&raw);
     let groups = targets(state, who, &q, project_ids).await?;
     if groups.is_empty() {
@@ -252,7 +253,7 @@ async fn bulk(
             .into_response());
     }
     apply(state, &groups, &change).await?;
-    Ok(Json(bulk_answer(&change, echo_substatus)).into_response())
+    Ok(Json(bulk_answer(&change)).into_response())
 }
 
 pub async fn project_bulk(

@@ -72,7 +72,7 @@ fn resource_action(name: &str) -> (&'static str, &'static str) {
 
 /// The `data` of a delivery, from the stored rows; `None` when what it is about is gone.
 fn data(c: &mut diesel::PgConnection, d: &Due, base: &str) -> Result<Option<Value>, DbError> {
-    let Some(org) = organization_of(c, d.project_id)? else {
+    let Some(org) = read::organization_of_project(c, d.project_id)? else {
         return Ok(None);
     };
     let group = match d.group_id {
@@ -126,24 +126,11 @@ fn data(c: &mut diesel::PgConnection, d: &Due, base: &str) -> Result<Option<Valu
             if let Some(s) = d.data.get("substatus").filter(|s| !s.is_null()) {
                 i["substatus"] = s.clone();
             }
-            i["status"] = json!(match d.event.as_str() {
-                event::ISSUE_RESOLVED => "resolved",
-                event::ISSUE_IGNORED => "ignored",
-                _ => "unresolved",
-            });
+            // Status changes: the action names the status.
+            i["status"] = json!(resource_action(&d.event).1);
             v["issue"] = i;
             v
         }),
-    })
-}
-
-fn organization_of(
-    c: &mut diesel::PgConnection,
-    project_id: i64,
-) -> Result<Option<read::Organization>, DbError> {
-    Ok(match read::organization_of_project(c, project_id)? {
-        Some(id) => read::organization(c, id)?,
-        None => None,
     })
 }
 

@@ -38,17 +38,12 @@ fn validate(status: i32, substatus: Option<i32>) -> Result<(), &'static str> {
     }
 }
 
-/// The history status of a (status, substatus).
+/// The history status of a (status, substatus): `resolved`, else the substatus's name.
 fn history_name(status: i32, substatus: Option<i32>) -> &'static str {
     match (status, substatus) {
         (st::RESOLVED, _) => "resolved",
-        (_, Some(sub::FOREVER)) => "archived_forever",
-        (_, Some(sub::UNTIL_ESCALATING)) => "archived_until_escalating",
-        (_, Some(sub::UNTIL_CONDITION_MET)) => "archived_until_condition_met",
-        (_, Some(sub::ESCALATING)) => "escalating",
-        (_, Some(sub::REGRESSED)) => "regressed",
-        (_, Some(sub::NEW)) => "new",
-        _ => "ongoing",
+        (_, Some(s)) => substatus_name(s),
+        (_, None) => "ongoing",
     }
 }
 
@@ -71,9 +66,8 @@ pub fn apply(conn: &mut PgConnection, change: &StatusChangeMessage) -> Result<Ap
     )
 }
 
-/// Applies the status change `id` to the group `group_id` (a change that names its group, as
-/// the web API's updates do when the group's fingerprint is no longer stored); runs inside the
-/// caller's transaction.
+/// Applies the status change `id` to the group `group_id` (a change that names its group by id,
+/// as the web API's updates do); runs inside the caller's transaction.
 pub fn apply_to_group(
     conn: &mut PgConnection,
     group_id: i64,

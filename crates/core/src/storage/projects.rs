@@ -91,13 +91,18 @@ pub fn create_project(
     .map(|r| r.map(|r| r.id))
 }
 
+/// The id of the organization `slug`.
+pub fn organization_id(conn: &mut PgConnection, slug: &str) -> QueryResult<Option<i64>> {
+    diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
+        .bind::<Text, _>(slug)
+        .get_result::<Id>(conn)
+        .optional()
+        .map(|r| r.map(|r| r.id))
+}
+
 /// The projects of the organization `org`, by id; `None` when there is no such organization.
 pub fn projects_of(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec<Listed>>> {
-    let exists = diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
-        .bind::<Text, _>(org)
-        .get_result::<Id>(conn)
-        .optional()?;
-    if exists.is_none() {
+    if organization_id(conn, org)?.is_none() {
         return Ok(None);
     }
     diesel::sql_query(

@@ -26,7 +26,7 @@ pub struct Organization {
     pub date_added: DateTime<Utc>,
 }
 
-/// A project with its organization's slug.
+/// A project.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Project {
     #[diesel(sql_type = BigInt)]
@@ -39,17 +39,10 @@ pub struct Project {
     pub platform: Option<String>,
     #[diesel(sql_type = Timestamptz)]
     pub date_added: DateTime<Utc>,
-    #[diesel(sql_type = BigInt)]
-    pub organization_id: i64,
-    #[diesel(sql_type = Text)]
-    pub organization_slug: String,
-    #[diesel(sql_type = Jsonb)]
-    pub options: Value,
 }
 
 const PROJECT_COLUMNS: &str = "p.id, p.slug, COALESCE(p.name, p.slug) AS name, \
-    p.options->>'platform' AS platform, p.date_added, p.organization_id, \
-    o.slug AS organization_slug, p.options";
+    p.options->>'platform' AS platform, p.date_added";
 
 /// The organization `id`.
 pub fn organization(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Organization>> {
@@ -64,8 +57,7 @@ pub fn organization(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Orga
 /// The projects of the organization `org_id`, by slug.
 pub fn projects(conn: &mut PgConnection, org_id: i64) -> QueryResult<Vec<Project>> {
     diesel::sql_query(format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects p JOIN organizations o ON o.id = p.organization_id \
-         WHERE p.organization_id = $1 ORDER BY p.slug"
+        "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.organization_id = $1 ORDER BY p.slug"
     ))
     .bind::<BigInt, _>(org_id)
     .load(conn)
@@ -74,8 +66,7 @@ pub fn projects(conn: &mut PgConnection, org_id: i64) -> QueryResult<Vec<Project
 /// The project `slug` of the organization `org_id`.
 pub fn project(conn: &mut PgConnection, org_id: i64, slug: &str) -> QueryResult<Option<Project>> {
     diesel::sql_query(format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects p JOIN organizations o ON o.id = p.organization_id \
-         WHERE p.organization_id = $1 AND p.slug = $2"
+        "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.organization_id = $1 AND p.slug = $2"
     ))
     .bind::<BigInt, _>(org_id)
     .bind::<Text, _>(slug)
@@ -116,8 +107,6 @@ pub struct Group {
     pub first_seen: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
     pub last_seen: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub resolved_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Text>)]
     pub first_release: Option<String>,
     #[diesel(sql_type = Jsonb)]
@@ -178,8 +167,6 @@ pub struct IssueFilter {
     pub types: Option<Vec<i32>>,
     /// Words that must all appear in the title (case-insensitive).
     pub text: Vec<String>,
-    /// Only issues seen since.
-    pub seen_since: Option<DateTime<Utc>>,
     /// Only these group ids.
     pub ids: Option<Vec<i64>>,
     pub sort: Sort,
@@ -196,7 +183,7 @@ pub struct Position {
 const GROUP_COLUMNS: &str = "g.id, g.project_id, p.slug AS project_slug, \
     COALESCE(p.name, p.slug) AS project_name, p.options->>'platform' AS project_platform, \
     g.type, g.status, g.substatus, g.priority, g.level, g.title, g.culprit, g.times_seen, \
-    g.first_seen, g.last_seen, g.resolved_at, g.first_release, g.data";
+    g.first_seen, g.last_seen, g.first_release, g.data";
 
 /// One page of issues (`limit` rows at most) matching `filter`, from `at`.
 pub fn issues(
@@ -234,10 +221,6 @@ pub fn issues(
             "NOT EXISTS (SELECT 1 FROM unnest(${i}::text[]) w WHERE strpos(lower(g.title), lower(w)) = 0)"
         ));
     }
-    let since_at = filter.seen_since.map(|_| next());
-    if let Some(i) = since_at {
-        cond.push(format!("g.last_seen >= ${i}"));
-    }
     let ids_at = filter.ids.as_ref().map(|_| next());
     if let Some(i) = ids_at {
         cond.push(format!("g.id = ANY (${i})"));
@@ -269,9 +252,6 @@ pub fn issues(
     if text_at.is_some() {
         q = q.bind::<Array<Text>, _>(filter.text.clone());
     }
-    if let Some(s) = filter.seen_since {
-        q = q.bind::<Timestamptz, _>(s);
-    }
     if let Some(ids) = &filter.ids {
         q = q.bind::<Array<BigInt>, _>(ids.clone());
     }
@@ -283,16 +263,20 @@ pub fn issues(
         .load(conn)
 }
 
-/// The group `id` of the organization `org_id`.
-pub fn group(conn: &mut PgConnection, org_id: i64, id: i64) -> QueryResult<Option<Group>> {
+/// The groups `ids` of the organization `org_id` (those that exist), in id order.
+pub fn groups(conn: &mut PgConnection, org_id: i64, ids: &[i64]) -> QueryResult<Vec<Group>> {
     diesel::sql_query(format!(
         "SELECT {GROUP_COLUMNS}, 0::bigint AS score FROM groups g JOIN projects p ON p.id = g.project_id \
-         WHERE p.organization_id = $1 AND g.id = $2"
+         WHERE p.organization_id = $1 AND g.id = ANY ($2) ORDER BY g.id"
     ))
     .bind::<BigInt, _>(org_id)
-    .bind::<BigInt, _>(id)
-    .get_result(conn)
-    .optional()
+    .bind::<Array<BigInt>, _>(ids)
+    .load(conn)
+}
+
+/// The group `id` of the organization `org_id`.
+pub fn group(conn: &mut PgConnection, org_id: i64, id: i64) -> QueryResult<Option<Group>> {
+    Ok(groups(conn, org_id, &[id])?.pop())
 }
 
 #[derive(QueryableByName)]
@@ -378,35 +362,30 @@ pub fn group_event(
     .optional()
 }
 
-/// A page of a group's events, newest first: `limit` rows after skipping `offset`.
-pub fn group_events(
-    conn: &mut PgConnection,
-    group_id: i64,
-    offset: i64,
-    limit: i64,
-) -> QueryResult<Vec<Event>> {
-    diesel::sql_query(format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENT_JOIN} WHERE e.group_id = $1 \
-         ORDER BY e.date_added DESC, e.event_id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind::<BigInt, _>(group_id)
-    .bind::<BigInt, _>(limit)
-    .bind::<BigInt, _>(offset)
-    .load(conn)
+/// Whose events a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsOf {
+    Group(i64),
+    Project(i64),
 }
 
-/// A page of a project's events, newest first.
-pub fn project_events(
+/// A page of a group's or a project's events, newest first: `limit` rows after skipping
+/// `offset`.
+pub fn events(
     conn: &mut PgConnection,
-    project_id: i64,
+    of: EventsOf,
     offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<Event>> {
+    let (column, id) = match of {
+        EventsOf::Group(id) => ("e.group_id", id),
+        EventsOf::Project(id) => ("e.project_id", id),
+    };
     diesel::sql_query(format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENT_JOIN} WHERE e.project_id = $1 \
+        "SELECT {EVENT_COLUMNS} FROM {EVENT_JOIN} WHERE {column} = $1 \
          ORDER BY e.date_added DESC, e.event_id DESC LIMIT $2 OFFSET $3"
     ))
-    .bind::<BigInt, _>(project_id)
+    .bind::<BigInt, _>(id)
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(offset)
     .load(conn)
@@ -607,17 +586,12 @@ pub fn event_counts(
 pub fn organization_of_project(
     conn: &mut PgConnection,
     project_id: i64,
-) -> QueryResult<Option<i64>> {
-    #[derive(QueryableByName)]
-    struct O {
-        #[diesel(sql_type = BigInt)]
-        organization_id: i64,
-    }
-    Ok(
-        diesel::sql_query("SELECT organization_id FROM projects WHERE id = $1")
-            .bind::<BigInt, _>(project_id)
-            .get_result::<O>(conn)
-            .optional()?
-            .map(|o| o.organization_id),
+) -> QueryResult<Option<Organization>> {
+    diesel::sql_query(
+        "SELECT o.id, o.slug, COALESCE(o.name, o.slug) AS name, o.date_added \
+         FROM projects p JOIN organizations o ON o.id = p.organization_id WHERE p.id = $1",
     )
+    .bind::<BigInt, _>(project_id)
+    .get_result(conn)
+    .optional()
 }

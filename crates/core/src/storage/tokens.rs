@@ -70,18 +70,14 @@ pub fn revoke(conn: &mut PgConnection, prefix: &str) -> QueryResult<usize> {
 /// The tokens of the organization `org`, live and revoked; `None` when there is no such
 /// organization.
 pub fn list(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec<Listed>>> {
-    let exists = diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
-        .bind::<Text, _>(org)
-        .get_result::<Id>(conn)
-        .optional()?;
-    if exists.is_none() {
+    let Some(org_id) = super::projects::organization_id(conn, org)? else {
         return Ok(None);
-    }
+    };
     diesel::sql_query(
-        "SELECT t.id, t.token_prefix, t.date_added, t.last_used, t.revoked_at FROM api_tokens t \
-         JOIN organizations o ON o.id = t.organization_id WHERE o.slug = $1 ORDER BY t.id",
+        "SELECT id, token_prefix, date_added, last_used, revoked_at FROM api_tokens \
+         WHERE organization_id = $1 ORDER BY id",
     )
-    .bind::<Text, _>(org)
+    .bind::<BigInt, _>(org_id)
     .load(conn)
     .map(Some)
 }

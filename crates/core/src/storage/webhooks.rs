@@ -81,11 +81,7 @@ pub fn add(
     secret: &str,
     events: &[String],
 ) -> QueryResult<Result<i64, AddError>> {
-    let Some(org_id) = diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
-        .bind::<Text, _>(org)
-        .get_result::<Id>(conn)
-        .optional()?
-    else {
+    let Some(org_id) = super::projects::organization_id(conn, org)? else {
         return Ok(Err(AddError::NoOrganization));
     };
     let project_id = match project {
@@ -93,7 +89,7 @@ pub fn add(
         Some(slug) => match diesel::sql_query(
             "SELECT id FROM projects WHERE organization_id = $1 AND slug = $2",
         )
-        .bind::<BigInt, _>(org_id.id)
+        .bind::<BigInt, _>(org_id)
         .bind::<Text, _>(slug)
         .get_result::<Id>(conn)
         .optional()?
@@ -106,7 +102,7 @@ pub fn add(
         "INSERT INTO webhook_subscriptions (organization_id, project_id, url, secret, events) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
-    .bind::<BigInt, _>(org_id.id)
+    .bind::<BigInt, _>(org_id)
     .bind::<Nullable<BigInt>, _>(project_id)
     .bind::<Text, _>(url)
     .bind::<Text, _>(secret)
