@@ -572,6 +572,12 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
             }
             let probe_port = str_of(c, &["readinessProbe", "httpGet", "port"]);
             let ports = seq(s(c, &["ports"]));
+            // The sluice-metrics Service (scraped by the ServiceMonitor) targets the port named
+            // `metrics`: a Deployment without one is never scraped.
+            assert!(
+                ports.iter().any(|p| str_of(p, &["name"]) == "metrics"),
+                "{which}: {name} has a port named metrics"
+            );
             let metrics_port = ports
                 .iter()
                 .find(|p| str_of(p, &["name"]) == probe_port)

@@ -140,7 +140,13 @@ fn cleanup_removes_what_expired_and_nothing_else() -> anyhow::Result<()> {
         "sluice",
         "INSERT INTO organizations (id, slug, options) VALUES (1, 'short', '{\"sluice:retention-days\": 60}'), (2, 'plain', '{}');
          INSERT INTO projects (id, organization_id, slug, options) VALUES
-           (7, 1, 'thirty', '{\"sluice:retention-days\": \"30\"}'), (8, 1, 'sixty', '{}'), (9, 2, 'default', '{}');",
+           (7, 1, 'thirty', '{\"sluice:retention-days\": \"30\"}'), (8, 1, 'sixty', '{}'), (9, 2, 'default', '{}');
+         INSERT INTO webhook_subscriptions (id, organization_id, url, secret, events)
+           VALUES (1, 1, 'http://127.0.0.1:9/', 's', '{issue.created}');
+         INSERT INTO webhook_deliveries (subscription_id, project_id, event, cause, delivered_at, failed_at) VALUES
+           (1, 7, 'issue.created', 'delivered', now(), NULL),
+           (1, 7, 'issue.created', 'given-up', NULL, now()),
+           (1, 7, 'issue.created', 'pending', NULL, NULL);",
     )?;
     let (env, url) = (s3.env(), s3.url("attachments"));
 
@@ -290,6 +296,16 @@ fn cleanup_removes_what_expired_and_nothing_else() -> anyhow::Result<()> {
     assert_eq!(
         count(&db.url, "SELECT count(*) AS n FROM emitted_outcomes")?,
         0
+    );
+    // (The issues raised above queued deliveries too; no deliverer runs here, so they are pending.)
+    let deliveries = lines(
+        &db.url,
+        "SELECT cause || ' ' || (delivered_at IS NULL AND failed_at IS NULL) AS line FROM webhook_deliveries",
+    )?;
+    assert!(
+        deliveries.contains(&"pending true".to_owned())
+            && deliveries.iter().all(|d| d.ends_with(" true")),
+        "settled webhook deliveries go after the replay window; pending ones stay: {deliveries:?}"
     );
     assert_eq!(
         count(

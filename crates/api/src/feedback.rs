@@ -96,6 +96,7 @@ pub async fn attachments(
     AxState(state): AxState<Arc<State>>,
     who: Auth,
     Path((org, project, event)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let (o, p) = project_of(&state, &who, &org, &project).await?;
     let (pid, eid) = (p.id, event_id(&event)?);
@@ -104,14 +105,15 @@ pub async fn attachments(
         .run(move |c| Ok::<_, DbError>(read::attachments(c, pid, &eid)?))
         .await?;
     rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    Ok(crate::organizations::single_page(
+    crate::organizations::single_page(
         &state.base_url,
         &format!(
             "/api/0/projects/{}/{}/events/{event}/attachments/",
             o.slug, p.slug
         ),
+        &raw,
         rows.iter().map(serialize::attachment).collect(),
-    ))
+    )
 }
 
 /// One attachment: its description, or its body with `?download`.

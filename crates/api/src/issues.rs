@@ -39,12 +39,14 @@ pub fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn limit(q: &[(String, String)], default: i64) -> ApiResult<i64> {
     match first(q, "limit").or_else(|| first(q, "per_page")) {
         None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(|n| n.min(MAX_LIMIT))
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid limit: {v}"))),
+        // Sentry refuses a page larger than its maximum rather than shortening it.
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n > MAX_LIMIT => Err(ApiError::BadRequest(format!(
+                "Invalid per_page value. Cannot exceed {MAX_LIMIT}."
+            ))),
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("Invalid limit: {v}"))),
+        },
     }
 }
 

@@ -5,7 +5,7 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::serialize;
 use crate::State;
-use axum::extract::{Path, State as AxState};
+use axum::extract::{Path, RawQuery, State as AxState};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -48,10 +48,20 @@ pub async fn project_of(
     Ok((o, p))
 }
 
-/// A one-page list: the `Link` header says there is nothing before or after.
-pub fn single_page(base: &str, path: &str, items: Vec<Value>) -> Response {
+/// A one-page list: the `Link` header says there is nothing before or after. A malformed
+/// `cursor` is refused as in paged lists; a cursor past the first page finds nothing.
+pub fn single_page(
+    base: &str,
+    path: &str,
+    raw: &Option<String>,
+    mut items: Vec<Value>,
+) -> ApiResult<Response> {
+    let at = crate::issues::cursor_of(&crate::issues::pairs(raw))?;
+    if at.offset > 0 || at.is_prev {
+        items.clear();
+    }
     let link = crate::cursor::link(&format!("{base}{path}"), &[], None);
-    ([(header::LINK, link)], Json(Value::Array(items))).into_response()
+    Ok(([(header::LINK, link)], Json(Value::Array(items))).into_response())
 }
 
 pub async fn index(who: Auth) -> Json<Value> {
@@ -68,13 +78,18 @@ pub async fn regions(_who: Auth) -> Json<Value> {
     Json(json!({"regions": []}))
 }
 
-pub async fn list(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Response> {
+pub async fn list(
+    AxState(state): AxState<Arc<State>>,
+    who: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let o = org_of(&state, &who, &who.organization_slug).await?;
-    Ok(single_page(
+    single_page(
         &state.base_url,
         "/api/0/organizations/",
+        &raw,
         vec![serialize::organization(&o, &state.base_url)],
-    ))
+    )
 }
 
 /// The organization's projects as Sentry lists them, each with the organization when `with_org`.
@@ -109,20 +124,26 @@ pub async fn projects(
     AxState(state): AxState<Arc<State>>,
     who: Auth,
     Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let o = org_of(&state, &who, &org).await?;
     let items = project_list(&state, &o, false).await?;
-    Ok(single_page(
+    single_page(
         &state.base_url,
         &format!("/api/0/organizations/{}/projects/", o.slug),
+        &raw,
         items,
-    ))
+    )
 }
 
-pub async fn all_projects(AxState(state): AxState<Arc<State>>, who: Auth) -> ApiResult<Response> {
+pub async fn all_projects(
+    AxState(state): AxState<Arc<State>>,
+    who: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let o = org_of(&state, &who, &who.organization_slug).await?;
     let items = project_list(&state, &o, true).await?;
-    Ok(single_page(&state.base_url, "/api/0/projects/", items))
+    single_page(&state.base_url, "/api/0/projects/", &raw, items)
 }
 
 pub async fn project(

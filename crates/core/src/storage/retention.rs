@@ -43,7 +43,7 @@ pub struct Step {
 }
 
 /// The batched steps, in the order cleanup runs them: rows that refer to groups before groups.
-pub const STEPS: [Step; 10] = [
+pub const STEPS: [Step; 11] = [
     Step {
         name: "events",
         table: "events",
@@ -93,6 +93,16 @@ pub const STEPS: [Step; 10] = [
         table: "applied_status_changes",
         keys: "id",
         expired: "applied_at <= $1 - make_interval(secs => $2)",
+        lockable: true,
+    },
+    // A delivered or given-up webhook delivery is kept for the replay window: its row is what
+    // keeps a replayed effect from notifying twice. Pending deliveries are never removed here.
+    Step {
+        name: "webhook_deliveries",
+        table: "webhook_deliveries",
+        keys: "id",
+        expired: "(delivered_at IS NOT NULL OR failed_at IS NOT NULL) \
+                  AND date_added <= $1 - make_interval(secs => $2)",
         lockable: true,
     },
     Step {
