@@ -136,6 +136,43 @@ pub fn latencies(
     )
 }
 
+/// Paces a producer at a steady `rate` messages per second (0: as fast as it can): `wait(n)`
+/// returns when message `n` (from 0) is due. Steady-load runs measure the latency a user sees
+/// when the stage is not behind, which a burst cannot show.
+pub struct Pace {
+    start: std::time::Instant,
+    rate: u32,
+}
+
+impl Pace {
+    pub fn new(rate: u32) -> Pace {
+        Pace {
+            start: std::time::Instant::now(),
+            rate,
+        }
+    }
+
+    pub fn wait(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(n as f64 / f64::from(self.rate));
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+
+    /// The producer's `linger.ms` for this pace: batching on a burst, none on a steady load.
+    pub fn linger_ms(&self) -> &'static str {
+        if self.rate == 0 {
+            "20"
+        } else {
+            "0"
+        }
+    }
+}
+
 /// CPU time (user + system) process `pid` has used so far, in seconds (0 when unknown).
 pub fn cpu_secs(pid: u32) -> f64 {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -64,6 +64,11 @@ pub struct CommonArgs {
     #[arg(long, env = "MAX_BATCH_TIME_MS", global = true, default_value_t = 1000)]
     pub max_batch_time_ms: u64,
 
+    /// How long a buffer waits for more messages when the stage is idle (no batch in flight),
+    /// in milliseconds: 0 hands it over at once, so light load is not delayed by the batch time.
+    #[arg(long, env = "BATCH_LINGER_MS", global = true, default_value_t = 0)]
+    pub batch_linger_ms: u64,
+
     /// Kafka max.poll.interval.ms.
     #[arg(
         long,

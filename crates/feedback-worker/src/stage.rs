@@ -1,15 +1,18 @@
 //! The feedback worker's stage: each `type: event` message on the feedback topic becomes a
 //! feedback issue (an occurrence with its event), spam is ignored forever, the linked user report
-//! is recorded, and the outcome is emitted once per feedback.
+//! is recorded, and the outcome is emitted once per feedback. A batch goes through these steps
+//! together: every produce at once, the reports in one statement, the outcomes in one lookup and
+//! one insert, so the database sees a few round trips per batch instead of several per message.
 
-use crate::create_feedback::{self, Filtered};
+use crate::create_feedback;
 use crate::spam::{self, Mode};
 use futures::future::join_all;
 use serde_json::Value;
 use sluice_core::config::Settings;
 use sluice_core::failure::Classify;
 use sluice_core::ids;
-use sluice_core::issues::{payload, project};
+use sluice_core::issues::payload::{self, Record};
+use sluice_core::issues::project;
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
 use sluice_core::kafka::producer::Producer;
 use sluice_core::messages::enums::{
@@ -19,7 +22,8 @@ use sluice_core::messages::{
     DlqReason, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage, Timestamp,
 };
 use sluice_core::outcomes::Outcomes;
-use sluice_core::storage::{linking, user_reports, Db, DbError};
+use sluice_core::storage::user_reports::{self, FeedbackReport};
+use sluice_core::storage::{Db, DbError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +44,30 @@ pub struct FeedbackStage {
     pub projects: project::Shared,
 }
 
+/// What one feedback message needs, once decoded and checked.
+enum Plan {
+    /// Nothing more to do: done (an unknown project) or refused.
+    Settled(Verdict),
+    /// Filtered out: only its INVALID outcome, emitted once under `key`.
+    Filtered {
+        label: &'static str,
+        key: String,
+        outcome: OutcomeMessage,
+    },
+    /// A feedback issue: the issue-platform records to produce (the occurrence, and the status
+    /// change of a spam), the user report when it names an event, and the ACCEPTED outcome.
+    Issue {
+        records: Vec<Record>,
+        report: Option<FeedbackReport>,
+        key: String,
+        outcome: OutcomeMessage,
+        spam: bool,
+    },
+}
+
 impl FeedbackStage {
-    async fn one(&self, msg: &Msg) -> Verdict {
+    /// Decodes and checks one message and builds what it needs; nothing is written yet.
+    async fn plan(&self, msg: &Msg) -> Plan {
         let event = match IngestMessage::decode(msg.payload()) {
             Ok(IngestMessage::Event(e)) => e,
             Ok(other) => {
@@ -49,20 +75,26 @@ impl FeedbackStage {
                     "{} messages do not belong on the feedback topic",
                     other.type_name()
                 );
-                return Verdict::Reject(Rejection::new(DlqReason::UnsupportedType, detail));
+                return Plan::Settled(Verdict::Reject(Rejection::new(
+                    DlqReason::UnsupportedType,
+                    detail,
+                )));
             }
-            Err(r) => return Verdict::Reject(r),
+            Err(r) => return Plan::Settled(Verdict::Reject(r)),
         };
         let body: Value = match serde_json::from_slice(&event.payload) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
-                return Verdict::Reject(Rejection::new(
+                return Plan::Settled(Verdict::Reject(Rejection::new(
                     DlqReason::InvalidEvent,
                     "payload is not a JSON object",
-                ))
+                )))
             }
             Err(e) => {
-                return Verdict::Reject(Rejection::new(DlqReason::InvalidEvent, e.to_string()))
+                return Plan::Settled(Verdict::Reject(Rejection::new(
+                    DlqReason::InvalidEvent,
+                    e.to_string(),
+                )))
             }
         };
         let source = msg
@@ -75,9 +107,9 @@ impl FeedbackStage {
             Ok(Some(p)) => p,
             Ok(None) => {
                 results().with_label_values(&["unknown_project"]).inc();
-                return Verdict::Done;
+                return Plan::Settled(Verdict::Done);
             }
-            Err(e) => return e.verdict(),
+            Err(e) => return Plan::Settled(e.verdict()),
         };
         let event_id = create_feedback::event_id(&body, &event.payload);
         let outcome_base = |o: Outcome| {
@@ -94,9 +126,14 @@ impl FeedbackStage {
         let message = match create_feedback::feedback_message(&body) {
             Ok(m) => m.to_owned(),
             Err(f) => {
-                return self
-                    .filtered(f, outcome_base(Outcome::Invalid), pid, &event_id)
-                    .await
+                let mut outcome = outcome_base(Outcome::Invalid);
+                outcome.reason = Some(f.reason().to_owned());
+                outcome.timestamp = Timestamp::now();
+                return Plan::Filtered {
+                    label: f.label(),
+                    key: format!("feedback-invalid:{pid}:{event_id}"),
+                    outcome,
+                };
             }
         };
         let max = self.settings.feedback.message_max_size;
@@ -130,14 +167,18 @@ impl FeedbackStage {
             event.start_time,
         ) {
             Ok(b) => b,
-            Err(r) => return Verdict::Reject(r),
+            Err(r) => return Plan::Settled(Verdict::Reject(r)),
         };
         let occurrence_id = built.occurrence_id.clone();
-        if let Some(o) = self
-            .produce("occurrence", Some(built.occurrence.clone()), None)
-            .await
-        {
-            return o;
+        let mut records = Vec::with_capacity(2);
+        match payload::build("occurrence", Some(built.occurrence), None, None) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                return Plan::Settled(Verdict::Reject(Rejection::new(
+                    DlqReason::InvalidEvent,
+                    e.to_string(),
+                )))
+            }
         }
         if spam_reason.is_some() {
             let change = StatusChangeMessage {
@@ -147,135 +188,165 @@ impl FeedbackStage {
                 new_status: group_status::IGNORED,
                 new_substatus: Some(group_substatus::FOREVER),
             };
-            if let Some(o) = self.produce("status_change", None, Some(change)).await {
-                return o;
+            match payload::build("status_change", None, Some(change), None) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    return Plan::Settled(Verdict::Reject(Rejection::new(
+                        DlqReason::InvalidEvent,
+                        e.to_string(),
+                    )))
+                }
             }
         }
-        if let Err(e) = self
-            .record_user_report(&body, pid, &message, event.start_time.epoch_secs())
-            .await
-        {
-            return e.verdict();
+        let mut outcome = outcome_base(Outcome::Accepted);
+        outcome.timestamp = built.detection_time;
+        Plan::Issue {
+            records,
+            report: report_of(&body, pid, &message, event.start_time.epoch_secs()),
+            key: format!("feedback:{occurrence_id}"),
+            outcome,
+            spam: spam_reason.is_some(),
         }
-        let mut accepted = outcome_base(Outcome::Accepted);
-        accepted.timestamp = built.detection_time;
-        if let Err(e) = self
-            .outcomes
-            .emit_once(&format!("feedback:{occurrence_id}"), &accepted)
-            .await
-        {
-            return e.verdict();
-        }
-        results()
-            .with_label_values(&[if spam_reason.is_some() {
-                "spam"
-            } else {
-                "produced"
-            }])
-            .inc();
-        Verdict::Done
     }
 
-    /// Builds and produces one issue-platform message; `Some(outcome)` when that failed.
-    async fn produce(
-        &self,
-        payload_type: &str,
-        occurrence: Option<sluice_core::messages::OccurrenceMessage>,
-        status_change: Option<StatusChangeMessage>,
-    ) -> Option<Verdict> {
-        let record = match payload::build(payload_type, occurrence, status_change, None) {
-            Ok(r) => r,
-            Err(e) => {
-                return Some(Verdict::Reject(Rejection::new(
-                    DlqReason::InvalidEvent,
-                    e.to_string(),
-                )))
+    /// Produces each issue's records, in order per message, all messages concurrently; the
+    /// verdict of each message whose produce failed.
+    async fn produce(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
+        let sends = plans.iter().enumerate().map(|(i, plan)| async move {
+            let Plan::Issue { records, .. } = plan else {
+                return (i, None);
+            };
+            for r in records {
+                if let Err(e) = r.send(&self.producer, &self.occurrences_topic).await {
+                    return (i, Some(e.verdict()));
+                }
             }
-        };
-        record
-            .send(&self.producer, &self.occurrences_topic)
-            .await
-            .err()
-            .map(|e| e.verdict())
+            (i, None)
+        });
+        for (i, failed) in join_all(sends).await {
+            if failed.is_some() {
+                verdicts[i] = failed;
+            }
+        }
     }
 
-    async fn filtered(
-        &self,
-        f: Filtered,
-        mut outcome: OutcomeMessage,
-        project_id: u64,
-        event_id: &str,
-    ) -> Verdict {
-        results()
-            .with_label_values(&[&format!("filtered_{}", f.label())])
-            .inc();
-        outcome.reason = Some(f.reason().to_owned());
-        outcome.timestamp = Timestamp::now();
-        match self
-            .outcomes
-            .emit_once(
-                &format!("feedback-invalid:{project_id}:{event_id}"),
-                &outcome,
-            )
+    /// Records the user reports of the issues produced so far in one statement. A failure of
+    /// the whole statement caused by one report (not an outage) is narrowed down by writing the
+    /// reports one by one, so only that message fails.
+    async fn record_reports(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
+        let wanted: Vec<(usize, FeedbackReport)> = plans
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| verdicts[*i].is_none())
+            .filter_map(|(i, p)| match p {
+                Plan::Issue {
+                    report: Some(r), ..
+                } => Some((i, r.clone())),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let all: Vec<FeedbackReport> = wanted.iter().map(|(_, r)| r.clone()).collect();
+        let failure = match self
+            .db
+            .run(move |c| Ok::<_, DbError>(user_reports::insert_for_feedback(c, &all)?))
             .await
         {
-            Ok(_) => Verdict::Done,
+            Ok(()) => return,
             Err(e) => e.verdict(),
+        };
+        if matches!(failure, Verdict::Unavailable(_)) || wanted.len() == 1 {
+            for (i, _) in &wanted {
+                verdicts[*i] = Some(failure.clone());
+            }
+            return;
+        }
+        for (i, report) in wanted {
+            if let Err(e) = self
+                .db
+                .run(move |c| {
+                    Ok::<_, DbError>(user_reports::insert_for_feedback(
+                        c,
+                        std::slice::from_ref(&report),
+                    )?)
+                })
+                .await
+            {
+                verdicts[i] = Some(e.verdict());
+            }
         }
     }
 
-    /// A feedback naming `associated_event_id` gets a user report row if none exists, with the
-    /// event's group; the row is not a legacy report, so the ingest stage never shims it (a
-    /// legacy report for the same event still is, and becomes a second feedback issue).
-    async fn record_user_report(
-        &self,
-        body: &Value,
-        project_id: u64,
-        message: &str,
-        received: f64,
-    ) -> Result<(), DbError> {
-        let feedback = body
-            .get("contexts")
-            .and_then(|c| c.get("feedback"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let Some(associated) = feedback
-            .get("associated_event_id")
+    /// Emits the outcomes of the messages that got this far, once each, in one lookup and one
+    /// record of the keys; counts the results.
+    async fn emit_outcomes(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
+        let mut items = Vec::new();
+        let mut who = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            if verdicts[i].is_some() {
+                continue;
+            }
+            match plan {
+                Plan::Filtered { key, outcome, .. } | Plan::Issue { key, outcome, .. } => {
+                    items.push((key.clone(), outcome.clone()));
+                    who.push(i);
+                }
+                Plan::Settled(_) => {}
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outcomes.emit_once_many(items).await {
+            // Keys already acknowledged were recorded: a retry emits only the missing ones.
+            let v = e.verdict();
+            for i in who {
+                verdicts[i] = Some(v.clone());
+            }
+            return;
+        }
+        for i in who {
+            let label = match &plans[i] {
+                Plan::Filtered { label, .. } => format!("filtered_{label}"),
+                Plan::Issue { spam: true, .. } => "spam".to_owned(),
+                _ => "produced".to_owned(),
+            };
+            results().with_label_values(&[&label]).inc();
+        }
+    }
+}
+
+/// The user report a feedback naming `associated_event_id` makes (if none exists yet, with the
+/// event's group); it is not a legacy report, so the ingest stage never shims it (a legacy
+/// report for the same event still is, and becomes a second feedback issue).
+fn report_of(body: &Value, project_id: u64, message: &str, received: f64) -> Option<FeedbackReport> {
+    let feedback = body.get("contexts").and_then(|c| c.get("feedback"))?;
+    let associated = feedback
+        .get("associated_event_id")
+        .and_then(Value::as_str)
+        .and_then(|e| ids::uuid_hex(e).ok())?;
+    let s = |k: &str| {
+        feedback
+            .get(k)
             .and_then(Value::as_str)
-            .and_then(|e| ids::uuid_hex(e).ok())
-        else {
-            return Ok(());
-        };
-        let s = |k: &str| {
-            feedback
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let (name, email, comments) = (s("name"), s("contact_email"), message.to_owned());
-        let environment = body
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(FeedbackReport {
+        project_id: project_id as i64,
+        event_id: associated,
+        name: s("name"),
+        email: s("contact_email"),
+        comments: message.to_owned(),
+        environment: body
             .get("environment")
             .and_then(Value::as_str)
             .filter(|e| !e.is_empty())
-            .map(str::to_owned);
-        self.db
-            .run(move |c| {
-                let report = user_reports::Report {
-                    project_id: project_id as i64,
-                    event_id: &associated,
-                    name: &name,
-                    email: &email,
-                    comments: &comments,
-                    environment: environment.as_deref(),
-                };
-                user_reports::insert_for_feedback(c, &report, received)?;
-                // The event may have been grouped while the row was written.
-                let key = (report.project_id, report.event_id.to_owned());
-                Ok(linking::fill_groups(c, linking::Linked::Reports, &[key])?)
-            })
-            .await
-    }
+            .map(str::to_owned),
+        received,
+    })
 }
 
 impl Stage for FeedbackStage {
@@ -283,7 +354,24 @@ impl Stage for FeedbackStage {
         IngestMessage::project_of(msg.payload())
     }
 
+    /// The batch in steps, each step for every message at once: plan (decode, filters, spam),
+    /// produce the issues, record the user reports, emit the outcomes. A message leaves the
+    /// steps at its first failure with its own verdict; the others go on.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        join_all(batch.iter().map(|m| self.one(m))).await
+        let plans: Vec<Plan> = join_all(batch.iter().map(|m| self.plan(m))).await;
+        let mut verdicts: Vec<Option<Verdict>> = plans
+            .iter()
+            .map(|p| match p {
+                Plan::Settled(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        self.produce(&plans, &mut verdicts).await;
+        self.record_reports(&plans, &mut verdicts).await;
+        self.emit_outcomes(&plans, &mut verdicts).await;
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Verdict::Done))
+            .collect()
     }
 }

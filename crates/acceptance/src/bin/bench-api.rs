@@ -53,14 +53,15 @@ fn seed(url: &str, groups: u32, per_group: u32) -> anyhow::Result<()> {
                 jsonb_build_object('metadata', jsonb_build_object(
                     'type', 'ValueError', 'value', 'bench failure ' || i, 'filename', 'app/handlers.py',
                     'function', 'run_' || (i % 500)))
-         FROM projects p, generate_series(1, {groups}) i;
+         FROM projects p, generate_series(1::bigint, {groups}) i;
          INSERT INTO events (project_id, event_id, group_id, date_added, expires_at)
          SELECT g.project_id, md5(g.id::text || '/' || k), g.id,
                 g.last_seen - (k * interval '1 minute'), now() + interval '90 days'
-         FROM groups g, generate_series(1, {per_group}) k;
-         VACUUM ANALYZE groups;
-         VACUUM ANALYZE events;"
+         FROM groups g, generate_series(1, {per_group}) k;"
     ))?;
+    // Outside the seeding transaction: VACUUM refuses to run inside one.
+    c.batch_execute("VACUUM ANALYZE groups")?;
+    c.batch_execute("VACUUM ANALYZE events")?;
     Ok(())
 }
 

@@ -24,6 +24,9 @@ struct Args {
     target: sluice_acceptance::Target,
     #[arg(long, default_value_t = 10_000)]
     count: u32,
+    /// Latency mode: produce at this steady rate (per second) instead of a burst; no baseline.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
 }
 
 const TOPIC: &str = "ingest-feedback-events";
@@ -71,14 +74,16 @@ async fn main() -> anyhow::Result<()> {
         args.target
             .start_joined(args.target.stage("feedback-worker", &url, &group))?;
     let started = Instant::now();
+    let pace = sluice_acceptance::Pace::new(args.rate);
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
-        .set("linger.ms", "20")
+        .set("linger.ms", pace.linger_ms())
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     let mut produced_at = std::collections::HashMap::new();
     for n in 0..args.count {
+        pace.wait(n as usize);
         let key = format!("k{n}");
         let value = feedback(n);
         p.send(BaseRecord::to(TOPIC).key(&key).payload(&value))
@@ -99,6 +104,16 @@ async fn main() -> anyhow::Result<()> {
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
+    if args.rate > 0 {
+        println!(
+            "{}",
+            json!({"bench": "feedback", "mode": "steady", "rate_per_sec": args.rate,
+                   "feedbacks": args.count, "latency": latency, "worker_peak_rss_mb": rss,
+                   "worker_cpu_secs": cpu,
+                   "cpu_secs_per_1k": (cpu / f64::from(args.count) * 1e6).round() / 1000.0})
+        );
+        return Ok(());
+    }
 
     // Baseline: the same effects without the worker, in a fresh database: the user-report rows
     // and outcome keys written with batched SQL (1,000 per statement), and one occurrence-sized

@@ -49,6 +49,14 @@ struct Args {
     backlog_attachments: u32,
     #[arg(long, default_value_t = 3)]
     attachment_mib: u32,
+    /// Latency mode: produce the events at this steady rate (per second) instead of a burst;
+    /// no attachments and no baseline.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// With `--rate`: run occurrence-consumer too and measure from the produced event to its
+    /// grouped occurrence (the whole pipeline) besides the event row.
+    #[arg(long)]
+    pipeline: bool,
 }
 
 const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'bench'); \
@@ -133,18 +141,21 @@ fn attachment_messages(n: u32) -> [Vec<u8>; 2] {
 fn produce(
     brokers: &str,
     topic: &str,
+    rate: u32,
     msgs: impl Iterator<Item = (String, Vec<u8>)>,
 ) -> anyhow::Result<HashMap<String, i64>> {
+    let pace = sluice_acceptance::Pace::new(rate);
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("compression.type", "lz4")
-        .set("linger.ms", "20")
+        .set("linger.ms", pace.linger_ms())
         .set("message.max.bytes", "20000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "2000000")
         .create()?;
     let mut produced_at = HashMap::new();
-    for (k, v) in msgs {
+    for (n, (k, v)) in msgs.enumerate() {
+        pace.wait(n);
         p.send(BaseRecord::to(topic).key(&k).payload(&v))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
         produced_at.insert(k, sluice_acceptance::now_ms());
@@ -172,7 +183,7 @@ async fn measure(
         .args(["--topics", topic]);
     let (mut child, metrics) = args.target.start_joined(cmd)?;
     let started = Instant::now();
-    let produced_at = produce(&args.target.brokers, topic, messages)?;
+    let produced_at = produce(&args.target.brokers, topic, args.rate, messages)?;
     eprintln!(
         "{topic}: input produced and acknowledged after {:.2} s",
         started.elapsed().as_secs_f64()
@@ -347,6 +358,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     produce(
         &args.target.brokers,
         "ingest-attachments",
+        0,
         (0..n).flat_map(|i| {
             backlog_attachment(i, mib)
                 .into_iter()
@@ -356,6 +368,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     produce(
         &args.target.brokers,
         "ingest-events",
+        0,
         (0..args.events).map(|i| (event_id(i), event_message(i))),
     )?;
     eprintln!(
@@ -422,11 +435,74 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The latency mode: error events at a steady rate through ingest-consumer (and, with
+/// `--pipeline`, occurrence-consumer), latency from produce to the event row and to the grouped
+/// occurrence.
+async fn steady(args: &Args) -> anyhow::Result<()> {
+    let url = fresh_database(&args.target.admin_url, "sluice_bench_ingest", SETUP)?;
+    let occurrences = if args.pipeline {
+        let group = format!("bench-occ-{}", std::process::id());
+        Some(
+            args.target
+                .start_joined(args.target.stage("occurrence-consumer", &url, &group))?,
+        )
+    } else {
+        None
+    };
+    let (elapsed, (rss, cpu), produced) = measure(
+        args,
+        &url,
+        "ingest-events",
+        &[],
+        "file:///tmp/sluice-bench-unused",
+        (0..args.events).map(|n| (event_id(n), event_message(n))),
+    )
+    .await?;
+    let events_latency = sluice_acceptance::latencies(
+        &produced,
+        &url,
+        "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM events",
+    )?;
+    let mut pipeline = Value::Null;
+    if let Some((mut child, _)) = occurrences {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let grouped = "SELECT count(*) AS n FROM occurrences WHERE group_id IS NOT NULL";
+        while sluice_testkit::db::count(&url, grouped)? < i64::from(args.events) {
+            anyhow::ensure!(Instant::now() < deadline, "occurrences did not all arrive");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let occ_cpu = sluice_acceptance::cpu_secs(child.id());
+        let occ_rss = peak_rss_mb(child.id());
+        stop(&mut child);
+        pipeline = json!({
+            "latency_to_grouped_issue": sluice_acceptance::latencies(
+                &produced,
+                &url,
+                "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms \
+                 FROM occurrences WHERE group_id IS NOT NULL",
+            )?,
+            "occurrence_consumer_peak_rss_mb": occ_rss, "occurrence_consumer_cpu_secs": occ_cpu,
+        });
+    }
+    println!(
+        "{}",
+        json!({"bench": "ingest", "mode": "steady", "rate_per_sec": args.rate, "events": args.events,
+               "secs": elapsed.as_secs_f64(), "events_latency": events_latency,
+               "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
+               "cpu_secs_per_1k": (cpu / f64::from(args.events) * 1e6).round() / 1000.0,
+               "pipeline": pipeline})
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.backlog {
         return backlog(&args).await;
+    }
+    if args.rate > 0 {
+        return steady(&args).await;
     }
     let n_events = f64::from(args.events);
     let n_att = f64::from(args.attachments);

@@ -33,6 +33,10 @@ struct Args {
     /// Run `sluice cleanup --once` (its default pacing) from just before the load starts.
     #[arg(long)]
     with_cleanup: bool,
+    /// Produce at this steady rate (messages per second) instead of a burst: the latency mode.
+    /// The baseline is skipped (the rate is the pace).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
 }
 
 const TOPIC: &str = "ingest-occurrences";
@@ -156,15 +160,17 @@ fn main() -> anyhow::Result<()> {
         None
     };
     let started = Instant::now();
+    let pace = sluice_acceptance::Pace::new(args.rate);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.target.brokers)
         .set("compression.type", "lz4")
-        .set("linger.ms", "20")
+        .set("linger.ms", pace.linger_ms())
         .set("queue.buffering.max.messages", "1000000")
         .set("partitioner", "murmur2_random")
         .create()?;
     let mut produced_at = std::collections::HashMap::with_capacity(msgs.len());
     for (n, (k, v)) in msgs.iter().enumerate() {
+        pace.wait(n);
         producer
             .send(BaseRecord::to(TOPIC).key(k).payload(v))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
@@ -220,6 +226,18 @@ fn main() -> anyhow::Result<()> {
     let cpu = sluice_acceptance::cpu_secs(child.id());
     sluice_acceptance::stop(&mut child);
 
+    if args.rate > 0 {
+        println!(
+            "{}",
+            json!({
+                "bench": "occurrences", "mode": "steady", "rate_per_sec": args.rate,
+                "messages": args.count, "fingerprints": args.fingerprints,
+                "latency": latency, "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
+                "cpu_secs_per_1k": (cpu / f64::from(args.count) * 1000.0 * 1000.0).round() / 1000.0,
+            })
+        );
+        return Ok(());
+    }
     let base_url =
         sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_baseline", SETUP)?;
     seed(&base_url)?;

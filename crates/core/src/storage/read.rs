@@ -199,8 +199,15 @@ pub fn issues(
         n
     };
     let projects_at = filter.project_ids.as_ref().map(|_| next());
-    if let Some(i) = projects_at {
-        cond.push(format!("g.project_id = ANY (${i})"));
+    if let (Some(i), Some(p)) = (projects_at, &filter.project_ids) {
+        // One project is an equality too: with the status, the index then yields rows in the
+        // order asked for and a page reads only its rows (ANY would make the planner sort
+        // every matching row).
+        cond.push(if p.len() == 1 {
+            format!("g.project_id = (${i})[1]")
+        } else {
+            format!("g.project_id = ANY (${i})")
+        });
     }
     let statuses_at = filter.statuses.as_ref().map(|_| next());
     if let (Some(i), Some(s)) = (statuses_at, &filter.statuses) {

@@ -112,15 +112,25 @@ impl Grouped {
     }
 }
 
-/// Inserts the report a new feedback received at `received` (epoch seconds) makes for the event
-/// it names, with the event's group when it has one (otherwise the group is filled in when the
-/// event gets it); not a legacy report, so never shimmed. An existing report is left as it is.
-/// Call [`super::linking::fill_groups`] after it (the event may be grouped meanwhile).
-pub fn insert_for_feedback(
-    conn: &mut PgConnection,
-    r: &Report<'_>,
-    received: f64,
-) -> QueryResult<()> {
+/// A report a new feedback makes for the event it names.
+#[derive(Debug, Clone)]
+pub struct FeedbackReport {
+    pub project_id: i64,
+    pub event_id: String,
+    pub name: String,
+    pub email: String,
+    pub comments: String,
+    pub environment: Option<String>,
+    /// When the feedback was received (epoch seconds).
+    pub received: f64,
+}
+
+/// Inserts the reports new feedback make for the events they name, in one statement, each with
+/// its event's group when it has one (otherwise the group is filled in when the event gets it);
+/// not legacy reports, so never shimmed. An existing report is left as it is (the first of the
+/// same event in `reports` wins). Then fills the groups of events grouped meanwhile and queues
+/// the notifications of the reports that have a group.
+pub fn insert_for_feedback(conn: &mut PgConnection, reports: &[FeedbackReport]) -> QueryResult<()> {
     #[derive(QueryableByName)]
     struct MaybeGrouped {
         #[diesel(sql_type = BigInt)]
@@ -130,26 +140,44 @@ pub fn insert_for_feedback(
         #[diesel(sql_type = Nullable<BigInt>)]
         group_id: Option<i64>,
     }
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&FeedbackReport) -> String| reports.iter().map(f).collect::<Vec<String>>();
     let rows = diesel::sql_query(
         "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
-         VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
-                 $3, $4, $5, false, $6, to_timestamp($7)) \
+         SELECT t.p, t.e::bpchar, (SELECT ev.group_id FROM events ev WHERE ev.project_id = t.p AND ev.event_id = t.e::bpchar), \
+                t.n, t.m, t.c, false, t.env, to_timestamp(t.r) \
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[]) \
+              WITH ORDINALITY AS t(p, e, n, m, c, env, r, i) \
+         ORDER BY t.i \
          ON CONFLICT (project_id, event_id) DO NOTHING \
          RETURNING id, project_id, group_id",
     )
-    .bind::<BigInt, _>(r.project_id)
-    .bind::<Text, _>(r.event_id)
-    .bind::<Text, _>(r.name)
-    .bind::<Text, _>(r.email)
-    .bind::<Text, _>(r.comments)
-    .bind::<Nullable<Text>, _>(r.environment)
-    .bind::<Double, _>(received)
+    .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.project_id).collect::<Vec<i64>>())
+    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.email.clone()))
+    .bind::<Array<Text>, _>(col(|r| r.comments.clone()))
+    .bind::<Array<Nullable<Text>>, _>(
+        reports
+            .iter()
+            .map(|r| r.environment.clone())
+            .collect::<Vec<Option<String>>>(),
+    )
+    .bind::<Array<Double>, _>(reports.iter().map(|r| r.received).collect::<Vec<f64>>())
     .load::<MaybeGrouped>(conn)?;
     let grouped: Vec<_> = rows
         .iter()
         .filter_map(|r| r.group_id.map(|g| (r.id, r.project_id, g)))
         .collect();
-    notify_grouped(conn, &grouped)
+    notify_grouped(conn, &grouped)?;
+    // The events may have been grouped while the rows were written.
+    let keys: Vec<EventKey> = reports
+        .iter()
+        .map(|r| (r.project_id, r.event_id.clone()))
+        .collect();
+    super::linking::fill_groups(conn, super::linking::Linked::Reports, &keys)
 }
 
 /// Which of the events of `keys` have reports not shimmed yet.

@@ -12,20 +12,35 @@ pub(super) const COMMIT_RETRY: Duration = Duration::from_secs(1);
 /// How often the health-check file is touched while the process is live.
 pub(super) const TOUCH_EVERY: Duration = Duration::from_secs(1);
 
+/// When a buffer is cut into a batch.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CutRule {
+    pub(super) max_size: usize,
+    pub(super) max_time: Duration,
+    /// How old the buffer's first message must be before an idle stage takes it.
+    pub(super) linger: Duration,
+}
+
 /// Whether the buffer being filled (`buffered` messages, the first received at `started`) is
 /// cut into the pending batch: only when no batch is pending already and the buffer is not
-/// empty, once it is full (`max_size`) or its first message is `max_time` old.
+/// empty, once it is full, or its first message is `max_time` old, or no batch is in flight
+/// and its first message is `linger` old. The last rule makes batching adaptive: messages
+/// accumulate only while the stage is busy with the previous batch, so a burst is taken in large
+/// batches and a trickle one message at a time, without waiting for the batch time.
 pub(super) fn cut_batch(
     buffered: usize,
     pending: bool,
+    in_flight: bool,
     started: Instant,
     now: Instant,
-    max_size: usize,
-    max_time: Duration,
+    rule: CutRule,
 ) -> bool {
+    let age = now.saturating_duration_since(started);
     !pending
         && buffered > 0
-        && (buffered >= max_size || now.saturating_duration_since(started) >= max_time)
+        && (buffered >= rule.max_size
+            || age >= rule.max_time
+            || (!in_flight && age >= rule.linger))
 }
 
 /// The buffer's fill as a message count: its length, or `max_size` once it holds `max_bytes`.
@@ -199,27 +214,60 @@ mod tests {
 
     // Batch cut.
 
+    /// The rule of a busy stage (linger irrelevant while a batch is in flight).
+    fn busy(max_size: usize, max_time: Duration) -> CutRule {
+        CutRule {
+            max_size,
+            max_time,
+            linger: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_idle_stage_takes_the_buffer_after_the_linger() {
+        let t0 = Instant::now();
+        let rule = CutRule {
+            max_size: 1000,
+            max_time: secs(1),
+            linger: Duration::ZERO,
+        };
+        // Nothing in flight: one message goes at once.
+        assert!(cut_batch(1, false, false, t0, t0, rule));
+        // A batch in flight: the buffer keeps filling until size or time.
+        assert!(!cut_batch(1, false, true, t0, t0 + ms(999), rule));
+        assert!(cut_batch(1, false, true, t0, t0 + secs(1), rule));
+        // Never while a batch is pending, nor with an empty buffer.
+        assert!(!cut_batch(1, true, false, t0, t0, rule));
+        assert!(!cut_batch(0, false, false, t0, t0 + secs(5), rule));
+        let lingering = CutRule {
+            linger: ms(20),
+            ..rule
+        };
+        assert!(!cut_batch(1, false, false, t0, t0 + ms(19), lingering));
+        assert!(cut_batch(1, false, false, t0, t0 + ms(20), lingering));
+    }
+
     #[test]
     fn cuts_a_full_buffer_before_the_batch_time() {
         let t0 = Instant::now();
-        assert!(cut_batch(10, false, t0, t0, 10, secs(1)));
-        assert!(cut_batch(11, false, t0, t0 + ms(1), 10, secs(1)));
-        assert!(!cut_batch(9, false, t0, t0 + ms(999), 10, secs(1)));
+        assert!(cut_batch(10, false, true, t0, t0, busy(10, secs(1))));
+        assert!(cut_batch(11, false, true, t0, t0 + ms(1), busy(10, secs(1))));
+        assert!(!cut_batch(9, false, true, t0, t0 + ms(999), busy(10, secs(1))));
     }
 
     #[test]
     fn cuts_on_batch_time() {
         let t0 = Instant::now();
-        assert!(!cut_batch(1, false, t0, t0 + ms(499), 10, ms(500)));
-        assert!(cut_batch(1, false, t0, t0 + ms(500), 10, ms(500)));
-        assert!(cut_batch(1, false, t0, t0 + secs(7), 10, ms(500)));
+        assert!(!cut_batch(1, false, true, t0, t0 + ms(499), busy(10, ms(500))));
+        assert!(cut_batch(1, false, true, t0, t0 + ms(500), busy(10, ms(500))));
+        assert!(cut_batch(1, false, true, t0, t0 + secs(7), busy(10, ms(500))));
     }
 
     #[test]
     fn no_cut_while_a_batch_is_pending() {
         let t0 = Instant::now();
-        assert!(!cut_batch(10, true, t0, t0, 10, secs(1)));
-        assert!(!cut_batch(50, true, t0, t0 + secs(10), 10, secs(1)));
+        assert!(!cut_batch(10, true, true, t0, t0, busy(10, secs(1))));
+        assert!(!cut_batch(50, true, true, t0, t0 + secs(10), busy(10, secs(1))));
     }
 
     #[test]
@@ -230,10 +278,10 @@ mod tests {
         assert!(cut_batch(
             fill(3, 1 << 20, 1000, 1 << 20),
             false,
+            true,
             t0,
             t0,
-            1000,
-            secs(1)
+            busy(1000, secs(1))
         ));
         assert!(backpressure(true, fill(3, 1 << 20, 1000, 1 << 20), 1000));
     }
@@ -241,9 +289,9 @@ mod tests {
     #[test]
     fn never_cuts_an_empty_buffer() {
         let t0 = Instant::now();
-        assert!(!cut_batch(0, false, t0, t0 + secs(10), 10, secs(1)));
+        assert!(!cut_batch(0, false, true, t0, t0 + secs(10), busy(10, secs(1))));
         // A zero size limit still needs a message.
-        assert!(!cut_batch(0, false, t0, t0, 0, secs(1)));
+        assert!(!cut_batch(0, false, true, t0, t0, busy(0, secs(1))));
     }
 
     #[test]

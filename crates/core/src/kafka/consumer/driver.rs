@@ -382,7 +382,15 @@ impl Driver {
         // librdkafka keeps an application pause across reassignment of the same partition.
         let mut paused: Option<bool> = Some(false);
         let (mut last_commit, mut last_touch) = (Instant::now(), None::<Instant>);
-        let poll_timeout = Duration::from_millis(50).min(self.config.max_batch_time);
+        let cut_rule = decide::CutRule {
+            max_size: self.config.max_batch_size,
+            max_time: self.config.max_batch_time,
+            linger: self.config.batch_linger.min(self.config.max_batch_time),
+        };
+        // Polls wait at most this long, so a linger or batch time is noticed when it expires.
+        let poll_timeout = Duration::from_millis(50)
+            .min(self.config.max_batch_time)
+            .min(self.config.batch_linger.max(Duration::from_millis(1)));
         // Since when a full buffer has been held (hold versus pause, see `decide::Hold`).
         let mut hold_timer = decide::Hold::default();
         let (mut held_since, mut reported_stuck) = (None, false);
@@ -451,7 +459,8 @@ impl Driver {
                     break Err(f);
                 }
                 // Cut the buffer into the pending batch (only when none is pending) once it is
-                // full or its first message is `--max-batch-time-ms` old.
+                // full, or its first message is `--max-batch-time-ms` old, or nothing is in
+                // flight and it is `--batch-linger-ms` old.
                 // A buffer holding `--max-batch-bytes` counts as full, whatever its length.
                 let fill = decide::fill(
                     st.current.len(),
@@ -462,10 +471,10 @@ impl Driver {
                 if decide::cut_batch(
                     fill,
                     st.pending.is_some(),
+                    st.in_flight.is_some(),
                     st.current_started,
                     Instant::now(),
-                    self.config.max_batch_size,
-                    self.config.max_batch_time,
+                    cut_rule,
                 ) {
                     st.pending = Some(std::mem::take(&mut st.current));
                     st.current_bytes = 0;

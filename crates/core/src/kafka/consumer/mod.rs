@@ -5,7 +5,9 @@
 //! - polling on a dedicated driver thread (rebalance callbacks run inside `poll`, so they can
 //!   block on in-flight work without touching the async runtime);
 //! - batching (`--max-batch-size`, `--max-batch-time-ms`) with one batch in flight and one being
-//!   filled, and a bounded librdkafka prefetch, so memory stays bounded under any backlog;
+//!   filled, and a bounded librdkafka prefetch, so memory stays bounded under any backlog; when
+//!   nothing is in flight the buffer is handed over at once (`--batch-linger-ms`, 0), so batches
+//!   grow only while the stage is busy and a lightly loaded stage does not wait out the batch time;
 //! - per-partition `offset+1` commits after effects, on a timer, on revoke and on shutdown;
 //!   commits failing after a revoke are logged and counted, never fatal;
 //! - error classes: bad input → DLQ with reason, original key/headers, offset advances;
@@ -103,6 +105,8 @@ pub struct RuntimeConfig {
     /// Payload bytes at which a batch is cut.
     pub max_batch_bytes: usize,
     pub max_batch_time: Duration,
+    /// How long a buffer waits for more when no batch is in flight (at most `max_batch_time`).
+    pub batch_linger: Duration,
     pub max_poll_interval: Duration,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -139,6 +143,7 @@ impl RuntimeConfig {
             max_batch_size: common.max_batch_size.max(1),
             max_batch_bytes: common.max_batch_bytes.max(1),
             max_batch_time: Duration::from_millis(common.max_batch_time_ms.max(1)),
+            batch_linger: Duration::from_millis(common.batch_linger_ms),
             max_poll_interval: Duration::from_millis(common.max_poll_interval_ms),
             session_timeout: Duration::from_millis(common.session_timeout_ms),
             heartbeat_interval: Duration::from_millis(common.heartbeat_interval_ms),
