@@ -321,7 +321,12 @@ impl FeedbackStage {
 /// The user report a feedback naming `associated_event_id` makes (if none exists yet, with the
 /// event's group); it is not a legacy report, so the ingest stage never shims it (a legacy
 /// report for the same event still is, and becomes a second feedback issue).
-fn report_of(body: &Value, project_id: u64, message: &str, received: f64) -> Option<FeedbackReport> {
+fn report_of(
+    body: &Value,
+    project_id: u64,
+    message: &str,
+    received: f64,
+) -> Option<FeedbackReport> {
     let feedback = body.get("contexts").and_then(|c| c.get("feedback"))?;
     let associated = feedback
         .get("associated_event_id")

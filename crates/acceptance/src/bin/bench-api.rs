@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         let requests = if case.text.is_empty() {
             args.requests
         } else {
-            (args.requests / 10).max(10)
+            (args.requests / 50).max(10)
         };
         let mut http = Vec::with_capacity(requests);
         let mut rows = 0;

@@ -38,9 +38,7 @@ pub(super) fn cut_batch(
     let age = now.saturating_duration_since(started);
     !pending
         && buffered > 0
-        && (buffered >= rule.max_size
-            || age >= rule.max_time
-            || (!in_flight && age >= rule.linger))
+        && (buffered >= rule.max_size || age >= rule.max_time || (!in_flight && age >= rule.linger))
 }
 
 /// The buffer's fill as a message count: its length, or `max_size` once it holds `max_bytes`.
@@ -251,23 +249,65 @@ mod tests {
     fn cuts_a_full_buffer_before_the_batch_time() {
         let t0 = Instant::now();
         assert!(cut_batch(10, false, true, t0, t0, busy(10, secs(1))));
-        assert!(cut_batch(11, false, true, t0, t0 + ms(1), busy(10, secs(1))));
-        assert!(!cut_batch(9, false, true, t0, t0 + ms(999), busy(10, secs(1))));
+        assert!(cut_batch(
+            11,
+            false,
+            true,
+            t0,
+            t0 + ms(1),
+            busy(10, secs(1))
+        ));
+        assert!(!cut_batch(
+            9,
+            false,
+            true,
+            t0,
+            t0 + ms(999),
+            busy(10, secs(1))
+        ));
     }
 
     #[test]
     fn cuts_on_batch_time() {
         let t0 = Instant::now();
-        assert!(!cut_batch(1, false, true, t0, t0 + ms(499), busy(10, ms(500))));
-        assert!(cut_batch(1, false, true, t0, t0 + ms(500), busy(10, ms(500))));
-        assert!(cut_batch(1, false, true, t0, t0 + secs(7), busy(10, ms(500))));
+        assert!(!cut_batch(
+            1,
+            false,
+            true,
+            t0,
+            t0 + ms(499),
+            busy(10, ms(500))
+        ));
+        assert!(cut_batch(
+            1,
+            false,
+            true,
+            t0,
+            t0 + ms(500),
+            busy(10, ms(500))
+        ));
+        assert!(cut_batch(
+            1,
+            false,
+            true,
+            t0,
+            t0 + secs(7),
+            busy(10, ms(500))
+        ));
     }
 
     #[test]
     fn no_cut_while_a_batch_is_pending() {
         let t0 = Instant::now();
         assert!(!cut_batch(10, true, true, t0, t0, busy(10, secs(1))));
-        assert!(!cut_batch(50, true, true, t0, t0 + secs(10), busy(10, secs(1))));
+        assert!(!cut_batch(
+            50,
+            true,
+            true,
+            t0,
+            t0 + secs(10),
+            busy(10, secs(1))
+        ));
     }
 
     #[test]
@@ -289,7 +329,14 @@ mod tests {
     #[test]
     fn never_cuts_an_empty_buffer() {
         let t0 = Instant::now();
-        assert!(!cut_batch(0, false, true, t0, t0 + secs(10), busy(10, secs(1))));
+        assert!(!cut_batch(
+            0,
+            false,
+            true,
+            t0,
+            t0 + secs(10),
+            busy(10, secs(1))
+        ));
         // A zero size limit still needs a message.
         assert!(!cut_batch(0, false, true, t0, t0, busy(0, secs(1))));
     }
