@@ -360,7 +360,7 @@ impl Stage for FeedbackStage {
     }
 
     /// The batch in steps, each step for every message at once: plan (decode, filters, spam),
-    /// produce the issues, record the user reports, emit the outcomes. A message leaves the
+    /// produce the issues and record the user reports (side by side), emit the outcomes. A message leaves the
     /// steps at its first failure with its own verdict; the others go on.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let plans: Vec<Plan> = join_all(batch.iter().map(|m| self.plan(m))).await;
@@ -371,8 +371,19 @@ impl Stage for FeedbackStage {
                 _ => None,
             })
             .collect();
-        self.produce(&plans, &mut verdicts).await;
-        self.record_reports(&plans, &mut verdicts).await;
+        // The issues are produced while the reports are written: neither needs the other, and
+        // both are idempotent when a message is tried again. A message failed by either keeps
+        // the first failure (the produce's) as its verdict.
+        let mut reported = verdicts.clone();
+        futures::join!(
+            self.produce(&plans, &mut verdicts),
+            self.record_reports(&plans, &mut reported)
+        );
+        for (v, r) in verdicts.iter_mut().zip(reported) {
+            if v.is_none() {
+                *v = r;
+            }
+        }
         self.emit_outcomes(&plans, &mut verdicts).await;
         verdicts
             .into_iter()

@@ -4,8 +4,8 @@
 //! an occurrence and an outcome record per feedback produced through the core producer.
 //!
 //! The worker joins its group before the feedback is produced; the time runs from the first
-//! produced message to the last committed offset. Latency: produce → the feedback's linked user
-//! report written.
+//! produced message to the last committed offset. Latency: produce → the feedback's outcome
+//! recorded (its last effect).
 //!
 //! Usage: bench-feedback --brokers HOST:PORT --admin-url POSTGRES_URL [--count N]
 //! Topics: ingest-feedback-events, its DLQ, ingest-occurrences, outcomes. Prints one JSON line.
@@ -35,8 +35,12 @@ fn associated_event_id(n: u32) -> String {
     format!("{:032x}", 0xae00_0000u64 + u64::from(n))
 }
 
+fn feedback_event_id(n: u32) -> String {
+    format!("{:032x}", 0xfe00_0000_0000u64 + u64::from(n))
+}
+
 fn feedback(n: u32) -> Vec<u8> {
-    let event_id = format!("{:032x}", 0xfe00_0000_0000u64 + u64::from(n));
+    let event_id = feedback_event_id(n);
     let message = if n % 10 == 0 {
         "Click here for free crypto: http://x.example".to_owned()
     } else {
@@ -70,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let group = format!("bench-fb-{}", std::process::id());
     // Timed from the first produced feedback to the last committed offset, with the worker
     // already in its group.
-    let (mut child, _) =
+    let (mut child, metrics) =
         args.target
             .start_joined(args.target.stage("feedback-worker", &url, &group))?;
     let started = Instant::now();
@@ -88,18 +92,29 @@ async fn main() -> anyhow::Result<()> {
         let value = feedback(n);
         p.send(BaseRecord::to(TOPIC).key(&key).payload(&value))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
-        produced_at.insert(associated_event_id(n), sluice_acceptance::now_ms());
+        produced_at.insert(
+            format!(
+                "feedback:{}",
+                sluice_core::ids::feedback_occurrence_id(42, &feedback_event_id(n))
+            ),
+            sluice_acceptance::now_ms(),
+        );
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60))?;
     sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
     let pipeline = started.elapsed();
-    // Produce → the feedback's linked user report written (after its issue was produced and
-    // acknowledged).
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
+            eprintln!("{body}");
+        }
+    }
+    // Produce → the feedback's ACCEPTED outcome recorded, its last effect (after its issue was
+    // produced and acknowledged and its user report written).
     let latency = sluice_acceptance::latencies(
         &produced_at,
         &url,
-        "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM user_reports",
+        "SELECT key AS key, (extract(epoch FROM emitted_at) * 1000)::bigint AS ms FROM emitted_outcomes",
     )?;
     let rss = sluice_acceptance::peak_rss_mb(child.id());
     let cpu = sluice_acceptance::cpu_secs(child.id());

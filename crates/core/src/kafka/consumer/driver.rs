@@ -105,7 +105,12 @@ fn create_consumer(
         // highly compressible batches decompresses to many times its size. A message larger
         // than these is still fetched (alone).
         .set("fetch.message.max.bytes", (512 * 1024).to_string())
-        .set("fetch.max.bytes", (1024 * 1024).to_string());
+        .set("fetch.max.bytes", (1024 * 1024).to_string())
+        // A fetch that finds nothing new waits at most this long. A broker answers as soon as
+        // data arrives, but some (librdkafka's mock cluster among them) only at the deadline:
+        // librdkafka's 500 ms would then be added to a lightly loaded stage's latency. Idle
+        // consumers send a few more empty fetches in exchange (`KAFKA_OPTIONS` can change it).
+        .set("fetch.wait.max.ms", "100");
     crate::kafka::options::apply(&mut c);
     let ctx = Ctx {
         state: Mutex::new(State {
