@@ -435,6 +435,22 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The events phase: `args.events` error events through ingest-consumer (see [`measure`]).
+async fn measure_events(
+    args: &Args,
+    url: &str,
+) -> anyhow::Result<(Duration, (u64, f64), HashMap<String, i64>)> {
+    measure(
+        args,
+        url,
+        "ingest-events",
+        &[],
+        "file:///tmp/sluice-bench-unused",
+        (0..args.events).map(|n| (event_id(n), event_message(n))),
+    )
+    .await
+}
+
 /// The latency mode: error events at a steady rate through ingest-consumer (and, with
 /// `--pipeline`, occurrence-consumer), latency from produce to the event row and to the grouped
 /// occurrence.
@@ -449,15 +465,7 @@ async fn steady(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (elapsed, (rss, cpu), produced) = measure(
-        args,
-        &url,
-        "ingest-events",
-        &[],
-        "file:///tmp/sluice-bench-unused",
-        (0..args.events).map(|n| (event_id(n), event_message(n))),
-    )
-    .await?;
+    let (elapsed, (rss, cpu), produced) = measure_events(args, &url).await?;
     let events_latency = sluice_acceptance::latencies(
         &produced,
         &url,
@@ -509,15 +517,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Events.
     let url = fresh_database(&args.target.admin_url, "sluice_bench_ingest", SETUP)?;
-    let (events_elapsed, events_rss, events_produced) = measure(
-        &args,
-        &url,
-        "ingest-events",
-        &[],
-        "file:///tmp/sluice-bench-unused",
-        (0..args.events).map(|n| (event_id(n), event_message(n))),
-    )
-    .await?;
+    let (events_elapsed, events_rss, events_produced) = measure_events(&args, &url).await?;
     let stored = sluice_testkit::db::count(&url, "SELECT count(*) AS n FROM events")?;
     anyhow::ensure!(stored == i64::from(args.events), "{stored} events stored");
     let events_latency = sluice_acceptance::latencies(
