@@ -230,7 +230,7 @@ impl FeedbackStage {
         }
     }
 
-    /// Records the user reports of the issues produced so far in one statement. A failure of
+    /// Records the user reports of the planned issues in one statement. A failure of
     /// the whole statement caused by one report (not an outage) is narrowed down by writing the
     /// reports one by one, so only that message fails.
     async fn record_reports(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
@@ -373,7 +373,9 @@ impl Stage for FeedbackStage {
             .collect();
         // The issues are produced while the reports are written: neither needs the other, and
         // both are idempotent when a message is tried again. A message failed by either keeps
-        // the first failure (the produce's) as its verdict.
+        // the first failure (the produce's) as its verdict. So a feedback whose issue cannot be
+        // produced (refused as too large, say) still leaves its user report: the report is the
+        // user's words about their event, kept like a report sent without feedback.
         let mut reported = verdicts.clone();
         futures::join!(
             self.produce(&plans, &mut verdicts),

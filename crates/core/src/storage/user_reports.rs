@@ -144,34 +144,38 @@ pub fn insert_for_feedback(conn: &mut PgConnection, reports: &[FeedbackReport]) 
         return Ok(());
     }
     let col = |f: fn(&FeedbackReport) -> String| reports.iter().map(f).collect::<Vec<String>>();
-    let rows = diesel::sql_query(
-        "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
-         SELECT t.p, t.e::bpchar, (SELECT ev.group_id FROM events ev WHERE ev.project_id = t.p AND ev.event_id = t.e::bpchar), \
-                t.n, t.m, t.c, false, t.env, to_timestamp(t.r) \
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[]) \
-              WITH ORDINALITY AS t(p, e, n, m, c, env, r, i) \
-         ORDER BY t.i \
-         ON CONFLICT (project_id, event_id) DO NOTHING \
-         RETURNING id, project_id, group_id",
-    )
-    .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.project_id).collect::<Vec<i64>>())
-    .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.name.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.email.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.comments.clone()))
-    .bind::<Array<Nullable<Text>>, _>(
-        reports
+    // The rows and their notifications commit together: a retry finds the rows and returns
+    // none, so notifications written apart from them could be lost.
+    conn.transaction(|conn| {
+        let rows = diesel::sql_query(
+            "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
+             SELECT t.p, t.e::bpchar, (SELECT ev.group_id FROM events ev WHERE ev.project_id = t.p AND ev.event_id = t.e::bpchar), \
+                    t.n, t.m, t.c, false, t.env, to_timestamp(t.r) \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[]) \
+                  WITH ORDINALITY AS t(p, e, n, m, c, env, r, i) \
+             ORDER BY t.i \
+             ON CONFLICT (project_id, event_id) DO NOTHING \
+             RETURNING id, project_id, group_id",
+        )
+        .bind::<Array<BigInt>, _>(reports.iter().map(|r| r.project_id).collect::<Vec<i64>>())
+        .bind::<Array<Text>, _>(col(|r| r.event_id.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.name.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.email.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.comments.clone()))
+        .bind::<Array<Nullable<Text>>, _>(
+            reports
+                .iter()
+                .map(|r| r.environment.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind::<Array<Double>, _>(reports.iter().map(|r| r.received).collect::<Vec<f64>>())
+        .load::<MaybeGrouped>(conn)?;
+        let grouped: Vec<_> = rows
             .iter()
-            .map(|r| r.environment.clone())
-            .collect::<Vec<Option<String>>>(),
-    )
-    .bind::<Array<Double>, _>(reports.iter().map(|r| r.received).collect::<Vec<f64>>())
-    .load::<MaybeGrouped>(conn)?;
-    let grouped: Vec<_> = rows
-        .iter()
-        .filter_map(|r| r.group_id.map(|g| (r.id, r.project_id, g)))
-        .collect();
-    notify_grouped(conn, &grouped)?;
+            .filter_map(|r| r.group_id.map(|g| (r.id, r.project_id, g)))
+            .collect();
+        notify_grouped(conn, &grouped)
+    })?;
     // The events may have been grouped while the rows were written.
     let keys: Vec<EventKey> = reports
         .iter()

@@ -41,6 +41,24 @@ pub(super) fn cut_batch(
         && (buffered >= rule.max_size || age >= rule.max_time || (!in_flight && age >= rule.linger))
 }
 
+/// How long the next poll may wait for a message: `idle` (50 ms at most, within the batch time)
+/// when nothing is buffered; while messages wait for the batch in flight, 5 ms, so they are
+/// taken soon after it completes; while they wait for the linger, no longer than the linger.
+/// (A buffer that may be taken now is cut before the poll, so no wait needs to be zero.)
+pub(super) fn poll_timeout(
+    idle: Duration,
+    linger: Duration,
+    buffered: bool,
+    in_flight: bool,
+) -> Duration {
+    match (buffered, in_flight) {
+        (false, _) => idle,
+        (true, true) => idle.min(Duration::from_millis(5)),
+        (true, false) if linger.is_zero() => idle,
+        (true, false) => idle.min(linger),
+    }
+}
+
 /// The buffer's fill as a message count: its length, or `max_size` once it holds `max_bytes`.
 pub(super) fn fill(len: usize, bytes: usize, max_size: usize, max_bytes: usize) -> usize {
     if bytes >= max_bytes {
@@ -219,6 +237,16 @@ mod tests {
             max_time,
             linger: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn polls_wait_long_only_when_nothing_waits() {
+        let idle = ms(50);
+        assert_eq!(poll_timeout(idle, Duration::ZERO, false, false), idle);
+        assert_eq!(poll_timeout(idle, Duration::ZERO, false, true), idle);
+        assert_eq!(poll_timeout(idle, Duration::ZERO, true, true), ms(5));
+        assert_eq!(poll_timeout(idle, ms(20), true, false), ms(20));
+        assert_eq!(poll_timeout(idle, ms(200), true, false), idle);
     }
 
     #[test]

@@ -392,10 +392,8 @@ impl Driver {
             max_time: self.config.max_batch_time,
             linger: self.config.batch_linger.min(self.config.max_batch_time),
         };
-        // Polls wait at most this long, so a linger or batch time is noticed when it expires.
-        let poll_timeout = Duration::from_millis(50)
-            .min(self.config.max_batch_time)
-            .min(self.config.batch_linger.max(Duration::from_millis(1)));
+        // Polls wait at most this long when nothing is buffered (see `decide::poll_timeout`).
+        let idle_poll = Duration::from_millis(50).min(self.config.max_batch_time);
         // Since when a full buffer has been held (hold versus pause, see `decide::Hold`).
         let mut hold_timer = decide::Hold::default();
         let (mut held_since, mut reported_stuck) = (None, false);
@@ -457,7 +455,7 @@ impl Driver {
                 break Ok(());
             }
 
-            let (want_pause, hold) = {
+            let (want_pause, hold, poll_timeout) = {
                 let mut st = self.consumer.context().lock();
                 st.drain_completions();
                 if let Some(f) = st.fatal.take() {
@@ -530,7 +528,13 @@ impl Driver {
                 if let Some(reason) = flow.count_pause {
                     m.pauses.with_label_values(&[reason.label()]).inc();
                 }
-                (flow.pause, flow.hold)
+                let poll_timeout = decide::poll_timeout(
+                    idle_poll,
+                    cut_rule.linger,
+                    !st.current.is_empty(),
+                    st.in_flight.is_some(),
+                );
+                (flow.pause, flow.hold, poll_timeout)
             };
             // Pause or resume is applied when the wanted state is not the one known in effect.
             if decide::must_apply_pause(paused, want_pause) {
