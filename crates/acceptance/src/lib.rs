@@ -173,6 +173,20 @@ impl Pace {
     }
 }
 
+/// CPU seconds per 1,000 messages, to three decimals.
+pub fn cpu_per_1k(cpu_secs: f64, messages: u32) -> f64 {
+    (cpu_secs / f64::from(messages.max(1)) * 1e6).round() / 1000.0
+}
+
+/// With `BENCH_METRICS` set, prints the metrics the process at `addr` serves to stderr.
+pub fn dump_metrics_if_asked(addr: &str) {
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        if let Some((_, body)) = sluice_testkit::http::get(addr, "/metrics") {
+            eprintln!("{body}");
+        }
+    }
+}
+
 /// CPU time (user + system) process `pid` has used so far, in seconds (0 when unknown).
 pub fn cpu_secs(pid: u32) -> f64 {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -73,11 +73,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn summary(mut ms: Vec<f64>) -> serde_json::Value {
-    ms.sort_by(|a, b| a.total_cmp(b));
+/// p50, p99 and max of `ms`, sorted ascending.
+fn summary(ms: &[f64]) -> serde_json::Value {
     json!({
-        "p50_ms": (percentile(&ms, 0.50) * 100.0).round() / 100.0,
-        "p99_ms": (percentile(&ms, 0.99) * 100.0).round() / 100.0,
+        "p50_ms": (percentile(ms, 0.50) * 100.0).round() / 100.0,
+        "p99_ms": (percentile(ms, 0.99) * 100.0).round() / 100.0,
         "max_ms": (ms.last().copied().unwrap_or(0.0) * 100.0).round() / 100.0,
     })
 }
@@ -249,12 +249,11 @@ async fn main() -> anyhow::Result<()> {
             read::event_counts(&mut conn, &ids, since, 3600)?;
             direct.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let ratio = {
-            let (mut h, mut d) = (http.clone(), direct.clone());
-            h.sort_by(|a, b| a.total_cmp(b));
-            d.sort_by(|a, b| a.total_cmp(b));
-            ((percentile(&d, 0.99) / percentile(&h, 0.99).max(1e-9)) * 100.0).round() / 100.0
-        };
+        http.sort_by(|a, b| a.total_cmp(b));
+        direct.sort_by(|a, b| a.total_cmp(b));
+        let ratio = ((percentile(&direct, 0.99) / percentile(&http, 0.99).max(1e-9)) * 100.0)
+            .round()
+            / 100.0;
         println!(
             "{}",
             json!({
@@ -264,8 +263,8 @@ async fn main() -> anyhow::Result<()> {
                 "events": u64::from(args.groups) * u64::from(args.events_per_group),
                 "requests": requests,
                 "rows": rows,
-                "http": summary(http),
-                "baseline_direct_sql": summary(direct),
+                "http": summary(&http),
+                "baseline_direct_sql": summary(&direct),
                 "p99_ratio_baseline_over_http": ratio,
             })
         );

@@ -104,11 +104,7 @@ async fn main() -> anyhow::Result<()> {
     p.flush(Duration::from_secs(60))?;
     sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
     let pipeline = started.elapsed();
-    if std::env::var_os("BENCH_METRICS").is_some() {
-        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
-            eprintln!("{body}");
-        }
-    }
+    sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Produce → the feedback's ACCEPTED outcome recorded, its last effect (after its issue was
     // produced and acknowledged and its user report written).
     let latency = sluice_acceptance::latencies(
@@ -125,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             json!({"bench": "feedback", "mode": "steady", "rate_per_sec": args.rate,
                    "feedbacks": args.count, "latency": latency, "worker_peak_rss_mb": rss,
                    "worker_cpu_secs": cpu,
-                   "cpu_secs_per_1k": (cpu / f64::from(args.count) * 1e6).round() / 1000.0})
+                   "cpu_secs_per_1k": sluice_acceptance::cpu_per_1k(cpu, args.count)})
         );
         return Ok(());
     }

@@ -190,11 +190,7 @@ async fn measure(
     );
     wait_committed(&args.target.brokers, &group, topic).await?;
     let elapsed = started.elapsed();
-    if std::env::var_os("BENCH_METRICS").is_some() {
-        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
-            eprintln!("{body}");
-        }
-    }
+    sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Peak RSS and CPU seconds of the consumer.
     let rss = (
         peak_rss_mb(child.id()),
@@ -497,7 +493,7 @@ async fn steady(args: &Args) -> anyhow::Result<()> {
         json!({"bench": "ingest", "mode": "steady", "rate_per_sec": args.rate, "events": args.events,
                "secs": elapsed.as_secs_f64(), "events_latency": events_latency,
                "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
-               "cpu_secs_per_1k": (cpu / f64::from(args.events) * 1e6).round() / 1000.0,
+               "cpu_secs_per_1k": sluice_acceptance::cpu_per_1k(cpu, args.events),
                "pipeline": pipeline})
     );
     Ok(())

@@ -211,11 +211,7 @@ fn main() -> anyhow::Result<()> {
     while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if std::env::var_os("BENCH_METRICS").is_some() {
-        if let Some((_, body)) = sluice_testkit::http::get(&metrics, "/metrics") {
-            eprintln!("{body}");
-        }
-    }
+    sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Produce → occurrence row written (the set-based path stamps rows as it writes them).
     let latency = sluice_acceptance::latencies(
         &produced_at,
@@ -233,7 +229,7 @@ fn main() -> anyhow::Result<()> {
                 "bench": "occurrences", "mode": "steady", "rate_per_sec": args.rate,
                 "messages": args.count, "fingerprints": args.fingerprints,
                 "latency": latency, "consumer_peak_rss_mb": rss, "consumer_cpu_secs": cpu,
-                "cpu_secs_per_1k": (cpu / f64::from(args.count) * 1000.0 * 1000.0).round() / 1000.0,
+                "cpu_secs_per_1k": sluice_acceptance::cpu_per_1k(cpu, args.count),
             })
         );
         return Ok(());

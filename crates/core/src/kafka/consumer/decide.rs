@@ -298,30 +298,10 @@ mod tests {
     #[test]
     fn cuts_on_batch_time() {
         let t0 = Instant::now();
-        assert!(!cut_batch(
-            1,
-            false,
-            true,
-            t0,
-            t0 + ms(499),
-            busy(10, ms(500))
-        ));
-        assert!(cut_batch(
-            1,
-            false,
-            true,
-            t0,
-            t0 + ms(500),
-            busy(10, ms(500))
-        ));
-        assert!(cut_batch(
-            1,
-            false,
-            true,
-            t0,
-            t0 + secs(7),
-            busy(10, ms(500))
-        ));
+        let cut_at = |now| cut_batch(1, false, true, t0, now, busy(10, ms(500)));
+        assert!(!cut_at(t0 + ms(499)));
+        assert!(cut_at(t0 + ms(500)));
+        assert!(cut_at(t0 + secs(7)));
     }
 
     #[test]
