@@ -1,6 +1,6 @@
 //! `sluice`: the operator command. It applies migrations, provisions organizations, projects,
 //! API tokens and webhook subscriptions, serves the web API (`api`), removes expired data
-//! (`cleanup`) and inspects and replays dead letters (`dlq`).
+//! (`cleanup`), serves the SDK front door (`edge`) and inspects and replays dead letters (`dlq`).
 //! Each subcommand takes `--database-url` / `DATABASE_URL` where it needs the database.
 //!
 //! It also holds the four stages: invoked under a stage's name (a link named `ingest-consumer`,
@@ -11,6 +11,8 @@
 mod api;
 mod cleanup;
 mod dlq;
+mod edge;
+mod keys;
 mod resend;
 mod tenancy;
 mod tokens;
@@ -63,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: tokens::Command,
     },
+    /// Client keys (DSNs) that SDKs send events with.
+    Key {
+        #[command(subcommand)]
+        command: keys::Command,
+    },
     /// Webhook subscriptions.
     Webhook {
         #[command(subcommand)]
@@ -70,6 +77,9 @@ enum Command {
     },
     /// Serve Sentry's web API (/api/0/) and deliver webhooks.
     Api(api::Args),
+    /// Serve the SDK endpoints (/api/{project_id}/envelope/ and /store/) in front of the
+    /// ingest topics.
+    Edge(edge::Args),
     /// Remove expired events, occurrences, attachments (rows and objects), user reports, groups,
     /// idempotency records and counters.
     Cleanup(cleanup::Args),
@@ -128,8 +138,10 @@ fn main() -> ExitCode {
             Command::Org { command } => tenancy::org(cli.database_url()?, command).await,
             Command::Project { command } => tenancy::project(cli.database_url()?, command).await,
             Command::Token { command } => tokens::run(cli.database_url()?, command).await,
+            Command::Key { command } => keys::run(cli.database_url()?, command).await,
             Command::Webhook { command } => webhook::run(cli.database_url()?, command).await,
             Command::Api(args) => api::run(cli.database_url()?, args).await,
+            Command::Edge(args) => edge::run(cli.database_url()?, args).await,
             Command::Cleanup(args) => cleanup::run(cli.database_url()?, args).await,
             Command::Dlq { command } => dlq::run(command).await,
         }
