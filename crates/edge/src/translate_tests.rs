@@ -149,11 +149,25 @@ fn user_reports_feedback_and_standalone_attachments() {
         panic!("not an attachment")
     };
     let feedback = sdk_event(&relay_fb_json).to_string();
+    let fb_env = envelope(
+        &[(r#"{"type":"feedback"}"#, feedback.as_bytes())],
+        json!({"event_id": relay_fb_event.event_id}),
+    );
+    let fb_plan = plan(&fb_env, fb_env.headers.event_id.as_deref(), &origin(None), &topics());
+    let fb = &fb_plan.waves[0][0];
+    assert_eq!(fb.topic, "ingest-feedback-events");
+    assert_eq!(&fb.key[..], &fixture!("ingest-feedback-events/000.key.bin")[..]);
+    let ours = decode(&fb.payload);
+    let (ours_fb, ours_json) = event_of(&ours);
+    assert_eq!(ours_fb.event_id, relay_fb_event.event_id);
+    for k in ["type", "level", "contexts", "platform"] {
+        assert_eq!(ours_json[k], relay_fb_json[k], "{k}");
+    }
+
     let data = relay_att.attachment.data.clone().unwrap_or_default();
     let env = envelope(
         &[
             (r#"{"type":"user_report"}"#, &report.payload),
-            (r#"{"type":"feedback"}"#, feedback.as_bytes()),
             (
                 &format!(
                     r#"{{"type":"attachment","length":{},"filename":"screenshot.png","content_type":"image/png"}}"#,
@@ -169,15 +183,6 @@ fn user_reports_feedback_and_standalone_attachments() {
     let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
     assert_eq!(plan.waves.len(), 1);
     let by_topic = |t: &str| -> Vec<&Outgoing> { plan.waves[0].iter().filter(|o| o.topic == t).collect() };
-
-    let fb = by_topic("ingest-feedback-events");
-    assert_eq!(&fb[0].key[..], &fixture!("ingest-feedback-events/000.key.bin")[..]);
-    let ours = decode(&fb[0].payload);
-    let (ours_fb, ours_json) = event_of(&ours);
-    assert_eq!(ours_fb.event_id, relay_fb_event.event_id);
-    for k in ["type", "level", "contexts", "platform"] {
-        assert_eq!(ours_json[k], relay_fb_json[k], "{k}");
-    }
 
     let att = by_topic("ingest-attachments");
     assert_eq!(att.len(), 2);
