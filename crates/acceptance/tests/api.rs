@@ -18,26 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// `sluice ARGS` against `db`; the last line of stdout.
-fn sluice(db: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(existing_bin("sluice")?)
-        .env_clear()
-        .env("DATABASE_URL", db)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sluice {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned())
-}
+use support::sluice;
 
 /// An error event with a stack trace, a request, breadcrumbs, tags and a user.
 fn event(event_id: &str, project_id: i64, n: u32) -> Value {

@@ -312,3 +312,23 @@ pub fn send_keyed(broker: &Broker, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> 
     p.flush(Duration::from_secs(30))?;
     Ok(())
 }
+
+/// `sluice ARGS` against `db`; the last line of stdout.
+pub fn sluice(db: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(existing_bin("sluice")?)
+        .env_clear()
+        .env("DATABASE_URL", db)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}

@@ -54,7 +54,9 @@ fn from_header(value: &str) -> Result<Credentials, AuthError> {
     });
     match credentials(pairs)? {
         Some(c) => Ok(c),
-        None => Err(AuthError::Invalid("missing public key in auth header".into())),
+        None => Err(AuthError::Invalid(
+            "missing public key in auth header".into(),
+        )),
     }
 }
 
@@ -109,7 +111,10 @@ pub fn from_dsn(dsn: &str) -> Result<(String, Option<u64>), AuthError> {
 }
 
 /// The credentials in the request's headers or query, if any (`Ok(None)`: look in the body).
-pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Credentials>, AuthError> {
+pub fn from_request(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Credentials>, AuthError> {
     let mut found = None;
     for name in ["x-sentry-auth", "authorization"] {
         if let Some(v) = headers.get(name) {
@@ -117,7 +122,9 @@ pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Result<Option<C
                 .to_str()
                 .map_err(|_| AuthError::Invalid("not ASCII".into()))?;
             // `Authorization` may carry another scheme (a proxy's); only Sentry's counts.
-            if name == "authorization" && !v.trim_start().to_ascii_lowercase().starts_with("sentry ") {
+            if name == "authorization"
+                && !v.trim_start().to_ascii_lowercase().starts_with("sentry ")
+            {
                 continue;
             }
             if found.is_some() {
@@ -156,7 +163,9 @@ mod tests {
     fn the_three_places() {
         let h = headers(
             "X-Sentry-Auth",
-            &format!("Sentry sentry_key={KEY}, sentry_version=7, sentry_client=sentry.python/2.75.0"),
+            &format!(
+                "Sentry sentry_key={KEY}, sentry_version=7, sentry_client=sentry.python/2.75.0"
+            ),
         );
         let c = from_request(&h, None).ok().flatten();
         assert_eq!(c.as_ref().map(|c| c.public_key.as_str()), Some(KEY));
@@ -164,7 +173,10 @@ mod tests {
             c.and_then(|c| c.client).as_deref(),
             Some("sentry.python/2.75.0")
         );
-        let c = from_request(&HeaderMap::new(), Some(&format!("sentry_version=7&sentry_key={KEY}")));
+        let c = from_request(
+            &HeaderMap::new(),
+            Some(&format!("sentry_version=7&sentry_key={KEY}")),
+        );
         assert_eq!(c.ok().flatten().map(|c| c.public_key), Some(KEY.to_owned()));
         assert_eq!(from_request(&HeaderMap::new(), None), Ok(None));
         assert_eq!(
@@ -183,7 +195,9 @@ mod tests {
         assert_eq!(from_request(&h, None), Ok(None));
         h.insert(
             "x-sentry-auth",
-            format!("Sentry sentry_key={KEY}").parse().unwrap_or_else(|e| panic!("{e:?}")),
+            format!("Sentry sentry_key={KEY}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e:?}")),
         );
         assert!(from_request(&h, Some("other=1")).is_ok_and(|c| c.is_some()));
         assert_eq!(
@@ -191,7 +205,10 @@ mod tests {
             Err(AuthError::Multiple)
         );
         assert_eq!(
-            from_request(&HeaderMap::new(), Some(&format!("sentry_key={KEY}&sentry_version=8"))),
+            from_request(
+                &HeaderMap::new(),
+                Some(&format!("sentry_key={KEY}&sentry_version=8"))
+            ),
             Err(AuthError::Version(8))
         );
     }
@@ -210,7 +227,10 @@ mod tests {
             from_request(&HeaderMap::new(), Some("sentry_key=%00")),
             Err(AuthError::BadKey(_))
         ));
-        assert!(matches!(from_dsn("https://o1.example.com/42"), Err(AuthError::BadDsn(_))));
+        assert!(matches!(
+            from_dsn("https://o1.example.com/42"),
+            Err(AuthError::BadDsn(_))
+        ));
         assert!(matches!(from_dsn("::"), Err(AuthError::BadDsn(_))));
     }
 }

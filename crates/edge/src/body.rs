@@ -154,7 +154,10 @@ pub fn decode(
                 Box::new(flate2::read::DeflateDecoder::new(&bytes[..]))
             }
         }
-        Encoding::Brotli => Box::new(brotli_decompressor::Decompressor::new(&bytes[..], 16 * 1024)),
+        Encoding::Brotli => Box::new(brotli_decompressor::Decompressor::new(
+            &bytes[..],
+            16 * 1024,
+        )),
         Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(&bytes[..]).map_err(corrupt)?),
     };
     let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
@@ -170,7 +173,10 @@ pub fn decode(
 
 /// A zlib header: deflate method, window ≤ 32 KiB, and the check bits.
 fn looks_like_zlib(b: &[u8]) -> bool {
-    b.len() >= 2 && b[0] & 0x0f == 8 && b[0] >> 4 <= 7 && (u16::from(b[0]) << 8 | u16::from(b[1])) % 31 == 0
+    b.len() >= 2
+        && b[0] & 0x0f == 8
+        && b[0] >> 4 <= 7
+        && (u16::from(b[0]) << 8 | u16::from(b[1])) % 31 == 0
 }
 
 #[cfg(test)]

@@ -53,12 +53,12 @@ impl EdgeError {
 
     fn body(&self) -> (String, Vec<String>) {
         match self {
-            EdgeError::BadRequest { detail, causes } | EdgeError::Unauthorized { detail, causes } => {
-                (detail.clone(), causes.clone())
-            }
-            EdgeError::Rejected { reason } => {
-                (format!("event submission rejected with_reason: {reason}"), Vec::new())
-            }
+            EdgeError::BadRequest { detail, causes }
+            | EdgeError::Unauthorized { detail, causes } => (detail.clone(), causes.clone()),
+            EdgeError::Rejected { reason } => (
+                format!("event submission rejected with_reason: {reason}"),
+                Vec::new(),
+            ),
             EdgeError::TooLarge { what } => (
                 format!(
                     "envelope exceeded size limits for type '{what}' \
@@ -95,7 +95,10 @@ impl IntoResponse for EdgeError {
             headers.insert("x-sentry-error", v);
         }
         match &self {
-            EdgeError::RateLimited { retry_after, header } => {
+            EdgeError::RateLimited {
+                retry_after,
+                header,
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
                 if let Ok(v) = HeaderValue::from_str(header) {
                     headers.insert("x-sentry-rate-limits", v);

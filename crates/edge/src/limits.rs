@@ -151,17 +151,26 @@ mod tests {
             ..SizeLimits::default()
         };
         assert_eq!(check(&env(&[("event", 10), ("attachment", 5)]), &l), Ok(()));
-        assert_eq!(check(&env(&[("event", 2), ("feedback", 2)]), &l), Err("event".into()));
+        assert_eq!(
+            check(&env(&[("event", 2), ("feedback", 2)]), &l),
+            Err("event".into())
+        );
         assert_eq!(check(&env(&[("event", MIB + 1)]), &l), Err("event".into()));
         assert_eq!(
             check(&env(&[("attachment", 6), ("attachment", 6)]), &l),
             Err("attachment:attachment".into())
         );
         assert_eq!(
-            check(&env(&[("attachment", 1), ("user_report", 1), ("attachment", 1)]), &l),
+            check(
+                &env(&[("attachment", 1), ("user_report", 1), ("attachment", 1)]),
+                &l
+            ),
             Err("attachment:attachment".into())
         );
-        assert_eq!(check(&env(&[("client_report", 200 * 1024)]), &l), Err("client_report".into()));
+        assert_eq!(
+            check(&env(&[("client_report", 200 * 1024)]), &l),
+            Err("client_report".into())
+        );
         assert_eq!(check(&env(&[("span", 3 * MIB)]), &l), Ok(()));
     }
 }

@@ -40,9 +40,34 @@ const MAX_PAST_SECS: f64 = 30.0 * 86_400.0;
 
 /// The platforms Sentry knows; any other becomes `other`.
 const PLATFORMS: &[&str] = &[
-    "as3", "c", "cfml", "cocoa", "csharp", "elixir", "go", "groovy", "haskell", "java",
-    "javascript", "native", "node", "objc", "other", "perl", "php", "python", "ruby", "dart",
-    "unity", "nintendo-switch", "playstation", "xbox", "rust", "swift", "kotlin", "powershell",
+    "as3",
+    "c",
+    "cfml",
+    "cocoa",
+    "csharp",
+    "elixir",
+    "go",
+    "groovy",
+    "haskell",
+    "java",
+    "javascript",
+    "native",
+    "node",
+    "objc",
+    "other",
+    "perl",
+    "php",
+    "python",
+    "ruby",
+    "dart",
+    "unity",
+    "nintendo-switch",
+    "playstation",
+    "xbox",
+    "rust",
+    "swift",
+    "kotlin",
+    "powershell",
 ];
 
 /// A UUID in any of its spellings as 32 lowercase hex characters.
@@ -90,7 +115,11 @@ fn level(v: Option<&Value>, default: &'static str) -> String {
 
 /// Normalizes an `event` (or, with `feedback`, a `feedback`) item's payload; returns its event id
 /// and the JSON to put in the ingest message.
-pub fn event(payload: &[u8], received: &Received, feedback: bool) -> Result<(String, Vec<u8>), InvalidEvent> {
+pub fn event(
+    payload: &[u8],
+    received: &Received,
+    feedback: bool,
+) -> Result<(String, Vec<u8>), InvalidEvent> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| InvalidEvent::Json(e.to_string()))?;
     let Value::Object(mut e) = value else {
@@ -185,8 +214,8 @@ mod tests {
     }
 
     fn norm(v: Value) -> Value {
-        let (_, bytes) = event(v.to_string().as_bytes(), &received(), false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, bytes) =
+            event(v.to_string().as_bytes(), &received(), false).unwrap_or_else(|e| panic!("{e}"));
         serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -224,8 +253,10 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_replaced() {
-        let e = norm(json!({"timestamp": 4e12, "level": "loud", "platform": "cobol",
-                            "event_id": "not-a-uuid"}));
+        let e = norm(
+            json!({"timestamp": 4e12, "level": "loud", "platform": "cobol",
+                            "event_id": "not-a-uuid"}),
+        );
         assert_eq!(e["timestamp"], json!(1_795_432_200.0));
         assert_eq!(e["level"], "error");
         assert_eq!(e["platform"], "other");

@@ -24,7 +24,14 @@ pub struct RateLimits {
 impl RateLimits {
     /// Counts `n` events for key `key_id` at epoch second `now` against `count` per `window`
     /// seconds; refuses them (counting nothing) when they do not fit.
-    pub fn check(&self, key_id: i64, count: u64, window: u64, now: u64, n: u64) -> Result<(), Limited> {
+    pub fn check(
+        &self,
+        key_id: i64,
+        count: u64,
+        window: u64,
+        now: u64,
+        n: u64,
+    ) -> Result<(), Limited> {
         let window = window.max(1);
         let index = now / window;
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,7 +62,10 @@ mod tests {
         assert!(r.check(1, 2, 60, 120, 1).is_ok());
         assert!(r.check(1, 2, 60, 130, 1).is_ok());
         assert_eq!(r.check(1, 2, 60, 150, 1), Err(Limited { retry_after: 30 }));
-        assert!(r.check(2, 2, 60, 150, 1).is_ok(), "other keys have their own");
+        assert!(
+            r.check(2, 2, 60, 150, 1).is_ok(),
+            "other keys have their own"
+        );
         assert!(r.check(1, 2, 60, 180, 2).is_ok(), "a new window");
         assert_eq!(r.check(1, 0, 10, 185, 1), Err(Limited { retry_after: 5 }));
     }

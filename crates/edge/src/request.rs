@@ -14,8 +14,8 @@ use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use base64::Engine as _;
+use bytes::Bytes;
 use serde_json::json;
 use sluice_core::messages::enums::Outcome;
 use sluice_core::messages::time::Timestamp;
@@ -110,14 +110,15 @@ async fn key_for(
     credentials: &Credentials,
     project: u64,
 ) -> Result<ProjectKey, EdgeError> {
-    let key = state
-        .keys
-        .get(&credentials.public_key)
-        .await
-        .map_err(|e| EdgeError::Unavailable {
-            detail: "the service is overloaded".into(),
-            cause: format!("database: {e}"),
-        })?;
+    let key =
+        state
+            .keys
+            .get(&credentials.public_key)
+            .await
+            .map_err(|e| EdgeError::Unavailable {
+                detail: "the service is overloaded".into(),
+                cause: format!("database: {e}"),
+            })?;
     match key {
         Some(k) if k.is_active && k.project_id as u64 == project => Ok(k),
         Some(k) if k.project_id as u64 == project => {
@@ -134,9 +135,13 @@ async fn key_for(
                     event_id: None,
                 }],
             );
-            Err(EdgeError::Rejected { reason: "ProjectId" })
+            Err(EdgeError::Rejected {
+                reason: "ProjectId",
+            })
         }
-        _ => Err(EdgeError::Rejected { reason: "ProjectId" }),
+        _ => Err(EdgeError::Rejected {
+            reason: "ProjectId",
+        }),
     }
 }
 
@@ -181,16 +186,24 @@ fn rate_limited_units(envelope: &Envelope) -> u64 {
 }
 
 /// The item outcomes of a refused envelope.
-fn outcomes_for_all(envelope: &Envelope, outcome: Outcome, reason: &str, event_id: &Option<String>) -> Vec<Dropped> {
+fn outcomes_for_all(
+    envelope: &Envelope,
+    outcome: Outcome,
+    reason: &str,
+    event_id: &Option<String>,
+) -> Vec<Dropped> {
     let mut out = Vec::new();
     for item in &envelope.items {
         let (label, category) = match &item.ty {
             ItemType::Event => ("event", translate::category::ERROR),
-            ItemType::Feedback | ItemType::UserReport => {
-                (translate::item_label(&item.ty), translate::category::USER_REPORT_V2)
-            }
+            ItemType::Feedback | ItemType::UserReport => (
+                translate::item_label(&item.ty),
+                translate::category::USER_REPORT_V2,
+            ),
             ItemType::Attachment => {
-                out.extend(translate::attachment_outcomes(item, outcome, reason, event_id));
+                out.extend(translate::attachment_outcomes(
+                    item, outcome, reason, event_id,
+                ));
                 continue;
             }
             ItemType::Other(_) => continue,
@@ -224,18 +237,29 @@ async fn accept(
     let needs_id = envelope.items.iter().any(|i| match &i.ty {
         ItemType::Other(t) => matches!(
             t.as_str(),
-            "transaction" | "security" | "raw_security" | "unreal_report" | "form_data"
-                | "replay_event" | "profile"
+            "transaction"
+                | "security"
+                | "raw_security"
+                | "unreal_report"
+                | "form_data"
+                | "replay_event"
+                | "profile"
         ),
         _ => true,
     });
-    let event_id = header_id.or_else(|| needs_id.then(|| uuid::Uuid::new_v4().simple().to_string()));
+    let event_id =
+        header_id.or_else(|| needs_id.then(|| uuid::Uuid::new_v4().simple().to_string()));
 
     if let Err(what) = limits::check(&envelope, &state.limits) {
         emit_outcomes(
             state,
             key,
-            &outcomes_for_all(&envelope, Outcome::Invalid, &format!("too_large:{what}"), &event_id),
+            &outcomes_for_all(
+                &envelope,
+                Outcome::Invalid,
+                &format!("too_large:{what}"),
+                &event_id,
+            ),
         );
         for item in &envelope.items {
             metrics::item(translate::item_label(&item.ty), "refused");
@@ -244,13 +268,17 @@ async fn accept(
     }
 
     let units = rate_limited_units(&envelope);
-    if let (Some(count), Some(window), true) = (key.rate_limit_count, key.rate_limit_window, units > 0) {
+    if let (Some(count), Some(window), true) =
+        (key.rate_limit_count, key.rate_limit_window, units > 0)
+    {
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        if let Err(limited) =
-            state
-                .rate_limits
-                .check(key.id, count.max(0) as u64, window.max(1) as u64, now, units)
-        {
+        if let Err(limited) = state.rate_limits.check(
+            key.id,
+            count.max(0) as u64,
+            window.max(1) as u64,
+            now,
+            units,
+        ) {
             emit_outcomes(
                 state,
                 key,
@@ -280,10 +308,14 @@ async fn accept(
     };
     let plan = translate::plan(&envelope, event_id.as_deref(), &origin, &state.topics);
     if !plan.waves.is_empty() {
-        state.sink.send(plan.waves).await.map_err(|e| EdgeError::Unavailable {
-            detail: "failed to queue envelope".into(),
-            cause: e.0,
-        })?;
+        state
+            .sink
+            .send(plan.waves)
+            .await
+            .map_err(|e| EdgeError::Unavailable {
+                detail: "failed to queue envelope".into(),
+                cause: e.0,
+            })?;
     }
     for ty in &plan.accepted {
         metrics::item(ty, "accepted");
@@ -304,7 +336,11 @@ async fn accept(
 /// The reason code of a key's rate limit, as Sentry names it.
 const KEY_QUOTA: &str = "key_quota";
 
-fn finish(endpoint: &str, started: Instant, result: Result<serde_json::Value, EdgeError>) -> Response {
+fn finish(
+    endpoint: &str,
+    started: Instant,
+    result: Result<serde_json::Value, EdgeError>,
+) -> Response {
     let response = match result {
         Ok(body) => axum::Json(body).into_response(),
         Err(e) => {
@@ -312,7 +348,11 @@ fn finish(endpoint: &str, started: Instant, result: Result<serde_json::Value, Ed
             e.into_response()
         }
     };
-    metrics::request(endpoint, response.status().as_u16(), started.elapsed().as_secs_f64());
+    metrics::request(
+        endpoint,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -324,7 +364,11 @@ fn remote(headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))?;
-    first.trim().parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    first
+        .trim()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 /// `POST /api/{project_id}/envelope/`.
@@ -341,7 +385,8 @@ pub async fn envelope(
         let from_request = auth::from_request(&headers, uri.query()).map_err(auth_error)?;
         let limit = state.limits.max_envelope_size;
         let (bytes, _held) = read_body(&state, &headers, body, limit, "envelope").await?;
-        let envelope = Envelope::parse(bytes).map_err(|e| EdgeError::invalid_envelope(e.to_string()))?;
+        let envelope =
+            Envelope::parse(bytes).map_err(|e| EdgeError::invalid_envelope(e.to_string()))?;
         let credentials = match (from_request, envelope.headers.dsn.as_deref()) {
             (Some(c), None) => c,
             (Some(c), Some(dsn)) => {
@@ -361,7 +406,9 @@ pub async fn envelope(
             }
             (None, Some(dsn)) => {
                 let (key, _) = auth::from_dsn(dsn).map_err(|e| match e {
-                    AuthError::BadKey(_) | AuthError::BadDsn(_) => auth_error(AuthError::BadDsn(e.to_string())),
+                    AuthError::BadKey(_) | AuthError::BadDsn(_) => {
+                        auth_error(AuthError::BadDsn(e.to_string()))
+                    }
                     other => auth_error(other),
                 })?;
                 Credentials {
@@ -425,14 +472,19 @@ fn legacy_event(bytes: Bytes, limit: usize) -> Result<Envelope, EdgeError> {
     let json = if bytes.first() == Some(&b'{') {
         bytes
     } else {
-        let text: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        let text: Vec<u8> = bytes
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(&text)
             .map_err(|e| invalid_body(format!("not JSON, nor base64: {e}")))?;
         if decoded.first() == Some(&b'{') {
             Bytes::from(decoded)
         } else {
-            body::decode(Bytes::from(decoded), Encoding::Deflate, limit, "event").map_err(body_error)?
+            body::decode(Bytes::from(decoded), Encoding::Deflate, limit, "event")
+                .map_err(body_error)?
         }
     };
     #[derive(serde::Deserialize)]

@@ -84,7 +84,6 @@ pub struct Plan {
     pub ignored: Vec<&'static str>,
 }
 
-
 /// The request an envelope came with.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -296,7 +295,12 @@ pub fn plan(envelope: &Envelope, event_id: Option<&str>, origin: &Origin, topics
                     header_id.clone(),
                 ));
                 for a in &attachments {
-                    plan.dropped.extend(attachment_outcomes(a, Outcome::Invalid, e.reason(), &header_id));
+                    plan.dropped.extend(attachment_outcomes(
+                        a,
+                        Outcome::Invalid,
+                        e.reason(),
+                        &header_id,
+                    ));
                 }
                 attachments_taken = true;
             }

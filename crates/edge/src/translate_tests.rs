@@ -61,7 +61,16 @@ fn event_of(m: &IngestMessage) -> (&EventMessage, Value) {
 fn sdk_event(relay: &Value) -> Value {
     let mut v = relay.clone();
     if let Some(o) = v.as_object_mut() {
-        for k in ["_dsc", "_metrics", "grouping_config", "key_id", "project", "received", "version", "type"] {
+        for k in [
+            "_dsc",
+            "_metrics",
+            "grouping_config",
+            "key_id",
+            "project",
+            "received",
+            "version",
+            "type",
+        ] {
             o.remove(k);
         }
     }
@@ -77,7 +86,12 @@ fn an_error_event_becomes_relays_message() {
         &[(r#"{"type":"event"}"#, sdk.as_bytes())],
         json!({"event_id": relay_event.event_id}),
     );
-    let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
+    let plan = plan(
+        &env,
+        env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     assert_eq!(plan.waves.len(), 1);
     let out = &plan.waves[0][0];
     assert_eq!(out.topic, "ingest-events");
@@ -87,8 +101,22 @@ fn an_error_event_becomes_relays_message() {
     assert_eq!(ours_event.event_id, relay_event.event_id);
     assert_eq!(ours_event.project_id, relay_event.project_id);
     assert!(ours_event.attachments.is_empty());
-    for k in ["event_id", "type", "level", "platform", "project", "key_id", "version", "exception",
-              "timestamp", "environment", "release", "tags", "contexts", "sdk"] {
+    for k in [
+        "event_id",
+        "type",
+        "level",
+        "platform",
+        "project",
+        "key_id",
+        "version",
+        "exception",
+        "timestamp",
+        "environment",
+        "release",
+        "tags",
+        "contexts",
+        "sdk",
+    ] {
         assert_eq!(ours_json[k], relay_json[k], "{k}");
     }
 }
@@ -97,7 +125,8 @@ fn an_error_event_becomes_relays_message() {
 fn an_event_with_an_attachment_is_chunked_as_relay_does() {
     let relay = decode(fixture!("ingest-attachments/001.bin"));
     let (relay_event, relay_json) = event_of(&relay);
-    let IngestMessage::AttachmentChunk(relay_chunk) = decode(fixture!("ingest-attachments/000.bin"))
+    let IngestMessage::AttachmentChunk(relay_chunk) =
+        decode(fixture!("ingest-attachments/000.bin"))
     else {
         panic!("not a chunk")
     };
@@ -115,26 +144,49 @@ fn an_event_with_an_attachment_is_chunked_as_relay_does() {
         ],
         json!({"event_id": relay_event.event_id}),
     );
-    let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
+    let plan = plan(
+        &env,
+        env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     assert_eq!(plan.waves.len(), 2, "chunks first, then the event");
     let key = &fixture!("ingest-attachments/000.key.bin")[..];
     let chunk = &plan.waves[0][0];
-    assert_eq!((chunk.topic.as_str(), &chunk.key[..]), ("ingest-attachments", key));
+    assert_eq!(
+        (chunk.topic.as_str(), &chunk.key[..]),
+        ("ingest-attachments", key)
+    );
     let IngestMessage::AttachmentChunk(ours_chunk) = decode(&chunk.payload) else {
         panic!("not a chunk")
     };
     assert_eq!(ours_chunk.payload, relay_chunk.payload);
     assert_eq!(ours_chunk.chunk_index, 0);
     let event = &plan.waves[1][0];
-    assert_eq!((event.topic.as_str(), &event.key[..]), ("ingest-attachments", key));
+    assert_eq!(
+        (event.topic.as_str(), &event.key[..]),
+        ("ingest-attachments", key)
+    );
     let ours = decode(&event.payload);
     let (ours_event, ours_json) = event_of(&ours);
     assert_eq!(ours_json["type"], relay_json["type"]);
     let (a, r) = (&ours_event.attachments[0], &relay_event.attachments[0]);
     assert_eq!(a.id, ours_chunk.id);
     assert_eq!(
-        (&a.name, &a.content_type, &a.attachment_type, a.chunks, a.size),
-        (&r.name, &r.content_type, &r.attachment_type, r.chunks, r.size)
+        (
+            &a.name,
+            &a.content_type,
+            &a.attachment_type,
+            a.chunks,
+            a.size
+        ),
+        (
+            &r.name,
+            &r.content_type,
+            &r.attachment_type,
+            r.chunks,
+            r.size
+        )
     );
 }
 
@@ -145,7 +197,8 @@ fn user_reports_feedback_and_standalone_attachments() {
     };
     let relay_fb = decode(fixture!("ingest-feedback-events/000.bin"));
     let (relay_fb_event, relay_fb_json) = event_of(&relay_fb);
-    let IngestMessage::Attachment(relay_att) = decode(fixture!("ingest-attachments/007.bin")) else {
+    let IngestMessage::Attachment(relay_att) = decode(fixture!("ingest-attachments/007.bin"))
+    else {
         panic!("not an attachment")
     };
     let feedback = sdk_event(&relay_fb_json).to_string();
@@ -153,10 +206,18 @@ fn user_reports_feedback_and_standalone_attachments() {
         &[(r#"{"type":"feedback"}"#, feedback.as_bytes())],
         json!({"event_id": relay_fb_event.event_id}),
     );
-    let fb_plan = plan(&fb_env, fb_env.headers.event_id.as_deref(), &origin(None), &topics());
+    let fb_plan = plan(
+        &fb_env,
+        fb_env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     let fb = &fb_plan.waves[0][0];
     assert_eq!(fb.topic, "ingest-feedback-events");
-    assert_eq!(&fb.key[..], &fixture!("ingest-feedback-events/000.key.bin")[..]);
+    assert_eq!(
+        &fb.key[..],
+        &fixture!("ingest-feedback-events/000.key.bin")[..]
+    );
     let ours = decode(&fb.payload);
     let (ours_fb, ours_json) = event_of(&ours);
     assert_eq!(ours_fb.event_id, relay_fb_event.event_id);
@@ -180,9 +241,15 @@ fn user_reports_feedback_and_standalone_attachments() {
         ],
         json!({"event_id": relay_att.event_id}),
     );
-    let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
+    let plan = plan(
+        &env,
+        env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     assert_eq!(plan.waves.len(), 1);
-    let by_topic = |t: &str| -> Vec<&Outgoing> { plan.waves[0].iter().filter(|o| o.topic == t).collect() };
+    let by_topic =
+        |t: &str| -> Vec<&Outgoing> { plan.waves[0].iter().filter(|o| o.topic == t).collect() };
 
     let att = by_topic("ingest-attachments");
     assert_eq!(att.len(), 2);
@@ -212,10 +279,18 @@ fn user_reports_feedback_and_standalone_attachments() {
 fn large_standalone_attachments_are_chunked() {
     let big = vec![7u8; CHUNK_BYTES * 2 + 5];
     let env = envelope(
-        &[(&format!(r#"{{"type":"attachment","length":{}}}"#, big.len()), &big)],
+        &[(
+            &format!(r#"{{"type":"attachment","length":{}}}"#, big.len()),
+            &big,
+        )],
         json!({"event_id": "9ec79c33ec9942ab8353589fcb2e04dc"}),
     );
-    let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
+    let plan = plan(
+        &env,
+        env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     assert_eq!(plan.waves.len(), 2);
     assert_eq!(plan.waves[0].len(), 3);
     let IngestMessage::Attachment(a) = decode(&plan.waves[1][0].payload) else {
@@ -225,16 +300,23 @@ fn large_standalone_attachments_are_chunked() {
     assert_eq!(a.attachment.data, None);
     assert_eq!(a.attachment.size, Some(big.len() as u64));
     assert_eq!(a.attachment.name, "Unnamed Attachment");
-
 }
 
 #[test]
 fn an_invalid_event_is_dropped_with_its_attachments() {
     let env = envelope(
-        &[(r#"{"type":"event"}"#, b"{nope"), (r#"{"type":"attachment","length":3}"#, b"abc")],
+        &[
+            (r#"{"type":"event"}"#, b"{nope"),
+            (r#"{"type":"attachment","length":3}"#, b"abc"),
+        ],
         json!({"event_id": "9ec79c33ec9942ab8353589fcb2e04dc"}),
     );
-    let plan = plan(&env, env.headers.event_id.as_deref(), &origin(None), &topics());
+    let plan = plan(
+        &env,
+        env.headers.event_id.as_deref(),
+        &origin(None),
+        &topics(),
+    );
     assert!(plan.waves.is_empty());
     assert_eq!(plan.dropped.len(), 3);
     assert_eq!(plan.dropped[0].reason, "invalid_json");

@@ -57,7 +57,9 @@ pub struct Args {
 pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     sluice_core::metrics::set_build_info("edge");
     let brokers = args.kafka_brokers.clone().ok_or_else(|| {
-        anyhow::anyhow!("the ingest topics' broker is not configured: set --kafka-brokers or KAFKA_BROKERS")
+        anyhow::anyhow!(
+            "the ingest topics' broker is not configured: set --kafka-brokers or KAFKA_BROKERS"
+        )
     })?;
     sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&args.kafka_options)?);
     let db = Db::new(url, args.db_pool_size.max(1));

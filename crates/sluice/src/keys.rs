@@ -105,7 +105,10 @@ pub async fn run(url: &str, command: &Command) -> anyhow::Result<()> {
                 .run(move |c| Ok::<_, DbError>(project_keys::list(c, &o, &p)?))
                 .await?
                 .with_context(|| format!("no project {project:?} in organization {org:?}"))?;
-            println!("{:>6}  {:<8}  {:<12}  {:<16}  dsn", "id", "active", "rate limit", "label");
+            println!(
+                "{:>6}  {:<8}  {:<12}  {:<16}  dsn",
+                "id", "active", "rate limit", "label"
+            );
             for k in keys {
                 let limit = match (k.rate_limit_count, k.rate_limit_window) {
                     (Some(c), Some(w)) => format!("{c}/{w}s"),
@@ -130,7 +133,10 @@ pub async fn run(url: &str, command: &Command) -> anyhow::Result<()> {
             if n == 0 {
                 anyhow::bail!("no key {public_key:?}");
             }
-            println!("{} {public_key}", if active { "enabled" } else { "disabled" });
+            println!(
+                "{} {public_key}",
+                if active { "enabled" } else { "disabled" }
+            );
         }
     }
     Ok(())
@@ -162,7 +168,9 @@ mod tests {
             Some("http://31a5a894b4524f74a9a8d0e27e21ba91@127.0.0.1:9000/42")
         );
         assert_eq!(
-            dsn("https://errors.example.com/sentry/", &k).ok().as_deref(),
+            dsn("https://errors.example.com/sentry/", &k)
+                .ok()
+                .as_deref(),
             Some("https://31a5a894b4524f74a9a8d0e27e21ba91@errors.example.com/sentry/42")
         );
         assert!(dsn("not a url", &k).is_err());
