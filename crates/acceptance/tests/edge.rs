@@ -301,7 +301,7 @@ fn sdk_and_cli_traffic_becomes_issues_attachments_and_reports() -> anyhow::Resul
         seen.iter().any(|o| o["category"] == 2
             && o["outcome"] == 3
             && o["reason"] == "feature_disabled"
-            && o["project_id"].to_string() == project),
+            && o["project_id"].as_u64().map(|p| p.to_string()) == Some(project.clone())),
         "{seen:?}"
     );
     Ok(())
