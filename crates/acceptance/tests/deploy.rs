@@ -31,6 +31,11 @@ const BINARIES: [(&str, &[&str]); 5] = [
             "webhook list",
             "webhook remove",
             "api",
+            "edge",
+            "key create",
+            "key list",
+            "key disable",
+            "key enable",
         ],
     ),
 ];
@@ -533,11 +538,13 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("{name}: no container"))?;
             let args = seq(s(c, &["command"]));
             let command: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
-            // The web API is `sluice api`, in the Deployment `api`; every other Deployment runs
-            // a stage and is named after it.
-            let web_api = command.first() == Some(&"sluice") && command.get(1) == Some(&"api");
+            // The web API and the SDK front door are `sluice api` and `sluice edge`, in the
+            // Deployments `api` and `edge`; every other Deployment runs a stage and is named
+            // after it.
+            let web_api = command.first() == Some(&"sluice")
+                && matches!(command.get(1), Some(&"api") | Some(&"edge"));
             let bin = if web_api {
-                "api"
+                command.get(1).copied().unwrap_or_default()
             } else {
                 command.first().copied().unwrap_or_default()
             };
@@ -629,7 +636,7 @@ fn kubernetes_manifests_are_complete_and_consistent() -> anyhow::Result<()> {
                 secret_refs
                     .iter()
                     .any(|r| r.starts_with("sluice-object-store")),
-                bin == "ingest-consumer" || web_api,
+                bin == "ingest-consumer" || bin == "api",
                 "{which}: {name} gets the object-store credentials only if it stores attachments \
                  or serves their downloads"
             );

@@ -13,7 +13,7 @@ pub enum Command {
         org: String,
         project: String,
         /// The URL SDKs reach the front door (`sluice edge` or `sluice run`) at.
-        #[arg(long, default_value = "http://127.0.0.1:9000")]
+        #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:9000")]
         public_url: String,
         /// A name for the key.
         #[arg(long, default_value = "Default")]
@@ -27,7 +27,8 @@ pub enum Command {
     List {
         org: String,
         project: String,
-        #[arg(long, default_value = "http://127.0.0.1:9000")]
+        /// The URL SDKs reach the front door at.
+        #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:9000")]
         public_url: String,
     },
     /// Stop accepting events sent with this public key.
