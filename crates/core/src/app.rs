@@ -85,7 +85,10 @@ impl Context {
         let settings = Arc::new(Settings::load(common.config.as_deref())?);
         install_kafka_options(&settings, &common)?;
         if needs.kafka && common.kafka_brokers.is_none() {
-            anyhow::bail!("Kafka is not configured: set --kafka-brokers or KAFKA_BROKERS");
+            anyhow::bail!(
+                "Kafka is not configured: set --kafka-brokers or KAFKA_BROKERS \
+                 (or --transport postgres to use the embedded transport in the database)"
+            );
         }
         if needs.database && common.database_url.is_none() {
             anyhow::bail!("the database is not configured: set --database-url or DATABASE_URL");
@@ -94,7 +97,9 @@ impl Context {
             common.max_poll_interval_ms.max(60_000),
         ));
         let metrics_addr = crate::health::serve(common.metrics_addr(), health.clone()).await?;
-        if let Some(brokers) = &common.kafka_brokers {
+        if let (Some(brokers), crate::cli::Transport::Kafka) =
+            (&common.kafka_brokers, common.transport)
+        {
             check_topics(brokers, &needs).await?;
         }
         let db = common.database_url.as_deref().map(|url| Db::new(url, 8));

@@ -9,9 +9,15 @@ use std::path::PathBuf;
 /// Flags common to all four binaries.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Kafka bootstrap servers (host:port,...). Required by the consumers; optional for producer-shim.
+    /// Kafka bootstrap servers (host:port,...). Required by the consumers on the Kafka transport;
+    /// optional for producer-shim.
     #[arg(long, env = "KAFKA_BROKERS", global = true)]
     pub kafka_brokers: Option<String>,
+
+    /// Where the topics are: `kafka` (KAFKA_BROKERS), or `postgres`, the embedded transport in
+    /// the database of DATABASE_URL (small installations without Kafka).
+    #[arg(long, env = "TRANSPORT", global = true, value_enum, default_value_t = Transport::Kafka)]
+    pub transport: Transport,
 
     /// A librdkafka property for every Kafka client, KEY=VALUE (repeatable; in KAFKA_OPTIONS,
     /// comma-separated), e.g. security.protocol=sasl_ssl. Overrides the settings file's [kafka].
@@ -193,6 +199,13 @@ impl OffsetReset {
             OffsetReset::Error => "error",
         }
     }
+}
+
+/// `--transport`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Kafka,
+    Postgres,
 }
 
 /// `--log-format`.

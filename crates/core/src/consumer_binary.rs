@@ -4,7 +4,7 @@
 //! parses its command line and hands its stage builder to [`main`].
 
 use crate::app::{self, Context, Needs};
-use crate::cli::{CommonArgs, StageDefaults};
+use crate::cli::{CommonArgs, StageDefaults, Transport};
 use crate::kafka::consumer::{self, RuntimeConfig, Stage};
 use crate::kafka::producer::{Producer, ProducerConfig};
 use crate::storage::Db;
@@ -65,33 +65,80 @@ where
         match command.unwrap_or(Command::Run) {
             Command::Migrate => app::migrate(&common).await,
             Command::Run => {
-                let brokers = common.kafka_brokers.clone().unwrap_or_default();
-                let config = RuntimeConfig::from_args(&common, &brokers, binary.inputs);
                 let needs = Needs {
-                    kafka: true,
+                    kafka: common.transport == Transport::Kafka,
                     database: true,
-                    topics: binary.topics,
+                    topics: binary.topics.clone(),
                     schema: true,
                 };
                 let ctx = Context::start(binary.defaults, common, needs).await?;
-                let db = ctx
-                    .db
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
-                let producer = Producer::new(&ProducerConfig {
-                    brokers,
-                    client_id: binary.defaults.name.into(),
-                    message_timeout: PRODUCE_TIMEOUT,
-                })?;
-                let stage = build(Started {
-                    ctx: &ctx,
-                    db,
-                    producer: producer.clone(),
-                })?;
-                consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
-                producer.flush(FLUSH_TIMEOUT)?;
-                Ok(())
+                run(binary, &ctx, None, build).await
             }
         }
     })
+}
+
+/// Runs the stage `build` returns in a started context until shutdown, on the context's
+/// transport: Kafka, or the embedded transport in the context's database. `producer` is the
+/// process's producer when it already has one (`sluice run` shares one between its stages).
+pub async fn run<S, F>(
+    binary: Binary,
+    ctx: &Context,
+    producer: Option<Producer>,
+    build: F,
+) -> anyhow::Result<()>
+where
+    S: Stage,
+    F: FnOnce(Started<'_>) -> anyhow::Result<S>,
+{
+    let db = ctx
+        .db
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+    let brokers = ctx.common.kafka_brokers.clone().unwrap_or_default();
+    let config = RuntimeConfig::from_args(&ctx.common, &brokers, binary.inputs);
+    match ctx.common.transport {
+        Transport::Kafka => {
+            let producer = match producer {
+                Some(p) => p,
+                None => Producer::new(&ProducerConfig {
+                    brokers,
+                    client_id: binary.defaults.name.into(),
+                    message_timeout: PRODUCE_TIMEOUT,
+                })?,
+            };
+            let stage = build(Started {
+                ctx,
+                db,
+                producer: producer.clone(),
+            })?;
+            consumer::run(stage, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
+            producer.flush(FLUSH_TIMEOUT)?;
+        }
+        Transport::Postgres => {
+            let url = ctx
+                .common
+                .database_url
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+            let producer = producer
+                .unwrap_or_else(|| Producer::queue(crate::queue::Publisher::start(db.clone())));
+            let stage = build(Started {
+                ctx,
+                db,
+                producer: producer.clone(),
+            })?;
+            tracing::info!(stage = binary.defaults.name, "consuming from the embedded transport (PostgreSQL)");
+            crate::queue::run(
+                stage,
+                config,
+                url,
+                producer,
+                ctx.health.clone(),
+                ctx.shutdown.clone(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ fn produce(code: RDKafkaErrorCode) -> ProduceError {
     ProduceError {
         topic: "t".into(),
         error: KafkaError::MessageProduction(code),
+        detail: None,
     }
 }
 

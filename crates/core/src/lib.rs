@@ -21,6 +21,7 @@ pub mod messages;
 pub mod metrics;
 pub mod objects;
 pub mod outcomes;
+pub mod queue;
 pub mod shutdown;
 pub mod stages;
 pub mod storage;

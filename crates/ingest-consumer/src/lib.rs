@@ -13,7 +13,8 @@ mod user_report;
 
 use clap::Parser;
 use sluice_core::cli::CommonArgs;
-use sluice_core::consumer_binary::{self, Binary, Command};
+use sluice_core::consumer_binary::{self, Binary, Command, Started};
+use sluice_core::kafka::consumer::Stage;
 use sluice_core::issues::project;
 use sluice_core::objects::Objects;
 use sluice_core::outcomes::Outcomes;
@@ -70,48 +71,56 @@ fn spawn_sweeper(db: Db, shutdown: tokio_util::sync::CancellationToken) {
 /// The binary's entry point (also reached through `sluice` when it is invoked by this name).
 pub fn main() -> ExitCode {
     let cli: Cli = sluice_core::cli::parse(&INGEST);
-    let inputs = if cli.input_topics.is_empty() {
+    let binary = binary(&cli.common, cli.input_topics);
+    consumer_binary::main(binary, cli.common, cli.command, build)
+}
+
+/// What the stage reads (`inputs`, or both ingest topics when empty) and needs.
+pub fn binary(common: &CommonArgs, inputs: Vec<String>) -> Binary {
+    let inputs = if inputs.is_empty() {
         vec![
-            cli.common.topics.events_topic.clone(),
-            cli.common.topics.attachments_topic.clone(),
+            common.topics.events_topic.clone(),
+            common.topics.attachments_topic.clone(),
         ]
     } else {
-        cli.input_topics
+        inputs
     };
-    let binary = Binary {
+    Binary {
         defaults: INGEST,
-        topics: ingest_topics(&cli.common, &inputs),
+        topics: ingest_topics(common, &inputs),
         inputs,
+    }
+}
+
+/// The stage, in a started process.
+pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
+    let common = &s.ctx.common;
+    let objects = Objects::from_url(&common.object_store_url)?;
+    // The stage's own pool: attachments and reports run many messages at once.
+    let url = common
+        .database_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
+    let db = Db::new(url, DB_POOL);
+    let topics = &common.topics;
+    let limits = &s.ctx.settings.attachments;
+    let deps = context::Deps {
+        db: db.clone(),
+        objects,
+        producer: s.producer.clone(),
+        outcomes: Outcomes::new(s.producer, topics, db.clone()),
+        settings: s.ctx.settings.clone(),
+        projects: project::Shared::new(db.clone()),
+        limiter: limits::AttachmentLimiter::new(
+            limits.project_per_sec_limit,
+            limits.project_per_5_minute_limit,
+        ),
+        feedback_topic: topics.feedback_topic.clone(),
+        occurrences_topic: topics.occurrences_topic.clone(),
+        bodies: context::body_budget(),
     };
-    consumer_binary::main(binary, cli.common, cli.command, |s| {
-        let common = &s.ctx.common;
-        let objects = Objects::from_url(&common.object_store_url)?;
-        // The stage's own pool: attachments and reports run many messages at once.
-        let url = common
-            .database_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("the database is not configured"))?;
-        let db = Db::new(url, DB_POOL);
-        let topics = &common.topics;
-        let limits = &s.ctx.settings.attachments;
-        let deps = context::Deps {
-            db: db.clone(),
-            objects,
-            producer: s.producer.clone(),
-            outcomes: Outcomes::new(s.producer, topics, db.clone()),
-            settings: s.ctx.settings.clone(),
-            projects: project::Shared::new(db.clone()),
-            limiter: limits::AttachmentLimiter::new(
-                limits.project_per_sec_limit,
-                limits.project_per_5_minute_limit,
-            ),
-            feedback_topic: topics.feedback_topic.clone(),
-            occurrences_topic: topics.occurrences_topic.clone(),
-            bodies: context::body_budget(),
-        };
-        spawn_sweeper(db, s.ctx.shutdown.clone());
-        Ok(dispatch::IngestStage {
-            deps: Arc::new(deps),
-        })
+    spawn_sweeper(db, s.ctx.shutdown.clone());
+    Ok(dispatch::IngestStage {
+        deps: Arc::new(deps),
     })
 }

@@ -51,10 +51,12 @@ pub fn owned_headers(headers: &[(&str, &[u8])]) -> OwnedHeaders {
 
 /// A failed send.
 #[derive(Debug, thiserror::Error)]
-#[error("produce to {topic} failed: {error}")]
+#[error("produce to {topic} failed: {}", detail.as_deref().map_or_else(|| error.to_string(), |d| format!("the embedded transport: {d}")))]
 pub struct ProduceError {
     pub topic: String,
     pub error: rdkafka::error::KafkaError,
+    /// What failed, when it was not the Kafka client (the embedded transport's database).
+    pub detail: Option<String>,
 }
 
 struct ProducerMetrics {
@@ -82,18 +84,31 @@ fn metrics() -> &'static ProducerMetrics {
     })
 }
 
-/// A Kafka producer.
+/// A producer: to Kafka, or to the embedded transport in PostgreSQL ([`crate::queue`]).
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Kafka(FutureProducer),
+    Queue(crate::queue::Publisher),
 }
 
 impl Producer {
-    /// Creates the producer (no network I/O yet).
+    /// Creates a Kafka producer (no network I/O yet).
     pub fn new(config: &ProducerConfig) -> Result<Producer, rdkafka::error::KafkaError> {
         Ok(Producer {
-            inner: client_config(config).create()?,
+            inner: Backend::Kafka(client_config(config).create()?),
         })
+    }
+
+    /// A producer to the embedded transport.
+    pub fn queue(publisher: crate::queue::Publisher) -> Producer {
+        Producer {
+            inner: Backend::Queue(publisher),
+        }
     }
 
     /// Sends one message and waits for the broker's acknowledgement; returns (partition, offset).
@@ -104,6 +119,10 @@ impl Producer {
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(i32, i64), ProduceError> {
+        let kafka = match &self.inner {
+            Backend::Kafka(k) => k,
+            Backend::Queue(q) => return send_queued(q, topic, key, payload, headers).await,
+        };
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
@@ -115,7 +134,7 @@ impl Producer {
         let m = metrics();
         // Timeout::Never for the local queue: back-pressure waits instead of failing the send;
         // message.timeout.ms still bounds delivery.
-        match self.inner.send(record, Timeout::Never).await {
+        match kafka.send(record, Timeout::Never).await {
             Ok(delivery) => {
                 m.sent.with_label_values(&[topic, "ok"]).inc();
                 m.latency
@@ -128,6 +147,7 @@ impl Producer {
                 Err(ProduceError {
                     topic: topic.to_owned(),
                     error,
+                    detail: None,
                 })
             }
         }
@@ -135,6 +155,40 @@ impl Producer {
 
     /// Waits up to `timeout` for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
-        self.inner.flush(timeout)
+        match &self.inner {
+            Backend::Kafka(k) => k.flush(timeout),
+            // Sends resolve only once committed: nothing is ever queued.
+            Backend::Queue(_) => Ok(()),
+        }
+    }
+}
+
+async fn send_queued(
+    q: &crate::queue::Publisher,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Result<(i32, i64), ProduceError> {
+    let m = metrics();
+    let started = Instant::now();
+    match q.send(topic, key, payload, headers).await {
+        Ok(partition) => {
+            m.sent.with_label_values(&[topic, "ok"]).inc();
+            m.latency
+                .with_label_values(&[topic])
+                .observe(started.elapsed().as_secs_f64());
+            Ok((partition, -1))
+        }
+        Err(e) => {
+            m.sent.with_label_values(&[topic, "error"]).inc();
+            Err(ProduceError {
+                topic: topic.to_owned(),
+                error: rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+                ),
+                detail: Some(e),
+            })
+        }
     }
 }

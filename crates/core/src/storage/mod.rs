@@ -24,6 +24,7 @@ pub mod outcomes;
 pub mod pool;
 pub mod project_keys;
 pub mod projects;
+pub mod queue;
 pub mod read;
 pub mod retention;
 pub mod status_changes;

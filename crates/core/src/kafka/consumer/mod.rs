@@ -16,12 +16,12 @@
 //! - the circuit breaker (flush DLQ, commit, exit non-zero), out-of-range resets with a metric,
 //!   progress-aware liveness and the health-check file, and SIGTERM drain → commit → exit.
 
-mod breaker;
+pub(crate) mod breaker;
 mod decide;
 mod driver;
-mod metrics;
-mod offsets;
-mod worker;
+pub(crate) mod metrics;
+pub(crate) mod offsets;
+pub(crate) mod worker;
 
 pub use breaker::BreakerConfig;
 pub use driver::run;

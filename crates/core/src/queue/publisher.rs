@@ -1,0 +1,123 @@
+//! Publishing to the embedded transport. Sends from every task of the process are gathered into
+//! one transaction at a time (up to [`MAX_BATCH`] messages), so a busy process pays one round
+//! trip for many messages; a send resolves when its transaction committed.
+
+use crate::storage::queue::{self, NewMessage};
+use crate::storage::{Db, DbError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages published in one transaction at most.
+const MAX_BATCH: usize = 1_000;
+/// Sends waiting for their transaction at most; beyond, senders wait.
+const QUEUE: usize = 4_096;
+
+struct Request {
+    message: NewMessage,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A handle to the process's publisher task.
+#[derive(Clone)]
+pub struct Publisher {
+    db: Db,
+    tx: mpsc::Sender<Request>,
+    partitions: Arc<Mutex<HashMap<String, i32>>>,
+}
+
+impl Publisher {
+    /// Starts the publisher task on the current runtime.
+    pub fn start(db: Db) -> Publisher {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db.clone(), rx));
+        Publisher {
+            db,
+            tx,
+            partitions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The partition count of `topic`, creating the topic when it does not exist.
+    async fn partitions(&self, topic: &str) -> Result<i32, String> {
+        if let Some(n) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(*n);
+        }
+        let t = topic.to_owned();
+        let n = self
+            .db
+            .run(move |c| Ok::<_, DbError>(queue::ensure_topic(c, &t, super::DEFAULT_PARTITIONS)?))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_owned(), n);
+        Ok(n)
+    }
+
+    /// Publishes one message; returns its partition once it is committed.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<i32, String> {
+        let n = self.partitions(topic).await?;
+        let partition = match key {
+            Some(k) if !k.is_empty() => crate::kafka::java_partition(k, n as u32),
+            _ => (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as i32,
+        };
+        let headers = (!headers.is_empty()).then(|| {
+            let owned: Vec<(&str, &serde_bytes::Bytes)> = headers
+                .iter()
+                .map(|(k, v)| (*k, serde_bytes::Bytes::new(v)))
+                .collect();
+            rmp_serde::to_vec(&owned).unwrap_or_default()
+        });
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request {
+                message: NewMessage {
+                    topic: topic.to_owned(),
+                    partition,
+                    key: key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    headers,
+                },
+                done,
+            })
+            .await
+            .map_err(|_| "the publisher has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the publisher has stopped".to_owned())??;
+        Ok(partition)
+    }
+}
+
+/// Decodes the headers `send` stored.
+pub fn decode_headers(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    rmp_serde::from_slice::<Vec<(String, serde_bytes::ByteBuf)>>(bytes)
+        .map(|v| v.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+        .unwrap_or_default()
+}
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Request>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+        let result = db
+            .run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
+            .await
+            .map_err(|e| e.to_string());
+        for r in batch.drain(..) {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
