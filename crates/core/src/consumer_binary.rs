@@ -128,7 +128,10 @@ where
                 db,
                 producer: producer.clone(),
             })?;
-            tracing::info!(stage = binary.defaults.name, "consuming from the embedded transport (PostgreSQL)");
+            tracing::info!(
+                stage = binary.defaults.name,
+                "consuming from the embedded transport (PostgreSQL)"
+            );
             crate::queue::run(
                 stage,
                 config,

@@ -32,7 +32,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use limits::SizeLimits;
-pub use sink::{KafkaSink, Sink};
+pub use sink::{KafkaSink, QueueSink, Sink};
 pub use translate::Topics;
 
 /// What every request shares.

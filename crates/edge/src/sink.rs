@@ -70,3 +70,50 @@ impl Sink for KafkaSink {
         });
     }
 }
+
+/// The embedded transport: an envelope's messages are published in one transaction, in order,
+/// so an envelope is on the topics entirely or not at all.
+pub struct QueueSink {
+    publisher: sluice_core::queue::Publisher,
+    detached: Arc<Semaphore>,
+}
+
+impl QueueSink {
+    pub fn new(publisher: sluice_core::queue::Publisher) -> QueueSink {
+        QueueSink {
+            publisher,
+            detached: Arc::new(Semaphore::new(1024)),
+        }
+    }
+}
+
+impl Sink for QueueSink {
+    fn send(&self, waves: Vec<Vec<Outgoing>>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let all = waves
+                .into_iter()
+                .flatten()
+                .map(|m| (m.topic, Some(m.key.to_vec()), m.payload))
+                .collect();
+            self.publisher.send_all(all).await.map_err(SinkError)
+        })
+    }
+
+    fn send_detached(&self, messages: Vec<Outgoing>) {
+        let Ok(permit) = Arc::clone(&self.detached).try_acquire_owned() else {
+            crate::metrics::outcomes_dropped(messages.len());
+            return;
+        };
+        let publisher = self.publisher.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let all = messages
+                .into_iter()
+                .map(|m| (m.topic, None, m.payload))
+                .collect();
+            if let Err(e) = publisher.send_all(all).await {
+                tracing::warn!(error = %e, "outcomes not published");
+            }
+        });
+    }
+}

@@ -168,8 +168,33 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     let addr = sluice_core::health::serve(args.metrics_addr, health.clone()).await?;
     let shutdown = sluice_core::shutdown::install(health.clone());
     tracing::info!(metrics = %addr, interval_secs = args.interval_secs, "cleanup started");
+    rounds(&db, &objects, args, &health, &shutdown).await;
+    Ok(())
+}
+
+/// Cleanup with its default settings for `object_store_url` (`sluice run`'s).
+pub fn default_args(object_store_url: &str) -> Args {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: Args,
+    }
+    let mut args = Wrapper::parse_from(["cleanup"]).args;
+    args.object_store_url = object_store_url.to_owned();
+    args
+}
+
+/// A round every `--interval-secs` until `shutdown`.
+pub async fn rounds(
+    db: &Db,
+    objects: &Objects,
+    args: &Args,
+    health: &Health,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
     loop {
-        match round(&db, &objects, args).await {
+        match round(db, objects, args).await {
             Ok(report) => {
                 health.set_dependencies_ok(report.objects_paused.is_none());
                 print(&report, args);
@@ -189,7 +214,6 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         }
     }
     tracing::info!("cleanup stopped");
-    Ok(())
 }
 
 /// One round; `Err` when the database failed (nothing is lost: the next round goes on).

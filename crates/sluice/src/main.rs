@@ -14,6 +14,7 @@ mod dlq;
 mod edge;
 mod keys;
 mod resend;
+mod run;
 mod tenancy;
 mod tokens;
 mod webhook;
@@ -80,6 +81,10 @@ enum Command {
     /// Serve the SDK endpoints (/api/{project_id}/envelope/ and /store/) in front of the
     /// ingest topics.
     Edge(edge::Args),
+    /// Run everything in one process: SDK endpoints and web API on one listener, the stages,
+    /// webhook delivery and cleanup; on Kafka when KAFKA_BROKERS is set, else on the embedded
+    /// transport in the database.
+    Run(run::Args),
     /// Remove expired events, occurrences, attachments (rows and objects), user reports, groups,
     /// idempotency records and counters.
     Cleanup(cleanup::Args),
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
             Command::Webhook { command } => webhook::run(cli.database_url()?, command).await,
             Command::Api(args) => api::run(cli.database_url()?, args).await,
             Command::Edge(args) => edge::run(cli.database_url()?, args).await,
+            Command::Run(args) => run::run(cli.database_url()?, args).await,
             Command::Cleanup(args) => cleanup::run(cli.database_url()?, args).await,
             Command::Dlq { command } => dlq::run(command).await,
         }

@@ -192,7 +192,9 @@ impl Driver {
     }
 
     fn conn(&mut self) -> Result<&mut PgConnection, diesel::result::Error> {
-        self.conn.as_mut().ok_or(diesel::result::Error::BrokenTransactionManager)
+        self.conn
+            .as_mut()
+            .ok_or(diesel::result::Error::BrokenTransactionManager)
     }
 
     /// Creates the input topics if needed and takes every partition nobody else owns.
@@ -240,7 +242,7 @@ impl Driver {
                 .find(|c| c.topic == tp.0 && c.partition == tp.1)
                 .map_or(0, |c| c.offset);
             tracing::info!(group = %group, topic = %tp.0, partition = tp.1, offset = start, "partition claimed");
-            m.rebalances.with_label_values(&[&group, "assign"]).inc();
+            m.rebalances.with_label_values(&["assign"]).inc();
             self.read_from.insert(tp.clone(), start);
             self.owned.insert(tp);
         }
@@ -251,7 +253,10 @@ impl Driver {
     }
 
     /// Reads the next batch from the owned partitions.
-    fn read(&mut self, topics: &mut HashMap<String, Arc<str>>) -> Result<(), diesel::result::Error> {
+    fn read(
+        &mut self,
+        topics: &mut HashMap<String, Arc<str>>,
+    ) -> Result<(), diesel::result::Error> {
         if self.owned.is_empty() {
             return Ok(());
         }

@@ -14,7 +14,8 @@ const MAX_BATCH: usize = 1_000;
 const QUEUE: usize = 4_096;
 
 struct Request {
-    message: NewMessage,
+    /// Published together, in this order.
+    messages: Vec<NewMessage>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -61,6 +62,44 @@ impl Publisher {
         Ok(n)
     }
 
+    async fn partition(&self, topic: &str, key: Option<&[u8]>) -> Result<i32, String> {
+        let n = self.partitions(topic).await?;
+        Ok(match key {
+            Some(k) if !k.is_empty() => crate::kafka::java_partition(k, n as u32),
+            _ => (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as i32,
+        })
+    }
+
+    /// Publishes `messages` (topic, key, payload) in one transaction, in order; resolves once
+    /// it committed. Either all are published or none.
+    pub async fn send_all(
+        &self,
+        messages: Vec<(String, Option<Vec<u8>>, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let mut out = Vec::with_capacity(messages.len());
+        for (topic, key, payload) in messages {
+            let partition = self.partition(&topic, key.as_deref()).await?;
+            out.push(NewMessage {
+                topic,
+                partition,
+                key,
+                payload,
+                headers: None,
+            });
+        }
+        self.submit(out).await
+    }
+
+    async fn submit(&self, messages: Vec<NewMessage>) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { messages, done })
+            .await
+            .map_err(|_| "the publisher has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the publisher has stopped".to_owned())?
+    }
+
     /// Publishes one message; returns its partition once it is committed.
     pub async fn send(
         &self,
@@ -69,11 +108,7 @@ impl Publisher {
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<i32, String> {
-        let n = self.partitions(topic).await?;
-        let partition = match key {
-            Some(k) if !k.is_empty() => crate::kafka::java_partition(k, n as u32),
-            _ => (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as i32,
-        };
+        let partition = self.partition(topic, key).await?;
         let headers = (!headers.is_empty()).then(|| {
             let owned: Vec<(&str, &serde_bytes::Bytes)> = headers
                 .iter()
@@ -81,22 +116,14 @@ impl Publisher {
                 .collect();
             rmp_serde::to_vec(&owned).unwrap_or_default()
         });
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request {
-                message: NewMessage {
-                    topic: topic.to_owned(),
-                    partition,
-                    key: key.map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    headers,
-                },
-                done,
-            })
-            .await
-            .map_err(|_| "the publisher has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the publisher has stopped".to_owned())??;
+        self.submit(vec![NewMessage {
+            topic: topic.to_owned(),
+            partition,
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            headers,
+        }])
+        .await?;
         Ok(partition)
     }
 }
@@ -110,8 +137,22 @@ pub fn decode_headers(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 async fn run(db: Db, mut rx: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+    while let Some(first) = rx.recv().await {
+        let mut count = first.messages.len();
+        batch.push(first);
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => {
+                    count += r.messages.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let messages: Vec<NewMessage> = batch
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.messages))
+            .collect();
         let result = db
             .run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
             .await

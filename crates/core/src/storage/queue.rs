@@ -80,7 +80,10 @@ pub fn ensure_topic(conn: &mut PgConnection, topic: &str, partitions: i32) -> Qu
 }
 
 /// The partition counts of the topics among `topics` that exist.
-pub fn partition_counts(conn: &mut PgConnection, topics: &[String]) -> QueryResult<Vec<(String, i32)>> {
+pub fn partition_counts(
+    conn: &mut PgConnection,
+    topics: &[String],
+) -> QueryResult<Vec<(String, i32)>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]
@@ -187,7 +190,11 @@ pub fn end_offsets(conn: &mut PgConnection, topics: &[String]) -> QueryResult<Ve
 }
 
 /// The committed positions of `group` on `topics`.
-pub fn committed(conn: &mut PgConnection, group: &str, topics: &[String]) -> QueryResult<Vec<Position>> {
+pub fn committed(
+    conn: &mut PgConnection,
+    group: &str,
+    topics: &[String],
+) -> QueryResult<Vec<Position>> {
     diesel::sql_query(
         "SELECT topic, partition, next_offset AS offset FROM queue_offsets \
          WHERE consumer_group = $1 AND topic = ANY($2)",
@@ -219,7 +226,12 @@ pub fn commit(conn: &mut PgConnection, group: &str, positions: &[Position]) -> Q
 
 /// Takes the session-level lock that makes this connection the owner of `group`'s reading of a
 /// partition; `false` when another connection holds it.
-pub fn try_own(conn: &mut PgConnection, group: &str, topic: &str, partition: i32) -> QueryResult<bool> {
+pub fn try_own(
+    conn: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> QueryResult<bool> {
     #[derive(QueryableByName)]
     struct Got {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -233,15 +245,4 @@ pub fn try_own(conn: &mut PgConnection, group: &str, topic: &str, partition: i32
     .bind::<Integer, _>(partition)
     .get_result(conn)?;
     Ok(r.got)
-}
-
-/// Deletes up to `limit` messages produced before `cutoff`; returns how many.
-pub fn delete_before(conn: &mut PgConnection, cutoff: DateTime<Utc>, limit: i64) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM queue_messages WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM queue_messages WHERE produced_at < $1 LIMIT $2))",
-    )
-    .bind::<Timestamptz, _>(cutoff)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
 }

@@ -43,7 +43,7 @@ pub struct Step {
 }
 
 /// The batched steps, in the order cleanup runs them: rows that refer to groups before groups.
-pub const STEPS: [Step; 11] = [
+pub const STEPS: [Step; 12] = [
     Step {
         name: "events",
         table: "events",
@@ -117,6 +117,15 @@ pub const STEPS: [Step; 11] = [
         table: "noise_counters",
         keys: "project_id, hash",
         expired: "expires_at <= $1",
+        lockable: true,
+    },
+    // The embedded transport's messages are kept for the replay window, as a Kafka topic's
+    // retention would keep them.
+    Step {
+        name: "queue_messages",
+        table: "queue_messages",
+        keys: "topic, partition, \"offset\"",
+        expired: "produced_at <= $1 - make_interval(secs => $2)",
         lockable: true,
     },
     Step {

@@ -1,0 +1,313 @@
+//! `sluice run`: the whole installation in one process, for small teams. One listener serves
+//! the SDK endpoints (`/api/{project_id}/envelope/`, `/store/`), Sentry's web API (`/api/0/`),
+//! `/metrics` and `/health/*`; beside it run the three consumer stages, webhook delivery and
+//! the hourly cleanup. The topics are on Kafka when `KAFKA_BROKERS` is set and on the embedded
+//! transport in the database otherwise, so a PostgreSQL database (and a directory or an S3
+//! bucket for attachments) is all it needs. Pending migrations are applied at start-up.
+
+use anyhow::Context as _;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use clap::Args as ClapArgs;
+use sluice_core::app::Context;
+use sluice_core::cli::{CommonArgs, StageDefaults};
+use sluice_core::config::Settings;
+use sluice_core::consumer_binary::{self, Binary};
+use sluice_core::health::Health;
+use sluice_core::kafka::producer::{Producer, ProducerConfig};
+use sluice_core::objects::Objects;
+use sluice_core::stages::{FEEDBACK, INGEST, OCCURRENCE};
+use sluice_core::storage::Db;
+use sluice_edge::{KafkaSink, QueueSink, Sink, SizeLimits, Topics};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Address of the one listener (SDK endpoints, web API, metrics, health).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The URL clients reach this process at (DSNs, permalinks, `Link` headers, webhook links);
+    /// default http://LISTEN.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Attachment storage: s3://bucket/prefix or file:///dir.
+    #[arg(
+        long,
+        env = "OBJECT_STORE_URL",
+        default_value = "file://./data/objects"
+    )]
+    object_store_url: String,
+    /// Kafka bootstrap servers; unset = the embedded transport in the database.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated).
+    #[arg(
+        long = "kafka-option",
+        env = "KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        hide_env_values = true
+    )]
+    kafka_options: Vec<String>,
+    /// TOML file with the global settings (as the stages' `--config`).
+    #[arg(long = "config", env = "CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    limits: SizeLimits,
+    /// Bytes of SDK request bodies held in memory at once.
+    #[arg(long, env = "MEMORY_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    memory_budget_bytes: usize,
+    /// Do not run the hourly cleanup in this process.
+    #[arg(long, env = "NO_CLEANUP")]
+    no_cleanup: bool,
+    /// Milliseconds a stage's batch may wait to fill (the stages' `--max-batch-time-ms`).
+    #[arg(long, env = "MAX_BATCH_TIME_MS", default_value_t = 200)]
+    max_batch_time_ms: u64,
+}
+
+/// A stage's command line as if it had been started on its own with these settings.
+fn stage_args(defaults: &StageDefaults, url: &str, args: &Args) -> anyhow::Result<CommonArgs> {
+    let mut argv = vec![
+        defaults.name.to_owned(),
+        "--database-url".into(),
+        url.to_owned(),
+        "--object-store-url".into(),
+        args.object_store_url.clone(),
+        "--max-batch-time-ms".into(),
+        args.max_batch_time_ms.to_string(),
+        // Each stage its own group, whatever CONSUMER_GROUP says.
+        "--consumer-group".into(),
+        defaults.consumer_group.to_owned(),
+    ];
+    match &args.kafka_brokers {
+        Some(b) => argv.extend([
+            "--transport".into(),
+            "kafka".into(),
+            "--kafka-brokers".into(),
+            b.clone(),
+        ]),
+        None => argv.extend(["--transport".into(), "postgres".into()]),
+    }
+    if let Some(c) = &args.config {
+        argv.extend(["--config".into(), c.display().to_string()]);
+    }
+    let cli: consumer_binary::Cli = sluice_core::cli::try_parse_from(defaults, argv)
+        .map_err(|e| anyhow::anyhow!("{defaults:?}: {e}", defaults = defaults.name))?;
+    Ok(cli.common)
+}
+
+pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
+    sluice_core::metrics::set_build_info("run");
+    let applied = {
+        let u = url.to_owned();
+        tokio::task::spawn_blocking(move || sluice_core::storage::migrate(&u)).await??
+    };
+    for version in applied {
+        tracing::info!(%version, "migration applied");
+    }
+    let settings = Arc::new(Settings::load(args.config.as_deref())?);
+    sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&args.kafka_options)?);
+    let health = Health::new(Duration::from_secs(3600));
+    let shutdown = sluice_core::shutdown::install(health.clone());
+    let db = Db::new(url, 8);
+
+    let ingest = stage_args(&INGEST, url, args)?;
+    let topics = ingest.topics.clone();
+    let (producer, sink): (Producer, Arc<dyn Sink>) = match &args.kafka_brokers {
+        Some(brokers) => {
+            let mut required: Vec<String> = Vec::new();
+            for t in [
+                &topics.events_topic,
+                &topics.attachments_topic,
+                &topics.feedback_topic,
+                &topics.occurrences_topic,
+                &topics.outcomes_topic,
+            ] {
+                required.push(t.clone());
+            }
+            for t in [
+                &topics.events_topic,
+                &topics.attachments_topic,
+                &topics.feedback_topic,
+                &topics.occurrences_topic,
+            ] {
+                required.push(sluice_core::cli::dlq_topic(t));
+            }
+            sluice_core::kafka::topics::ensure_topics_exist(
+                brokers,
+                required,
+                Duration::from_secs(10),
+            )
+            .await?;
+            let p = Producer::new(&ProducerConfig {
+                brokers: brokers.clone(),
+                client_id: "sluice-run".into(),
+                message_timeout: Duration::from_secs(30),
+            })?;
+            (p.clone(), Arc::new(KafkaSink::new(p)))
+        }
+        None => {
+            tracing::info!(
+                "no KAFKA_BROKERS: topics are on the embedded transport in the database"
+            );
+            let publisher = sluice_core::queue::Publisher::start(Db::new(url, 4));
+            (
+                Producer::queue(publisher.clone()),
+                Arc::new(QueueSink::new(publisher)),
+            )
+        }
+    };
+
+    // The three consumer stages, each with its own health (progress and stalls), sharing the
+    // process's shutdown and producer.
+    let mut stages = tokio::task::JoinSet::new();
+    let start = |defaults: StageDefaults, common: CommonArgs| Context {
+        stage: defaults,
+        db: Some(Db::new(url, 8)),
+        common,
+        settings: settings.clone(),
+        health: Health::new(Duration::from_secs(3600)),
+        shutdown: shutdown.clone(),
+        metrics_addr: args.listen,
+    };
+    {
+        let ctx = start(INGEST, ingest);
+        let producer = producer.clone();
+        stages.spawn(async move {
+            let binary = ingest_consumer::binary(&ctx.common, Vec::new());
+            consumer_binary::run(binary, &ctx, Some(producer), ingest_consumer::build)
+                .await
+                .context("ingest-consumer")
+        });
+    }
+    {
+        let ctx = start(FEEDBACK, stage_args(&FEEDBACK, url, args)?);
+        let producer = producer.clone();
+        stages.spawn(async move {
+            let binary: Binary = feedback_worker::binary(&ctx.common);
+            consumer_binary::run(binary, &ctx, Some(producer), feedback_worker::build)
+                .await
+                .context("feedback-worker")
+        });
+    }
+    {
+        let ctx = start(OCCURRENCE, stage_args(&OCCURRENCE, url, args)?);
+        let producer = producer.clone();
+        stages.spawn(async move {
+            let binary = occurrence_consumer::binary(&ctx.common);
+            consumer_binary::run(binary, &ctx, Some(producer), occurrence_consumer::build)
+                .await
+                .context("occurrence-consumer")
+        });
+    }
+
+    let objects = Objects::from_url(&args.object_store_url).ok();
+    let base_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .trim_end_matches('/')
+        .to_owned();
+    // Webhook delivery.
+    let webhooks = tokio::spawn(sluice_api::webhooks::run(
+        db.clone(),
+        sluice_api::webhooks::Settings {
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(86_400),
+            poll: Duration::from_millis(500),
+            base_url: base_url.clone(),
+        },
+        shutdown.clone(),
+    ));
+    // Cleanup, hourly.
+    let cleanup = (!args.no_cleanup)
+        .then(|| {
+            let objects = Objects::from_url(&args.object_store_url).ok()?;
+            let cleanup_args = crate::cleanup::default_args(&args.object_store_url);
+            let (db, health, shutdown) = (Db::new(url, 2), health.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                crate::cleanup::rounds(&db, &objects, &cleanup_args, &health, &shutdown).await;
+            }))
+        })
+        .flatten();
+
+    let edge_state = Arc::new(sluice_edge::State::new(
+        db.clone(),
+        sink,
+        Topics {
+            events: topics.events_topic.clone(),
+            attachments: topics.attachments_topic.clone(),
+            feedback: topics.feedback_topic.clone(),
+        },
+        topics.outcomes_topic.clone(),
+        topics.outcomes_billing_topic.clone(),
+        args.limits.clone(),
+        args.memory_budget_bytes,
+    ));
+    let api = sluice_api::router(
+        Arc::new(sluice_api::State {
+            db: db.clone(),
+            objects,
+            base_url,
+        }),
+        sluice_api::Limits {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent: 128,
+        },
+    );
+    let sdk = sluice_edge::sdk_routes(edge_state).layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+            .load_shed()
+            .concurrency_limit(512)
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(60),
+            )),
+    );
+    let app = api.merge(sdk);
+    tracing::info!(listen = %args.listen, "sluice run: SDK endpoints, web API, metrics and health listening");
+    let served = producer_shim::http::serve_router(
+        args.listen,
+        app,
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    let result = tokio::select! {
+        r = served => r,
+        Some(r) = stages.join_next() => {
+            // A stage stopped on its own: stop everything, so a supervisor restarts the process.
+            shutdown.cancel();
+            match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a stage stopped")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a stage failed: {e}")),
+            }
+        }
+    };
+    shutdown.cancel();
+    while let Some(r) = stages.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = format!("{e:#}"), "stage stopped with an error");
+        }
+    }
+    let _ = webhooks.await;
+    if let Some(c) = cleanup {
+        let _ = c.await;
+    }
+    let _ = producer.flush(Duration::from_secs(10));
+    result
+}
+
+async fn overloaded(_: axum::BoxError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        axum::Json(serde_json::json!({"detail": "the service is overloaded"})),
+    )
+        .into_response()
+}
