@@ -1,0 +1,215 @@
+//! `sluice run` on PostgreSQL alone: one process (SDK endpoints, web API, stages, webhooks,
+//! cleanup) on the embedded transport. Real SDK traffic (the Python `sentry-sdk` and
+//! `sentry-cli`) becomes issues, attachments and user reports that the web API lists on the same
+//! listener; a SIGTERM drains cleanly, a SIGKILL loses nothing, and re-reading every topic from
+//! offset 0 changes no row.
+
+mod support;
+
+use serde_json::Value;
+use sluice_testkit::db::{assert_same_rows, count, issue_snapshot};
+use sluice_testkit::http;
+use sluice_testkit::paths::existing_bin;
+use sluice_testkit::process::{free_port, wait_for, Proc};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+fn start(db: &str, addr: &str, objects: &str) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(existing_bin("sluice")?);
+    cmd.env_clear()
+        .env("DATABASE_URL", db)
+        .args(["run", "--listen", addr, "--object-store-url", objects])
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("STAGE_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    let proc = Proc::spawn("sluice run", cmd)?;
+    wait_for("sluice run ready", Duration::from_secs(60), || {
+        http::get(addr, "/health/ready").filter(|(s, _)| *s == 200)
+    })?;
+    Ok(proc)
+}
+
+/// Every partition's messages read and committed by each group that reads it.
+fn caught_up(db: &str) -> anyhow::Result<bool> {
+    let behind = count(
+        db,
+        "SELECT count(*) AS n FROM queue_partitions p \
+         JOIN (VALUES ('ingest-events', 'ingest-consumer'), ('ingest-attachments', 'ingest-consumer'), \
+                      ('ingest-feedback-events', 'feedback-worker'), \
+                      ('ingest-occurrences', 'occurrence-consumer')) AS r(topic, grp) \
+           ON r.topic = p.topic \
+         LEFT JOIN queue_offsets o ON o.consumer_group = r.grp AND o.topic = p.topic \
+           AND o.partition = p.partition \
+         WHERE p.next_offset > coalesce(o.next_offset, 0)",
+    )?;
+    Ok(behind == 0)
+}
+
+#[test]
+fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Result<()> {
+    let python = std::env::var("SENTRY_PYTHON").map_err(|_| {
+        anyhow::anyhow!("SENTRY_PYTHON is not set: run scripts/services up and source .local/env")
+    })?;
+    let cli = std::env::var("SENTRY_CLI_BIN").map_err(|_| {
+        anyhow::anyhow!("SENTRY_CLI_BIN is not set: run scripts/services up and source .local/env")
+    })?;
+    // An empty database: `sluice run` applies the migrations itself.
+    let db = sluice_testkit::TestDb::new()?;
+    let dir = tempfile::tempdir()?;
+    let objects = format!("file://{}", dir.path().display());
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut proc = start(&db.url, &addr, &objects)?;
+
+    sluice(&db.url, &["org", "create", "acme"])?;
+    let project = sluice(&db.url, &["project", "create", "acme", "web"])?;
+    let dsn = sluice(
+        &db.url,
+        &[
+            "key",
+            "create",
+            "acme",
+            "web",
+            "--public-url",
+            &format!("http://{addr}"),
+        ],
+    )?;
+    let token = sluice(&db.url, &["token", "create", "acme"])?;
+
+    let out = Command::new(&python)
+        .arg(format!(
+            "{}/tests/clients/send_with_sdk.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&dsn)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sentry-sdk script: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&out.stdout)?;
+    let error = sent["error"].as_str().unwrap_or_default().to_owned();
+    let cli_out = Command::new(&cli)
+        .env_clear()
+        .env("SENTRY_DISABLE_UPDATE_CHECK", "1")
+        .env("SENTRY_DSN", &dsn)
+        .args(["send-event", "-m", "cron job missed its window"])
+        .output()?;
+    anyhow::ensure!(
+        cli_out.status.success(),
+        "sentry-cli: {}",
+        String::from_utf8_lossy(&cli_out.stderr)
+    );
+
+    let q = |sql: &str| count(&db.url, sql);
+    wait_for(
+        "issues, attachment and report",
+        Duration::from_secs(60),
+        || {
+            (q("SELECT count(*) AS n FROM events WHERE group_id IS NOT NULL").ok()? >= 6
+            && q("SELECT count(*) AS n FROM groups WHERE type = 6001").ok()? == 2
+            && q("SELECT count(*) AS n FROM event_attachments WHERE blob_path IS NOT NULL").ok()? == 1
+            && q(&format!(
+                "SELECT count(*) AS n FROM user_reports WHERE event_id = '{error}' AND group_id IS NOT NULL"
+            ))
+            .ok()?
+                == 1)
+            .then_some(())
+        },
+    )?;
+
+    // The web API on the same listener lists them.
+    let auth = format!("Bearer {token}");
+    let issues = http::request(
+        "GET",
+        &addr,
+        "/api/0/projects/acme/web/issues/?query=",
+        &[("authorization", auth.as_str())],
+        b"",
+    )
+    .ok_or_else(|| anyhow::anyhow!("no API answer"))?;
+    assert_eq!(issues.status, 200, "{}", issues.body);
+    let list: Value = serde_json::from_str(&issues.body)?;
+    let titles: Vec<&str> = list
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["title"].as_str()).collect())
+        .unwrap_or_default();
+    for t in [
+        "ZeroDivisionError: division by zero",
+        "checkout took too long",
+        "cron job missed its window",
+    ] {
+        assert!(titles.contains(&t), "{t} in {titles:?}");
+    }
+    wait_for("every topic read", Duration::from_secs(30), || {
+        caught_up(&db.url).ok()?.then_some(())
+    })?;
+    stop_cleanly(&mut proc)?;
+    let before = issue_snapshot(&db.url)?;
+
+    // SIGKILL with traffic in flight, then a restart: nothing lost.
+    let mut proc = start(&db.url, &addr, &objects)?;
+    let envelope = |i: u32| {
+        format!(
+            "{{\"event_id\":\"{:032x}\"}}\n{{\"type\":\"event\"}}\n{{\"message\":\"burst {i}\",\"fingerprint\":[\"burst\"]}}\n",
+            0xb000_0000u64 + u64::from(i)
+        )
+    };
+    let key = dsn
+        .split("//")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .unwrap_or_default();
+    let auth = format!("Sentry sentry_key={key}, sentry_version=7");
+    for i in 0..50 {
+        let a = http::request(
+            "POST",
+            &addr,
+            &format!("/api/{project}/envelope/"),
+            &[("x-sentry-auth", auth.as_str())],
+            envelope(i).as_bytes(),
+        )
+        .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    proc.kill();
+    let _proc = start(&db.url, &addr, &objects)?;
+    wait_for("the burst grouped", Duration::from_secs(60), || {
+        (q("SELECT times_seen AS n FROM groups WHERE title LIKE 'burst%'").ok()? == 50)
+            .then_some(())
+    })?;
+    wait_for("every topic read", Duration::from_secs(30), || {
+        caught_up(&db.url).ok()?.then_some(())
+    })?;
+    let after_burst = issue_snapshot(&db.url)?;
+    assert!(after_burst.len() > before.len());
+
+    // Replay: every group reads every topic again from offset 0; no row changes.
+    drop(_proc);
+    let replayed_from = q("SELECT count(*) AS n FROM queue_messages")?;
+    assert!(replayed_from > 50);
+    diesel_exec(&db.url, "UPDATE queue_offsets SET next_offset = 0")?;
+    let mut proc = start(&db.url, &addr, &objects)?;
+    wait_for("the replay read", Duration::from_secs(60), || {
+        caught_up(&db.url).ok()?.then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_same_rows(
+        &issue_snapshot(&db.url)?,
+        &after_burst,
+        "after replaying every topic",
+    );
+    stop_cleanly(&mut proc)?;
+    Ok(())
+}
+
+fn diesel_exec(url: &str, sql: &str) -> anyhow::Result<()> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    diesel::PgConnection::establish(url)?.batch_execute(sql)?;
+    Ok(())
+}
