@@ -32,6 +32,7 @@ const BINARIES: [(&str, &[&str]); 5] = [
             "webhook remove",
             "api",
             "edge",
+            "run",
             "key create",
             "key list",
             "key disable",
