@@ -32,7 +32,7 @@ pub struct Budget {
 
 /// Room taken from the budget; given back when dropped.
 pub struct Held {
-    _permits: Vec<OwnedSemaphorePermit>,
+    pub permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Budget {
@@ -42,7 +42,12 @@ impl Budget {
         }
     }
 
-    async fn take(&self, n: usize, held: &mut Vec<OwnedSemaphorePermit>) -> Result<(), BodyError> {
+    /// Takes `n` bytes of room (waiting for it) and keeps them in `held`.
+    pub async fn take(
+        &self,
+        n: usize,
+        held: &mut Vec<OwnedSemaphorePermit>,
+    ) -> Result<(), BodyError> {
         let mut left = n;
         while left > 0 {
             let step = left.min(u32::MAX as usize);
@@ -67,13 +72,24 @@ pub struct Received {
 /// as data arrives.
 pub async fn read(
     body: axum::body::Body,
+    content_length: Option<usize>,
     limit: usize,
     what: &'static str,
     budget: &Budget,
 ) -> Result<Received, BodyError> {
     let mut body = body;
-    let mut buf = BytesMut::new();
     let mut held = Vec::new();
+    // A declared length is refused at once when too large, and reserved whole before reading,
+    // so concurrent large uploads never hold part of the budget while waiting for the rest.
+    let reserved = match content_length {
+        Some(n) if n > limit => return Err(BodyError::TooLarge { what, limit }),
+        Some(n) => {
+            budget.take(n, &mut held).await?;
+            n
+        }
+        None => 0,
+    };
+    let mut buf = BytesMut::with_capacity(reserved);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
@@ -82,12 +98,13 @@ pub async fn read(
         if buf.len() + data.len() > limit {
             return Err(BodyError::TooLarge { what, limit });
         }
-        budget.take(data.len(), &mut held).await?;
+        let beyond = (buf.len() + data.len()).saturating_sub(reserved.max(buf.len()));
+        budget.take(beyond, &mut held).await?;
         buf.extend_from_slice(&data);
     }
     Ok(Received {
         bytes: buf.freeze(),
-        held: Held { _permits: held },
+        held: Held { permits: held },
     })
 }
 

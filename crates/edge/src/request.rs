@@ -24,8 +24,10 @@ use sluice_core::storage::project_keys::ProjectKey;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Bodies larger than this are decompressed on the blocking pool.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
+/// Most items in one envelope (Sentry's per-type limits allow a few dozen in practice); beyond,
+/// the envelope is refused with 413, so a small compressed body cannot expand into millions of
+/// items.
+const MAX_ITEMS: usize = 1_000;
 
 fn auth_error(e: AuthError) -> EdgeError {
     match e {
@@ -84,24 +86,35 @@ async fn read_body(
         // Some SDKs send an empty value or a charset here; Sentry ignores both.
         .filter(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("utf-8"));
     let encoding = Encoding::parse(encoding).map_err(body_error)?;
-    let received = body::read(body, limit, what, &state.budget)
+    let content_length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let received = body::read(body, content_length, limit, what, &state.budget)
         .await
         .map_err(body_error)?;
+    let mut held = received.held;
     let raw = received.bytes;
     let decoded = if encoding == Encoding::Identity {
         raw
-    } else if raw.len() <= INLINE_DECODE_BYTES {
-        body::decode(raw, encoding, limit, what).map_err(body_error)?
     } else {
-        tokio::task::spawn_blocking(move || body::decode(raw, encoding, limit, what))
+        // Decoded off the async workers (a small body can expand to the limit), and counted
+        // against the budget too.
+        let decoded = tokio::task::spawn_blocking(move || body::decode(raw, encoding, limit, what))
             .await
             .map_err(|e| EdgeError::bad_request(format!("decoding failed: {e}")))?
-            .map_err(body_error)?
+            .map_err(body_error)?;
+        state
+            .budget
+            .take(decoded.len(), &mut held.permits)
+            .await
+            .map_err(body_error)?;
+        decoded
     };
     if decoded.iter().all(u8::is_ascii_whitespace) {
         return Err(EdgeError::bad_request("empty request body"));
     }
-    Ok((decoded, received.held))
+    Ok((decoded, held))
 }
 
 /// The key a request is for, checked against the project in its path.
@@ -149,20 +162,34 @@ fn emit_outcomes(state: &State, key: &ProjectKey, dropped: &[Dropped]) {
     if dropped.is_empty() {
         return;
     }
-    let messages = dropped
-        .iter()
-        .map(|d| {
+    // One outcome per (outcome, category, reason, event), quantities summed.
+    let mut grouped: std::collections::BTreeMap<(u8, u16, &str, Option<&str>), (Outcome, u64)> =
+        std::collections::BTreeMap::new();
+    for d in dropped {
+        let slot = grouped
+            .entry((
+                d.outcome.as_u8(),
+                d.category,
+                d.reason.as_str(),
+                d.event_id.as_deref(),
+            ))
+            .or_insert((d.outcome, 0));
+        slot.1 += d.quantity;
+    }
+    let messages = grouped
+        .into_iter()
+        .map(|((_, category, reason, event_id), (outcome, quantity))| {
             let mut o = OutcomeMessage::new(
                 key.organization_id as u64,
                 key.project_id as u64,
-                d.outcome,
-                d.category,
+                outcome,
+                category,
             );
             o.key_id = Some(key.id as u64);
-            o.reason = Some(d.reason.clone());
-            o.event_id = d.event_id.clone();
-            o.quantity = d.quantity;
-            let billing = d.outcome.is_billing();
+            o.reason = Some(reason.to_owned());
+            o.event_id = event_id.map(str::to_owned);
+            o.quantity = quantity;
+            let billing = outcome.is_billing();
             Outgoing {
                 topic: match (&state.outcomes_billing_topic, billing) {
                     (Some(t), true) => t.clone(),
@@ -250,6 +277,11 @@ async fn accept(
     let event_id =
         header_id.or_else(|| needs_id.then(|| uuid::Uuid::new_v4().simple().to_string()));
 
+    if envelope.items.len() > MAX_ITEMS {
+        return Err(EdgeError::TooLarge {
+            what: "items".into(),
+        });
+    }
     if let Err(what) = limits::check(&envelope, &state.limits) {
         emit_outcomes(
             state,
@@ -383,6 +415,10 @@ pub async fn envelope(
     let result = async {
         let project = project_id(&project)?;
         let from_request = auth::from_request(&headers, uri.query()).map_err(auth_error)?;
+        // A key named in the request is checked before its body is read.
+        if let Some(c) = &from_request {
+            key_for(&state, c, project).await?;
+        }
         let limit = state.limits.max_envelope_size;
         let (bytes, _held) = read_body(&state, &headers, body, limit, "envelope").await?;
         let envelope =
@@ -440,6 +476,7 @@ pub async fn store(
         let credentials = auth::from_request(&headers, uri.query())
             .map_err(auth_error)?
             .ok_or_else(|| auth_error(AuthError::Missing))?;
+        let key = key_for(&state, &credentials, project).await?;
         let is_envelope = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -455,7 +492,6 @@ pub async fn store(
         } else {
             legacy_event(bytes, state.limits.max_event_size)?
         };
-        let key = key_for(&state, &credentials, project).await?;
         accept(&state, &key, envelope, remote(&headers)).await
     }
     .await;

@@ -93,6 +93,16 @@ pub struct Origin {
     pub remote_addr: Option<String>,
 }
 
+/// An attachment's id: derived from its event and its place in the envelope, so a client that
+/// retries an envelope (after a timeout, say) sends the same attachments, not copies.
+fn attachment_id(event_id: &str, index: usize) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("sluice-attachment:{event_id}:{index}").as_bytes(),
+    )
+    .to_string()
+}
+
 /// Relay's message key for an event id.
 pub fn message_key(event_id: &str, org_id: u64) -> [u8; 16] {
     let (high, low) = uuid::Uuid::try_parse(event_id)
@@ -254,8 +264,8 @@ pub fn plan(envelope: &Envelope, event_id: Option<&str>, origin: &Origin, topics
                 let key = message_key(&event_id, origin.org_id);
                 let mut chunk_wave = Vec::new();
                 let mut listed = Vec::with_capacity(attachments.len());
-                for a in &attachments {
-                    let id = uuid::Uuid::new_v4().to_string();
+                for (index, a) in attachments.iter().enumerate() {
+                    let id = attachment_id(&event_id, index);
                     let mut meta = attachment_meta(a, id.clone());
                     let parts = chunks(a, &event_id, project_id, &id, &topics.attachments, key);
                     meta.chunks = Some(parts.len() as u32);
@@ -315,8 +325,8 @@ pub fn plan(envelope: &Envelope, event_id: Option<&str>, origin: &Origin, topics
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let key = message_key(&event_id, origin.org_id);
         let mut chunk_wave = Vec::new();
-        for a in &attachments {
-            let id = uuid::Uuid::new_v4().to_string();
+        for (index, a) in attachments.iter().enumerate() {
+            let id = attachment_id(&event_id, index);
             let mut meta = attachment_meta(a, id.clone());
             if a.payload.len() <= CHUNK_BYTES {
                 meta.data = Some(a.payload.to_vec());

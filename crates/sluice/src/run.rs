@@ -226,7 +226,13 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     // Cleanup, hourly.
     let cleanup = (!args.no_cleanup)
         .then(|| {
-            let objects = Objects::from_url(&args.object_store_url).ok()?;
+            let objects = match Objects::from_url(&args.object_store_url) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(error = %e, "cleanup cannot reach the attachment storage: it does not run");
+                    return None;
+                }
+            };
             let cleanup_args = crate::cleanup::default_args(&args.object_store_url);
             let (db, health, shutdown) = (Db::new(url, 2), health.clone(), shutdown.clone());
             Some(tokio::spawn(async move {

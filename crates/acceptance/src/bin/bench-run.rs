@@ -81,8 +81,17 @@ fn sluice(bin_dir: &str, db: &str, args: &[&str]) -> anyhow::Result<String> {
         .env("DATABASE_URL", db)
         .args(args)
         .output()?;
-    anyhow::ensure!(out.status.success(), "sluice {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned())
+    anyhow::ensure!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
 }
 
 fn grouped(c: &mut PgConnection) -> anyhow::Result<i64> {
@@ -91,9 +100,11 @@ fn grouped(c: &mut PgConnection) -> anyhow::Result<i64> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    Ok(diesel::sql_query("SELECT count(*) AS n FROM events WHERE group_id IS NOT NULL")
-        .get_result::<N>(c)?
-        .n)
+    Ok(
+        diesel::sql_query("SELECT count(*) AS n FROM events WHERE group_id IS NOT NULL")
+            .get_result::<N>(c)?
+            .n,
+    )
 }
 
 #[tokio::main]
@@ -105,7 +116,10 @@ async fn main() -> anyhow::Result<()> {
     let mut run = Command::new(format!("{}/sluice", args.bin_dir))
         .env("DATABASE_URL", &db)
         .args(["run", "--listen", &args.listen, "--log-level", "warn"])
-        .args(["--object-store-url", &format!("file://{}", objects.display())])
+        .args([
+            "--object-store-url",
+            &format!("file://{}", objects.display()),
+        ])
         .stdout(Stdio::null())
         .spawn()?;
     let ready = Instant::now() + Duration::from_secs(30);
@@ -130,14 +144,21 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency as usize)
         .build()?;
     let url = Arc::new(format!("http://{}/api/{project}/envelope/", args.listen));
-    let auth = Arc::new(format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=bench/1.0"));
+    let auth = Arc::new(format!(
+        "Sentry sentry_key={key}, sentry_version=7, sentry_client=bench/1.0"
+    ));
     let next = Arc::new(AtomicU32::new(0));
     let cpu_before = sluice_acceptance::cpu_secs(run.id());
     let started = tokio::time::Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (client, url, auth, next, bodies) =
-                (client.clone(), url.clone(), auth.clone(), next.clone(), bodies.clone());
+            let (client, url, auth, next, bodies) = (
+                client.clone(),
+                url.clone(),
+                auth.clone(),
+                next.clone(),
+                bodies.clone(),
+            );
             let (count, rate) = (args.count, args.rate);
             tokio::spawn(async move {
                 let (mut lat, mut failures) = (Vec::new(), 0u32);
@@ -179,7 +200,10 @@ async fn main() -> anyhow::Result<()> {
     let mut conn = PgConnection::establish(&db)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while grouped(&mut conn)? < i64::from(args.count - failures) {
-        anyhow::ensure!(Instant::now() < deadline, "events not grouped within 10 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "events not grouped within 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_grouped = started.elapsed();

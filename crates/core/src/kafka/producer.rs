@@ -171,6 +171,19 @@ async fn send_queued(
     headers: &[(&str, &[u8])],
 ) -> Result<(i32, i64), ProduceError> {
     let m = metrics();
+    if payload.len() > super::MAX_MESSAGE_BYTES {
+        m.sent.with_label_values(&[topic, "error"]).inc();
+        return Err(ProduceError {
+            topic: topic.to_owned(),
+            error: rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+            ),
+            detail: Some(format!(
+                "{} bytes is over the message size limit",
+                payload.len()
+            )),
+        });
+    }
     let started = Instant::now();
     match q.send(topic, key, payload, headers).await {
         Ok(partition) => {

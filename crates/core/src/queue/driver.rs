@@ -103,6 +103,19 @@ struct Driver {
     fatal: Option<RuntimeError>,
 }
 
+/// The driver's connection holds its partitions' locks: TCP keepalives make a connection that
+/// died on the network end within about a minute on the server too, so its locks are released
+/// (libpq's defaults leave that to the kernel, two hours).
+fn with_keepalives(url: &str) -> String {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        || url.contains("keepalives")
+    {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}keepalives=1&keepalives_idle=15&keepalives_interval=5&keepalives_count=4&application_name=sluice-queue")
+}
+
 fn to_msg(m: queue::Stored, topics: &mut HashMap<String, Arc<str>>) -> Msg {
     let topic = topics
         .entry(m.topic.clone())
@@ -160,7 +173,7 @@ impl Driver {
         last_commit: &mut Instant,
     ) -> Result<(), diesel::result::Error> {
         if self.conn.is_none() {
-            let conn = PgConnection::establish(&self.url).map_err(|e| {
+            let conn = PgConnection::establish(&with_keepalives(&self.url)).map_err(|e| {
                 diesel::result::Error::DatabaseError(
                     diesel::result::DatabaseErrorKind::ClosedConnection,
                     Box::new(e.to_string()),
@@ -232,7 +245,19 @@ impl Driver {
                 let conn = self.conn()?;
                 queue::end_offsets(conn, &inputs)?
             }
-            _ => Vec::new(),
+            OffsetReset::Error => {
+                if let Some(tp) = new.iter().find(|tp| {
+                    !committed
+                        .iter()
+                        .any(|c| c.topic == tp.0 && c.partition == tp.1)
+                }) {
+                    tracing::error!(topic = %tp.0, partition = tp.1, "no committed offset and --auto-offset-reset=error");
+                    self.fatal = Some(RuntimeError::OffsetOutOfRange);
+                    return Ok(());
+                }
+                Vec::new()
+            }
+            OffsetReset::Earliest => Vec::new(),
         };
         let m = metrics::get();
         for tp in new {
@@ -269,27 +294,21 @@ impl Driver {
                 offset: self.read_from.get(tp).copied().unwrap_or(0),
             })
             .collect();
-        let per_partition = self.config.max_batch_size.max(1) as i64;
+        // Every owned partition gets an equal share of the batch, in messages and bytes (at
+        // least one message each), so a backlog on one partition never starves the others and
+        // a batch stays near `--max-batch-size` and `--max-batch-bytes`.
+        let shares = from.len().max(1);
+        let per_partition = (self.config.max_batch_size.max(1)).div_ceil(shares) as i64;
+        let per_partition_bytes = (self.config.max_batch_bytes.max(1)).div_ceil(shares) as i64;
         let rows = {
             let conn = self.conn()?;
-            queue::fetch(conn, &from, per_partition)?
+            queue::fetch(conn, &from, per_partition, per_partition_bytes)?
         };
         if rows.is_empty() {
             return Ok(());
         }
-        // Keep whole partition runs up to the batch size and byte budget; a partition's messages
-        // stay in offset order.
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
+        let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
-            let size = row.payload.len() + row.key.as_ref().map_or(0, Vec::len);
-            if !batch.is_empty()
-                && (batch.len() >= self.config.max_batch_size
-                    || bytes + size > self.config.max_batch_bytes)
-            {
-                break;
-            }
-            bytes += size;
             self.read_from
                 .insert((row.topic.clone(), row.partition), row.offset + 1);
             batch.push(Arc::new(to_msg(row, topics)));

@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Messages published in one transaction at most.
 const MAX_BATCH: usize = 1_000;
+/// Payload bytes published in one transaction at most (a request larger than this goes alone).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Sends waiting for their transaction at most; beyond, senders wait.
 const QUEUE: usize = 4_096;
 
@@ -135,30 +137,64 @@ pub fn decode_headers(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_default()
 }
 
+fn size(r: &Request) -> usize {
+    r.messages.iter().map(|m| m.payload.len()).sum()
+}
+
+async fn publish(db: &Db, messages: Vec<NewMessage>) -> Result<(), String> {
+    db.run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Gathers waiting requests into transactions of at most [`MAX_BATCH`] messages and
+/// [`MAX_BATCH_BYTES`]. When a shared transaction fails, each of its requests is tried again on
+/// its own, so one request the database refuses fails only its own sender.
 async fn run(db: Db, mut rx: mpsc::Receiver<Request>) {
-    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        let mut count = first.messages.len();
-        batch.push(first);
-        while count < MAX_BATCH {
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let (mut count, mut bytes) = (first.messages.len(), size(&first));
+        let mut batch = vec![first];
+        while count < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(r) => {
+                Ok(r)
+                    if count + r.messages.len() <= MAX_BATCH
+                        && bytes + size(&r) <= MAX_BATCH_BYTES =>
+                {
                     count += r.messages.len();
+                    bytes += size(&r);
                     batch.push(r);
+                }
+                Ok(r) => {
+                    carry = Some(r);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        let messages: Vec<NewMessage> = batch
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.messages))
-            .collect();
-        let result = db
-            .run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
-            .await
-            .map_err(|e| e.to_string());
-        for r in batch.drain(..) {
-            let _ = r.done.send(result.clone());
+        if batch.len() == 1 {
+            let r = batch.remove(0);
+            let result = publish(&db, r.messages).await;
+            let _ = r.done.send(result);
+            continue;
+        }
+        let all: Vec<NewMessage> = batch.iter().flat_map(|r| r.messages.clone()).collect();
+        if publish(&db, all).await.is_ok() {
+            for r in batch {
+                let _ = r.done.send(Ok(()));
+            }
+            continue;
+        }
+        for r in batch {
+            let result = publish(&db, r.messages).await;
+            let _ = r.done.send(result);
         }
     }
 }

@@ -158,8 +158,15 @@ pub fn publish(conn: &mut PgConnection, messages: &[NewMessage]) -> QueryResult<
     })
 }
 
-/// Up to `limit` messages per partition from each position, in offset order per partition.
-pub fn fetch(conn: &mut PgConnection, from: &[Position], limit: i64) -> QueryResult<Vec<Stored>> {
+/// From each position, up to `limit` messages of that partition in offset order, stopping once
+/// their payloads reach `max_bytes` (the first message is always included, whatever its size),
+/// so a backlog of large messages is never loaded whole.
+pub fn fetch(
+    conn: &mut PgConnection,
+    from: &[Position],
+    limit: i64,
+    max_bytes: i64,
+) -> QueryResult<Vec<Stored>> {
     if from.is_empty() {
         return Ok(Vec::new());
     }
@@ -167,15 +174,20 @@ pub fn fetch(conn: &mut PgConnection, from: &[Position], limit: i64) -> QueryRes
     diesel::sql_query(
         "SELECT m.topic, m.partition, m.\"offset\", m.key, m.payload, m.headers, m.produced_at \
          FROM unnest($1::text[], $2::int[], $3::bigint[]) AS f(topic, partition, pos) \
-         CROSS JOIN LATERAL (SELECT * FROM queue_messages q \
-             WHERE q.topic = f.topic AND q.partition = f.partition AND q.\"offset\" >= f.pos \
-             ORDER BY q.\"offset\" LIMIT $4) m \
+         CROSS JOIN LATERAL ( \
+             SELECT w.* FROM ( \
+                 SELECT q.*, sum(octet_length(q.payload)) OVER (ORDER BY q.\"offset\") AS upto \
+                 FROM (SELECT * FROM queue_messages q \
+                       WHERE q.topic = f.topic AND q.partition = f.partition AND q.\"offset\" >= f.pos \
+                       ORDER BY q.\"offset\" LIMIT $4) q) w \
+             WHERE w.upto - octet_length(w.payload) < $5) m \
          ORDER BY m.topic, m.partition, m.\"offset\"",
     )
     .bind::<Array<Text>, _>(t)
     .bind::<Array<Integer>, _>(p)
     .bind::<Array<BigInt>, _>(o)
     .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(max_bytes)
     .load(conn)
 }
 

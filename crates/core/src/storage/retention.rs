@@ -120,12 +120,16 @@ pub const STEPS: [Step; 12] = [
         lockable: true,
     },
     // The embedded transport's messages are kept for the replay window, as a Kafka topic's
-    // retention would keep them.
+    // retention would keep them, and never before every consumer group reading the partition
+    // has read them (a stage stopped for longer loses nothing).
     Step {
         name: "queue_messages",
         table: "queue_messages",
         keys: "topic, partition, \"offset\"",
-        expired: "produced_at <= $1 - make_interval(secs => $2)",
+        expired: "produced_at <= $1 - make_interval(secs => $2) \
+                  AND NOT EXISTS (SELECT 1 FROM queue_offsets o \
+                      WHERE o.topic = queue_messages.topic AND o.partition = queue_messages.partition \
+                        AND o.next_offset <= queue_messages.\"offset\")",
         lockable: true,
     },
     Step {
