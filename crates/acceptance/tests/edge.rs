@@ -389,6 +389,7 @@ fn hostile_requests_get_sentrys_answers_and_leave_nothing_on_the_topics() -> any
         ("bad event id", post(&addr, &envelope_path, &with_auth, b"{\"event_id\":\"nope\"}\n"), 400, "invalid event envelope"),
         ("dsn mismatch", post(&addr, &envelope_path, &with_auth, format!("{{\"dsn\":\"http://00000000000000000000000000000002@x/{project}\"}}\n").as_bytes()), 400, "invalid event envelope"),
         ("store not json", post(&addr, &format!("/api/{project}/store/"), &with_auth, b"{not json"), 400, "invalid JSON data"),
+        ("too many items", post(&addr, &envelope_path, &with_auth, format!("{{}}\n{}", "{\"type\":\"session\"}\n{}\n".repeat(1001)).as_bytes()), 413, "size limits for type 'items'"),
         ("future protocol", post(&addr, &envelope_path, &[("x-sentry-auth", &format!("Sentry sentry_key={key}, sentry_version=8"))], ok_event), 400, "unsupported protocol version (8)"),
     ];
     for (what, answer, status, detail) in &cases {
