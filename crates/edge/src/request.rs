@@ -163,7 +163,8 @@ fn emit_outcomes(state: &State, key: &ProjectKey, dropped: &[Dropped]) {
         return;
     }
     // One outcome per (outcome, category, reason, event), quantities summed.
-    let mut grouped: std::collections::BTreeMap<(u8, u16, &str, Option<&str>), (Outcome, u64)> =
+    type Key<'a> = (u8, u16, &'a str, Option<&'a str>);
+    let mut grouped: std::collections::BTreeMap<Key<'_>, (Outcome, u64)> =
         std::collections::BTreeMap::new();
     for d in dropped {
         let slot = grouped
