@@ -110,7 +110,8 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn overloaded(_: axum::BoxError) -> Response {
+/// The answer to a request beyond `--max-concurrent-requests` (shared with `sluice run`).
+pub async fn overloaded(_: axum::BoxError) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(axum::http::header::RETRY_AFTER, "1")],

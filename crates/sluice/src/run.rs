@@ -7,7 +7,6 @@
 
 use anyhow::Context as _;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use clap::Args as ClapArgs;
 use sluice_core::app::Context;
 use sluice_core::cli::{CommonArgs, StageDefaults};
@@ -267,7 +266,9 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     );
     let sdk = sluice_edge::sdk_routes(edge_state).layer(
         ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                crate::edge::overloaded,
+            ))
             .load_shed()
             .concurrency_limit(512)
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -307,13 +308,4 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     }
     let _ = producer.flush(Duration::from_secs(10));
     result
-}
-
-async fn overloaded(_: axum::BoxError) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(axum::http::header::RETRY_AFTER, "1")],
-        axum::Json(serde_json::json!({"detail": "the service is overloaded"})),
-    )
-        .into_response()
 }
