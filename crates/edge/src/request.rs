@@ -417,16 +417,17 @@ pub async fn envelope(
         let project = project_id(&project)?;
         let from_request = auth::from_request(&headers, uri.query()).map_err(auth_error)?;
         // A key named in the request is checked before its body is read.
-        if let Some(c) = &from_request {
-            key_for(&state, c, project).await?;
-        }
+        let checked = match &from_request {
+            Some(c) => Some(key_for(&state, c, project).await?),
+            None => None,
+        };
         let limit = state.limits.max_envelope_size;
         let (bytes, _held) = read_body(&state, &headers, body, limit, "envelope").await?;
         let envelope =
             Envelope::parse(bytes).map_err(|e| EdgeError::invalid_envelope(e.to_string()))?;
-        let credentials = match (from_request, envelope.headers.dsn.as_deref()) {
-            (Some(c), None) => c,
-            (Some(c), Some(dsn)) => {
+        let key = match (from_request, checked, envelope.headers.dsn.as_deref()) {
+            (Some(_), Some(key), None) => key,
+            (Some(c), Some(checked_key), Some(dsn)) => {
                 // Both: the envelope's DSN must name the same key and project.
                 let (key, dsn_project) = auth::from_dsn(dsn).map_err(auth_error)?;
                 if dsn_project.is_some_and(|p| p != project) {
@@ -439,23 +440,23 @@ pub async fn envelope(
                         "public key header mismatch between envelope and request",
                     ));
                 }
-                c
+                checked_key
             }
-            (None, Some(dsn)) => {
+            (None, _, Some(dsn)) => {
                 let (key, _) = auth::from_dsn(dsn).map_err(|e| match e {
                     AuthError::BadKey(_) | AuthError::BadDsn(_) => {
                         auth_error(AuthError::BadDsn(e.to_string()))
                     }
                     other => auth_error(other),
                 })?;
-                Credentials {
+                let credentials = Credentials {
                     public_key: key,
                     client: None,
-                }
+                };
+                key_for(&state, &credentials, project).await?
             }
-            (None, None) => return Err(auth_error(AuthError::Missing)),
+            _ => return Err(auth_error(AuthError::Missing)),
         };
-        let key = key_for(&state, &credentials, project).await?;
         accept(&state, &key, envelope, remote(&headers)).await
     }
     .await;
