@@ -112,6 +112,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     let health = Health::new(Duration::from_secs(3600));
     let shutdown = sluice_core::shutdown::install(health.clone());
     let db = Db::new(url, 8);
+    let background = Background::start()?;
 
     let ingest = stage_args(&INGEST, url, args)?;
     let topics = ingest.topics.clone();
@@ -152,10 +153,18 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
             tracing::info!(
                 "no KAFKA_BROKERS: topics are on the embedded transport in the database"
             );
-            let publisher = sluice_core::queue::Publisher::start(Db::new(url, 4));
+            // The front door publishes through its own transactions, so an SDK's answer never
+            // waits behind a stage's batch of a thousand messages; the stages' publisher runs
+            // with them, in the background.
+            let stage_publisher = {
+                let _in = background.handle().enter();
+                sluice_core::queue::Publisher::start(Db::new(url, 2))
+            };
             (
-                Producer::queue(publisher.clone()),
-                Arc::new(QueueSink::new(publisher)),
+                Producer::queue(stage_publisher),
+                Arc::new(QueueSink::new(sluice_core::queue::Publisher::start(
+                    Db::new(url, 2),
+                ))),
             )
         }
     };
@@ -175,32 +184,41 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     {
         let ctx = start(INGEST, ingest);
         let producer = producer.clone();
-        stages.spawn(async move {
-            let binary = ingest_consumer::binary(&ctx.common, Vec::new());
-            consumer_binary::run(binary, &ctx, Some(producer), ingest_consumer::build)
-                .await
-                .context("ingest-consumer")
-        });
+        stages.spawn_on(
+            async move {
+                let binary = ingest_consumer::binary(&ctx.common, Vec::new());
+                consumer_binary::run(binary, &ctx, Some(producer), ingest_consumer::build)
+                    .await
+                    .context("ingest-consumer")
+            },
+            background.handle(),
+        );
     }
     {
         let ctx = start(FEEDBACK, stage_args(&FEEDBACK, url, args)?);
         let producer = producer.clone();
-        stages.spawn(async move {
-            let binary: Binary = feedback_worker::binary(&ctx.common);
-            consumer_binary::run(binary, &ctx, Some(producer), feedback_worker::build)
-                .await
-                .context("feedback-worker")
-        });
+        stages.spawn_on(
+            async move {
+                let binary: Binary = feedback_worker::binary(&ctx.common);
+                consumer_binary::run(binary, &ctx, Some(producer), feedback_worker::build)
+                    .await
+                    .context("feedback-worker")
+            },
+            background.handle(),
+        );
     }
     {
         let ctx = start(OCCURRENCE, stage_args(&OCCURRENCE, url, args)?);
         let producer = producer.clone();
-        stages.spawn(async move {
-            let binary = occurrence_consumer::binary(&ctx.common);
-            consumer_binary::run(binary, &ctx, Some(producer), occurrence_consumer::build)
-                .await
-                .context("occurrence-consumer")
-        });
+        stages.spawn_on(
+            async move {
+                let binary = occurrence_consumer::binary(&ctx.common);
+                consumer_binary::run(binary, &ctx, Some(producer), occurrence_consumer::build)
+                    .await
+                    .context("occurrence-consumer")
+            },
+            background.handle(),
+        );
     }
 
     let objects = Objects::from_url(&args.object_store_url).ok();
@@ -211,7 +229,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     // Webhook delivery.
-    let webhooks = tokio::spawn(sluice_api::webhooks::run(
+    let webhooks = background.handle().spawn(sluice_api::webhooks::run(
         db.clone(),
         sluice_api::webhooks::Settings {
             concurrency: 4,
@@ -234,7 +252,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
             };
             let cleanup_args = crate::cleanup::default_args(&args.object_store_url);
             let (db, health, shutdown) = (Db::new(url, 2), health.clone(), shutdown.clone());
-            Some(tokio::spawn(async move {
+            Some(background.handle().spawn(async move {
                 crate::cleanup::rounds(&db, &objects, &cleanup_args, &health, &shutdown).await;
             }))
         })
@@ -308,4 +326,50 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     }
     let _ = producer.flush(Duration::from_secs(10));
     result
+}
+
+/// The nice value of the background threads: the kernel then gives the front door's threads
+/// (SDK answers, the web API) the processor first when the machine is busy, and the stages
+/// take the rest.
+const BACKGROUND_NICE: i32 = 10;
+
+/// The runtime of the stages, their publisher, webhook delivery and cleanup: its own threads
+/// at a lower priority, so a batch being processed never holds an SDK's answer (on one shared
+/// runtime, a worker thread busy with a batch delays every request queued on it).
+struct Background {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Background {
+    fn start() -> anyhow::Result<Background> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("sluice-background")
+            .on_thread_start(|| {
+                // Per thread on Linux; elsewhere the threads keep the process's priority.
+                if let Err(e) = rustix::process::setpriority_process(None, BACKGROUND_NICE) {
+                    tracing::debug!(error = %e, "cannot lower a background thread's priority");
+                }
+            })
+            .enable_all()
+            .build()
+            .context("cannot start the background runtime")?;
+        Ok(Background {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code would block; its tasks have finished by now.
+        if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+    }
 }

@@ -188,7 +188,10 @@ impl Driver {
             self.last_claim = Some(Instant::now());
         }
         self.dispatch();
-        if self.pending.is_none() {
+        // The next batch is read once the one in flight completed, so it holds everything that
+        // arrived meanwhile (as a Kafka consumer's buffer does): under load, batches grow
+        // instead of the stage running back-to-back on a few messages each.
+        if self.pending.is_none() && self.in_flight.is_none() {
             self.read(topics)?;
         }
         if last_commit.elapsed() >= self.config.commit_interval {

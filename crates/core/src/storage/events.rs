@@ -11,8 +11,9 @@
 //! the time of the write.
 
 use super::EventKey;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -121,54 +122,86 @@ pub fn load(
     project_id: i64,
     event_id: &str,
 ) -> QueryResult<Option<Value>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Jsonb)]
-        data: Value,
-    }
-    diesel::sql_query(
-        "SELECT p.data FROM events e JOIN event_payloads p \
-           ON p.project_id = e.project_id AND p.event_id = e.event_id AND p.expires_at = e.expires_at \
-         WHERE e.project_id = $1 AND e.event_id = $2::bpchar",
-    )
-        .bind::<BigInt, _>(project_id)
-        .bind::<Bpchar, _>(event_id)
-        .get_result::<Row>(conn)
-        .optional()
-        .map(|r| r.map(|r| r.data))
+    let key = (project_id, event_id.to_owned());
+    Ok(load_many(conn, std::slice::from_ref(&key))?
+        .remove(&key)
+        .map(|(data, _)| data))
 }
 
 /// The stored events of `keys`: data and group.
+///
+/// Two statements: the keys' rows in `events` first, then their payloads, with the range of
+/// their expiries in the query so that the planner keeps only the partitions of those days (a
+/// join on `expires_at` alone would plan every daily partition, which costs more than the
+/// lookup itself).
 pub fn load_many(
     conn: &mut PgConnection,
     keys: &[EventKey],
 ) -> QueryResult<HashMap<EventKey, (Value, Option<i64>)>> {
     #[derive(QueryableByName)]
-    struct Row {
+    struct Stored {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Bpchar)]
+        event_id: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        group_id: Option<i64>,
+        #[diesel(sql_type = Timestamptz)]
+        expires_at: DateTime<Utc>,
+    }
+    #[derive(QueryableByName)]
+    struct Payload {
         #[diesel(sql_type = BigInt)]
         project_id: i64,
         #[diesel(sql_type = Bpchar)]
         event_id: String,
         #[diesel(sql_type = Jsonb)]
         data: Value,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        group_id: Option<i64>,
     }
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
     let (pids, eids) = super::split_keys(keys);
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT e.project_id, e.event_id, p.data, e.group_id FROM events e \
-         JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e \
-         JOIN event_payloads p \
-           ON p.project_id = e.project_id AND p.event_id = e.event_id AND p.expires_at = e.expires_at",
+    let stored: Vec<Stored> = diesel::sql_query(
+        "SELECT e.project_id, e.event_id, e.group_id, e.expires_at FROM events e \
+         JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e",
     )
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
     .load(conn)?;
-    Ok(rows
+    let (Some(first), Some(last)) = (
+        stored.iter().map(|s| s.expires_at).min(),
+        stored.iter().map(|s| s.expires_at).max(),
+    ) else {
+        return Ok(HashMap::new());
+    };
+    let payloads: Vec<Payload> = diesel::sql_query(
+        "SELECT p.project_id, p.event_id, p.data FROM event_payloads p \
+         JOIN unnest($1::bigint[], $2::bpchar[], $3::timestamptz[]) AS k(p, e, x) \
+           ON p.project_id = k.p AND p.event_id = k.e AND p.expires_at = k.x \
+         WHERE p.expires_at BETWEEN $4 AND $5",
+    )
+    .bind::<Array<BigInt>, _>(stored.iter().map(|s| s.project_id).collect::<Vec<_>>())
+    .bind::<Array<Bpchar>, _>(
+        stored
+            .iter()
+            .map(|s| s.event_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(stored.iter().map(|s| s.expires_at).collect::<Vec<_>>())
+    .bind::<Timestamptz, _>(first)
+    .bind::<Timestamptz, _>(last)
+    .load(conn)?;
+    let mut groups: HashMap<EventKey, Option<i64>> = stored
         .into_iter()
-        .map(|r| ((r.project_id, r.event_id), (r.data, r.group_id)))
+        .map(|s| ((s.project_id, s.event_id), s.group_id))
+        .collect();
+    Ok(payloads
+        .into_iter()
+        .filter_map(|p| {
+            let key = (p.project_id, p.event_id);
+            let group = groups.remove(&key)?;
+            Some((key, (p.data, group)))
+        })
         .collect())
 }

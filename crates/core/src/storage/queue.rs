@@ -99,63 +99,45 @@ pub fn partition_counts(
     Ok(rows.into_iter().map(|r| (r.topic, r.n as i32)).collect())
 }
 
-/// Publishes `messages` in one transaction; a partition's messages get consecutive offsets in
-/// the order given. Fails (publishing nothing) when a partition does not exist.
+/// Publishes `messages` in one statement (one round trip, its own transaction); a partition's
+/// messages get consecutive offsets in the order given. Fails, publishing nothing, when a
+/// partition does not exist (its messages would get no offset, which the table refuses).
+///
+/// The partitions' rows are locked in (topic, partition) order before any is updated, so
+/// publishers touching the same partitions in any order cannot deadlock; the aggregate over
+/// `locked` is complete before the update's join yields a row.
 pub fn publish(conn: &mut PgConnection, messages: &[NewMessage]) -> QueryResult<()> {
     if messages.is_empty() {
         return Ok(());
     }
-    conn.transaction(|conn| {
-        let mut order: Vec<usize> = (0..messages.len()).collect();
-        // Stable: a partition's messages keep their order.
-        order.sort_by(|a, b| {
-            let (x, y) = (&messages[*a], &messages[*b]);
-            (&x.topic, x.partition).cmp(&(&y.topic, y.partition))
-        });
-        let mut offsets = vec![0i64; messages.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let first = &messages[order[i]];
-            let mut j = i;
-            while j < order.len()
-                && messages[order[j]].topic == first.topic
-                && messages[order[j]].partition == first.partition
-            {
-                j += 1;
-            }
-            let n = (j - i) as i64;
-            let start: Position = diesel::sql_query(
-                "UPDATE queue_partitions SET next_offset = next_offset + $3 \
-                 WHERE topic = $1 AND partition = $2 \
-                 RETURNING topic, partition, next_offset - $3 AS offset",
-            )
-            .bind::<Text, _>(&first.topic)
-            .bind::<Integer, _>(first.partition)
-            .bind::<BigInt, _>(n)
-            .get_result(conn)?;
-            for (k, idx) in order[i..j].iter().enumerate() {
-                offsets[*idx] = start.offset + k as i64;
-            }
-            i = j;
-        }
-        let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
-        let partitions: Vec<i32> = messages.iter().map(|m| m.partition).collect();
-        let keys: Vec<Option<&[u8]>> = messages.iter().map(|m| m.key.as_deref()).collect();
-        let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
-        let headers: Vec<Option<&[u8]>> = messages.iter().map(|m| m.headers.as_deref()).collect();
-        diesel::sql_query(
-            "INSERT INTO queue_messages (topic, partition, \"offset\", key, payload, headers) \
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::bytea[])",
-        )
-        .bind::<Array<Text>, _>(topics)
-        .bind::<Array<Integer>, _>(partitions)
-        .bind::<Array<BigInt>, _>(offsets)
-        .bind::<Array<Nullable<Bytea>>, _>(keys)
-        .bind::<Array<Bytea>, _>(payloads)
-        .bind::<Array<Nullable<Bytea>>, _>(headers)
-        .execute(conn)?;
-        Ok(())
-    })
+    let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
+    let partitions: Vec<i32> = messages.iter().map(|m| m.partition).collect();
+    let keys: Vec<Option<&[u8]>> = messages.iter().map(|m| m.key.as_deref()).collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+    let headers: Vec<Option<&[u8]>> = messages.iter().map(|m| m.headers.as_deref()).collect();
+    diesel::sql_query(
+        "WITH m AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bytea[], $5::bytea[]) \
+                    WITH ORDINALITY AS m(topic, partition, key, payload, headers, i)), \
+              n AS (SELECT topic, partition, count(*) AS n FROM m GROUP BY topic, partition), \
+              locked AS (SELECT q.topic FROM queue_partitions q JOIN n USING (topic, partition) \
+                         ORDER BY q.topic, q.partition FOR UPDATE OF q), \
+              bumped AS (UPDATE queue_partitions q SET next_offset = q.next_offset + n.n \
+                         FROM n, (SELECT count(*) AS c FROM locked) l \
+                         WHERE q.topic = n.topic AND q.partition = n.partition AND l.c >= 0 \
+                         RETURNING q.topic, q.partition, q.next_offset - n.n AS first) \
+         INSERT INTO queue_messages (topic, partition, \"offset\", key, payload, headers) \
+         SELECT m.topic, m.partition, \
+                b.first + row_number() OVER (PARTITION BY m.topic, m.partition ORDER BY m.i) - 1, \
+                m.key, m.payload, m.headers \
+         FROM m LEFT JOIN bumped b ON b.topic = m.topic AND b.partition = m.partition",
+    )
+    .bind::<Array<Text>, _>(topics)
+    .bind::<Array<Integer>, _>(partitions)
+    .bind::<Array<Nullable<Bytea>>, _>(keys)
+    .bind::<Array<Bytea>, _>(payloads)
+    .bind::<Array<Nullable<Bytea>>, _>(headers)
+    .execute(conn)
+    .map(|_| ())
 }
 
 /// From each position, up to `limit` messages of that partition in offset order, stopping once
