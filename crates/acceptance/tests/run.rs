@@ -207,6 +207,57 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
     Ok(())
 }
 
+/// The stages' health is the listener's: a stage that lost its database connection makes
+/// `/health/ready` answer 503 naming it, and it is ready again once it reconnected.
+#[test]
+fn a_stage_without_its_database_makes_the_process_not_ready() -> anyhow::Result<()> {
+    let db = sluice_testkit::TestDb::new()?;
+    let dir = tempfile::tempdir()?;
+    let objects = format!("file://{}", dir.path().display());
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut proc = start(&db.url, &addr, &objects)?;
+    assert_eq!(http::get(&addr, "/health/live").map(|(s, _)| s), Some(200));
+    let (status, body) = http::get(&addr, "/health/ready").unwrap_or_default();
+    assert_eq!((status, body.as_str()), (200, "ready"));
+
+    // New connections are refused and the stages' transport connections are cut; the web
+    // API's pooled connection stays, so the database itself still answers.
+    let (base, name) = db
+        .url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("no database name in {}", db.url))?;
+    let admin = format!("{base}/postgres");
+    diesel_exec(
+        &admin,
+        &format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND application_name = 'sluice-queue'"
+        ),
+    )?;
+    const STAGES: [&str; 3] = ["ingest-consumer", "feedback-worker", "occurrence-consumer"];
+    let not_ready = wait_for(
+        "every stage reported not ready",
+        Duration::from_secs(30),
+        || {
+            http::get(&addr, "/health/ready")
+                .filter(|(s, b)| *s == 503 && STAGES.iter().all(|stage| b.contains(stage)))
+        },
+    );
+    // Connections allowed again before anything can fail, so the database can be dropped.
+    diesel_exec(
+        &admin,
+        &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"),
+    )?;
+    let (_, body) = not_ready?;
+    assert!(body.starts_with("not ready: "), "{body:?}");
+    wait_for("ready again", Duration::from_secs(60), || {
+        http::get(&addr, "/health/ready").filter(|(s, b)| *s == 200 && b == "ready")
+    })?;
+    stop_cleanly(&mut proc)?;
+    Ok(())
+}
+
 fn diesel_exec(url: &str, sql: &str) -> anyhow::Result<()> {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;

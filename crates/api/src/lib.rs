@@ -23,6 +23,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{middleware, Router};
+use sluice_core::health::Health;
 use sluice_core::objects::Objects;
 use sluice_core::storage::Db;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct State {
     pub objects: Option<Objects>,
     /// The public URL of the API (permalinks, `Link` headers), without a trailing slash.
     pub base_url: String,
+    /// Other parts of the process whose health `/health/live` and `/health/ready` include (the
+    /// stages of `sluice run`), by name.
+    pub components: Vec<(String, Arc<Health>)>,
 }
 
 /// Limits of the HTTP server.
@@ -134,7 +138,7 @@ pub fn router(state: Arc<State>, limits: Limits) -> Router {
     let open = Router::new()
         .route("/api/0/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
-        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready));
     api.merge(open)
         .fallback(|| async { error::ApiError::NotFound })
@@ -173,9 +177,38 @@ async fn metrics_text() -> Response {
         .into_response()
 }
 
+/// Live unless a component is stuck or stalled (the orchestrator then restarts the process).
+async fn live(AxState(state): AxState<Arc<State>>) -> Response {
+    let failing: Vec<&str> = state
+        .components
+        .iter()
+        .filter(|(_, h)| !h.is_live())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        let body = format!("not live: {}", failing.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// Ready when the database answers and every component is ready (its dependencies reachable,
+/// the schema current).
 async fn ready(AxState(state): AxState<Arc<State>>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response(),
+    if let Err(e) = state.db.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response();
+    }
+    let waiting: Vec<&str> = state
+        .components
+        .iter()
+        .filter(|(_, h)| !h.is_ready())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let body = format!("not ready: {}", waiting.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }

@@ -76,6 +76,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         db: db.clone(),
         objects,
         base_url: base_url.clone(),
+        components: Vec::new(),
     });
     let delivery = (!args.no_webhooks).then(|| {
         tokio::spawn(webhooks::run(

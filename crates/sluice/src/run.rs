@@ -172,12 +172,18 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     // The three consumer stages, each with its own health (progress and stalls), sharing the
     // process's shutdown and producer.
     let mut stages = tokio::task::JoinSet::new();
-    let start = |defaults: StageDefaults, common: CommonArgs| Context {
+    // Each stage's health is part of the listener's /health/live and /health/ready.
+    let mut components: Vec<(String, Arc<Health>)> = Vec::new();
+    let mut start = |defaults: StageDefaults, common: CommonArgs| Context {
         stage: defaults,
         db: Some(Db::new(url, 8)),
         common,
         settings: settings.clone(),
-        health: Health::new(Duration::from_secs(3600)),
+        health: {
+            let h = Health::new(Duration::from_secs(3600));
+            components.push((defaults.name.to_owned(), h.clone()));
+            h
+        },
         shutdown: shutdown.clone(),
         metrics_addr: args.listen,
     };
@@ -276,6 +282,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
             db: db.clone(),
             objects,
             base_url,
+            components,
         }),
         sluice_api::Limits {
             request_timeout: Duration::from_secs(30),

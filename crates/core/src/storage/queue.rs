@@ -105,7 +105,8 @@ pub fn partition_counts(
 ///
 /// The partitions' rows are locked in (topic, partition) order before any is updated, so
 /// publishers touching the same partitions in any order cannot deadlock; the aggregate over
-/// `locked` is complete before the update's join yields a row.
+/// `locked` is complete before the update's join yields a row (`l.c >= 0` is what keeps `l`,
+/// and with it `locked`, in the statement: without it the locks would not be taken at all).
 pub fn publish(conn: &mut PgConnection, messages: &[NewMessage]) -> QueryResult<()> {
     if messages.is_empty() {
         return Ok(());
