@@ -177,20 +177,25 @@ async fn metrics_text() -> Response {
         .into_response()
 }
 
-/// Live unless a component is stuck or stalled (the orchestrator then restarts the process).
-async fn live(AxState(state): AxState<Arc<State>>) -> Response {
+/// 200 with `ok` when every component passes `check`, else 503 naming those that fail.
+fn components_answer(state: &State, check: fn(&Health) -> bool, ok: &str, not: &str) -> Response {
     let failing: Vec<&str> = state
         .components
         .iter()
-        .filter(|(_, h)| !h.is_live())
+        .filter(|(_, h)| !check(h))
         .map(|(name, _)| name.as_str())
         .collect();
     if failing.is_empty() {
-        (StatusCode::OK, "ok").into_response()
+        (StatusCode::OK, ok.to_owned()).into_response()
     } else {
-        let body = format!("not live: {}", failing.join(", "));
+        let body = format!("{not}: {}", failing.join(", "));
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
+}
+
+/// Live unless a component is stuck or stalled (the orchestrator then restarts the process).
+async fn live(AxState(state): AxState<Arc<State>>) -> Response {
+    components_answer(&state, Health::is_live, "ok", "not live")
 }
 
 /// Ready when the database answers and every component is ready (its dependencies reachable,
@@ -199,16 +204,5 @@ async fn ready(AxState(state): AxState<Arc<State>>) -> Response {
     if let Err(e) = state.db.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response();
     }
-    let waiting: Vec<&str> = state
-        .components
-        .iter()
-        .filter(|(_, h)| !h.is_ready())
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if waiting.is_empty() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let body = format!("not ready: {}", waiting.join(", "));
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-    }
+    components_answer(&state, Health::is_ready, "ready", "not ready")
 }
