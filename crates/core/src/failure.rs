@@ -113,6 +113,11 @@ fn classify_diesel(e: &DieselError, text: String) -> Failure {
         DatabaseErrorKind::SerializationFailure
         | DatabaseErrorKind::UniqueViolation
         | DatabaseErrorKind::ForeignKeyViolation => return Failure::Transient(text),
+        // 23514 on a partition's constraint: the row was routed just before a day partition
+        // was attached beside the default one; the same row is routed anew on a retry.
+        DatabaseErrorKind::CheckViolation if message.contains("partition constraint") => {
+            return Failure::Transient(text)
+        }
         // 23502, 23514: a value the schema refuses.
         DatabaseErrorKind::NotNullViolation | DatabaseErrorKind::CheckViolation => {
             return Failure::permanent(DlqReason::InvalidField, text)

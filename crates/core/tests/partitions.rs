@@ -1,0 +1,90 @@
+//! Day partitions of the payload tables created while rows of those days are being written:
+//! each creation moves its day's rows out of the default partition and attaches the new one,
+//! and no write that lands in between can make the attach fail (or be lost).
+
+use chrono::NaiveDate;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use sluice_core::failure::{Classify, Failure};
+use sluice_core::storage::{migrate, retention, DbError};
+use sluice_testkit::TestDb;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[test]
+fn partitions_are_created_while_their_days_are_written() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let first = NaiveDate::from_ymd_opt(2031, 1, 1).ok_or_else(|| anyhow::anyhow!("date"))?;
+    const DAYS: i64 = 30;
+
+    // Two writers insert rows spread over the days, one statement (and commit) each, for as
+    // long as partitions are being created.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (url, stop, written) = (db.url.clone(), stop.clone(), written.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut c = PgConnection::establish(&url)?;
+                let mut n: i64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let day = (n * 7 + w) % DAYS;
+                    let insert = format!(
+                        "INSERT INTO occurrence_payloads (id, expires_at, data) VALUES \
+                         ('{w}-{n}', timestamptz '2031-01-01 12:00:00+00' + interval '{day} days', '{{}}')"
+                    );
+                    // A row routed to the default partition just before its day's partition
+                    // was attached is refused; the failure classes make that a retry, as here.
+                    let mut tries = 0;
+                    while let Err(e) = c.batch_execute(&insert) {
+                        let text = e.to_string();
+                        let retry = matches!(DbError::Query(e).failure(), Failure::Transient(_));
+                        tries += 1;
+                        anyhow::ensure!(retry && tries < 10, "insert failed: {text}");
+                    }
+                    written.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Let rows of every day reach the default partition first.
+    while written.load(Ordering::Relaxed) < 200 {
+        std::thread::yield_now();
+    }
+
+    let mut c = db.connect()?;
+    let last = first + chrono::Duration::days(DAYS - 1);
+    let created = retention::ensure_partitions(&mut c, "occurrence_payloads", first, last);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+    }
+    assert_eq!(created?, DAYS as u64, "every day's partition was created");
+
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = |c: &mut PgConnection, sql: &str| -> anyhow::Result<i64> {
+        Ok(diesel::sql_query(sql).get_result::<N>(c)?.n)
+    };
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) AS n FROM occurrence_payloads_default"
+        )?,
+        0,
+        "no row of a created day is left in the default partition"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) AS n FROM occurrence_payloads")? as u64,
+        written.load(Ordering::Relaxed),
+        "no row was lost"
+    );
+    Ok(())
+}
