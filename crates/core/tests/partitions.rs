@@ -7,6 +7,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use sluice_core::failure::{Classify, Failure};
 use sluice_core::storage::{migrate, retention, DbError};
+use sluice_testkit::db::count;
 use sluice_testkit::TestDb;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,24 +66,16 @@ fn partitions_are_created_while_their_days_are_written() -> anyhow::Result<()> {
     }
     assert_eq!(created?, DAYS as u64, "every day's partition was created");
 
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let count = |c: &mut PgConnection, sql: &str| -> anyhow::Result<i64> {
-        Ok(diesel::sql_query(sql).get_result::<N>(c)?.n)
-    };
     assert_eq!(
         count(
-            &mut c,
+            &db.url,
             "SELECT count(*) AS n FROM occurrence_payloads_default"
         )?,
         0,
         "no row of a created day is left in the default partition"
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) AS n FROM occurrence_payloads")? as u64,
+        count(&db.url, "SELECT count(*) AS n FROM occurrence_payloads")? as u64,
         written.load(Ordering::Relaxed),
         "no row was lost"
     );
