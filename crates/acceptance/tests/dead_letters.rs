@@ -7,49 +7,13 @@
 mod support;
 
 use rdkafka::message::{Headers, Message};
-use serde_json::{json, Value};
-use sluice_core::messages::{EventMessage, IngestMessage, Timestamp};
+use serde_json::Value;
 use sluice_testkit::db::{count, issue_snapshot};
 use sluice_testkit::paths::existing_bin;
 use sluice_testkit::{unique, Broker};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
-
-fn eid(n: u32) -> String {
-    format!("{:032x}", 0xd1e7_0000u64 + u64::from(n))
-}
-
-fn event(n: u32, project: u64) -> Vec<u8> {
-    let body = json!({"event_id": eid(n), "type": "error", "platform": "python", "level": "error",
-        "timestamp": 1_795_432_000.0,
-        "exception": {"values": [{"type": format!("Error{}", n % 3), "value": "boom",
-            "stacktrace": {"frames": [{"module": "app", "function": "f", "in_app": true}]}}]}});
-    IngestMessage::Event(EventMessage {
-        payload: body.to_string().into_bytes(),
-        start_time: Timestamp::from_epoch_secs(1_795_432_000.0).unwrap_or_else(|e| panic!("{e}")),
-        event_id: eid(n),
-        project_id: project,
-        remote_addr: None,
-        attachments: Vec::new(),
-    })
-    .encode()
-}
-
-/// Headers of a dead letter of `ingest-events` at `offset`, as the runtime writes them.
-fn provenance(offset: usize, reason: &str) -> Vec<(String, String)> {
-    [
-        ("original_topic", "ingest-events".to_owned()),
-        ("original_partition", "0".to_owned()),
-        ("original_offset", offset.to_string()),
-        ("reason", reason.to_owned()),
-        ("error_detail", "database statement timeout".to_owned()),
-        ("sentry-trace", "abc-def".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 /// A dead letter to produce: key, value, headers.
 type Letter = (String, Vec<u8>, Vec<(String, String)>);

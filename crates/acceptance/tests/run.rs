@@ -65,7 +65,18 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
     let mut proc = start(&db.url, &addr, &objects)?;
 
     sluice(&db.url, &["org", "create", "acme"])?;
-    let project = sluice(&db.url, &["project", "create", "acme", "web"])?;
+    // Crash reports are kept (Sentry stores none unless the project asks).
+    let project = sluice(
+        &db.url,
+        &[
+            "project",
+            "create",
+            "acme",
+            "web",
+            "--option",
+            "store_crash_reports=-1",
+        ],
+    )?;
     let dsn = sluice(
         &db.url,
         &[
@@ -145,6 +156,103 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
     ] {
         assert!(titles.contains(&t), "{t} in {titles:?}");
     }
+
+    // Native crash reports: a minidump alone, and an Apple crash report beside an event, each
+    // become a fatal native error event with Relay's placeholder, grouped, the report stored
+    // as the event's attachment.
+    let key = dsn
+        .split("//")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .unwrap_or_default()
+        .to_owned();
+    let auth = format!("Sentry sentry_key={key}, sentry_version=7");
+    let minidump: Vec<u8> = [b"MDMP".as_slice(), &[7u8; 2044]].concat();
+    let report = b"Incident Identifier: 1\nException Type:  EXC_CRASH (SIGABRT)\n".to_vec();
+    let crashes: [(&str, Vec<u8>); 2] = [
+        (
+            "c0000000000000000000000000000001",
+            [
+                b"{\"event_id\":\"c0000000000000000000000000000001\"}\n".as_slice(),
+                format!(
+                    "{{\"type\":\"attachment\",\"length\":{},\"filename\":\"crash.dmp\",\
+                     \"attachment_type\":\"event.minidump\"}}\n",
+                    minidump.len()
+                )
+                .as_bytes(),
+                &minidump,
+                b"\n",
+            ]
+            .concat(),
+        ),
+        (
+            "c0000000000000000000000000000002",
+            [
+                b"{\"event_id\":\"c0000000000000000000000000000002\"}\n".as_slice(),
+                b"{\"type\":\"event\"}\n{\"message\":\"app crashed\",\"platform\":\"cocoa\"}\n",
+                format!(
+                    "{{\"type\":\"attachment\",\"length\":{},\"filename\":\"crash.crash\",\
+                     \"attachment_type\":\"event.applecrashreport\"}}\n",
+                    report.len()
+                )
+                .as_bytes(),
+                &report,
+            ]
+            .concat(),
+        ),
+    ];
+    for (_, body) in &crashes {
+        let a = http::request(
+            "POST",
+            &addr,
+            &format!("/api/{project}/envelope/"),
+            &[("x-sentry-auth", auth.as_str())],
+            body,
+        )
+        .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    for ((id, _), (ty, value, attachment, size)) in crashes.iter().zip([
+        (
+            "Minidump",
+            "Invalid Minidump",
+            "event.minidump",
+            minidump.len(),
+        ),
+        (
+            "AppleCrashReport",
+            "Invalid Apple Crash Report",
+            "event.applecrashreport",
+            report.len(),
+        ),
+    ]) {
+        wait_for(
+            &format!("crash {id} grouped"),
+            Duration::from_secs(60),
+            || {
+                (q(&format!(
+                "SELECT count(*) AS n FROM events e JOIN event_payloads p USING (project_id, event_id) \
+                 JOIN groups g ON g.id = e.group_id \
+                 JOIN event_attachments a ON a.project_id = e.project_id AND a.event_id = e.event_id \
+                 WHERE e.event_id = '{id}' AND p.data->>'platform' = 'native' AND p.data->>'level' = 'fatal' \
+                   AND p.data->'exception'->'values'->0->>'type' = '{ty}' \
+                   AND p.data->'exception'->'values'->0->>'value' = '{value}' \
+                   AND (p.data->'exception'->'values'->0->'mechanism'->>'synthetic')::boolean \
+                   AND g.title = '<unknown>' AND a.type = '{attachment}' AND a.size = {size} \
+                   AND a.blob_path IS NOT NULL AND a.group_id = e.group_id"
+            ))
+            .ok()?
+                == 1)
+                .then_some(())
+            },
+        )?;
+    }
+    assert_eq!(
+        q("SELECT count(DISTINCT group_id) AS n FROM events WHERE event_id LIKE 'c000000000000000000000000000000%'")?,
+        2,
+        "a minidump and an Apple crash report group apart, by the placeholder's value"
+    );
+
     wait_for("every topic read", Duration::from_secs(30), || {
         caught_up(&db.url).ok()?.then_some(())
     })?;
@@ -254,6 +362,181 @@ fn a_stage_without_its_database_makes_the_process_not_ready() -> anyhow::Result<
     wait_for("ready again", Duration::from_secs(60), || {
         http::get(&addr, "/health/ready").filter(|(s, b)| *s == 200 && b == "ready")
     })?;
+    stop_cleanly(&mut proc)?;
+    Ok(())
+}
+
+/// Dead letters on the embedded transport: the stage's own (a value that is not msgpack) and
+/// letters left by an incident are listed, filtered and shown by `sluice dlq` from the database
+/// alone (no KAFKA_BROKERS), replayed to `ingest-events` (never the truncated one) and
+/// processed by the running `sluice run`; a second replay changes no row.
+#[test]
+fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyhow::Result<()> {
+    use sluice_core::queue::{Outgoing, Publisher};
+    let db = sluice_testkit::TestDb::new()?;
+    let dir = tempfile::tempdir()?;
+    let objects = format!("file://{}", dir.path().display());
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut proc = start(&db.url, &addr, &objects)?;
+    diesel_exec(
+        &db.url,
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o'); \
+         INSERT INTO projects (id, organization_id, slug) VALUES (7, 1, 'a'), (8, 1, 'b');",
+    )?;
+    let mut letters: Vec<Outgoing> = (0..30)
+        .map(|n| (n, if n < 20 { 7 } else { 8 }, "retry_exhausted"))
+        .chain([(99, 7, "too_large")])
+        .map(|(n, project, reason)| {
+            let mut headers: Vec<(String, Vec<u8>)> = provenance(n as usize, reason)
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            if n == 99 {
+                headers.push(("truncated_from".into(), b"70000000".to_vec()));
+            }
+            Outgoing {
+                topic: "ingest-events-dlq".into(),
+                key: Some(eid(n).into_bytes()),
+                payload: event(n, project),
+                headers,
+            }
+        })
+        .collect();
+    let sent = letters.len() - 1;
+    letters.push(Outgoing {
+        topic: "ingest-events".into(),
+        key: Some(b"bad".to_vec()),
+        payload: b"not msgpack at all".to_vec(),
+        headers: Vec::new(),
+    });
+    let url = db.url.clone();
+    tokio::runtime::Runtime::new()?
+        .block_on(async move {
+            let publisher = Publisher::start(sluice_core::storage::Db::new(&url, 1));
+            publisher.send_many(letters).await
+        })
+        .map_err(|e| anyhow::anyhow!("publishing the letters: {e}"))?;
+    let q = |sql: &str| count(&db.url, sql);
+    let dead = "SELECT count(*) AS n FROM queue_messages WHERE topic = 'ingest-events-dlq'";
+    wait_for(
+        "the stage's own dead letter",
+        Duration::from_secs(30),
+        || (q(dead).ok()? == sent as i64 + 2).then_some(()),
+    )?;
+
+    let dlq = |args: &[&str]| -> anyhow::Result<(String, String)> {
+        let out = Command::new(existing_bin("sluice")?)
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .arg("dlq")
+            .args(args)
+            .output()?;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        anyhow::ensure!(
+            out.status.success(),
+            "sluice dlq {args:?}: {stdout}{stderr}"
+        );
+        Ok((stdout, stderr))
+    };
+    let (out, err) = dlq(&["list", "ingest-events"])?;
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), sent + 2, "{out}");
+    assert!(
+        err.contains(&format!("{} of {} dead letters", sent + 2, sent + 2)),
+        "{err}"
+    );
+    let undecodable: Vec<&&str> = rows.iter().filter(|l| l.contains("undecodable")).collect();
+    assert_eq!(undecodable.len(), 1, "{out}");
+    assert!(undecodable[0].contains("ingest-events/"), "{out}");
+    assert!(undecodable[0].contains("not msgpack"), "{out}");
+
+    let (out, _) = dlq(&[
+        "list",
+        "ingest-events-dlq",
+        "--reason",
+        "retry_exhausted",
+        "--project",
+        "8",
+        "--json",
+    ])?;
+    let json: Vec<Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(json.len(), 10, "{out}");
+    assert!(json
+        .iter()
+        .all(|j| j["project_id"] == 8 && j["reason"] == "retry_exhausted"));
+    let at = format!("{}:{}", json[0]["partition"], json[0]["offset"]);
+    let (out, _) = dlq(&["show", "ingest-events", "--at", &at, "--json"])?;
+    let shown: Value = serde_json::from_str(&out)?;
+    assert_eq!(shown["headers"]["sentry-trace"], "abc-def", "{out}");
+    assert_eq!(shown["error_detail"], "database statement timeout");
+    assert_eq!(shown["project_id"], 8);
+
+    let inputs = "SELECT count(*) AS n FROM queue_messages WHERE topic = 'ingest-events'";
+    let before = q(inputs)?;
+    let (out, _) = dlq(&[
+        "replay",
+        "ingest-events",
+        "--reason",
+        "retry_exhausted",
+        "--reason",
+        "too_large",
+        "--dry-run",
+    ])?;
+    assert!(
+        out.contains(&format!(
+            "{sent} of {} dead letters in ingest-events-dlq would be replayed, 1 skipped",
+            sent + 2
+        )),
+        "{out}"
+    );
+    assert_eq!(q(inputs)?, before);
+    assert_eq!(q("SELECT count(*) AS n FROM events")?, 0);
+
+    let (out, _) = dlq(&[
+        "replay",
+        "ingest-events",
+        "--reason",
+        "retry_exhausted",
+        "--reason",
+        "too_large",
+    ])?;
+    assert!(
+        out.contains(&format!("replayed to ingest-events: {sent}")),
+        "{out}"
+    );
+    assert_eq!(q(inputs)?, before + sent as i64);
+    let marked = q(
+        "SELECT count(*) AS n FROM queue_messages WHERE topic = 'ingest-events' \
+         AND position(convert_to('sluice_replayed_from', 'UTF8') IN headers) > 0 \
+         AND position(convert_to('original_offset', 'UTF8') IN headers) = 0",
+    )?;
+    assert_eq!(
+        marked, sent as i64,
+        "each replay names its letter, without provenance"
+    );
+    wait_for("replayed events grouped", Duration::from_secs(60), || {
+        (q("SELECT count(*) AS n FROM events WHERE group_id IS NOT NULL").ok()? == sent as i64)
+            .then_some(())
+    })?;
+    wait_for("every topic read", Duration::from_secs(30), || {
+        caught_up(&db.url).ok()?.then_some(())
+    })?;
+    let first = issue_snapshot(&db.url)?;
+
+    dlq(&["replay", "ingest-events", "--reason", "retry_exhausted"])?;
+    assert_eq!(q(inputs)?, before + 2 * sent as i64);
+    wait_for("every topic read again", Duration::from_secs(30), || {
+        caught_up(&db.url).ok()?.then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(q("SELECT count(*) AS n FROM events")?, sent as i64);
+    assert_same_rows(&issue_snapshot(&db.url)?, &first, "after a second replay");
     stop_cleanly(&mut proc)?;
     Ok(())
 }

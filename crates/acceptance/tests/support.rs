@@ -332,3 +332,41 @@ pub fn sluice(db: &str, args: &[&str]) -> anyhow::Result<String> {
         .trim()
         .to_owned())
 }
+
+/// The event id of dead letter `n`.
+pub fn eid(n: u32) -> String {
+    format!("{:032x}", 0xd1e7_0000u64 + u64::from(n))
+}
+
+/// An `ingest-events` message of project `project`, as dead letter `n`.
+pub fn event(n: u32, project: u64) -> Vec<u8> {
+    let body = serde_json::json!({"event_id": eid(n), "type": "error", "platform": "python", "level": "error",
+        "timestamp": 1_795_432_000.0,
+        "exception": {"values": [{"type": format!("Error{}", n % 3), "value": "boom",
+            "stacktrace": {"frames": [{"module": "app", "function": "f", "in_app": true}]}}]}});
+    sluice_core::messages::IngestMessage::Event(sluice_core::messages::EventMessage {
+        payload: body.to_string().into_bytes(),
+        start_time: sluice_core::messages::Timestamp::from_epoch_secs(1_795_432_000.0)
+            .unwrap_or_else(|e| panic!("{e}")),
+        event_id: eid(n),
+        project_id: project,
+        remote_addr: None,
+        attachments: Vec::new(),
+    })
+    .encode()
+}
+
+/// Headers of a dead letter of `ingest-events` at `offset`, as the runtime writes them.
+pub fn provenance(offset: usize, reason: &str) -> Vec<(String, String)> {
+    [
+        ("original_topic", "ingest-events".to_owned()),
+        ("original_partition", "0".to_owned()),
+        ("original_offset", offset.to_string()),
+        ("reason", reason.to_owned()),
+        ("error_detail", "database statement timeout".to_owned()),
+        ("sentry-trace", "abc-def".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod crash;
 pub mod envelope;
 pub mod error;
 pub mod keys;

@@ -204,13 +204,17 @@ fn emit_outcomes(state: &State, key: &ProjectKey, dropped: &[Dropped]) {
     state.sink.send_detached(messages);
 }
 
-/// Items that count against a key's rate limit.
+/// Items that count against a key's rate limit: events (a crash report without an event item
+/// makes one) and feedback.
 fn rate_limited_units(envelope: &Envelope) -> u64 {
-    envelope
+    let events = envelope
         .items
         .iter()
         .filter(|i| matches!(i.ty, ItemType::Event | ItemType::Feedback))
-        .count() as u64
+        .count() as u64;
+    let made = !envelope.items.iter().any(|i| i.ty == ItemType::Event)
+        && envelope.items.iter().any(crate::crash::is_crash_report);
+    events + u64::from(made)
 }
 
 /// The item outcomes of a refused envelope.
@@ -221,6 +225,22 @@ fn outcomes_for_all(
     event_id: &Option<String>,
 ) -> Vec<Dropped> {
     let mut out = Vec::new();
+    if rate_limited_units(envelope) > 0
+        && !envelope
+            .items
+            .iter()
+            .any(|i| matches!(i.ty, ItemType::Event | ItemType::Feedback))
+    {
+        // The error event a crash report would have made.
+        out.push(Dropped {
+            item: "event",
+            outcome,
+            reason: reason.to_owned(),
+            category: translate::category::ERROR,
+            quantity: 1,
+            event_id: event_id.clone(),
+        });
+    }
     for item in &envelope.items {
         let (label, category) = match &item.ty {
             ItemType::Event => ("event", translate::category::ERROR),

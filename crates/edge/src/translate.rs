@@ -4,6 +4,8 @@
 //! - An `event` without attachments goes to `ingest-events`. With attachments it goes to
 //!   `ingest-attachments`, after each attachment's body as `attachment_chunk` messages (at most
 //!   1 MiB each) on the same partition, listed in the event's `attachments`.
+//! - A crash report (`event.minidump`, `event.applecrashreport` attachment) makes its envelope an
+//!   error event even without an `event` item (see [`crate::crash`]).
 //! - An `attachment` with no event in its envelope is a standalone `attachment` message for the
 //!   envelope's `event_id`, its body inline up to 1 MiB and chunked beyond.
 //! - A `user_report` is a `user_report` message on `ingest-attachments`, its JSON unchanged.
@@ -14,6 +16,7 @@
 //! Message keys are 16 bytes, as Relay writes them: the event id's UUID with the organization id
 //! XORed into its first half, so all messages of one event share a partition.
 
+use crate::crash;
 use crate::envelope::{Envelope, Item, ItemType};
 use crate::normalize::{self, Received};
 use sluice_core::messages::enums::Outcome;
@@ -256,10 +259,18 @@ pub fn plan(envelope: &Envelope, event_id: Option<&str>, origin: &Origin, topics
         .filter(|i| i.ty == ItemType::Attachment)
         .collect();
 
-    // The event, with the envelope's attachments.
+    // The event, with the envelope's attachments. A crash report makes one (see `crash`).
     let mut attachments_taken = false;
-    if let Some(item) = envelope.items.iter().find(|i| i.ty == ItemType::Event) {
-        match normalize::event(&item.payload, &received, false) {
+    let event_item = envelope.items.iter().find(|i| i.ty == ItemType::Event);
+    let event_payload: Option<std::borrow::Cow<[u8]>> =
+        match (event_item, crash::kind(&envelope.items)) {
+            (Some(item), None) => Some(std::borrow::Cow::Borrowed(&item.payload[..])),
+            (Some(item), Some(k)) => Some(crash::with_placeholder(&item.payload, k).into()),
+            (None, Some(k)) => Some(crash::with_placeholder(b"{}", k).into()),
+            (None, None) => None,
+        };
+    if let Some(payload) = event_payload {
+        match normalize::event(&payload, &received, false) {
             Ok((event_id, payload)) => {
                 let key = message_key(&event_id, origin.org_id);
                 let mut chunk_wave = Vec::new();

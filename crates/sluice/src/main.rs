@@ -149,7 +149,7 @@ fn main() -> ExitCode {
             Command::Edge(args) => edge::run(cli.database_url()?, args).await,
             Command::Run(args) => run::run(cli.database_url()?, args).await,
             Command::Cleanup(args) => cleanup::run(cli.database_url()?, args).await,
-            Command::Dlq { command } => dlq::run(command).await,
+            Command::Dlq { command } => dlq::run(command, cli.database_url.as_deref()).await,
         }
     })
 }

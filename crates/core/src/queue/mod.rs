@@ -17,7 +17,7 @@ mod driver;
 mod publisher;
 
 pub use driver::run;
-pub use publisher::Publisher;
+pub use publisher::{decode_headers, Outgoing, Publisher};
 
 /// Partitions of a topic created by the embedded transport.
 pub const DEFAULT_PARTITIONS: i32 = 4;

@@ -111,23 +111,59 @@ impl Publisher {
         headers: &[(&str, &[u8])],
     ) -> Result<i32, String> {
         let partition = self.partition(topic, key).await?;
-        let headers = (!headers.is_empty()).then(|| {
-            let owned: Vec<(&str, &serde_bytes::Bytes)> = headers
-                .iter()
-                .map(|(k, v)| (*k, serde_bytes::Bytes::new(v)))
-                .collect();
-            rmp_serde::to_vec(&owned).unwrap_or_default()
-        });
         self.submit(vec![NewMessage {
             topic: topic.to_owned(),
             partition,
             key: key.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
-            headers,
+            headers: encode_headers(headers),
         }])
         .await?;
         Ok(partition)
     }
+
+    /// Publishes `messages` with their headers in one transaction, in order; resolves once it
+    /// committed. Either all are published or none.
+    pub async fn send_many(&self, messages: Vec<Outgoing>) -> Result<(), String> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            let partition = self.partition(&m.topic, m.key.as_deref()).await?;
+            let headers: Vec<(&str, &[u8])> = m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            let headers = encode_headers(&headers);
+            out.push(NewMessage {
+                topic: m.topic,
+                partition,
+                key: m.key,
+                payload: m.payload,
+                headers,
+            });
+        }
+        self.submit(out).await
+    }
+}
+
+/// A message for [`Publisher::send_many`].
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The stored form of `headers`: msgpack `[[name, bytes], …]`, `None` when there are none.
+fn encode_headers(headers: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+    (!headers.is_empty()).then(|| {
+        let owned: Vec<(&str, &serde_bytes::Bytes)> = headers
+            .iter()
+            .map(|(k, v)| (*k, serde_bytes::Bytes::new(v)))
+            .collect();
+        rmp_serde::to_vec(&owned).unwrap_or_default()
+    })
 }
 
 /// Decodes the headers `send` stored.

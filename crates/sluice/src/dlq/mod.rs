@@ -1,7 +1,9 @@
 //! `sluice dlq list|show|replay <topic>`: dead letters of a topic, read from the start of its
 //! DLQ to the end as it is when the command starts (the command never waits for more).
 //!
-//! `<topic>` is the DLQ (`ingest-events-dlq`) or the topic it serves (`ingest-events`).
+//! `<topic>` is the DLQ (`ingest-events-dlq`) or the topic it serves (`ingest-events`). The DLQ
+//! is read from Kafka when `KAFKA_BROKERS` is set, and otherwise from the embedded transport in
+//! `DATABASE_URL` (where `sluice run` without Kafka keeps its topics).
 //! Filters: `--reason`, `--project`, `--since`/`--until` (the dead letter's timestamp) and
 //! `--at PARTITION:OFFSET`. `replay` sends each selected letter to its original topic with its
 //! key, value and original headers, plus a `sluice_replayed_from` header naming the letter
@@ -10,18 +12,19 @@
 //! Replaying is safe: every stage is idempotent by natural keys, so a letter replayed twice, or
 //! a letter whose message was processed after all, changes nothing the second time.
 
-use crate::resend::Resender;
-use anyhow::Context as _;
-use chrono::{DateTime, TimeZone, Utc};
+mod embedded;
+mod kafka;
+
+use crate::resend::{Delivered, Resender};
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::kafka::dlq::TRUNCATED_FROM;
 use sluice_core::messages::dlq::{
     ERROR_DETAIL, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TOPIC, REASON,
 };
 use sluice_core::messages::{IngestMessage, IssuePlatformMessage};
+use sluice_core::queue::{Outgoing, Publisher};
+use sluice_core::storage::Db;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -57,9 +60,10 @@ pub struct Selection {
     /// The DLQ topic, or the topic whose DLQ to read.
     topic: String,
 
-    /// Kafka bootstrap servers (host:port,...).
+    /// Kafka bootstrap servers (host:port,...). Without them, the DLQ is read from the
+    /// embedded transport in the database (--database-url / DATABASE_URL).
     #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: String,
+    kafka_brokers: Option<String>,
 
     /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated), e.g.
     /// security.protocol=sasl_ssl.
@@ -215,145 +219,46 @@ impl Selection {
     }
 }
 
-/// Reads the DLQ from the start to its end at the time of the call and sends the letters that
-/// match to `out`, one at a time (memory stays bounded whatever the DLQ holds); returns how many
-/// letters it read. Blocking: runs on a blocking thread.
-fn read(sel: &Selection, out: &mpsc::Sender<Vec<Letter>>) -> anyhow::Result<u64> {
-    const TIMEOUT: Duration = Duration::from_secs(10);
-    let topic = sel.dlq_topic();
-    let mut config = sluice_core::kafka::base_config(&sel.kafka_brokers, "sluice-dlq");
-    config
-        .set("group.id", "sluice-dlq-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    sluice_core::kafka::options::apply(&mut config);
-    let consumer: BaseConsumer = config.create().context("Kafka client")?;
-    let md = consumer
-        .fetch_metadata(Some(&topic), TIMEOUT)
-        .with_context(|| format!("cannot read Kafka metadata from {}", sel.kafka_brokers))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        anyhow::bail!("no topic {topic} on {}", sel.kafka_brokers);
-    }
-    let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, *p, TIMEOUT)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        if high > low {
-            ends.insert(*p, high);
-            assignment.add_partition_offset(&topic, *p, Offset::Offset(low))?;
-        }
-    }
-    let total: i64 = ends.values().sum::<i64>();
-    let mut selected = 0usize;
-    let mut scanned = 0u64;
-    let (mut chunk, mut chunk_bytes) = (Vec::new(), 0usize);
-    if ends.is_empty() {
-        return Ok(0);
-    }
-    consumer.assign(&assignment)?;
-    let bar = ProgressBar::new(total.max(0) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("reading {msg} {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(topic.clone());
-    let mut idle = 0;
-    while !ends.is_empty() {
-        let Some(res) = consumer.poll(Duration::from_millis(500)) else {
-            // Offsets may have gaps (compaction, transaction markers): a partition whose
-            // position reached its end is done even if its last offset never arrives.
-            if let Ok(positions) = consumer.position() {
-                for e in positions.elements_for_topic(&topic) {
-                    if let (Offset::Offset(o), Some(end)) = (e.offset(), ends.get(&e.partition())) {
-                        if o >= *end {
-                            ends.remove(&e.partition());
-                        }
-                    }
-                }
-            }
-            idle += 1;
-            if idle > 60 {
-                anyhow::bail!("no progress reading {topic} for 30 s");
-            }
-            continue;
-        };
-        idle = 0;
-        let m = res.with_context(|| format!("reading {topic}"))?;
-        let (p, o) = (m.partition(), m.offset());
-        let Some(end) = ends.get(&p).copied() else {
-            continue;
-        };
-        if o >= end - 1 {
-            ends.remove(&p);
-        }
-        if o >= end {
-            continue;
-        }
-        scanned += 1;
-        bar.inc(1);
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let letter = Letter {
-            partition: p,
-            offset: o,
-            timestamp: m
-                .timestamp()
-                .to_millis()
-                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-        };
-        if sel.matches(&letter) {
-            chunk_bytes += letter.value.len();
-            chunk.push(letter);
-            selected += 1;
-            if chunk.len() >= CHUNK_LETTERS || chunk_bytes >= CHUNK_BYTES {
-                chunk_bytes = 0;
-                out.blocking_send(std::mem::take(&mut chunk))
-                    .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
-            }
-            if sel.limit.is_some_and(|n| selected >= n) {
-                break;
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        out.blocking_send(chunk)
-            .map_err(|_| anyhow::anyhow!("the reader's consumer stopped"))?;
-    }
-    bar.finish_and_clear();
-    Ok(scanned)
-}
-
 /// Letters are handed over in chunks of at most this many, or this many value bytes.
 const CHUNK_LETTERS: usize = 512;
 const CHUNK_BYTES: usize = 4 << 20;
 
+/// Where the dead letters are: a Kafka cluster, or the embedded transport's tables.
+#[derive(Clone)]
+enum Transport {
+    Kafka(String),
+    Embedded(Db),
+}
+
+impl Transport {
+    fn of(sel: &Selection, database_url: Option<&str>) -> anyhow::Result<Transport> {
+        match (&sel.kafka_brokers, database_url) {
+            (Some(brokers), _) if !brokers.trim().is_empty() => {
+                Ok(Transport::Kafka(brokers.clone()))
+            }
+            (_, Some(url)) => Ok(Transport::Embedded(Db::new(url, 2))),
+            _ => anyhow::bail!(
+                "no transport: set KAFKA_BROKERS (--kafka-brokers) for Kafka, or DATABASE_URL \
+                 (--database-url) for the embedded transport of `sluice run`"
+            ),
+        }
+    }
+}
+
 /// The selected letters as they are read, and the reader (which returns how many it read).
-fn letters(sel: &Selection) -> (mpsc::Receiver<Vec<Letter>>, JoinHandle<anyhow::Result<u64>>) {
+fn letters(
+    sel: &Selection,
+    transport: &Transport,
+) -> (mpsc::Receiver<Vec<Letter>>, JoinHandle<anyhow::Result<u64>>) {
     let (tx, rx) = mpsc::channel(4);
     let s = sel.clone();
-    (rx, tokio::task::spawn_blocking(move || read(&s, &tx)))
+    let reader = match transport.clone() {
+        Transport::Kafka(brokers) => {
+            tokio::task::spawn_blocking(move || kafka::read(&s, &brokers, &tx))
+        }
+        Transport::Embedded(db) => tokio::spawn(async move { embedded::read(&s, &db, &tx).await }),
+    };
+    (rx, reader)
 }
 
 /// The next letter: from the chunk at hand, else from the next chunk.
@@ -369,11 +274,12 @@ async fn next(
     }
 }
 
-pub async fn run(command: &Command) -> anyhow::Result<()> {
+pub async fn run(command: &Command, database_url: Option<&str>) -> anyhow::Result<()> {
     let (Command::List(sel)
     | Command::Show { selection: sel, .. }
     | Command::Replay { selection: sel, .. }) = command;
     sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&sel.kafka_options)?);
+    let transport = Transport::of(sel, database_url)?;
     match command {
         Command::List(sel) => {
             let dlq = sel.dlq_topic();
@@ -383,7 +289,7 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
                     "letter", "dead-lettered at", "reason", "original", "project"
                 );
             }
-            let (mut rx, reader) = letters(sel);
+            let (mut rx, reader) = letters(sel, &transport);
             let mut pending = Vec::new().into_iter();
             let mut selected = 0;
             while let Some(l) = next(&mut rx, &mut pending).await {
@@ -412,7 +318,7 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
         }
         Command::Show { selection, bytes } => {
             let dlq = selection.dlq_topic();
-            let (mut rx, reader) = letters(selection);
+            let (mut rx, reader) = letters(selection, &transport);
             let mut pending = Vec::new().into_iter();
             let mut selected = 0;
             while let Some(l) = next(&mut rx, &mut pending).await {
@@ -427,7 +333,7 @@ pub async fn run(command: &Command) -> anyhow::Result<()> {
             let scanned = reader.await??;
             eprintln!("{selected} of {scanned} dead letters in {dlq} selected");
         }
-        Command::Replay { selection, dry_run } => replay(selection, *dry_run).await?,
+        Command::Replay { selection, dry_run } => replay(selection, &transport, *dry_run).await?,
     }
     Ok(())
 }
@@ -443,34 +349,100 @@ const PROVENANCE: [&str; 7] = [
     REPLAYED_FROM,
 ];
 
-/// Sends `l` back to its original topic, without its provenance headers and with one naming
+/// `l` as it goes back to its original topic: without its provenance headers, with one naming
 /// the letter.
-fn send_back(resender: &Resender, dlq: &str, l: &Letter) -> anyhow::Result<()> {
+fn returning(dlq: &str, l: Letter) -> Outgoing {
     let from = format!("{dlq}/{}/{}", l.partition, l.offset);
-    let mut headers: Vec<(&str, &[u8])> = l
-        .headers
-        .iter()
-        .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    headers.push((REPLAYED_FROM, from.as_bytes()));
     let topic = l.original_topic().unwrap_or_default();
-    resender.send(&topic, l.key.as_deref(), &l.value, &headers)
+    let mut headers: Vec<(String, Vec<u8>)> = l
+        .headers
+        .into_iter()
+        .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
+        .collect();
+    headers.push((REPLAYED_FROM.to_owned(), from.into_bytes()));
+    Outgoing {
+        topic,
+        key: l.key,
+        payload: l.value,
+        headers,
+    }
 }
 
-async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
+/// Where replayed letters go.
+enum Sink {
+    /// Sends that are counted as the broker acknowledges them.
+    Kafka(Resender),
+    /// One transaction per chunk; the count of what committed, per topic.
+    Embedded(Publisher, BTreeMap<String, usize>),
+}
+
+impl Sink {
+    async fn send(&mut self, out: Vec<Outgoing>) -> anyhow::Result<()> {
+        match self {
+            Sink::Kafka(r) => {
+                // Sending may wait for librdkafka's queue: off the async threads.
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || {
+                    out.iter().try_for_each(|o| {
+                        let headers: Vec<(&str, &[u8])> = o
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_slice()))
+                            .collect();
+                        r.send(&o.topic, o.key.as_deref(), &o.payload, &headers)
+                    })
+                })
+                .await?
+            }
+            Sink::Embedded(publisher, committed) => {
+                let topics: Vec<String> = out.iter().map(|o| o.topic.clone()).collect();
+                publisher.send_many(out).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "publishing to the embedded transport: {e} (letters replayed before \
+                         this chunk are published; replaying them again changes nothing)"
+                    )
+                })?;
+                for t in topics {
+                    *committed.entry(t).or_default() += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self) -> anyhow::Result<Delivered> {
+        match self {
+            Sink::Kafka(r) => {
+                Ok(
+                    tokio::task::spawn_blocking(move || r.finish(Duration::from_secs(120)))
+                        .await??,
+                )
+            }
+            Sink::Embedded(_, per_topic) => Ok(Delivered {
+                per_topic,
+                failed: 0,
+                first_error: None,
+            }),
+        }
+    }
+}
+
+async fn replay(sel: &Selection, transport: &Transport, dry_run: bool) -> anyhow::Result<()> {
     let dlq = sel.dlq_topic();
-    let resender = if dry_run {
-        None
-    } else {
-        Some(Resender::new(&sel.kafka_brokers)?)
+    let mut sink = match (dry_run, transport) {
+        (true, _) => None,
+        (false, Transport::Kafka(brokers)) => Some(Sink::Kafka(Resender::new(brokers)?)),
+        (false, Transport::Embedded(db)) => Some(Sink::Embedded(
+            Publisher::start(db.clone()),
+            BTreeMap::new(),
+        )),
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("replaying {pos} ({per_sec})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let (mut rx, reader) = letters(sel);
+    let (mut rx, reader) = letters(sel, transport);
     let (mut skipped, mut queued) = (0usize, 0usize);
     while let Some(chunk) = rx.recv().await {
         let mut sendable = Vec::with_capacity(chunk.len());
@@ -498,30 +470,24 @@ async fn replay(sel: &Selection, dry_run: bool) -> anyhow::Result<()> {
                 );
                 queued += 1;
             } else {
-                sendable.push(l);
+                sendable.push(returning(&dlq, l));
             }
         }
-        if let Some(r) = &resender {
-            // Sending may wait for librdkafka's queue: off the async threads.
+        if let Some(sink) = &mut sink {
             let n = sendable.len();
-            let (r, d) = (r.clone(), dlq.clone());
-            tokio::task::spawn_blocking(move || {
-                sendable.iter().try_for_each(|l| send_back(&r, &d, l))
-            })
-            .await??;
+            sink.send(sendable).await?;
             queued += n;
             bar.inc(n as u64);
         }
     }
     let scanned = reader.await??;
-    let Some(resender) = resender else {
+    let Some(sink) = sink else {
         println!(
             "dry run: {queued} of {scanned} dead letters in {dlq} would be replayed, {skipped} skipped"
         );
         return Ok(());
     };
-    let delivered =
-        tokio::task::spawn_blocking(move || resender.finish(Duration::from_secs(120))).await??;
+    let delivered = sink.finish().await?;
     bar.finish_and_clear();
     for (topic, n) in &delivered.per_topic {
         println!("replayed to {topic}: {n}");
