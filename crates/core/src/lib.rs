@@ -3,7 +3,9 @@
 
 /// jemalloc for every binary: glibc's per-thread arenas kept hundreds of megabytes of freed
 /// attachment bodies (1 MiB chunks) resident; jemalloc returns them, so memory follows the byte
-/// budgets.
+/// budgets. The `system-allocator` feature leaves it out, for heap profilers that follow the
+/// system's `malloc` (`scripts/heap-profile`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
