@@ -228,7 +228,9 @@ fn csv_field(s: &str) -> String {
 /// 5,000 rows of each table per transaction), and one occurrence-sized record per event
 /// produced and acknowledged, concurrently.
 async fn events_baseline(args: &Args, url: &str) -> anyhow::Result<Duration> {
-    let bodies: Vec<String> = (0..args.events).map(|n| event_body(n).to_string()).collect();
+    let bodies: Vec<String> = (0..args.events)
+        .map(|n| event_body(n).to_string())
+        .collect();
     let producer = args.target.baseline_producer()?;
     let started = Instant::now();
     let url = url.to_owned();

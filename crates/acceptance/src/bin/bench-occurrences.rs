@@ -122,7 +122,8 @@ fn baseline(url: &str, msgs: &[(String, String)]) -> anyhow::Result<Duration> {
                 b.events.push(text("event_id"));
                 b.fingerprints
                     .push(j["fingerprint"][0].as_str().unwrap_or_default().to_owned());
-                b.times.push(j["detection_time"].as_f64().unwrap_or_default());
+                b.times
+                    .push(j["detection_time"].as_f64().unwrap_or_default());
                 b.titles.push(text("issue_title"));
                 b.event_payloads.push(j["event"].to_string());
                 b.payloads.push(v.clone());
