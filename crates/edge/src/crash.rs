@@ -5,8 +5,8 @@
 //!
 //! The placeholder is the first exception (type `Minidump` or `AppleCrashReport`, value
 //! `Invalid Minidump` or `Invalid Apple Crash Report`, mechanism of the same name, unhandled and
-//! synthetic); exceptions the SDK sent stay after it. The platform becomes `native` and a
-//! missing level `fatal`. A minidump wins over an Apple crash report in the same envelope.
+//! synthetic); exceptions the SDK sent stay after it. The platform becomes `native`, the type
+//! `error`, and a missing or unknown level `fatal`. A minidump wins over an Apple crash report in the same envelope.
 //! Crash reports are not symbolicated: grouping ignores the synthetic type, so unprocessed
 //! reports of a project group by the placeholder's value.
 
@@ -72,7 +72,15 @@ pub fn with_placeholder(event: &[u8], crash: Crash) -> Vec<u8> {
 fn write_placeholder(e: &mut Map<String, Value>, crash: Crash) {
     let (ty, value, mechanism) = crash.placeholder();
     e.insert("platform".into(), json!("native"));
-    if e.get("level").is_none_or(Value::is_null) {
+    // A crash is an error event whatever the SDK called it.
+    e.remove("type");
+    let known = |l: &str| {
+        matches!(
+            l.trim().to_ascii_lowercase().as_str(),
+            "fatal" | "critical" | "error" | "warning" | "warn" | "info" | "log" | "debug"
+        )
+    };
+    if !e.get("level").and_then(Value::as_str).is_some_and(known) {
         e.insert("level".into(), json!("fatal"));
     }
     let mut values = match e.remove("exception") {
@@ -146,6 +154,14 @@ mod tests {
         let empty: Value =
             serde_json::from_slice(&with_placeholder(b"{}", Crash::Minidump)).unwrap_or_default();
         assert_eq!(empty["level"], "fatal");
+        let odd: Value = serde_json::from_slice(&with_placeholder(
+            br#"{"type": "transaction", "level": "loud", "exception": {"values": "x"}}"#,
+            Crash::Minidump,
+        ))
+        .unwrap_or_default();
+        assert_eq!(odd["level"], "fatal");
+        assert!(odd.get("type").is_none());
+        assert_eq!(odd["exception"]["values"].as_array().map(Vec::len), Some(1));
         assert_eq!(empty["exception"]["values"][0]["value"], "Invalid Minidump");
         assert_eq!(with_placeholder(b"[1]", Crash::Minidump), b"[1]".to_vec());
     }

@@ -204,6 +204,12 @@ fn emit_outcomes(state: &State, key: &ProjectKey, dropped: &[Dropped]) {
     state.sink.send_detached(messages);
 }
 
+/// Whether the envelope's crash report makes its error event (it has no event item).
+fn crash_makes_event(envelope: &Envelope) -> bool {
+    !envelope.items.iter().any(|i| i.ty == ItemType::Event)
+        && envelope.items.iter().any(crate::crash::is_crash_report)
+}
+
 /// Items that count against a key's rate limit: events (a crash report without an event item
 /// makes one) and feedback.
 fn rate_limited_units(envelope: &Envelope) -> u64 {
@@ -212,9 +218,7 @@ fn rate_limited_units(envelope: &Envelope) -> u64 {
         .iter()
         .filter(|i| matches!(i.ty, ItemType::Event | ItemType::Feedback))
         .count() as u64;
-    let made = !envelope.items.iter().any(|i| i.ty == ItemType::Event)
-        && envelope.items.iter().any(crate::crash::is_crash_report);
-    events + u64::from(made)
+    events + u64::from(crash_makes_event(envelope))
 }
 
 /// The item outcomes of a refused envelope.
@@ -225,13 +229,8 @@ fn outcomes_for_all(
     event_id: &Option<String>,
 ) -> Vec<Dropped> {
     let mut out = Vec::new();
-    if rate_limited_units(envelope) > 0
-        && !envelope
-            .items
-            .iter()
-            .any(|i| matches!(i.ty, ItemType::Event | ItemType::Feedback))
-    {
-        // The error event a crash report would have made.
+    if crash_makes_event(envelope) {
+        // The error event the crash report would have made.
         out.push(Dropped {
             item: "event",
             outcome,

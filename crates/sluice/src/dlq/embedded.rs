@@ -52,15 +52,13 @@ pub(super) async fn read(
     let (mut scanned, mut selected) = (0u64, 0usize);
     while !from.is_empty() {
         let positions = from.clone();
+        // A page is one chunk: the byte budget is shared by the partitions still being read.
+        let (letters, bytes) = (
+            (CHUNK_LETTERS / from.len()).max(1) as i64,
+            (CHUNK_BYTES / from.len()).max(1) as i64,
+        );
         let page = db
-            .run(move |c| {
-                Ok::<_, DbError>(queue::fetch(
-                    c,
-                    &positions,
-                    CHUNK_LETTERS as i64,
-                    CHUNK_BYTES as i64,
-                )?)
-            })
+            .run(move |c| Ok::<_, DbError>(queue::fetch(c, &positions, letters, bytes)?))
             .await
             .map_err(|e| anyhow::anyhow!("reading {topic}: {e}"))?;
         // A partition is done when a page brings nothing more of it before its end.

@@ -398,8 +398,9 @@ impl Sink {
                 let topics: Vec<String> = out.iter().map(|o| o.topic.clone()).collect();
                 publisher.send_many(out).await.map_err(|e| {
                     anyhow::anyhow!(
-                        "publishing to the embedded transport: {e} (letters replayed before \
-                         this chunk are published; replaying them again changes nothing)"
+                        "publishing to the embedded transport: {e} ({} letters replayed before \
+                         this chunk are published; replaying them again changes nothing)",
+                        committed.values().sum::<usize>()
                     )
                 })?;
                 for t in topics {
