@@ -15,9 +15,10 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// Lanes (concurrent transactions) per batch; bounded by the database pool. Four measured
-/// faster than eight or two on two cores: fewer transactions contend for the same hot groups.
-pub const CONCURRENCY: usize = 4;
+/// Lanes (concurrent transactions) per batch by default; bounded by the database pool. Four
+/// measured faster than eight or two on two cores: fewer transactions contend for the same hot
+/// groups.
+pub const LANES: usize = 4;
 
 sluice_core::counter_vec!(
     fn results = "sluice_occurrences_processed_total",
@@ -32,6 +33,8 @@ pub struct OccurrenceStage {
     pub settings: IssueSettings,
     /// Where RATE_LIMITED outcomes of held-back occurrences go.
     pub outcomes: Outcomes,
+    /// Concurrent transactions per batch (at least 1).
+    pub lanes: usize,
 }
 
 /// Emits the RATE_LIMITED outcome of an occurrence a limit held back (once per occurrence).
@@ -92,14 +95,15 @@ impl Stage for OccurrenceStage {
         let mut outcomes: Vec<Option<Verdict>> = vec![None; batch.len()];
         // Lanes: every message of one fingerprint goes to the same lane, in arrival order.
         let mut lanes: Vec<Vec<(usize, IssuePlatformMessage)>> =
-            (0..CONCURRENCY).map(|_| Vec::new()).collect();
+            (0..self.lanes.max(1)).map(|_| Vec::new()).collect();
         for (i, m) in batch.iter().enumerate() {
             match IssuePlatformMessage::decode(m.payload()) {
                 Err(r) => outcomes[i] = Some(Verdict::Reject(r)),
                 Ok(msg) => {
                     let mut h = DefaultHasher::new();
                     msg.ordering_key().hash(&mut h);
-                    lanes[(h.finish() % CONCURRENCY as u64) as usize].push((i, msg));
+                    let lane = (h.finish() % self.lanes.max(1) as u64) as usize;
+                    lanes[lane].push((i, msg));
                 }
             }
         }

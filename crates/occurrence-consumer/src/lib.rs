@@ -24,11 +24,18 @@ pub fn binary(common: &CommonArgs) -> Binary {
     }
 }
 
-/// The stage, in a started process.
+/// The stage, in a started process, with [`batch::LANES`] lanes per batch.
 pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
+    build_with_lanes(s, batch::LANES)
+}
+
+/// The stage with `lanes` concurrent transactions per batch (`sluice run` uses fewer, so its
+/// stages leave more of the database to the SDK endpoints' publish commits).
+pub fn build_with_lanes(s: Started<'_>, lanes: usize) -> anyhow::Result<impl Stage> {
     Ok(batch::OccurrenceStage {
         outcomes: Outcomes::new(s.producer, &s.ctx.common.topics, s.db.clone()),
         settings: s.ctx.settings.issues.clone(),
         db: s.db,
+        lanes: lanes.max(1),
     })
 }

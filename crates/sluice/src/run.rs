@@ -219,7 +219,11 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         stages.spawn_on(
             async move {
                 let binary = occurrence_consumer::binary(&ctx.common);
-                consumer_binary::run(binary, &ctx, Some(producer), occurrence_consumer::build)
+                // Two lanes: at 2,000 events/s the SDK endpoints' p99 was 18.7-29.5 ms with
+                // two (median 23), 27-29 ms with four, 42-45 ms with eight (BENCHMARKS.md).
+                let build =
+                    |s: consumer_binary::Started<'_>| occurrence_consumer::build_with_lanes(s, 2);
+                consumer_binary::run(binary, &ctx, Some(producer), build)
                     .await
                     .context("occurrence-consumer")
             },
