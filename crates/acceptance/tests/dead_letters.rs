@@ -9,9 +9,7 @@ mod support;
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
 use sluice_testkit::db::{count, issue_snapshot};
-use sluice_testkit::paths::existing_bin;
 use sluice_testkit::{unique, Broker};
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -44,20 +42,7 @@ fn produce_letters(broker: &Broker, letters: &[Letter]) -> anyhow::Result<()> {
 }
 
 fn dlq_cmd(broker: &Broker, args: &[&str]) -> anyhow::Result<(String, String)> {
-    let out = Command::new(existing_bin("sluice")?)
-        .arg("dlq")
-        .args(args)
-        .args(["--kafka-brokers", &broker.bootstrap])
-        .output()?;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    anyhow::ensure!(
-        out.status.success(),
-        "sluice dlq {args:?}: {stdout}{stderr}"
-    );
-    Ok((stdout, stderr))
+    sluice_dlq(args, &[("KAFKA_BROKERS", &broker.bootstrap)])
 }
 
 #[test]

@@ -33,6 +33,23 @@ fn start(db: &str, addr: &str, objects: &str) -> anyhow::Result<Proc> {
     Ok(proc)
 }
 
+/// An empty database (`sluice run` applies the migrations itself), an objects directory, and
+/// `sluice run` on a free port: (database, directory, object store URL, address, process).
+fn started() -> anyhow::Result<(
+    sluice_testkit::TestDb,
+    tempfile::TempDir,
+    String,
+    String,
+    Proc,
+)> {
+    let db = sluice_testkit::TestDb::new()?;
+    let dir = tempfile::tempdir()?;
+    let objects = format!("file://{}", dir.path().display());
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let proc = start(&db.url, &addr, &objects)?;
+    Ok((db, dir, objects, addr, proc))
+}
+
 /// Every partition's messages read and committed by each group that reads it.
 fn caught_up(db: &str) -> anyhow::Result<bool> {
     let behind = count(
@@ -57,12 +74,7 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
     let cli = std::env::var("SENTRY_CLI_BIN").map_err(|_| {
         anyhow::anyhow!("SENTRY_CLI_BIN is not set: run scripts/services up and source .local/env")
     })?;
-    // An empty database: `sluice run` applies the migrations itself.
-    let db = sluice_testkit::TestDb::new()?;
-    let dir = tempfile::tempdir()?;
-    let objects = format!("file://{}", dir.path().display());
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut proc = start(&db.url, &addr, &objects)?;
+    let (db, _dir, objects, addr, mut proc) = started()?;
 
     sluice(&db.url, &["org", "create", "acme"])?;
     // Crash reports are kept (Sentry stores none unless the project asks).
@@ -267,12 +279,6 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
             0xb000_0000u64 + u64::from(i)
         )
     };
-    let key = dsn
-        .split("//")
-        .nth(1)
-        .and_then(|s| s.split('@').next())
-        .unwrap_or_default();
-    let auth = format!("Sentry sentry_key={key}, sentry_version=7");
     for i in 0..50 {
         let a = http::request(
             "POST",
@@ -319,11 +325,7 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
 /// `/health/ready` answer 503 naming it, and it is ready again once it reconnected.
 #[test]
 fn a_stage_without_its_database_makes_the_process_not_ready() -> anyhow::Result<()> {
-    let db = sluice_testkit::TestDb::new()?;
-    let dir = tempfile::tempdir()?;
-    let objects = format!("file://{}", dir.path().display());
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut proc = start(&db.url, &addr, &objects)?;
+    let (db, _dir, _, addr, mut proc) = started()?;
     assert_eq!(http::get(&addr, "/health/live").map(|(s, _)| s), Some(200));
     let (status, body) = http::get(&addr, "/health/ready").unwrap_or_default();
     assert_eq!((status, body.as_str()), (200, "ready"));
@@ -373,11 +375,7 @@ fn a_stage_without_its_database_makes_the_process_not_ready() -> anyhow::Result<
 #[test]
 fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyhow::Result<()> {
     use sluice_core::queue::{Outgoing, Publisher};
-    let db = sluice_testkit::TestDb::new()?;
-    let dir = tempfile::tempdir()?;
-    let objects = format!("file://{}", dir.path().display());
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut proc = start(&db.url, &addr, &objects)?;
+    let (db, _dir, _, _, mut proc) = started()?;
     diesel_exec(
         &db.url,
         "INSERT INTO organizations (id, slug) VALUES (1, 'o'); \
@@ -424,23 +422,7 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
         || (q(dead).ok()? == sent as i64 + 2).then_some(()),
     )?;
 
-    let dlq = |args: &[&str]| -> anyhow::Result<(String, String)> {
-        let out = Command::new(existing_bin("sluice")?)
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
-            .arg("dlq")
-            .args(args)
-            .output()?;
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        anyhow::ensure!(
-            out.status.success(),
-            "sluice dlq {args:?}: {stdout}{stderr}"
-        );
-        Ok((stdout, stderr))
-    };
+    let dlq = |args: &[&str]| sluice_dlq(args, &[("DATABASE_URL", &db.url)]);
     let (out, err) = dlq(&["list", "ingest-events"])?;
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), sent + 2, "{out}");

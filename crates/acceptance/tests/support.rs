@@ -370,3 +370,23 @@ pub fn provenance(offset: usize, reason: &str) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
+
+/// `sluice dlq <args>` with only `env` in its environment; its (stdout, stderr) when it
+/// succeeded.
+pub fn sluice_dlq(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(String, String)> {
+    let out = Command::new(existing_bin("sluice")?)
+        .env_clear()
+        .envs(env.iter().copied())
+        .arg("dlq")
+        .args(args)
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    anyhow::ensure!(
+        out.status.success(),
+        "sluice dlq {args:?}: {stdout}{stderr}"
+    );
+    Ok((stdout, stderr))
+}
