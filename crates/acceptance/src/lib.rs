@@ -96,6 +96,15 @@ pub fn peak_rss_mb(pid: u32) -> u64 {
         / 1024
 }
 
+/// The public key of a DSN (`http://KEY@host/PROJECT`), empty when it has none.
+pub fn dsn_key(dsn: &str) -> String {
+    dsn.split("//")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Wall-clock time in epoch milliseconds (comparable with PostgreSQL's timestamps on this host).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -67,12 +67,7 @@ fn provision(
     let mut args = vec!["key", "create", "acme", "web", "--public-url", url.as_str()];
     args.extend_from_slice(extra);
     let dsn = sluice(db, &args)?;
-    let key = dsn
-        .split("//")
-        .nth(1)
-        .and_then(|s| s.split('@').next())
-        .unwrap_or_default()
-        .to_owned();
+    let key = sluice_acceptance::dsn_key(&dsn);
     anyhow::ensure!(
         dsn == format!("http://{key}@{edge_addr}/{project}"),
         "DSN {dsn}"

@@ -172,12 +172,7 @@ fn one_process_on_postgres_alone_turns_sdk_traffic_into_issues() -> anyhow::Resu
     // Native crash reports: a minidump alone, and an Apple crash report beside an event, each
     // become a fatal native error event with Relay's placeholder, grouped, the report stored
     // as the event's attachment.
-    let key = dsn
-        .split("//")
-        .nth(1)
-        .and_then(|s| s.split('@').next())
-        .unwrap_or_default()
-        .to_owned();
+    let key = sluice_acceptance::dsn_key(&dsn);
     let auth = format!("Sentry sentry_key={key}, sentry_version=7");
     let minidump: Vec<u8> = [b"MDMP".as_slice(), &[7u8; 2044]].concat();
     let report = b"Incident Identifier: 1\nException Type:  EXC_CRASH (SIGABRT)\n".to_vec();

@@ -74,15 +74,8 @@ fn write_placeholder(e: &mut Map<String, Value>, crash: Crash) {
     e.insert("platform".into(), json!("native"));
     // A crash is an error event whatever the SDK called it.
     e.remove("type");
-    let known = |l: &str| {
-        matches!(
-            l.trim().to_ascii_lowercase().as_str(),
-            "fatal" | "critical" | "error" | "warning" | "warn" | "info" | "log" | "debug"
-        )
-    };
-    if !e.get("level").and_then(Value::as_str).is_some_and(known) {
-        e.insert("level".into(), json!("fatal"));
-    }
+    let level = crate::normalize::level(e.get("level"), "fatal");
+    e.insert("level".into(), json!(level));
     let mut values = match e.remove("exception") {
         Some(Value::Array(values)) => values,
         Some(Value::Object(mut o)) => match o.remove("values") {

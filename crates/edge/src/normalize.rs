@@ -99,7 +99,8 @@ fn epoch(v: &Value) -> Option<f64> {
     }
 }
 
-fn level(v: Option<&Value>, default: &'static str) -> String {
+/// `v` as one of Sentry's levels, `default` when it is missing or not one of them.
+pub(crate) fn level(v: Option<&Value>, default: &'static str) -> String {
     let Some(s) = v.and_then(Value::as_str) else {
         return default.into();
     };

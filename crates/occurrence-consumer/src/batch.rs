@@ -94,16 +94,16 @@ impl Stage for OccurrenceStage {
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let mut outcomes: Vec<Option<Verdict>> = vec![None; batch.len()];
         // Lanes: every message of one fingerprint goes to the same lane, in arrival order.
+        let n = self.lanes.max(1);
         let mut lanes: Vec<Vec<(usize, IssuePlatformMessage)>> =
-            (0..self.lanes.max(1)).map(|_| Vec::new()).collect();
+            (0..n).map(|_| Vec::new()).collect();
         for (i, m) in batch.iter().enumerate() {
             match IssuePlatformMessage::decode(m.payload()) {
                 Err(r) => outcomes[i] = Some(Verdict::Reject(r)),
                 Ok(msg) => {
                     let mut h = DefaultHasher::new();
                     msg.ordering_key().hash(&mut h);
-                    let lane = (h.finish() % self.lanes.max(1) as u64) as usize;
-                    lanes[lane].push((i, msg));
+                    lanes[(h.finish() % n as u64) as usize].push((i, msg));
                 }
             }
         }

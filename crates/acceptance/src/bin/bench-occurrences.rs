@@ -92,6 +92,7 @@ fn baseline(url: &str, msgs: &[(String, String)]) -> anyhow::Result<Duration> {
     let mut c = PgConnection::establish(url)?;
     // Parsing is the client's work, as it is the consumer's; the clock starts after it, so
     // the baseline is the database's floor for these rows.
+    #[derive(Default)]
     struct Batch {
         ids: Vec<String>,
         events: Vec<String>,
@@ -104,15 +105,7 @@ fn baseline(url: &str, msgs: &[(String, String)]) -> anyhow::Result<Duration> {
     let batches: Vec<Batch> = msgs
         .chunks(1000)
         .map(|batch| {
-            let mut b = Batch {
-                ids: Vec::new(),
-                events: Vec::new(),
-                fingerprints: Vec::new(),
-                times: Vec::new(),
-                titles: Vec::new(),
-                event_payloads: Vec::new(),
-                payloads: Vec::new(),
-            };
+            let mut b = Batch::default();
             for (_, v) in batch {
                 let Ok(j) = serde_json::from_str::<serde_json::Value>(v) else {
                     continue;

@@ -133,12 +133,7 @@ async fn main() -> anyhow::Result<()> {
     sluice(&args.bin_dir, &db, &["org", "create", "bench"])?;
     let project = sluice(&args.bin_dir, &db, &["project", "create", "bench", "web"])?;
     let dsn = sluice(&args.bin_dir, &db, &["key", "create", "bench", "web"])?;
-    let key = dsn
-        .split("//")
-        .nth(1)
-        .and_then(|s| s.split('@').next())
-        .unwrap_or_default()
-        .to_owned();
+    let key = sluice_acceptance::dsn_key(&dsn);
     let bodies: Arc<Vec<String>> = Arc::new((0..args.count).map(|n| event(n).1).collect());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency as usize)

@@ -3,8 +3,7 @@
 //! is when the command starts. A letter's timestamp is when it was dead-lettered (published to
 //! the DLQ). Letters removed by retention are simply not there: offsets may have gaps.
 
-use super::{Letter, Selection, CHUNK_BYTES, CHUNK_LETTERS};
-use indicatif::{ProgressBar, ProgressStyle};
+use super::{reading_bar, Letter, Selection, CHUNK_BYTES, CHUNK_LETTERS};
 use sluice_core::queue::decode_headers;
 use sluice_core::storage::queue::{self, Position};
 use sluice_core::storage::{Db, DbError};
@@ -43,12 +42,7 @@ pub(super) async fn read(
             offset: 0,
         })
         .collect();
-    let bar = ProgressBar::new(end.values().sum::<i64>().max(0) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("reading {msg} {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(topic.clone());
+    let bar = reading_bar(&topic, end.values().sum());
     let (mut scanned, mut selected) = (0u64, 0usize);
     while !from.is_empty() {
         let positions = from.clone();

@@ -1,10 +1,9 @@
 //! Reading a DLQ on Kafka: from each partition's low watermark to its high watermark as they
 //! are when the command starts.
 
-use super::{Letter, Selection, CHUNK_BYTES, CHUNK_LETTERS};
+use super::{reading_bar, Letter, Selection, CHUNK_BYTES, CHUNK_LETTERS};
 use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -60,12 +59,7 @@ pub(super) fn read(
         return Ok(0);
     }
     consumer.assign(&assignment)?;
-    let bar = ProgressBar::new(total.max(0) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("reading {msg} {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(topic.clone());
+    let bar = reading_bar(&topic, total);
     let mut idle = 0;
     while !ends.is_empty() {
         let Some(res) = consumer.poll(Duration::from_millis(500)) else {

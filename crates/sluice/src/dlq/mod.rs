@@ -219,6 +219,17 @@ impl Selection {
     }
 }
 
+/// The progress bar of reading `total` letters of `topic`.
+fn reading_bar(topic: &str, total: i64) -> ProgressBar {
+    let bar = ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("reading {msg} {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(topic.to_owned());
+    bar
+}
+
 /// Letters are handed over in chunks of at most this many, or this many value bytes.
 const CHUNK_LETTERS: usize = 512;
 const CHUNK_BYTES: usize = 4 << 20;
