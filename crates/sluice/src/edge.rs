@@ -2,6 +2,7 @@
 //! `/api/{project_id}/store/`), writing what Relay would write to the ingest topics.
 //! `/metrics`, `/health/live` and `/health/ready` are served on the same listener.
 
+use crate::kafka_args::KafkaArgs;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clap::Args as ClapArgs;
@@ -20,18 +21,8 @@ pub struct Args {
     /// Address to serve on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8410")]
     listen: SocketAddr,
-    /// Kafka bootstrap servers (host:port,...) the ingest topics live on.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-    /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated).
-    #[arg(
-        long = "kafka-option",
-        env = "KAFKA_OPTIONS",
-        value_delimiter = ',',
-        value_name = "KEY=VALUE",
-        hide_env_values = true
-    )]
-    kafka_options: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[command(flatten)]
     topics: TopicArgs,
     #[command(flatten)]
@@ -56,12 +47,12 @@ pub struct Args {
 
 pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     sluice_core::metrics::set_build_info("edge");
-    let brokers = args.kafka_brokers.clone().ok_or_else(|| {
+    let brokers = args.kafka.kafka_brokers.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "the ingest topics' broker is not configured: set --kafka-brokers or KAFKA_BROKERS"
         )
     })?;
-    sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&args.kafka_options)?);
+    args.kafka.install_options()?;
     let db = Db::new(url, args.db_pool_size.max(1));
     let health = Health::new(Duration::from_secs(3600));
     let shutdown = sluice_core::shutdown::install(health.clone());

@@ -12,6 +12,7 @@ mod api;
 mod cleanup;
 mod dlq;
 mod edge;
+mod kafka_args;
 mod keys;
 mod resend;
 mod run;

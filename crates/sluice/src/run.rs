@@ -5,6 +5,7 @@
 //! transport in the database otherwise, so a PostgreSQL database (and a directory or an S3
 //! bucket for attachments) is all it needs. Pending migrations are applied at start-up.
 
+use crate::kafka_args::KafkaArgs;
 use anyhow::Context as _;
 use axum::http::StatusCode;
 use clap::Args as ClapArgs;
@@ -39,18 +40,8 @@ pub struct Args {
         default_value = "file://./data/objects"
     )]
     object_store_url: String,
-    /// Kafka bootstrap servers; unset = the embedded transport in the database.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-    /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated).
-    #[arg(
-        long = "kafka-option",
-        env = "KAFKA_OPTIONS",
-        value_delimiter = ',',
-        value_name = "KEY=VALUE",
-        hide_env_values = true
-    )]
-    kafka_options: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// TOML file with the global settings (as the stages' `--config`).
     #[arg(long = "config", env = "CONFIG")]
     config: Option<std::path::PathBuf>,
@@ -81,7 +72,7 @@ fn stage_args(defaults: &StageDefaults, url: &str, args: &Args) -> anyhow::Resul
         "--consumer-group".into(),
         defaults.consumer_group.to_owned(),
     ];
-    match &args.kafka_brokers {
+    match &args.kafka.kafka_brokers {
         Some(b) => argv.extend([
             "--transport".into(),
             "kafka".into(),
@@ -108,7 +99,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         tracing::info!(%version, "migration applied");
     }
     let settings = Arc::new(Settings::load(args.config.as_deref())?);
-    sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&args.kafka_options)?);
+    args.kafka.install_options()?;
     let health = Health::new(Duration::from_secs(3600));
     let shutdown = sluice_core::shutdown::install(health.clone());
     let db = Db::new(url, 8);
@@ -116,7 +107,7 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
 
     let ingest = stage_args(&INGEST, url, args)?;
     let topics = ingest.topics.clone();
-    let (producer, sink): (Producer, Arc<dyn Sink>) = match &args.kafka_brokers {
+    let (producer, sink): (Producer, Arc<dyn Sink>) = match &args.kafka.kafka_brokers {
         Some(brokers) => {
             let mut required: Vec<String> = Vec::new();
             for t in [

@@ -15,6 +15,7 @@
 mod embedded;
 mod kafka;
 
+use crate::kafka_args::KafkaArgs;
 use crate::resend::{Delivered, Resender};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,21 +61,8 @@ pub struct Selection {
     /// The DLQ topic, or the topic whose DLQ to read.
     topic: String,
 
-    /// Kafka bootstrap servers (host:port,...). Without them, the DLQ is read from the
-    /// embedded transport in the database (--database-url / DATABASE_URL).
-    #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-
-    /// A librdkafka property, KEY=VALUE (repeatable; in KAFKA_OPTIONS, comma-separated), e.g.
-    /// security.protocol=sasl_ssl.
-    #[arg(
-        long = "kafka-option",
-        env = "KAFKA_OPTIONS",
-        value_delimiter = ',',
-        value_name = "KEY=VALUE",
-        hide_env_values = true
-    )]
-    kafka_options: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 
     /// Only letters with this reason (repeatable), e.g. invalid_field, retry_exhausted.
     #[arg(long)]
@@ -243,7 +231,7 @@ enum Transport {
 
 impl Transport {
     fn of(sel: &Selection, database_url: Option<&str>) -> anyhow::Result<Transport> {
-        match (&sel.kafka_brokers, database_url) {
+        match (&sel.kafka.kafka_brokers, database_url) {
             (Some(brokers), _) if !brokers.trim().is_empty() => {
                 Ok(Transport::Kafka(brokers.clone()))
             }
@@ -289,7 +277,7 @@ pub async fn run(command: &Command, database_url: Option<&str>) -> anyhow::Resul
     let (Command::List(sel)
     | Command::Show { selection: sel, .. }
     | Command::Replay { selection: sel, .. }) = command;
-    sluice_core::kafka::options::install(sluice_core::kafka::options::parse(&sel.kafka_options)?);
+    sel.kafka.install_options()?;
     let transport = Transport::of(sel, database_url)?;
     match command {
         Command::List(sel) => {
