@@ -378,11 +378,15 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
     )?;
     let mut letters: Vec<Outgoing> = (0..30)
         .map(|n| (n, if n < 20 { 7 } else { 8 }, "retry_exhausted"))
-        .chain([(99, 7, "too_large")])
+        .chain([(98, 7, "too_large"), (99, 7, "too_large")])
         .map(|(n, project, reason)| {
             let mut headers: Vec<(String, Vec<u8>)> = provenance(n as usize, reason)
                 .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
+                .map(|(k, v)| match (n, k.as_str()) {
+                    // A letter naming a topic this DLQ does not belong to.
+                    (98, "original_topic") => (k, b"ingest-evnts".to_vec()),
+                    _ => (k, v.into_bytes()),
+                })
                 .collect();
             if n == 99 {
                 headers.push(("truncated_from".into(), b"70000000".to_vec()));
@@ -395,7 +399,7 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
             }
         })
         .collect();
-    let sent = letters.len() - 1;
+    let sent = letters.len() - 2;
     letters.push(Outgoing {
         topic: "ingest-events".into(),
         key: Some(b"bad".to_vec()),
@@ -414,15 +418,15 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
     wait_for(
         "the stage's own dead letter",
         Duration::from_secs(30),
-        || (q(dead).ok()? == sent as i64 + 2).then_some(()),
+        || (q(dead).ok()? == sent as i64 + 3).then_some(()),
     )?;
 
     let dlq = |args: &[&str]| sluice_dlq(args, &[("DATABASE_URL", &db.url)]);
     let (out, err) = dlq(&["list", "ingest-events"])?;
     let rows: Vec<&str> = out.lines().skip(1).collect();
-    assert_eq!(rows.len(), sent + 2, "{out}");
+    assert_eq!(rows.len(), sent + 3, "{out}");
     assert!(
-        err.contains(&format!("{} of {} dead letters", sent + 2, sent + 2)),
+        err.contains(&format!("{} of {} dead letters", sent + 3, sent + 3)),
         "{err}"
     );
     let undecodable: Vec<&&str> = rows.iter().filter(|l| l.contains("undecodable")).collect();
@@ -467,15 +471,15 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
     ])?;
     assert!(
         out.contains(&format!(
-            "{sent} of {} dead letters in ingest-events-dlq would be replayed, 1 skipped",
-            sent + 2
+            "{sent} of {} dead letters in ingest-events-dlq would be replayed, 2 skipped",
+            sent + 3
         )),
         "{out}"
     );
     assert_eq!(q(inputs)?, before);
     assert_eq!(q("SELECT count(*) AS n FROM events")?, 0);
 
-    let (out, _) = dlq(&[
+    let (out, err) = dlq(&[
         "replay",
         "ingest-events",
         "--reason",
@@ -486,6 +490,16 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
     assert!(
         out.contains(&format!("replayed to ingest-events: {sent}")),
         "{out}"
+    );
+    assert!(!out.contains("ingest-evnts"), "{out}");
+    assert!(
+        err.contains("original_topic \"ingest-evnts\" is not \"ingest-events\""),
+        "{err}"
+    );
+    assert_eq!(
+        q("SELECT count(*) AS n FROM queue_partitions WHERE topic = 'ingest-evnts'")?,
+        0,
+        "a replay never creates a topic"
     );
     assert_eq!(q(inputs)?, before + sent as i64);
     let marked = q(

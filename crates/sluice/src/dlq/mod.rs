@@ -143,6 +143,20 @@ impl Letter {
         self.header(TRUNCATED_FROM).is_some()
     }
 
+    /// Why this letter cannot go back to `source`, the topic its DLQ belongs to.
+    fn unreplayable(&self, source: &str) -> Option<String> {
+        if self.truncated() {
+            return Some("its value was truncated when it was dead-lettered".to_owned());
+        }
+        match self.original_topic() {
+            None => Some("no original_topic header".to_owned()),
+            Some(t) if t != source => Some(format!(
+                "its original_topic {t:?} is not {source:?}, the topic this DLQ belongs to"
+            )),
+            Some(_) => None,
+        }
+    }
+
     fn json(&self, dlq: &str, bytes: usize) -> serde_json::Value {
         let headers: BTreeMap<&str, String> = self
             .headers
@@ -429,6 +443,10 @@ impl Sink {
 
 async fn replay(sel: &Selection, transport: &Transport, dry_run: bool) -> anyhow::Result<()> {
     let dlq = sel.dlq_topic();
+    // A DLQ holds the letters of one topic: a letter naming another one (hand-written, or
+    // damaged) is not sent there, so a replay never writes to, or creates, a topic the
+    // operator did not pick.
+    let source = dlq.strip_suffix("-dlq").unwrap_or(&dlq).to_owned();
     let mut sink = match (dry_run, transport) {
         (true, _) => None,
         (false, Transport::Kafka(brokers)) => Some(Sink::Kafka(Resender::new(brokers)?)),
@@ -447,18 +465,9 @@ async fn replay(sel: &Selection, transport: &Transport, dry_run: bool) -> anyhow
     while let Some(chunk) = rx.recv().await {
         let mut sendable = Vec::with_capacity(chunk.len());
         for l in chunk {
-            if l.truncated() || l.original_topic().is_none() {
+            if let Some(why) = l.unreplayable(&source) {
                 skipped += 1;
-                eprintln!(
-                    "skipping {dlq}/{}:{}: {}",
-                    l.partition,
-                    l.offset,
-                    if l.truncated() {
-                        "its value was truncated when it was dead-lettered"
-                    } else {
-                        "no original_topic header"
-                    }
-                );
+                eprintln!("skipping {dlq}/{}:{}: {why}", l.partition, l.offset);
             } else if dry_run {
                 println!(
                     "would replay {}:{} -> {} ({} bytes, reason {})",
