@@ -153,8 +153,9 @@ pub async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
             };
             (
                 Producer::queue(stage_publisher),
-                Arc::new(QueueSink::new(sluice_core::queue::Publisher::start(
+                Arc::new(QueueSink::new(sluice_core::queue::Publisher::start_named(
                     Db::new(url, 2),
+                    "sdk",
                 ))),
             )
         }

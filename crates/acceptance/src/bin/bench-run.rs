@@ -202,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_grouped = started.elapsed();
+    sluice_acceptance::dump_metrics_if_asked(&args.listen);
     let rss = sluice_acceptance::peak_rss_mb(run.id());
     let cpu = sluice_acceptance::cpu_secs(run.id()) - cpu_before;
     sluice_acceptance::stop(&mut run);

@@ -6,6 +6,7 @@ use crate::storage::queue::{self, NewMessage};
 use crate::storage::{Db, DbError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages published in one transaction at most.
@@ -21,23 +22,44 @@ struct Request {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+crate::histogram_vec!(
+    fn transactions = "sluice_queue_publish_transaction_seconds",
+    "Time of one publishing transaction on the embedded transport (its commit included), by publisher.",
+    ["publisher"],
+    vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+);
+
+crate::histogram_vec!(
+    fn waits = "sluice_queue_publish_seconds",
+    "Time from a send to its commit on the embedded transport (queueing for a transaction included), by publisher.",
+    ["publisher"],
+    vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+);
+
 /// A handle to the process's publisher task.
 #[derive(Clone)]
 pub struct Publisher {
     db: Db,
     tx: mpsc::Sender<Request>,
     partitions: Arc<Mutex<HashMap<String, i32>>>,
+    name: &'static str,
 }
 
 impl Publisher {
     /// Starts the publisher task on the current runtime.
     pub fn start(db: Db) -> Publisher {
+        Publisher::start_named(db, "stages")
+    }
+
+    /// Starts a publisher whose metrics carry `name` (one per publisher of a process).
+    pub fn start_named(db: Db, name: &'static str) -> Publisher {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db.clone(), rx));
+        tokio::spawn(run(db.clone(), rx, name));
         Publisher {
             db,
             tx,
             partitions: Arc::new(Mutex::new(HashMap::new())),
+            name,
         }
     }
 
@@ -93,13 +115,19 @@ impl Publisher {
     }
 
     async fn submit(&self, messages: Vec<NewMessage>) -> Result<(), String> {
+        let started = Instant::now();
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Request { messages, done })
             .await
             .map_err(|_| "the publisher has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the publisher has stopped".to_owned())?
+        let result = wait
+            .await
+            .map_err(|_| "the publisher has stopped".to_owned())?;
+        waits()
+            .with_label_values(&[self.name])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Publishes one message; returns its partition once it is committed.
@@ -177,16 +205,22 @@ fn size(r: &Request) -> usize {
     r.messages.iter().map(|m| m.payload.len()).sum()
 }
 
-async fn publish(db: &Db, messages: Vec<NewMessage>) -> Result<(), String> {
-    db.run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
+async fn publish(db: &Db, messages: Vec<NewMessage>, name: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let result = db
+        .run(move |c| Ok::<_, DbError>(queue::publish(c, &messages)?))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    transactions()
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 /// Gathers waiting requests into transactions of at most [`MAX_BATCH`] messages and
 /// [`MAX_BATCH_BYTES`]. When a shared transaction fails, each of its requests is tried again on
 /// its own, so one request the database refuses fails only its own sender.
-async fn run(db: Db, mut rx: mpsc::Receiver<Request>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Request>, name: &'static str) {
     let mut carry: Option<Request> = None;
     loop {
         let first = match carry.take() {
@@ -217,19 +251,19 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Request>) {
         }
         if batch.len() == 1 {
             let r = batch.remove(0);
-            let result = publish(&db, r.messages).await;
+            let result = publish(&db, r.messages, name).await;
             let _ = r.done.send(result);
             continue;
         }
         let all: Vec<NewMessage> = batch.iter().flat_map(|r| r.messages.clone()).collect();
-        if publish(&db, all).await.is_ok() {
+        if publish(&db, all, name).await.is_ok() {
             for r in batch {
                 let _ = r.done.send(Ok(()));
             }
             continue;
         }
         for r in batch {
-            let result = publish(&db, r.messages).await;
+            let result = publish(&db, r.messages, name).await;
             let _ = r.done.send(result);
         }
     }
