@@ -30,6 +30,11 @@ fn ten_thousand_messages_all_written_and_committed() -> anyhow::Result<()> {
         offsets.iter().all(|(_, h)| *h > 0),
         "all four partitions used: {offsets:?}"
     );
+    assert_eq!(
+        metric(&t.metrics, "toy_batches_in_flight_max"),
+        Some(1.0),
+        "one member: one batch in flight at a time"
+    );
     stop_cleanly(&mut t.proc)?;
     let after = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
     assert_eq!(
@@ -116,6 +121,45 @@ fn second_consumer_joins_mid_run() -> anyhow::Result<()> {
     }
     eprintln!(
         "rows written twice across the rebalance: {}",
+        s.times - s.rows
+    );
+    Ok(())
+}
+
+#[test]
+fn two_members_in_one_process_split_the_partitions_and_overlap_their_batches() -> anyhow::Result<()>
+{
+    let (broker, db, group) = setup(4)?;
+    let topic = broker.topic("toy");
+    let mut msgs: Vec<Out> = (0..6_000).map(ok).collect();
+    for i in (0..6_000).step_by(100) {
+        msgs[i].1 = "slow:200".into(); // batches long enough to overlap
+    }
+    produce(&broker, &topic, &msgs)?;
+    let mut t = toy(
+        &broker,
+        &db.url,
+        &group,
+        &topic,
+        &["--consumers", "2", "--max-batch-size", "200"],
+    )?;
+    wait_rows(&db.url, 6_000, Duration::from_secs(120))?;
+    let offsets = wait_committed_all(&broker, &group, &topic)?;
+    assert_eq!(offsets.iter().map(|(_, h)| h).sum::<i64>(), 6_000);
+    let assigned = metric(&t.metrics, "sluice_consumer_assigned_partitions")
+        .ok_or_else(|| anyhow::anyhow!("no assigned gauge"))?;
+    assert_eq!(
+        assigned, 4.0,
+        "the members' partitions add up to the topic's"
+    );
+    let most = metric(&t.metrics, "toy_batches_in_flight_max")
+        .ok_or_else(|| anyhow::anyhow!("no in-flight gauge"))?;
+    assert_eq!(most, 2.0, "one batch in flight per member, side by side");
+    stop_cleanly(&mut t.proc)?;
+    let s = row_stats(&db.url).ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(s.rows, 6_000, "no loss");
+    eprintln!(
+        "rows written twice (members joining the group one after the other rebalance it): {}",
         s.times - s.rows
     );
     Ok(())

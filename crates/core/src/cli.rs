@@ -66,6 +66,15 @@ pub struct CommonArgs {
     #[arg(long, env = "MAX_BATCH_BYTES", global = true, default_value_t = 3 * 1024 * 1024)]
     pub max_batch_bytes: usize,
 
+    /// Members of the consumer group this process runs on Kafka, each with its own partitions,
+    /// batch in flight and prefetch (the byte budgets below and the prefetch are divided between
+    /// them, so memory stays bounded as with one): one member's batch is processed while
+    /// another's waits on the database, the object store or the broker. Ordering per partition
+    /// is unchanged. The embedded transport runs one.
+    #[arg(long, env = "CONSUMERS", global = true, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub consumers: u16,
+
     /// Longest time a batch may wait to fill, in milliseconds.
     #[arg(long, env = "MAX_BATCH_TIME_MS", global = true, default_value_t = 1000)]
     pub max_batch_time_ms: u64,

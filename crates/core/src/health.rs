@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,8 +20,8 @@ pub struct Health {
     /// Epoch milliseconds of the last progress tick; 0 = no watched loop yet.
     last_progress_ms: AtomicU64,
     stall_after: Duration,
-    /// Set by a consumer that holds the same work while its dependencies answer.
-    stuck: AtomicBool,
+    /// How many consumers hold the same work while their dependencies answer.
+    stuck: AtomicUsize,
     /// Cleared while the database schema is older than this binary needs.
     schema_ok: AtomicBool,
 }
@@ -42,7 +42,7 @@ impl Health {
             shutting_down: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             stall_after,
-            stuck: AtomicBool::new(false),
+            stuck: AtomicUsize::new(0),
             schema_ok: AtomicBool::new(true),
         })
     }
@@ -72,9 +72,16 @@ impl Health {
         self.dependencies_ok.load(Ordering::Relaxed)
     }
 
-    /// A consumer reports that it is stuck (or no longer is).
+    /// A consumer reports that it became stuck (or no longer is); each consumer reports only
+    /// its own changes, so the process is live again once none is stuck.
     pub fn set_stuck(&self, stuck: bool) {
-        self.stuck.store(stuck, Ordering::Relaxed);
+        if stuck {
+            self.stuck.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .stuck
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// Whether the database schema is one this binary can run on.
@@ -91,7 +98,7 @@ impl Health {
 
     /// Not stuck.
     pub fn is_live(&self) -> bool {
-        if self.stuck.load(Ordering::Relaxed) {
+        if self.stuck.load(Ordering::Relaxed) > 0 {
             return false;
         }
         let last = self.last_progress_ms.load(Ordering::Relaxed);

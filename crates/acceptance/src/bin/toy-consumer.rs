@@ -19,6 +19,7 @@ use sluice_core::messages::{DlqReason, Rejection};
 use sluice_core::storage::{Db, DbError};
 use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +44,15 @@ struct Cli {
 struct Toy {
     db: Db,
     flaky: Mutex<HashMap<String, u32>>,
+    /// Batches being processed now, and the most seen at once.
+    in_flight: AtomicI64,
 }
+
+sluice_core::gauge_vec!(
+    fn most_in_flight = "toy_batches_in_flight_max",
+    "The most batches the toy stage has processed at once.",
+    ["stage"]
+);
 
 enum Action {
     Insert,
@@ -52,6 +61,25 @@ enum Action {
 
 impl Stage for Toy {
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let most = most_in_flight().with_label_values(&["toy"]);
+        if now > most.get() {
+            most.set(now);
+        }
+        // Counted down however the batch ends (a panicking message unwinds through here).
+        struct Done<'a>(&'a AtomicI64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.in_flight);
+        self.process_batch(batch).await
+    }
+}
+
+impl Toy {
+    async fn process_batch(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
         let mut actions = Vec::with_capacity(batch.len());
         let mut sleep = 0u64;
         for m in &batch {
@@ -173,6 +201,7 @@ fn main() -> ExitCode {
         let toy = Toy {
             db,
             flaky: Mutex::new(HashMap::new()),
+            in_flight: AtomicI64::new(0),
         };
         consumer::run(toy, config, ctx.health.clone(), ctx.shutdown.clone()).await?;
         Ok(())

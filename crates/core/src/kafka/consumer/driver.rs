@@ -4,6 +4,7 @@
 
 use super::breaker::Breaker;
 use super::decide;
+use super::members::{self, Combine};
 use super::metrics;
 use super::offsets::{Offsets, Tp};
 use super::worker::{Batch, Completion, Worker};
@@ -134,6 +135,7 @@ fn create_consumer(
         }),
         drain_timeout: config.drain_timeout,
         group: config.group.clone(),
+        member: config.member,
     };
     c.create_with_context(ctx)
 }
@@ -225,6 +227,8 @@ struct Ctx {
     state: Mutex<State>,
     drain_timeout: Duration,
     group: String,
+    /// Which member of the group in this process (see `members`).
+    member: usize,
 }
 
 impl Ctx {
@@ -332,9 +336,7 @@ impl ConsumerContext for Ctx {
                 .ok();
         }
         st.epoch += 1;
-        m.assigned
-            .with_label_values(&[&self.group])
-            .set(st.assigned.len() as i64);
+        members::report_assigned(&self.group, self.member, st.assigned.len());
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -345,10 +347,12 @@ impl ConsumerContext for Ctx {
                 let mut st = self.lock();
                 st.assigned.extend(tps_of(tpl));
                 st.needs_repause = true;
-                m.assigned
-                    .with_label_values(&[&self.group])
-                    .set(st.assigned.len() as i64);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                members::report_assigned(&self.group, self.member, st.assigned.len());
+                tracing::info!(
+                    member = self.member,
+                    partitions = tpl.count(),
+                    "partitions assigned"
+                );
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -430,9 +434,13 @@ impl Driver {
                 self.health.dependencies_ok(),
                 Instant::now(),
             );
-            stuck_seconds()
-                .with_label_values(&[&self.config.group])
-                .set(held.as_secs() as i64);
+            members::report(
+                stuck_seconds(),
+                Combine::Max,
+                &self.config.group,
+                self.config.member,
+                held.as_secs() as i64,
+            );
             let stuck = self.config.stuck_after.is_some_and(|after| held >= after);
             if stuck != reported_stuck {
                 if stuck {
@@ -551,9 +559,13 @@ impl Driver {
                     match r {
                         Ok(()) => {
                             paused = Some(want_pause);
-                            m.paused
-                                .with_label_values(&[&group])
-                                .set(i64::from(want_pause));
+                            members::report(
+                                &m.paused,
+                                Combine::Max,
+                                &group,
+                                self.config.member,
+                                i64::from(want_pause),
+                            );
                         }
                         Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
                     }

@@ -16,6 +16,7 @@ pub(crate) struct RuntimeMetrics {
     pub offset_resets: IntCounterVec,
     pub rebalances: IntCounterVec,
     pub assigned: IntGaugeVec,
+    pub members: IntGaugeVec,
     pub errors: IntCounterVec,
 }
 
@@ -61,7 +62,7 @@ pub(crate) fn get() -> &'static RuntimeMetrics {
         paused: gauge_vec(
             Opts::new(
                 "sluice_consumer_paused",
-                "1 while the partitions are paused.",
+                "1 while the partitions are paused (of any member of the group in this process).",
             ),
             &["group"],
         ),
@@ -101,7 +102,14 @@ pub(crate) fn get() -> &'static RuntimeMetrics {
         assigned: gauge_vec(
             Opts::new(
                 "sluice_consumer_assigned_partitions",
-                "Partitions assigned.",
+                "Partitions assigned (to all members of the group in this process).",
+            ),
+            &["group"],
+        ),
+        members: gauge_vec(
+            Opts::new(
+                "sluice_consumer_members",
+                "Members of the group in this process (--consumers) that hold partitions.",
             ),
             &["group"],
         ),

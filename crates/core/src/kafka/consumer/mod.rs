@@ -19,12 +19,13 @@
 pub(crate) mod breaker;
 mod decide;
 mod driver;
+mod members;
 pub(crate) mod metrics;
 pub(crate) mod offsets;
 pub(crate) mod worker;
 
 pub use breaker::BreakerConfig;
-pub use driver::run;
+pub use members::run;
 
 use crate::messages::{DlqReason, Rejection};
 use std::future::Future;
@@ -94,11 +95,26 @@ pub trait Stage: Send + Sync + 'static {
     }
 }
 
+/// A stage shared by the members of a group in one process.
+impl<S: Stage> Stage for Arc<S> {
+    fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send {
+        (**self).process(batch)
+    }
+
+    fn tenant(&self, msg: &Msg) -> Option<u64> {
+        (**self).tenant(msg)
+    }
+}
+
 /// Runtime settings (from the common flags, with test overrides).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub brokers: String,
     pub group: String,
+    /// Members of the group this process runs (`--consumers`).
+    pub members: usize,
+    /// Which member these settings are for (0 for the first).
+    pub member: usize,
     pub topics: Vec<String>,
     pub auto_offset_reset: crate::cli::OffsetReset,
     pub max_batch_size: usize,
@@ -138,6 +154,8 @@ impl RuntimeConfig {
         RuntimeConfig {
             brokers: brokers.to_owned(),
             group: common.consumer_group().to_owned(),
+            members: usize::from(common.consumers.max(1)),
+            member: 0,
             topics,
             auto_offset_reset: common.auto_offset_reset,
             max_batch_size: common.max_batch_size.max(1),
@@ -158,6 +176,20 @@ impl RuntimeConfig {
             stuck_after: (common.stuck_after_secs > 0)
                 .then(|| Duration::from_secs(common.stuck_after_secs)),
             produce_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The settings of member `member` of `self.members`: the batch byte budget and the prefetch
+    /// divided between the members, so the process buffers what one consumer would.
+    pub fn for_member(&self, member: usize) -> RuntimeConfig {
+        let n = self.members.max(1);
+        RuntimeConfig {
+            member,
+            max_batch_bytes: (self.max_batch_bytes / n).max(64 * 1024),
+            prefetch_kbytes: (self.prefetch_kbytes / n).max(1024),
+            ..self.clone()
         }
     }
 }
