@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Shared health state.
@@ -24,6 +24,26 @@ pub struct Health {
     stuck: AtomicUsize,
     /// Cleared while the database schema is older than this binary needs.
     schema_ok: AtomicBool,
+    /// Loops watched one by one (see [`Health::watch`]): epoch milliseconds of each one's last
+    /// progress, 0 = not started or stopped.
+    watched: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+/// One watched loop's progress (see [`Health::watch`]); it stops being watched when dropped.
+#[derive(Debug)]
+pub struct Watch(Arc<AtomicU64>);
+
+impl Watch {
+    /// The loop made progress.
+    pub fn tick(&self) {
+        self.0.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -44,6 +64,7 @@ impl Health {
             stall_after,
             stuck: AtomicUsize::new(0),
             schema_ok: AtomicBool::new(true),
+            watched: Mutex::new(Vec::new()),
         })
     }
 
@@ -65,6 +86,16 @@ impl Health {
     /// A watched loop made progress.
     pub fn tick(&self) {
         self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A loop watched on its own: the process is not live when this one stops progressing for
+    /// the stall time, whatever the other loops do (several consumers in one process).
+    pub fn watch(&self) -> Watch {
+        let slot = Arc::new(AtomicU64::new(0));
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.retain(|w| Arc::strong_count(w) > 1);
+        watched.push(slot.clone());
+        Watch(slot)
     }
 
     /// Whether the last dependency check succeeded.
@@ -101,8 +132,16 @@ impl Health {
         if self.stuck.load(Ordering::Relaxed) > 0 {
             return false;
         }
-        let last = self.last_progress_ms.load(Ordering::Relaxed);
-        last == 0 || now_ms().saturating_sub(last) <= self.stall_after.as_millis() as u64
+        let stall = self.stall_after.as_millis() as u64;
+        let now = now_ms();
+        let fresh = |last: u64| last == 0 || now.saturating_sub(last) <= stall;
+        fresh(self.last_progress_ms.load(Ordering::Relaxed))
+            && self
+                .watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .all(|w| fresh(w.load(Ordering::Relaxed)))
     }
 }
 
@@ -172,5 +211,20 @@ mod tests {
         let stalled = Health::new(Duration::from_millis(0));
         stalled.last_progress_ms.store(1, Ordering::Relaxed);
         assert!(!stalled.is_live());
+    }
+
+    #[test]
+    fn one_stalled_watched_loop_makes_the_process_not_live() {
+        let h = Health::new(Duration::from_secs(60));
+        let (a, b) = (h.watch(), h.watch());
+        a.tick();
+        b.tick();
+        assert!(h.is_live());
+        b.0.store(1, Ordering::Relaxed); // b's last progress long ago; a keeps ticking
+        a.tick();
+        h.tick();
+        assert!(!h.is_live());
+        drop(b);
+        assert!(h.is_live(), "a loop that stopped is no longer watched");
     }
 }

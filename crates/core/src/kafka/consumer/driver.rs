@@ -54,6 +54,7 @@ pub async fn run<S: Stage>(
     let driver = Driver {
         consumer,
         config: config.clone(),
+        progress: health.watch(),
         health,
         shutdown,
         dependency_down,
@@ -117,6 +118,13 @@ fn create_consumer(
         // rest: error events ran at 2.7k/s, idle 40% of the time; 4.3-4.6k/s with 10-50 ms.
         .set("fetch.queue.backoff.ms", "20");
     crate::kafka::options::apply(&mut c);
+    if config.members > 1 {
+        // A static member id set through the passthrough must differ between the members of
+        // one process, or the broker fences all but one.
+        if let Some(id) = c.get("group.instance.id").map(str::to_owned) {
+            c.set("group.instance.id", format!("{id}-{}", config.member));
+        }
+    }
     let ctx = Ctx {
         state: Mutex::new(State {
             done_rx,
@@ -381,6 +389,10 @@ struct Driver {
     consumer: BaseConsumer<Ctx>,
     config: RuntimeConfig,
     health: Arc<Health>,
+    /// This consumer's own progress, watched for liveness.
+    progress: crate::health::Watch,
+    /// Cancelled by the process's shutdown, or by this consumer when it stops on an error (so
+    /// the other members of its group in this process stop too).
     shutdown: CancellationToken,
     dependency_down: Arc<AtomicBool>,
     batch_tx: tokio::sync::mpsc::Sender<Batch>,
@@ -404,7 +416,7 @@ impl Driver {
         let idle_poll = Duration::from_millis(50).min(self.config.max_batch_time);
         // Since when a full buffer has been held (hold versus pause, see `decide::Hold`).
         let mut hold_timer = decide::Hold::default();
-        let (mut held_since, mut reported_stuck) = (None, false);
+        let (mut held_since, mut reported_stuck, mut reported_held) = (None, false, None);
 
         let result = loop {
             // Progress-aware liveness: idle, waiting out a known outage, or a batch just
@@ -424,7 +436,7 @@ impl Driver {
                 )
             };
             if progressing {
-                self.health.tick();
+                self.progress.tick();
             }
             // Stuck: the same batch held while the dependency checks pass (a message the stage
             // cannot get past). Reported as a gauge and, after `stuck_after`, by liveness.
@@ -434,13 +446,16 @@ impl Driver {
                 self.health.dependencies_ok(),
                 Instant::now(),
             );
-            members::report(
-                stuck_seconds(),
-                Combine::Max,
-                &self.config.group,
-                self.config.member,
-                held.as_secs() as i64,
-            );
+            if reported_held != Some(held.as_secs()) {
+                reported_held = Some(held.as_secs());
+                members::report(
+                    stuck_seconds(),
+                    Combine::Max,
+                    &self.config.group,
+                    self.config.member,
+                    held.as_secs() as i64,
+                );
+            }
             let stuck = self.config.stuck_after.is_some_and(|after| held >= after);
             if stuck != reported_stuck {
                 if stuck {
@@ -607,6 +622,18 @@ impl Driver {
                 last_commit = Instant::now();
             }
         };
+        if result.is_err() {
+            // The other members of the group in this process stop as well, now rather than
+            // after this one's drain: they would otherwise take over its partitions.
+            self.shutdown.cancel();
+        }
+        // This consumer no longer counts as stuck or paused.
+        if reported_stuck {
+            self.health.set_stuck(false);
+        }
+        for gauge in [stuck_seconds(), &m.paused] {
+            members::report(gauge, Combine::Max, &group, self.config.member, 0);
+        }
         self.drain();
         result
     }

@@ -23,11 +23,12 @@ pub async fn run<S: Stage>(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let members = config.members.max(1);
+    // A member that stops on an error cancels this token (never the process's own).
+    let stop = shutdown.child_token();
     if members == 1 {
-        return driver::run(stage, config, health, shutdown).await;
+        return driver::run(stage, config, health, stop).await;
     }
     let stage = Arc::new(stage);
-    let stop = shutdown.child_token();
     let runs = (0..members).map(|member| {
         let (stage, config, health, stop) = (
             stage.clone(),
@@ -36,10 +37,9 @@ pub async fn run<S: Stage>(
             stop.clone(),
         );
         async move {
-            let result = driver::run(stage, config, health, stop.clone()).await;
+            let result = driver::run(stage, config, health, stop).await;
             if let Err(e) = &result {
-                tracing::error!(member, error = %e, "a consumer stopped; stopping the others");
-                stop.cancel();
+                tracing::error!(member, error = %e, "a consumer of the group stopped on an error; the others stop too");
             }
             result
         }
@@ -75,7 +75,7 @@ pub(crate) enum Combine {
 /// Sets member `member`'s `value` of `gauge` for `group` and publishes the group's combined
 /// value.
 pub(crate) fn report(
-    gauge: &IntGaugeVec,
+    gauge: &'static IntGaugeVec,
     combine: Combine,
     group: &str,
     member: usize,
@@ -106,20 +106,23 @@ mod tests {
 
     #[test]
     fn a_group_gauge_combines_its_members() {
-        let g = IntGaugeVec::new(Opts::new("t_members", "-"), &["group"]).unwrap_or_else(|_| {
-            unreachable!("static metric definition is valid");
-        });
-        report(&g, Combine::Sum, "a", 0, 3);
-        report(&g, Combine::Sum, "a", 1, 5);
-        report(&g, Combine::Sum, "b", 0, 7);
+        let g: &'static IntGaugeVec = Box::leak(Box::new(
+            IntGaugeVec::new(Opts::new("t_members", "-"), &["group"])
+                .unwrap_or_else(|_| unreachable!("static metric definition is valid")),
+        ));
+        report(g, Combine::Sum, "a", 0, 3);
+        report(g, Combine::Sum, "a", 1, 5);
+        report(g, Combine::Sum, "b", 0, 7);
         assert_eq!(g.with_label_values(&["a"]).get(), 8);
-        report(&g, Combine::Sum, "a", 1, 0);
+        report(g, Combine::Sum, "a", 1, 0);
         assert_eq!(g.with_label_values(&["a"]).get(), 3);
         assert_eq!(g.with_label_values(&["b"]).get(), 7);
-        let m = IntGaugeVec::new(Opts::new("t_members_max", "-"), &["group"])
-            .unwrap_or_else(|_| unreachable!("static metric definition is valid"));
-        report(&m, Combine::Max, "a", 0, 40);
-        report(&m, Combine::Max, "a", 1, 0);
+        let m: &'static IntGaugeVec = Box::leak(Box::new(
+            IntGaugeVec::new(Opts::new("t_members_max", "-"), &["group"])
+                .unwrap_or_else(|_| unreachable!("static metric definition is valid")),
+        ));
+        report(m, Combine::Max, "a", 0, 40);
+        report(m, Combine::Max, "a", 1, 0);
         assert_eq!(
             m.with_label_values(&["a"]).get(),
             40,

@@ -187,8 +187,8 @@ impl RuntimeConfig {
         let n = self.members.max(1);
         RuntimeConfig {
             member,
-            max_batch_bytes: (self.max_batch_bytes / n).max(64 * 1024),
-            prefetch_kbytes: (self.prefetch_kbytes / n).max(1024),
+            max_batch_bytes: (self.max_batch_bytes / n).max(1),
+            prefetch_kbytes: (self.prefetch_kbytes / n).max(1),
             ..self.clone()
         }
     }
