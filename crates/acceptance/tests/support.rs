@@ -100,7 +100,8 @@ pub struct Toy {
 /// Sends SIGTERM and asserts a clean exit (status 0) within 30 s.
 pub fn stop_cleanly(p: &mut Proc) -> anyhow::Result<()> {
     p.signal("TERM")?;
-    assert_eq!(p.wait_timeout(Duration::from_secs(30))?.code(), Some(0));
+    let status = p.wait_timeout(Duration::from_secs(30))?;
+    assert_eq!(status.code(), Some(0), "exit status: {status:?}");
     Ok(())
 }
 
