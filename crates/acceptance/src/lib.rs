@@ -61,31 +61,36 @@ pub async fn wait_committed(brokers: &str, group: &str, topic: &str) -> anyhow::
 }
 
 /// Waits (up to a minute) until the consumer serving metrics on `metrics` has partitions assigned
-/// and its group has settled.
+/// and its group has settled: every member it runs (`CONSUMERS` in this environment, passed on
+/// to the stages it starts; 1 when unset) holds partitions, and neither the partitions nor the
+/// rebalances counted have changed for 1.5 s (members of one process may join the group one
+/// after the other).
 pub fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let wanted: f64 = std::env::var("CONSUMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     let sum = |body: &str, name: &str| {
         body.lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    // Settled: partitions held, and neither they nor the rebalances counted have changed for
-    // 1.5 s (members of one process may join the group one after the other).
     let (mut last, mut since) = (None, std::time::Instant::now());
     loop {
         let now = sluice_testkit::http::get(metrics, "/metrics").map(|(_, body)| {
             (
                 sum(&body, "sluice_consumer_assigned_partitions"),
                 sum(&body, "sluice_consumer_rebalances_total"),
+                sum(&body, "sluice_consumer_members"),
             )
         });
         if now != last {
             (last, since) = (now, std::time::Instant::now());
         }
-        if last.is_some_and(|(assigned, _)| assigned > 0.0)
+        if last.is_some_and(|(assigned, _, members)| assigned > 0.0 && members >= wanted)
             && since.elapsed() >= Duration::from_millis(1500)
-            && members_joined(metrics)
         {
             return Ok(());
         }
@@ -95,22 +100,6 @@ pub fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Whether every member a consumer runs (`CONSUMERS` in this environment, passed on to the
-/// stages it starts; 1 when unset) holds partitions.
-fn members_joined(metrics: &str) -> bool {
-    let wanted: f64 = std::env::var("CONSUMERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    sluice_testkit::http::get(metrics, "/metrics").is_some_and(|(_, body)| {
-        body.lines()
-            .filter(|l| l.starts_with("sluice_consumer_members"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-            >= wanted
-    })
 }
 
 /// Peak resident memory of process `pid` in MiB (`VmHWM`), 0 when unknown.

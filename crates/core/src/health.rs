@@ -17,8 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Health {
     dependencies_ok: AtomicBool,
     shutting_down: AtomicBool,
-    /// Epoch milliseconds of the last progress tick; 0 = no watched loop yet.
-    last_progress_ms: AtomicU64,
     stall_after: Duration,
     /// How many consumers hold the same work while their dependencies answer.
     stuck: AtomicUsize,
@@ -60,7 +58,6 @@ impl Health {
         Arc::new(Health {
             dependencies_ok: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
-            last_progress_ms: AtomicU64::new(0),
             stall_after,
             stuck: AtomicUsize::new(0),
             schema_ok: AtomicBool::new(true),
@@ -83,13 +80,8 @@ impl Health {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// A watched loop made progress.
-    pub fn tick(&self) {
-        self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
-    }
-
-    /// A loop watched on its own: the process is not live when this one stops progressing for
-    /// the stall time, whatever the other loops do (several consumers in one process).
+    /// A loop watched for liveness: the process is not live when any watched loop has not
+    /// progressed for the stall time, whatever the others do (several consumers in one process).
     pub fn watch(&self) -> Watch {
         let slot = Arc::new(AtomicU64::new(0));
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,13 +127,11 @@ impl Health {
         let stall = self.stall_after.as_millis() as u64;
         let now = now_ms();
         let fresh = |last: u64| last == 0 || now.saturating_sub(last) <= stall;
-        fresh(self.last_progress_ms.load(Ordering::Relaxed))
-            && self
-                .watched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .all(|w| fresh(w.load(Ordering::Relaxed)))
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .all(|w| fresh(w.load(Ordering::Relaxed)))
     }
 }
 
@@ -204,12 +194,14 @@ mod tests {
         assert!(!h.is_ready());
         h.set_dependencies_ok(true);
         assert!(h.is_ready() && h.is_live());
-        h.tick();
+        let w = h.watch();
+        w.tick();
         assert!(h.is_live());
         h.begin_shutdown();
         assert!(!h.is_ready());
         let stalled = Health::new(Duration::from_millis(0));
-        stalled.last_progress_ms.store(1, Ordering::Relaxed);
+        let s = stalled.watch();
+        s.0.store(1, Ordering::Relaxed);
         assert!(!stalled.is_live());
     }
 
@@ -222,7 +214,6 @@ mod tests {
         assert!(h.is_live());
         b.0.store(1, Ordering::Relaxed); // b's last progress long ago; a keeps ticking
         a.tick();
-        h.tick();
         assert!(!h.is_live());
         drop(b);
         assert!(h.is_live(), "a loop that stopped is no longer watched");

@@ -55,6 +55,7 @@ pub async fn run<S: Stage>(
     let driver = Driver {
         url,
         config,
+        progress: health.watch(),
         health,
         shutdown,
         batch_tx,
@@ -86,6 +87,8 @@ struct Driver {
     url: String,
     config: RuntimeConfig,
     health: Arc<Health>,
+    /// This consumer's own progress, watched for liveness.
+    progress: crate::health::Watch,
     shutdown: CancellationToken,
     batch_tx: tokio::sync::mpsc::Sender<Batch>,
     done_rx: Receiver<Completion>,
@@ -150,7 +153,7 @@ impl Driver {
                 break Ok(());
             }
             if self.in_flight.is_none() {
-                self.health.tick();
+                self.progress.tick();
             }
             if let Err(e) = self.step(&mut topics, &mut last_commit) {
                 tracing::warn!(error = %e, group = %self.config.group, "embedded transport unavailable; reconnecting");

@@ -178,9 +178,7 @@ impl RuntimeConfig {
             produce_timeout: Duration::from_secs(30),
         }
     }
-}
 
-impl RuntimeConfig {
     /// The settings of member `member` of `self.members`: the batch byte budget and the prefetch
     /// divided between the members, so the process buffers what one consumer would.
     pub fn for_member(&self, member: usize) -> RuntimeConfig {
