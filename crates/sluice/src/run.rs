@@ -368,11 +368,23 @@ impl Background {
     }
 }
 
+/// How long the background runtime's last blocking calls (a database call still under way)
+/// may take to return at shutdown.
+const BACKGROUND_SHUTDOWN: Duration = Duration::from_secs(10);
+
 impl Drop for Background {
     fn drop(&mut self) {
-        // Dropping a runtime from async code would block; its tasks have finished by now.
+        // Its threads are joined before the process exits: a thread still inside a database
+        // call while the process runs its exit handlers could crash it. A runtime cannot be
+        // shut down with a wait from async code, hence the plain thread.
         if let Some(r) = self.runtime.take() {
-            r.shutdown_background();
+            let joined = std::thread::Builder::new()
+                .name("sluice-background-stop".into())
+                .spawn(move || r.shutdown_timeout(BACKGROUND_SHUTDOWN))
+                .map(|t| t.join().is_ok());
+            if !matches!(joined, Ok(true)) {
+                tracing::warn!("the background runtime did not stop cleanly");
+            }
         }
     }
 }
