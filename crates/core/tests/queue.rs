@@ -117,3 +117,61 @@ fn offsets_reads_commits_and_ownership() -> anyhow::Result<()> {
     assert!(owned, "a closed connection's partitions are free again");
     Ok(())
 }
+
+/// The storage layer's statements are prepared once per connection and kept: after many
+/// publishes of different sizes (past the point where PostgreSQL may switch to a generic plan),
+/// the connection holds one prepared publish statement, and every message got the right offset.
+#[test]
+fn statements_are_prepared_once_per_connection_and_stay_correct() -> anyhow::Result<()> {
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+    #[derive(QueryableByName)]
+    struct Plans {
+        #[diesel(sql_type = BigInt)]
+        statements: i64,
+        #[diesel(sql_type = BigInt)]
+        executions: i64,
+    }
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let mut c = db.connect()?;
+    queue::ensure_topic(&mut c, "t", 2)?;
+    let sizes = [1_usize, 500, 3, 1, 800, 2, 1, 50, 1, 1000, 7, 1];
+    for (i, n) in sizes.iter().enumerate() {
+        let batch: Vec<NewMessage> = (0..*n)
+            .map(|j| message((j % 2) as i32, format!("{i}:{j}").into_bytes()))
+            .collect();
+        queue::publish(&mut c, &batch)?;
+    }
+    let plans: Plans = diesel::sql_query(
+        "SELECT count(*) AS statements, \
+                coalesce(sum(generic_plans + custom_plans), 0)::bigint AS executions \
+         FROM pg_prepared_statements WHERE statement LIKE 'WITH m AS (SELECT * FROM unnest%'",
+    )
+    .get_result(&mut c)?;
+    assert_eq!(plans.statements, 1, "one prepared publish statement");
+    assert_eq!(plans.executions, sizes.len() as i64);
+
+    let total: usize = sizes.iter().sum();
+    let all = queue::fetch(&mut c, &[at(0, 0), at(1, 0)], 10_000, i64::MAX)?;
+    assert_eq!(all.len(), total);
+    for p in 0..2 {
+        let offsets: Vec<i64> = all
+            .iter()
+            .filter(|m| m.partition == p)
+            .map(|m| m.offset)
+            .collect();
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, expected, "partition {p}: consecutive offsets");
+    }
+    // Within a publish, a partition's messages keep the order given.
+    let order: Vec<String> = all
+        .iter()
+        .filter(|m| m.partition == 0)
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .filter(|s| s.starts_with("9:"))
+        .collect();
+    let expected: Vec<String> = (0..1000).step_by(2).map(|j| format!("9:{j}")).collect();
+    assert_eq!(order, expected);
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 use super::events::EXPIRY;
 use super::linking::{self, Linked};
+use super::prepared::prepared;
 use super::EventKey;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
@@ -51,7 +52,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row]) -> QueryResult<()> {
     let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
     let paths: Vec<Option<&str>> = rows.iter().map(|r| r.blob_path.as_deref()).collect();
     let days: Vec<Option<i32>> = rows.iter().map(|r| r.retention_days).collect();
-    let inserted: Vec<Inserted> = diesel::sql_query(format!(
+    let inserted: Vec<Inserted> = crate::prepared_format!(
         "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
                          $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::int[]) \
                          AS t(p, e, a, g, k, n, ct, sz, sh, bp, r)) \
@@ -63,7 +64,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row]) -> QueryResult<()> {
          FROM input i LEFT JOIN project_retention pr ON pr.project_id = i.p \
          ON CONFLICT (project_id, event_id, attachment_id) DO NOTHING \
          RETURNING project_id, event_id::text AS event_id, attachment_id, group_id"
-    ))
+    )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(col(|r| &r.event_id))
     .bind::<Array<Text>, _>(col(|r| &r.attachment_id))
@@ -101,7 +102,7 @@ pub fn exists(
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let r: N = diesel::sql_query(
+    let r: N = prepared(
         "SELECT count(*) AS n FROM event_attachments \
          WHERE project_id = $1 AND event_id = $2::bpchar AND attachment_id = $3",
     )
@@ -132,7 +133,7 @@ pub fn crash_reports_of_group(
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let n: N = diesel::sql_query(
+    let n: N = prepared(
         "SELECT count(*) AS n FROM (SELECT 1 FROM event_attachments a \
            WHERE a.project_id = $1 AND a.type = ANY($4) AND a.event_id <> $6::bpchar \
              AND a.group_id = COALESCE($2, (SELECT h.group_id FROM group_hashes h \

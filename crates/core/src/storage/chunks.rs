@@ -1,6 +1,7 @@
 //! `attachment_chunks`: attachment bodies sent ahead of the message that lists them wait here
 //! (shared by every replica) until consumed or expired. Storing a chunk again is a no-op.
 
+use super::prepared::prepared;
 use bytes::Bytes;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Binary, Integer, Text};
@@ -47,7 +48,7 @@ fn store_one_statement(
     let ids: Vec<&str> = chunks.iter().map(|c| c.key.2.as_str()).collect();
     let indexes: Vec<i32> = chunks.iter().map(|c| c.index as i32).collect();
     let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_ref()).collect();
-    diesel::sql_query(
+    prepared(
         "INSERT INTO attachment_chunks (project_id, event_id, attachment_id, chunk_index, data, expires_at) \
          SELECT p, e::bpchar, a, i, d, now() + make_interval(secs => $6) \
          FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bytea[]) AS t(p, e, a, i, d) \
@@ -72,7 +73,7 @@ pub fn load(conn: &mut PgConnection, key: &Key, count: u32) -> QueryResult<Optio
         #[diesel(sql_type = Binary)]
         data: Vec<u8>,
     }
-    let rows: Vec<Row> = diesel::sql_query(
+    let rows: Vec<Row> = prepared(
         "SELECT chunk_index, data FROM attachment_chunks \
          WHERE project_id = $1 AND event_id = $2::bpchar AND attachment_id = $3 AND chunk_index < $4 \
          ORDER BY chunk_index",
@@ -98,7 +99,7 @@ pub fn delete(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<()> {
     let projects: Vec<i64> = keys.iter().map(|k| k.0 as i64).collect();
     let events: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-    diesel::sql_query(
+    prepared(
         "DELETE FROM attachment_chunks c USING unnest($1::bigint[], $2::text[], $3::text[]) AS t(p, e, a) \
          WHERE c.project_id = t.p AND c.event_id = t.e::bpchar AND c.attachment_id = t.a",
     )
@@ -111,5 +112,5 @@ pub fn delete(conn: &mut PgConnection, keys: &[Key]) -> QueryResult<()> {
 
 /// Deletes expired chunks; returns how many.
 pub fn sweep(conn: &mut PgConnection) -> QueryResult<usize> {
-    diesel::sql_query("DELETE FROM attachment_chunks WHERE expires_at < now()").execute(conn)
+    prepared("DELETE FROM attachment_chunks WHERE expires_at < now()").execute(conn)
 }

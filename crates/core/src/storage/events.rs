@@ -10,6 +10,7 @@
 //! (`project_retention`: its option, its organization's, the database default), counted from
 //! the time of the write.
 
+use super::prepared::prepared;
 use super::EventKey;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -52,7 +53,7 @@ pub fn insert_raw(
     let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
     let data: Vec<&str> = events.iter().map(|e| e.json).collect();
     let days: Vec<Option<i32>> = events.iter().map(|e| e.retention_days).collect();
-    let rows: Vec<Grouped> = diesel::sql_query(format!(
+    let rows: Vec<Grouped> = crate::prepared_format!(
         "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS t(p, e, d, r)), \
               keyed AS (SELECT i.p, i.e::bpchar AS e, i.d, {EXPIRY} AS x FROM input i \
                         LEFT JOIN project_retention pr ON pr.project_id = i.p), \
@@ -65,7 +66,7 @@ pub fn insert_raw(
          SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
          JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
          WHERE ev.group_id IS NOT NULL"
-    ))
+    )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(ids)
     .bind::<Array<Text>, _>(data)
@@ -89,7 +90,7 @@ pub fn insert_grouped(
     let eids: Vec<&str> = rows.iter().map(|(k, _, _)| k.1.as_str()).collect();
     let data: Vec<&Value> = rows.iter().map(|(_, d, _)| *d).collect();
     let gids: Vec<Option<i64>> = rows.iter().map(|(_, _, g)| *g).collect();
-    diesel::sql_query(format!(
+    crate::prepared_format!(
         "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) AS t(p, e, d, g)), \
               keyed AS (SELECT i.p, i.e, i.d, i.g, {EXPIRY} AS x FROM input i \
                         LEFT JOIN project_retention pr ON pr.project_id = i.p), \
@@ -101,7 +102,7 @@ pub fn insert_grouped(
                           JOIN keyed k ON k.p = ins.project_id AND k.e = ins.event_id \
                           ON CONFLICT DO NOTHING) \
          SELECT count(*) AS n FROM ins"
-    ))
+    )
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)
     .bind::<Array<Jsonb>, _>(data)
@@ -162,7 +163,7 @@ pub fn load_many(
         return Ok(HashMap::new());
     }
     let (pids, eids) = super::split_keys(keys);
-    let stored: Vec<Stored> = diesel::sql_query(
+    let stored: Vec<Stored> = prepared(
         "SELECT e.project_id, e.event_id, e.group_id, e.expires_at FROM events e \
          JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, e) ON e.project_id = k.p AND e.event_id = k.e",
     )
@@ -175,7 +176,7 @@ pub fn load_many(
     ) else {
         return Ok(HashMap::new());
     };
-    let payloads: Vec<Payload> = diesel::sql_query(
+    let payloads: Vec<Payload> = prepared(
         "SELECT p.project_id, p.event_id, p.data FROM event_payloads p \
          JOIN unnest($1::bigint[], $2::bpchar[], $3::timestamptz[]) AS k(p, e, x) \
            ON p.project_id = k.p AND p.event_id = k.e AND p.expires_at = k.x \

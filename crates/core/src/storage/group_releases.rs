@@ -1,6 +1,7 @@
 //! Where a group was seen: `group_releases` (per release and environment), `group_environments`
 //! (per environment, with the first release seen there) and `groups.first_release`.
 
+use super::prepared::prepared;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
 
@@ -28,7 +29,7 @@ pub fn record(conn: &mut PgConnection, seen: &[Seen<'_>]) -> QueryResult<()> {
     let releases: Vec<Option<&str>> = seen.iter().map(|s| s.release).collect();
     let environments: Vec<&str> = seen.iter().map(|s| s.environment).collect();
     let at: Vec<f64> = seen.iter().map(|s| s.at).collect();
-    diesel::sql_query(
+    prepared(
         "WITH s AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::float8[]) \
                     AS s(g, p, r, e, t)), \
               rel AS ( \
@@ -67,7 +68,7 @@ pub fn set_first_release(conn: &mut PgConnection, created: &[(i64, &str)]) -> Qu
     }
     let ids: Vec<i64> = created.iter().map(|(g, _)| *g).collect();
     let releases: Vec<&str> = created.iter().map(|(_, r)| *r).collect();
-    diesel::sql_query(
+    prepared(
         "UPDATE groups g SET first_release = x.r FROM unnest($1::bigint[], $2::text[]) AS x(id, r) \
          WHERE g.id = x.id AND g.first_release IS NULL",
     )

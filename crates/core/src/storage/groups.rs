@@ -2,6 +2,7 @@
 //! (`FOR UPDATE`, in id order) and written back whole: the rules that compute their new state
 //! live in `issues::group`, in memory, and are the same for one occurrence or a run of them.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Bpchar, Integer, Jsonb, Nullable, Text, Timestamptz};
@@ -61,12 +62,12 @@ pub fn lock(conn: &mut PgConnection, hashes: &[HashKey]) -> QueryResult<HashMap<
         return Ok(HashMap::new());
     }
     let (pids, hs) = super::split_keys(hashes);
-    let rows: Vec<Locked> = diesel::sql_query(format!(
+    let rows: Vec<Locked> = crate::prepared_format!(
         "SELECT {GROUP_COLUMNS}, h.hash, g.first_seen, g.times_seen, g.active_at, g.level \
          FROM group_hashes h JOIN groups g ON g.id = h.group_id \
          JOIN unnest($1::bigint[], $2::bpchar[]) AS k(p, h) ON h.project_id = k.p AND h.hash = k.h \
          ORDER BY g.id FOR UPDATE OF g"
-    ))
+    )
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(hs)
     .load(conn)?;
@@ -78,12 +79,10 @@ pub fn lock(conn: &mut PgConnection, hashes: &[HashKey]) -> QueryResult<HashMap<
 
 /// The group `id`, locked for update.
 pub fn lock_by_id(conn: &mut PgConnection, id: i64) -> QueryResult<Option<GroupRow>> {
-    diesel::sql_query(format!(
-        "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1 FOR UPDATE OF g"
-    ))
-    .bind::<BigInt, _>(id)
-    .get_result(conn)
-    .optional()
+    crate::prepared_format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1 FOR UPDATE OF g")
+        .bind::<BigInt, _>(id)
+        .get_result(conn)
+        .optional()
 }
 
 /// `n` new group ids.
@@ -93,7 +92,7 @@ pub fn next_ids(conn: &mut PgConnection, n: usize) -> QueryResult<Vec<i64>> {
         #[diesel(sql_type = BigInt)]
         id: i64,
     }
-    let rows: Vec<Id> = diesel::sql_query(
+    let rows: Vec<Id> = prepared(
         "SELECT nextval(pg_get_serial_sequence('groups', 'id')) AS id FROM generate_series(1, $1)",
     )
     .bind::<BigInt, _>(n as i64)
@@ -185,7 +184,7 @@ pub fn insert(conn: &mut PgConnection, groups: &[Write<'_>]) -> QueryResult<usiz
         return Ok(0);
     }
     let c = Columns::of(groups);
-    diesel::sql_query(
+    prepared(
         "INSERT INTO groups (id, project_id, type, status, substatus, priority, level, title, culprit, \
            message, times_seen, first_seen, last_seen, active_at, last_occurrence_id, data) \
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::int[], \
@@ -210,7 +209,7 @@ pub fn insert(conn: &mut PgConnection, groups: &[Write<'_>]) -> QueryResult<usiz
     .bind::<Array<Jsonb>, _>(c.data)
     .execute(conn)?;
     let hashes: Vec<&str> = groups.iter().map(|g| g.hash).collect();
-    diesel::sql_query(
+    prepared(
         "INSERT INTO group_hashes (project_id, hash, group_id) \
          SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) \
          ON CONFLICT (project_id, hash) DO NOTHING",
@@ -227,7 +226,7 @@ pub fn update(conn: &mut PgConnection, groups: &[Write<'_>]) -> QueryResult<()> 
         return Ok(());
     }
     let c = Columns::of(groups);
-    diesel::sql_query(
+    prepared(
         "UPDATE groups g SET times_seen = u.times_seen, first_seen = u.first_seen, \
            last_seen = u.last_seen, \
            title = CASE WHEN u.newest THEN u.title ELSE g.title END, \
@@ -272,7 +271,7 @@ pub fn set_status(
     substatus: Option<i32>,
     priority: Option<i32>,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "UPDATE groups SET status = $2, substatus = $3, priority = COALESCE($4, priority), \
            resolved_at = CASE WHEN $2 = 1 THEN now() ELSE NULL END, \
            active_at = CASE WHEN $2 = 0 AND status <> 0 THEN now() ELSE active_at END \
@@ -295,22 +294,18 @@ pub fn record(
     data: Value,
     history: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO activities (group_id, project_id, type, data) VALUES ($1, $2, $3, $4)",
-    )
-    .bind::<BigInt, _>(group_id)
-    .bind::<BigInt, _>(project_id)
-    .bind::<Text, _>(activity)
-    .bind::<Jsonb, _>(data)
-    .execute(conn)?;
-    if !history.is_empty() {
-        diesel::sql_query(
-            "INSERT INTO group_history (group_id, project_id, status) VALUES ($1, $2, $3)",
-        )
+    prepared("INSERT INTO activities (group_id, project_id, type, data) VALUES ($1, $2, $3, $4)")
         .bind::<BigInt, _>(group_id)
         .bind::<BigInt, _>(project_id)
-        .bind::<Text, _>(history)
+        .bind::<Text, _>(activity)
+        .bind::<Jsonb, _>(data)
         .execute(conn)?;
+    if !history.is_empty() {
+        prepared("INSERT INTO group_history (group_id, project_id, status) VALUES ($1, $2, $3)")
+            .bind::<BigInt, _>(group_id)
+            .bind::<BigInt, _>(project_id)
+            .bind::<Text, _>(history)
+            .execute(conn)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Counters of the optional issue-platform limits: sliding windows in `rate_limit_counters`
 //! and noise counters in `noise_counters`, shared by every replica.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bpchar, Text, Timestamptz};
@@ -22,7 +23,7 @@ pub fn take(
     let granularity = granularity.max(1) as i64;
     let bucket = at.div_euclid(granularity);
     let buckets = (window as i64 / granularity).max(1);
-    let row: Granted = diesel::sql_query(
+    let row: Granted = prepared(
         "WITH pruned AS (DELETE FROM rate_limit_counters WHERE key = $1 AND bucket <= $2 - $3), \
               used AS (SELECT coalesce(sum(count), 0) AS n FROM rate_limit_counters \
                        WHERE key = $1 AND bucket > $2 - $3 AND bucket <= $2), \
@@ -53,7 +54,7 @@ pub fn noise_bump(
         #[diesel(sql_type = BigInt)]
         count: i64,
     }
-    let seen: Count = diesel::sql_query(
+    let seen: Count = prepared(
         "INSERT INTO noise_counters AS n (project_id, hash, count, expires_at) \
          VALUES ($1, $2::bpchar, 1, $3 + make_interval(secs => $4)) \
          ON CONFLICT (project_id, hash) DO UPDATE SET \
@@ -71,7 +72,7 @@ pub fn noise_bump(
 
 /// Removes the noise counter of `hash` (its group is created).
 pub fn noise_reset(conn: &mut PgConnection, project_id: i64, hash: &str) -> QueryResult<()> {
-    diesel::sql_query("DELETE FROM noise_counters WHERE project_id = $1 AND hash = $2::bpchar")
+    prepared("DELETE FROM noise_counters WHERE project_id = $1 AND hash = $2::bpchar")
         .bind::<BigInt, _>(project_id)
         .bind::<Bpchar, _>(hash)
         .execute(conn)?;

@@ -13,6 +13,7 @@
 //! before updating them (an `UPDATE` alone locks in plan order); writers of attachments and
 //! reports take `FOR SHARE` on the events in the same key order before setting groups.
 
+use super::prepared::prepared;
 use super::{user_reports, EventKey};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bpchar, Nullable, Text};
@@ -34,7 +35,7 @@ pub fn backfill(
     };
     if !earlier.is_empty() {
         let (pids, eids, gids) = columns(earlier);
-        diesel::sql_query(
+        prepared(
             "SELECT 1 FROM events e JOIN unnest($1::bigint[], $2::bpchar[]) AS u(p, e) \
              ON e.project_id = u.p AND e.event_id = u.e \
              ORDER BY e.project_id, e.event_id FOR NO KEY UPDATE OF e",
@@ -42,7 +43,7 @@ pub fn backfill(
         .bind::<Array<BigInt>, _>(&pids)
         .bind::<Array<Bpchar>, _>(&eids)
         .execute(conn)?;
-        diesel::sql_query(
+        prepared(
             "UPDATE events e SET group_id = u.g \
              FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g) \
              WHERE e.project_id = u.p AND e.event_id = u.e AND e.group_id IS NULL",
@@ -56,7 +57,7 @@ pub fn backfill(
         return Ok(());
     }
     let (pids, eids, gids) = columns(grouped);
-    let reports = diesel::sql_query(
+    let reports = prepared(
         "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bpchar[], $3::bigint[]) AS u(p, e, g)), \
               a AS (UPDATE event_attachments a SET group_id = u.g FROM u \
                     WHERE a.project_id = u.p AND a.event_id = u.e AND a.group_id IS NULL) \
@@ -104,7 +105,7 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
         Linked::Reports => "user_reports",
     };
     conn.transaction(|c| {
-        let events: Vec<Event> = diesel::sql_query(
+        let events: Vec<Event> = prepared(
             "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
              JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
              ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev",

@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod occurrences;
 pub mod outcomes;
 pub mod pool;
+pub mod prepared;
 pub mod project_keys;
 pub mod projects;
 pub mod queue;

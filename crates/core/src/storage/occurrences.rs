@@ -5,6 +5,7 @@
 //! project's retention, counted from the write), and is written only for the rows inserted.
 
 use super::events::EXPIRY;
+use super::prepared::prepared;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
@@ -39,7 +40,7 @@ pub fn existing(
         return Ok(HashMap::new());
     }
     let rows: Vec<Id> =
-        diesel::sql_query("SELECT id, dropped FROM occurrences WHERE id = ANY($1::bpchar[])")
+        prepared("SELECT id, dropped FROM occurrences WHERE id = ANY($1::bpchar[])")
             .bind::<Array<Bpchar>, _>(ids)
             .load(conn)?;
     Ok(rows.into_iter().map(|r| (r.id, r.dropped)).collect())
@@ -62,7 +63,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> QueryResult<usize> {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query(format!(
+    crate::prepared_format!(
         "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bpchar[], $2::bigint[], $3::bpchar[], \
                          $4::int[], $5::jsonb[], $6::bigint[], $7::text[]) AS t(id, p, e, ty, d, g, dr)), \
               keyed AS (SELECT i.*, {EXPIRY} AS x FROM input i \
@@ -74,7 +75,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> QueryResult<usize> {
                           SELECT ins.id, ins.expires_at, k.d FROM ins JOIN keyed k ON k.id = ins.id \
                           ON CONFLICT DO NOTHING) \
          SELECT count(*) AS n FROM ins"
-    ))
+    )
     .bind::<Array<Bpchar>, _>(ids)
     .bind::<Array<BigInt>, _>(pids)
     .bind::<Array<Bpchar>, _>(eids)

@@ -1,6 +1,7 @@
 //! `emitted_outcomes`: the natural keys of outcomes the broker acknowledged, so a replay does
 //! not emit (and bill) them twice.
 
+use super::prepared::prepared;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text};
 use std::collections::HashSet;
@@ -15,7 +16,7 @@ pub fn emitted(conn: &mut PgConnection, keys: &[String]) -> QueryResult<HashSet<
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
-    let found: Vec<Key> = diesel::sql_query("SELECT key FROM emitted_outcomes WHERE key = ANY($1)")
+    let found: Vec<Key> = prepared("SELECT key FROM emitted_outcomes WHERE key = ANY($1)")
         .bind::<Array<Text>, _>(keys)
         .load(conn)?;
     Ok(found.into_iter().map(|k| k.key).collect())
@@ -26,10 +27,8 @@ pub fn record(conn: &mut PgConnection, keys: &[String]) -> QueryResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(
-        "INSERT INTO emitted_outcomes (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-    )
-    .bind::<Array<Text>, _>(keys)
-    .execute(conn)?;
+    prepared("INSERT INTO emitted_outcomes (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
+        .bind::<Array<Text>, _>(keys)
+        .execute(conn)?;
     Ok(())
 }

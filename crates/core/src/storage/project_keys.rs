@@ -1,6 +1,7 @@
 //! `project_keys`: the client keys (DSNs) SDKs authenticate with, created by `sluice key create`
 //! and looked up by the SDK front door.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Bpchar, Integer, Nullable, Text, Timestamptz};
@@ -50,7 +51,7 @@ pub fn create(
     project: &str,
     key: &NewKey<'_>,
 ) -> QueryResult<Option<ProjectKey>> {
-    diesel::sql_query(format!(
+    crate::prepared_format!(
         "WITH k AS (\
            INSERT INTO project_keys (project_id, public_key, secret_key, label, \
                                      rate_limit_count, rate_limit_window) \
@@ -59,7 +60,7 @@ pub fn create(
             WHERE o.slug = $1 AND p.slug = $2 \
            RETURNING *) \
          SELECT {COLUMNS} FROM k JOIN projects p ON p.id = k.project_id"
-    ))
+    )
     .bind::<Text, _>(org)
     .bind::<Text, _>(project)
     .bind::<Bpchar, _>(key.public_key)
@@ -73,10 +74,10 @@ pub fn create(
 
 /// The key with this public key, active or not.
 pub fn by_public_key(conn: &mut PgConnection, public_key: &str) -> QueryResult<Option<ProjectKey>> {
-    diesel::sql_query(format!(
+    crate::prepared_format!(
         "SELECT {COLUMNS} FROM project_keys k JOIN projects p ON p.id = k.project_id \
          WHERE k.public_key = $1::bpchar"
-    ))
+    )
     .bind::<Text, _>(public_key)
     .get_result(conn)
     .optional()
@@ -94,7 +95,7 @@ pub fn list(
         #[diesel(sql_type = BigInt)]
         id: i64,
     }
-    let found: Option<Id> = diesel::sql_query(
+    let found: Option<Id> = prepared(
         "SELECT p.id FROM projects p JOIN organizations o ON o.id = p.organization_id \
          WHERE o.slug = $1 AND p.slug = $2",
     )
@@ -105,10 +106,10 @@ pub fn list(
     let Some(project) = found else {
         return Ok(None);
     };
-    diesel::sql_query(format!(
+    crate::prepared_format!(
         "SELECT {COLUMNS} FROM project_keys k JOIN projects p ON p.id = k.project_id \
          WHERE k.project_id = $1 ORDER BY k.id"
-    ))
+    )
     .bind::<BigInt, _>(project.id)
     .load(conn)
     .map(Some)
@@ -116,7 +117,7 @@ pub fn list(
 
 /// Turns the key `public_key` off (`active = false`) or on; returns how many keys changed (0 or 1).
 pub fn set_active(conn: &mut PgConnection, public_key: &str, active: bool) -> QueryResult<usize> {
-    diesel::sql_query("UPDATE project_keys SET is_active = $2 WHERE public_key = $1::bpchar")
+    prepared("UPDATE project_keys SET is_active = $2 WHERE public_key = $1::bpchar")
         .bind::<Text, _>(public_key)
         .bind::<Bool, _>(active)
         .execute(conn)

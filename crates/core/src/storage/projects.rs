@@ -1,6 +1,7 @@
 //! `projects` joined with `organizations`, and their creation by `sluice org create` and
 //! `sluice project create`.
 
+use super::prepared::prepared;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Text};
 
@@ -21,7 +22,7 @@ pub struct Project {
 
 /// The project `id`, or `None` when it is not provisioned.
 pub fn load(conn: &mut PgConnection, id: u64) -> QueryResult<Option<Project>> {
-    diesel::sql_query(
+    prepared(
         "SELECT p.id, p.organization_id, o.slug AS organization_slug, o.options AS organization_options, p.options \
          FROM projects p JOIN organizations o ON o.id = p.organization_id WHERE p.id = $1",
     )
@@ -53,7 +54,7 @@ pub fn create_organization(
     slug: &str,
     options: &serde_json::Value,
 ) -> QueryResult<i64> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO organizations (slug, name, options) VALUES ($1, $1, $2) \
          ON CONFLICT (slug) DO UPDATE SET options = organizations.options || EXCLUDED.options \
          RETURNING id",
@@ -66,7 +67,7 @@ pub fn create_organization(
 
 /// Every organization, by id.
 pub fn organizations(conn: &mut PgConnection) -> QueryResult<Vec<Listed>> {
-    diesel::sql_query("SELECT id, slug, options FROM organizations ORDER BY id").load(conn)
+    prepared("SELECT id, slug, options FROM organizations ORDER BY id").load(conn)
 }
 
 /// Creates the project `slug` of the organization `org` (or merges `options` into the existing
@@ -77,7 +78,7 @@ pub fn create_project(
     slug: &str,
     options: &serde_json::Value,
 ) -> QueryResult<Option<i64>> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO projects (organization_id, slug, name, options) \
          SELECT id, $2, $2, $3 FROM organizations WHERE slug = $1 \
          ON CONFLICT (organization_id, slug) DO UPDATE SET options = projects.options || EXCLUDED.options \
@@ -93,7 +94,7 @@ pub fn create_project(
 
 /// The id of the organization `slug`.
 pub fn organization_id(conn: &mut PgConnection, slug: &str) -> QueryResult<Option<i64>> {
-    diesel::sql_query("SELECT id FROM organizations WHERE slug = $1")
+    prepared("SELECT id FROM organizations WHERE slug = $1")
         .bind::<Text, _>(slug)
         .get_result::<Id>(conn)
         .optional()
@@ -105,7 +106,7 @@ pub fn projects_of(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec
     if organization_id(conn, org)?.is_none() {
         return Ok(None);
     }
-    diesel::sql_query(
+    prepared(
         "SELECT p.id, p.slug, p.options FROM projects p JOIN organizations o ON o.id = p.organization_id \
          WHERE o.slug = $1 ORDER BY p.id",
     )

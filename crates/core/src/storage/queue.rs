@@ -5,6 +5,7 @@
 //! so concurrent publishers cannot deadlock), so offsets become visible in commit order: a
 //! reader at offset N never misses a message that commits later with a smaller offset.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
@@ -65,7 +66,7 @@ fn unzip(positions: &[Position]) -> (Vec<String>, Vec<i32>, Vec<i64>) {
 /// Creates `topic` with `partitions` partitions unless it exists (an existing topic keeps its
 /// count); returns its partition count.
 pub fn ensure_topic(conn: &mut PgConnection, topic: &str, partitions: i32) -> QueryResult<i32> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO queue_partitions (topic, partition) \
          SELECT $1, p FROM generate_series(0, $2 - 1) AS p \
          WHERE NOT EXISTS (SELECT 1 FROM queue_partitions WHERE topic = $1) \
@@ -91,7 +92,7 @@ pub fn partition_counts(
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let rows: Vec<Row> = diesel::sql_query(
+    let rows: Vec<Row> = prepared(
         "SELECT topic, count(*) AS n FROM queue_partitions WHERE topic = ANY($1) GROUP BY topic",
     )
     .bind::<Array<Text>, _>(topics)
@@ -116,7 +117,7 @@ pub fn publish(conn: &mut PgConnection, messages: &[NewMessage]) -> QueryResult<
     let keys: Vec<Option<&[u8]>> = messages.iter().map(|m| m.key.as_deref()).collect();
     let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
     let headers: Vec<Option<&[u8]>> = messages.iter().map(|m| m.headers.as_deref()).collect();
-    diesel::sql_query(
+    prepared(
         "WITH m AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bytea[], $5::bytea[]) \
                     WITH ORDINALITY AS m(topic, partition, key, payload, headers, i)), \
               n AS (SELECT topic, partition, count(*) AS n FROM m GROUP BY topic, partition), \
@@ -154,7 +155,7 @@ pub fn fetch(
         return Ok(Vec::new());
     }
     let (t, p, o) = unzip(from);
-    diesel::sql_query(
+    prepared(
         "SELECT m.topic, m.partition, m.\"offset\", m.key, m.payload, m.headers, m.produced_at \
          FROM unnest($1::text[], $2::int[], $3::bigint[]) AS f(topic, partition, pos) \
          CROSS JOIN LATERAL ( \
@@ -176,7 +177,7 @@ pub fn fetch(
 
 /// The next offset of each partition of `topics` (where a reader starting "latest" begins).
 pub fn end_offsets(conn: &mut PgConnection, topics: &[String]) -> QueryResult<Vec<Position>> {
-    diesel::sql_query(
+    prepared(
         "SELECT topic, partition, next_offset AS offset FROM queue_partitions \
          WHERE topic = ANY($1) ORDER BY topic, partition",
     )
@@ -190,7 +191,7 @@ pub fn committed(
     group: &str,
     topics: &[String],
 ) -> QueryResult<Vec<Position>> {
-    diesel::sql_query(
+    prepared(
         "SELECT topic, partition, next_offset AS offset FROM queue_offsets \
          WHERE consumer_group = $1 AND topic = ANY($2)",
     )
@@ -205,7 +206,7 @@ pub fn commit(conn: &mut PgConnection, group: &str, positions: &[Position]) -> Q
         return Ok(());
     }
     let (t, p, o) = unzip(positions);
-    diesel::sql_query(
+    prepared(
         "INSERT INTO queue_offsets (consumer_group, topic, partition, next_offset) \
          SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[]) \
          ON CONFLICT (consumer_group, topic, partition) \
@@ -232,7 +233,7 @@ pub fn try_own(
         #[diesel(sql_type = diesel::sql_types::Bool)]
         got: bool,
     }
-    let r: Got = diesel::sql_query(
+    let r: Got = prepared(
         "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2 || '/' || $3::text)) AS got",
     )
     .bind::<Text, _>(group)

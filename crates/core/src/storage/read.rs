@@ -7,6 +7,7 @@
 //! (`groups_project_status_{last_seen,first_seen,times_seen}_idx`), so a page of one project's
 //! issues of one status reads only the rows it returns.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -46,7 +47,7 @@ const PROJECT_COLUMNS: &str = "p.id, p.slug, COALESCE(p.name, p.slug) AS name, \
 
 /// The organization `id`.
 pub fn organization(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Organization>> {
-    diesel::sql_query(
+    prepared(
         "SELECT id, slug, COALESCE(name, slug) AS name, date_added FROM organizations WHERE id = $1",
     )
     .bind::<BigInt, _>(id)
@@ -294,7 +295,7 @@ struct Count {
 
 /// How many user reports the group has.
 pub fn user_report_count(conn: &mut PgConnection, group_id: i64) -> QueryResult<i64> {
-    diesel::sql_query("SELECT count(*) AS n FROM user_reports WHERE group_id = $1")
+    prepared("SELECT count(*) AS n FROM user_reports WHERE group_id = $1")
         .bind::<BigInt, _>(group_id)
         .get_result::<Count>(conn)
         .map(|c| c.n)
@@ -315,7 +316,7 @@ pub struct Activity {
 
 /// The group's activities, newest first (at most 100).
 pub fn activities(conn: &mut PgConnection, group_id: i64) -> QueryResult<Vec<Activity>> {
-    diesel::sql_query(
+    prepared(
         "SELECT id, type, data, datetime FROM activities WHERE group_id = $1 \
          ORDER BY datetime DESC, id DESC LIMIT 100",
     )
@@ -427,7 +428,7 @@ pub fn neighbours(
         #[diesel(sql_type = Nullable<Text>)]
         next: Option<String>,
     }
-    let p: Pair = diesel::sql_query(
+    let p: Pair = prepared(
         "SELECT (SELECT event_id::text FROM events WHERE group_id = $1 AND (date_added, event_id) < ($2, $3::bpchar) \
                  ORDER BY date_added DESC, event_id DESC LIMIT 1) AS prev, \
                 (SELECT event_id::text FROM events WHERE group_id = $1 AND (date_added, event_id) > ($2, $3::bpchar) \
@@ -574,7 +575,7 @@ pub fn event_counts(
     if group_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<Bucket> = diesel::sql_query(
+    let rows: Vec<Bucket> = prepared(
         "SELECT group_id, (floor(extract(epoch FROM date_added) / $3) * $3)::bigint AS bucket, \
                 count(*) AS n \
          FROM events WHERE group_id = ANY ($1) AND date_added >= $2 GROUP BY 1, 2",
@@ -594,7 +595,7 @@ pub fn organization_of_project(
     conn: &mut PgConnection,
     project_id: i64,
 ) -> QueryResult<Option<Organization>> {
-    diesel::sql_query(
+    prepared(
         "SELECT o.id, o.slug, COALESCE(o.name, o.slug) AS name, o.date_added \
          FROM projects p JOIN organizations o ON o.id = p.organization_id WHERE p.id = $1",
     )

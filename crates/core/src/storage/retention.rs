@@ -21,6 +21,7 @@
 //! Each step deletes at most `limit` rows per statement (rows locked by a consumer are skipped
 //! and taken next time), so a step never holds locks for long and can run beside the stages.
 
+use super::prepared::prepared;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Double, Text, Timestamptz};
@@ -202,7 +203,7 @@ impl Step {
 
 /// How many attachment rows are expired as of `now`.
 pub fn expired_attachments(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<u64> {
-    diesel::sql_query("SELECT count(*) AS n FROM event_attachments WHERE expires_at <= $1")
+    prepared("SELECT count(*) AS n FROM event_attachments WHERE expires_at <= $1")
         .bind::<Timestamptz, _>(now)
         .get_result::<Count>(conn)
         .map(|c| c.n as u64)
@@ -216,7 +217,7 @@ pub fn delete_attachments(
     now: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<u64> {
-    diesel::sql_query(
+    prepared(
         "WITH d AS (SELECT id FROM event_attachments WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED), \
               gone AS (DELETE FROM event_attachments a USING d WHERE a.id = d.id \
                        RETURNING a.project_id, a.event_id, a.attachment_id, a.blob_path), \
@@ -240,13 +241,13 @@ pub fn queued_objects(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<St
         #[diesel(sql_type = Text)]
         path: String,
     }
-    diesel::sql_query(
+    prepared(
         "DELETE FROM object_deletions q USING event_attachments a \
          WHERE a.project_id = q.project_id AND a.event_id = q.event_id AND a.attachment_id = q.attachment_id",
     )
     .execute(conn)?;
     let rows: Vec<Path> =
-        diesel::sql_query("SELECT path FROM object_deletions ORDER BY queued_at, path LIMIT $1")
+        prepared("SELECT path FROM object_deletions ORDER BY queued_at, path LIMIT $1")
             .bind::<BigInt, _>(limit)
             .load(conn)?;
     Ok(rows.into_iter().map(|p| p.path).collect())
@@ -254,14 +255,14 @@ pub fn queued_objects(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<St
 
 /// How many objects wait for deletion.
 pub fn queued_object_count(conn: &mut PgConnection) -> QueryResult<u64> {
-    diesel::sql_query("SELECT count(*) AS n FROM object_deletions")
+    prepared("SELECT count(*) AS n FROM object_deletions")
         .get_result::<Count>(conn)
         .map(|c| c.n as u64)
 }
 
 /// Takes `paths` off the queue once their objects are gone.
 pub fn forget_objects(conn: &mut PgConnection, paths: &[String]) -> QueryResult<usize> {
-    diesel::sql_query("DELETE FROM object_deletions WHERE path = ANY($1)")
+    prepared("DELETE FROM object_deletions WHERE path = ANY($1)")
         .bind::<diesel::sql_types::Array<Text>, _>(paths)
         .execute(conn)
 }
@@ -288,7 +289,7 @@ pub fn expired_groups(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResul
 /// gone and creates a new group.
 pub fn delete_groups(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> QueryResult<u64> {
     conn.transaction(|conn| {
-        diesel::sql_query(
+        prepared(
             "CREATE TEMPORARY TABLE IF NOT EXISTS doomed_groups (id BIGINT PRIMARY KEY) ON COMMIT DELETE ROWS",
         )
         .execute(conn)?;
@@ -337,7 +338,7 @@ pub fn partitions(conn: &mut PgConnection, table: &'static str) -> QueryResult<V
         #[diesel(sql_type = BigInt)]
         bytes: i64,
     }
-    let rows: Vec<Row> = diesel::sql_query(
+    let rows: Vec<Row> = prepared(
         "SELECT c.relname::text AS name, to_date(right(c.relname::text, 8), 'YYYYMMDD') AS day, \
                 pg_total_relation_size(c.oid) AS bytes \
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -373,7 +374,7 @@ pub fn ensure_partitions(
             #[diesel(sql_type = diesel::sql_types::Bool)]
             created: bool,
         }
-        let c: Created = diesel::sql_query("SELECT sluice_ensure_partition($1, $2) AS created")
+        let c: Created = prepared("SELECT sluice_ensure_partition($1, $2) AS created")
             .bind::<Text, _>(table)
             .bind::<Date, _>(day)
             .get_result(conn)?;
@@ -404,7 +405,7 @@ pub fn drop_partition(conn: &mut PgConnection, partition: &Partition) -> QueryRe
 /// The longest retention any project has (or the default), in days: how far ahead partitions
 /// are created.
 pub fn longest_retention_days(conn: &mut PgConnection) -> QueryResult<i64> {
-    diesel::sql_query(
+    prepared(
         "SELECT GREATEST(sluice_default_retention_days(), COALESCE(max(days), 0))::bigint AS n \
          FROM project_retention",
     )

@@ -1,5 +1,6 @@
 //! `applied_status_changes`: status changes applied once per id (replays change nothing).
 
+use super::prepared::prepared;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bpchar};
 
@@ -10,7 +11,7 @@ pub fn record(
     project_id: i64,
     group_id: i64,
 ) -> QueryResult<bool> {
-    let n = diesel::sql_query(
+    let n = prepared(
         "INSERT INTO applied_status_changes (id, project_id, group_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
     )
     .bind::<Bpchar, _>(id)

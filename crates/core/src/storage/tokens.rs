@@ -1,6 +1,7 @@
 //! `api_tokens`: bearer tokens of the web API, kept as their SHA-256 (hex). A token belongs to
 //! one organization; a revoked token authenticates nothing.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bpchar, Nullable, Text, Timestamptz};
@@ -45,7 +46,7 @@ pub fn create(
     hash: &str,
     prefix: &str,
 ) -> QueryResult<Option<i64>> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO api_tokens (organization_id, token_hash, token_prefix) \
          SELECT id, $2, $3 FROM organizations WHERE slug = $1 RETURNING id",
     )
@@ -59,7 +60,7 @@ pub fn create(
 
 /// Revokes the live tokens whose prefix is `prefix`; returns how many.
 pub fn revoke(conn: &mut PgConnection, prefix: &str) -> QueryResult<usize> {
-    diesel::sql_query(
+    prepared(
         "UPDATE api_tokens SET revoked_at = now() \
          WHERE revoked_at IS NULL AND starts_with(token_prefix, $1)",
     )
@@ -73,7 +74,7 @@ pub fn list(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec<Listed
     let Some(org_id) = super::projects::organization_id(conn, org)? else {
         return Ok(None);
     };
-    diesel::sql_query(
+    prepared(
         "SELECT id, token_prefix, date_added, last_used, revoked_at FROM api_tokens \
          WHERE organization_id = $1 ORDER BY id",
     )
@@ -84,7 +85,7 @@ pub fn list(conn: &mut PgConnection, org: &str) -> QueryResult<Option<Vec<Listed
 
 /// The organization of the live token whose hash is `hash`.
 pub fn authenticate(conn: &mut PgConnection, hash: &str) -> QueryResult<Option<Principal>> {
-    diesel::sql_query(
+    prepared(
         "SELECT t.id AS token_id, o.id AS organization_id, o.slug AS organization_slug \
          FROM api_tokens t JOIN organizations o ON o.id = t.organization_id \
          WHERE t.token_hash = $1::bpchar AND t.revoked_at IS NULL",
@@ -96,7 +97,7 @@ pub fn authenticate(conn: &mut PgConnection, hash: &str) -> QueryResult<Option<P
 
 /// Records that the token was used (at most once a minute, so reads stay reads).
 pub fn touch(conn: &mut PgConnection, token_id: i64) -> QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "UPDATE api_tokens SET last_used = now() \
          WHERE id = $1 AND (last_used IS NULL OR last_used < now() - interval '1 minute')",
     )

@@ -3,6 +3,7 @@
 //! a new feedback naming the event is not a legacy report and is never shimmed, unless a legacy
 //! report for the same event updates it.
 
+use super::prepared::prepared;
 use super::EventKey;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
@@ -43,7 +44,7 @@ pub fn upsert(
     r: &Report<'_>,
     received: f64,
 ) -> QueryResult<Option<Upserted>> {
-    let row = diesel::sql_query(
+    let row = prepared(
         "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, date_added, environment) \
          VALUES ($1, $2::bpchar, (SELECT group_id FROM events WHERE project_id = $1 AND event_id = $2::bpchar), \
                  $3, $4, $5, to_timestamp($6), $7) \
@@ -147,7 +148,7 @@ pub fn insert_for_feedback(conn: &mut PgConnection, reports: &[FeedbackReport]) 
     // The rows and their notifications commit together: a retry finds the rows and returns
     // none, so notifications written apart from them could be lost.
     conn.transaction(|conn| {
-        let rows = diesel::sql_query(
+        let rows = prepared(
             "INSERT INTO user_reports (project_id, event_id, group_id, name, email, comments, legacy_report, environment, date_added) \
              SELECT t.p, t.e::bpchar, (SELECT ev.group_id FROM events ev WHERE ev.project_id = t.p AND ev.event_id = t.e::bpchar), \
                     t.n, t.m, t.c, false, t.env, to_timestamp(t.r) \
@@ -197,7 +198,7 @@ pub fn with_waiting(conn: &mut PgConnection, keys: &[EventKey]) -> QueryResult<V
         return Ok(Vec::new());
     }
     let (projects, events) = super::split_keys(keys);
-    let rows: Vec<W> = diesel::sql_query(
+    let rows: Vec<W> = prepared(
         "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
          JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
          WHERE u.feedback_event_id IS NULL AND u.legacy_report",
@@ -231,7 +232,7 @@ pub fn waiting(
     project_id: i64,
     event_id: &str,
 ) -> QueryResult<Vec<Waiting>> {
-    diesel::sql_query(
+    prepared(
         "SELECT name, email, comments, extract(epoch FROM date_added)::float8 AS received \
          FROM user_reports \
          WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL AND legacy_report",
@@ -248,7 +249,7 @@ pub fn mark_shimmed(
     event_id: &str,
     feedback_event_id: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "UPDATE user_reports SET feedback_event_id = $3::bpchar \
          WHERE project_id = $1 AND event_id = $2::bpchar AND feedback_event_id IS NULL",
     )
@@ -266,7 +267,7 @@ pub fn set_environment(
     event_id: &str,
     environment: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "UPDATE user_reports SET environment = $3 \
          WHERE project_id = $1 AND event_id = $2::bpchar AND environment IS NULL",
     )

@@ -4,6 +4,7 @@
 //! rows ([`claim`]), at most one pending row per (subscription, issue) at a time, oldest first,
 //! which keeps an issue's notifications in order.
 
+use super::prepared::prepared;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
@@ -86,19 +87,19 @@ pub fn add(
     };
     let project_id = match project {
         None => None,
-        Some(slug) => match diesel::sql_query(
-            "SELECT id FROM projects WHERE organization_id = $1 AND slug = $2",
-        )
-        .bind::<BigInt, _>(org_id)
-        .bind::<Text, _>(slug)
-        .get_result::<Id>(conn)
-        .optional()?
-        {
-            Some(p) => Some(p.id),
-            None => return Ok(Err(AddError::NoProject)),
-        },
+        Some(slug) => {
+            match prepared("SELECT id FROM projects WHERE organization_id = $1 AND slug = $2")
+                .bind::<BigInt, _>(org_id)
+                .bind::<Text, _>(slug)
+                .get_result::<Id>(conn)
+                .optional()?
+            {
+                Some(p) => Some(p.id),
+                None => return Ok(Err(AddError::NoProject)),
+            }
+        }
     };
-    diesel::sql_query(
+    prepared(
         "INSERT INTO webhook_subscriptions (organization_id, project_id, url, secret, events) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
@@ -113,7 +114,7 @@ pub fn add(
 
 /// Every subscription, with its pending and failed deliveries.
 pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Subscription>> {
-    diesel::sql_query(
+    prepared(
         "SELECT s.id, s.uuid::text AS uuid, o.slug AS organization_slug, p.slug AS project_slug, \
                 s.url, s.events, \
                 (SELECT count(*) FROM webhook_deliveries d WHERE d.subscription_id = s.id \
@@ -128,7 +129,7 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Subscription>> {
 
 /// Removes a subscription and its outbox rows; `false` when there was none.
 pub fn remove(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
-    diesel::sql_query("DELETE FROM webhook_subscriptions WHERE id = $1")
+    prepared("DELETE FROM webhook_subscriptions WHERE id = $1")
         .bind::<BigInt, _>(id)
         .execute(conn)
         .map(|n| n == 1)
@@ -158,7 +159,7 @@ pub fn enqueue(conn: &mut PgConnection, notices: &[Notice]) -> QueryResult<usize
     let events: Vec<&str> = notices.iter().map(|n| n.event).collect();
     let causes: Vec<&str> = notices.iter().map(|n| n.cause.as_str()).collect();
     let data: Vec<&Value> = notices.iter().map(|n| &n.data).collect();
-    diesel::sql_query(
+    prepared(
         "INSERT INTO webhook_deliveries (subscription_id, project_id, group_id, event, cause, data) \
          SELECT s.id, n.p, n.g, n.e, n.c, n.d \
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[]) \
@@ -206,7 +207,7 @@ pub struct Due {
 /// Claims up to `limit` due deliveries for `lease_secs` (another deliverer skips them until
 /// then): the oldest pending row of each (subscription, issue), and rows of no issue.
 pub fn claim(conn: &mut PgConnection, limit: i64, lease_secs: i64) -> QueryResult<Vec<Due>> {
-    diesel::sql_query(
+    prepared(
         "WITH due AS ( \
             SELECT d.id FROM webhook_deliveries d \
             WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= now() \
@@ -231,12 +232,10 @@ pub fn claim(conn: &mut PgConnection, limit: i64, lease_secs: i64) -> QueryResul
 
 /// Records a successful delivery.
 pub fn delivered(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL WHERE id = $1",
-    )
-    .bind::<BigInt, _>(id)
-    .execute(conn)
-    .map(|_| ())
+    prepared("UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL WHERE id = $1")
+        .bind::<BigInt, _>(id)
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// Records a failed attempt: retried after `retry_in_secs`, or given up on when `give_up`.
@@ -247,7 +246,7 @@ pub fn attempt_failed(
     retry_in_secs: f64,
     give_up: bool,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "UPDATE webhook_deliveries SET last_error = $2, \
            next_attempt_at = now() + make_interval(secs => $3), \
            failed_at = CASE WHEN $4 THEN now() ELSE NULL END \
@@ -268,7 +267,7 @@ pub fn pending(conn: &mut PgConnection) -> QueryResult<i64> {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query(
+    prepared(
         "SELECT count(*) AS n FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL",
     )
     .get_result::<N>(conn)
