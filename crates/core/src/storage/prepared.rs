@@ -2,7 +2,7 @@
 //!
 //! diesel never caches a raw `sql_query` (its text could be built from input), so PostgreSQL
 //! parses and plans it again on every call: for the pipeline's batched statements (CTEs over
-//! `unnest` arrays) that was close to half of the server's time per call. [`prepared`] takes
+//! `unnest` arrays) planning took up to as long as running them. [`prepared`] takes
 //! only a `&'static str`, text fixed when the program was built, so a connection's cache holds
 //! one entry per statement of the program and cannot grow with input; the values go in as
 //! binds, as with `sql_query`. Statements whose text is assembled at run time (the API's
@@ -163,22 +163,24 @@ mod tests {
     }
 
     #[test]
-    fn text_keeps_placeholders_in_order_and_is_cacheable() {
+    fn text_keeps_placeholders_in_order_and_is_cacheable() -> QueryResult<()> {
         let q = prepared("SELECT $1::bigint[] AS a, $2 AS b")
             .bind::<Array<BigInt>, _>(vec![1_i64, 2])
             .bind::<Text, _>("x");
-        assert_eq!(text(&q).expect("sql"), "SELECT $1::bigint[] AS a, $2 AS b");
-        assert!(q.is_safe_to_cache_prepared(&Pg).expect("cacheable"));
-        assert!(
-            (&q).is_safe_to_cache_prepared(&Pg).expect("cacheable"),
-            "also by reference, as `execute` walks it"
-        );
+        assert_eq!(text(&q)?, "SELECT $1::bigint[] AS a, $2 AS b");
+        assert!(q.is_safe_to_cache_prepared(&Pg)?);
+        // `execute` walks the statement by reference, which forwards only `walk_ast`.
+        let by_ref: &Prepared<'_> = &q;
+        assert!(QueryFragment::<Pg>::is_safe_to_cache_prepared(
+            &by_ref, &Pg
+        )?);
         let raw = diesel::sql_query("SELECT 1");
-        assert!(!raw.is_safe_to_cache_prepared(&Pg).expect("checked"));
+        assert!(!raw.is_safe_to_cache_prepared(&Pg)?);
+        Ok(())
     }
 
     #[test]
-    fn repeated_and_quoted_placeholders() {
+    fn repeated_and_quoted_placeholders() -> QueryResult<()> {
         let q = prepared("SELECT $2, '$1', \"$1\", $1 + $2, $10x")
             .bind::<BigInt, _>(1_i64)
             .bind::<BigInt, _>(2_i64);
@@ -187,6 +189,7 @@ mod tests {
         let q = prepared("SELECT $2, '$1', \"$1\", $1 + $2")
             .bind::<BigInt, _>(1_i64)
             .bind::<BigInt, _>(2_i64);
-        assert_eq!(text(&q).expect("sql"), "SELECT $1, '$1', \"$1\", $2 + $3");
+        assert_eq!(text(&q)?, "SELECT $1, '$1', \"$1\", $2 + $3");
+        Ok(())
     }
 }
