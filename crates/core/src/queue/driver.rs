@@ -176,12 +176,13 @@ impl Driver {
         last_commit: &mut Instant,
     ) -> Result<(), diesel::result::Error> {
         if self.conn.is_none() {
-            let conn = PgConnection::establish(&with_keepalives(&self.url)).map_err(|e| {
+            let mut conn = PgConnection::establish(&with_keepalives(&self.url)).map_err(|e| {
                 diesel::result::Error::DatabaseError(
                     diesel::result::DatabaseErrorKind::ClosedConnection,
                     Box::new(e.to_string()),
                 )
             })?;
+            crate::storage::pool::configure(&mut conn)?;
             self.conn = Some(conn);
             self.last_claim = None;
             self.health.set_dependencies_ok(true);

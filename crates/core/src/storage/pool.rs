@@ -2,7 +2,7 @@
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::RunQueryDsl;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,28 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The session settings of every connection the pipeline opens.
+///
+/// Its statements are prepared once per connection (see [`super::prepared`]). PostgreSQL would
+/// switch a prepared statement to one generic plan after five calls and keep it; a plan made
+/// while a table was still empty (a new installation) would then scan that table whole on
+/// every call once it has grown. Planning each call against the tables as they are keeps index
+/// plans; parsing is still saved.
+pub fn configure(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    diesel::sql_query("SET plan_cache_mode = force_custom_plan")
+        .execute(conn)
+        .map(|_| ())
+}
+
+#[derive(Debug)]
+struct Configure;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Configure {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        configure(conn).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
 /// Whether `conn` still answers; a dead one is marked broken, so the pool drops it instead of
 /// handing it out again (libpq never reconnects by itself).
 fn alive(conn: &mut PgConnection) -> bool {
@@ -67,6 +89,7 @@ impl Db {
             // fails on a dead connection (the server restarted) drops it, and for a minute
             // afterwards every checkout is validated, so the other dead ones go at once.
             .test_on_check_out(false)
+            .connection_customizer(Box::new(Configure))
             .build_unchecked(manager);
         Db {
             pool,
