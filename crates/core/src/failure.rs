@@ -147,6 +147,9 @@ fn classify_pg_message(m: &str, text: String) -> Failure {
         "does not exist",
         "permission denied",
         "cannot execute",
+        // A statement prepared before a schema change: its connection is replaced (see
+        // `storage::pool`), so the next try succeeds.
+        "cached plan must not change result type",
     ]) {
         return Failure::Outage(text);
     }

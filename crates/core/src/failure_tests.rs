@@ -78,6 +78,7 @@ fn postgres_messages_by_class() {
     assert!(pg("terminating connection due to administrator command").is_outage());
     assert!(pg("sorry, too many clients already").is_outage());
     assert!(pg("relation \"events\" does not exist").is_outage());
+    assert!(pg("cached plan must not change result type").is_outage());
     assert_eq!(
         pg("deadlock detected").class(),
         "transient",

@@ -1,5 +1,6 @@
 //! Migrations and the pool against a real PostgreSQL (a fresh database per test).
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use sluice_core::failure::{Classify, Failure};
@@ -293,5 +294,65 @@ async fn real_postgres_errors_are_classified_by_cause() -> anyhow::Result<()> {
         matches!(&missing, Err(e) if e.failure().is_outage()),
         "{missing:?}"
     );
+    Ok(())
+}
+
+/// A schema change made while the process runs (a newer binary's migration) outdates a
+/// statement its connections prepared: that call fails once, the connection is dropped with its
+/// statements, and the next call works on a fresh one. Pool connections plan every call.
+#[tokio::test]
+async fn a_statement_outdated_by_a_schema_change_fails_once() -> anyhow::Result<()> {
+    use sluice_core::storage::prepared::prepared;
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        plan_cache_mode: String,
+    }
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+    let db = TestDb::new()?;
+    let mut admin = db.connect()?;
+    admin.batch_execute("CREATE TABLE t (v varchar(8)); INSERT INTO t VALUES ('a')")?;
+    let pool = Db::new(&db.url, 1);
+    let read = || {
+        pool.run(|c| {
+            Ok::<_, DbError>(
+                prepared("SELECT v FROM t WHERE $1 <> ''")
+                    .bind::<Text, _>("zz")
+                    .load::<Row>(c)?,
+            )
+        })
+    };
+    let rows = read().await?;
+    assert_eq!(rows.iter().map(|r| r.v.as_str()).collect::<Vec<_>>(), ["a"]);
+    let mode = pool
+        .run(|c| {
+            Ok::<_, DbError>(
+                diesel::sql_query("SELECT current_setting('plan_cache_mode') AS plan_cache_mode")
+                    .get_result::<Setting>(c)?,
+            )
+        })
+        .await?;
+    assert_eq!(mode.plan_cache_mode, "force_custom_plan");
+
+    // The column it returns changes type (varchar(8) to text).
+    admin.batch_execute("ALTER TABLE t ALTER COLUMN v TYPE text")?;
+    let failed = read().await;
+    assert!(
+        failed
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("cached plan") && e.failure().is_outage()),
+        "an outage (retried, never dead-lettered): {:?}",
+        failed.map(|r| r.len())
+    );
+    assert_eq!(
+        read().await?.len(),
+        1,
+        "the next call runs on a fresh connection"
+    );
+    assert_eq!(read().await?.len(), 1);
     Ok(())
 }

@@ -100,9 +100,19 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
     keys.sort();
     keys.dedup();
     let (project_ids, event_ids) = super::split_keys(&keys);
-    let table = match linked {
-        Linked::Attachments => "event_attachments",
-        Linked::Reports => "user_reports",
+    let update = match linked {
+        Linked::Attachments => prepared(
+            "UPDATE event_attachments t SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
+             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
+             RETURNING t.id, t.project_id, t.group_id",
+        ),
+        Linked::Reports => prepared(
+            "UPDATE user_reports t SET group_id = u.g \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
+             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
+             RETURNING t.id, t.project_id, t.group_id",
+        ),
     };
     conn.transaction(|c| {
         let events: Vec<Event> = prepared(
@@ -124,13 +134,8 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
         if pids.is_empty() {
             return Ok(());
         }
-        let rows = diesel::sql_query(format!(
-            "UPDATE {table} t SET group_id = u.g \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
-             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
-             RETURNING t.id, t.project_id, t.group_id"
-        ))
-        .bind::<Array<BigInt>, _>(pids)
+        let rows = update
+            .bind::<Array<BigInt>, _>(pids)
         .bind::<Array<Text>, _>(eids)
         .bind::<Array<BigInt>, _>(gids)
         .load::<user_reports::Grouped>(c)?;

@@ -66,6 +66,14 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Configure {
     }
 }
 
+/// Whether a failure is a prepared statement outdated by a schema change made while the
+/// process runs (a migration applied by a newer binary changed a column it returns). The
+/// connection cannot use that statement again, so it is dropped rather than returned to the pool;
+/// the call fails once, as a transient failure, and its retry gets a fresh connection.
+fn stale_statement(error: &str) -> bool {
+    error.contains("cached plan must not change result type")
+}
+
 /// Whether `conn` still answers; a dead one is marked broken, so the pool drops it instead of
 /// handing it out again (libpq never reconnects by itself).
 fn alive(conn: &mut PgConnection) -> bool {
@@ -102,7 +110,7 @@ impl Db {
     where
         F: FnOnce(&mut PgConnection) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
-        E: From<DbError> + Send + 'static,
+        E: From<DbError> + std::fmt::Display + Send + 'static,
     {
         let pool = self.pool.clone();
         let validate_until = self.validate_until.clone();
@@ -123,11 +131,18 @@ impl Db {
                 }
             }
             let out = f(&mut conn);
-            if out.is_err() && !alive(&mut conn) {
-                validate_until.store(
-                    now_ms() + VALIDATE_FOR.as_millis() as u64,
-                    Ordering::Relaxed,
-                );
+            if let Err(e) = &out {
+                if !alive(&mut conn) {
+                    validate_until.store(
+                        now_ms() + VALIDATE_FOR.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                } else if stale_statement(&e.to_string()) {
+                    // The connection keeps its prepared statements: it goes, and they with it
+                    // (after the probe above, which would mark it usable again).
+                    AnsiTransactionManager::transaction_manager_status_mut(&mut *conn)
+                        .set_in_error();
+                }
             }
             out
         })

@@ -28,7 +28,16 @@ pub struct Prepared<'f> {
 }
 
 /// A statement whose text is `sql`, prepared once per connection.
+///
+/// The text must not hold comments, dollar quoting or `E'…'` strings: placeholders are found
+/// by tracking plain quotes only (checked in debug builds, so the tests catch a new statement).
 pub fn prepared<'f>(sql: &'static str) -> Prepared<'f> {
+    debug_assert!(
+        !["--", "/*", "$$", " E'", "(E'", ",E'"]
+            .iter()
+            .any(|s| sql.contains(s)),
+        "statement text the placeholder scan does not handle: {sql}"
+    );
     Prepared {
         sql,
         binds: Vec::new(),
