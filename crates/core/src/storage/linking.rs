@@ -100,19 +100,22 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
     keys.sort();
     keys.dedup();
     let (project_ids, event_ids) = super::split_keys(&keys);
+    // One statement per table, the same text otherwise.
+    macro_rules! fill_sql {
+        ($table:literal) => {
+            concat!(
+                "UPDATE ",
+                $table,
+                " t SET group_id = u.g \
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
+                 WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
+                 RETURNING t.id, t.project_id, t.group_id"
+            )
+        };
+    }
     let update = match linked {
-        Linked::Attachments => prepared(
-            "UPDATE event_attachments t SET group_id = u.g \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
-             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
-             RETURNING t.id, t.project_id, t.group_id",
-        ),
-        Linked::Reports => prepared(
-            "UPDATE user_reports t SET group_id = u.g \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(p, e, g) \
-             WHERE t.project_id = u.p AND t.event_id = u.e::bpchar AND t.group_id IS NULL \
-             RETURNING t.id, t.project_id, t.group_id",
-        ),
+        Linked::Attachments => prepared(fill_sql!("event_attachments")),
+        Linked::Reports => prepared(fill_sql!("user_reports")),
     };
     conn.transaction(|c| {
         let events: Vec<Event> = prepared(
@@ -136,9 +139,9 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
         }
         let rows = update
             .bind::<Array<BigInt>, _>(pids)
-        .bind::<Array<Text>, _>(eids)
-        .bind::<Array<BigInt>, _>(gids)
-        .load::<user_reports::Grouped>(c)?;
+            .bind::<Array<Text>, _>(eids)
+            .bind::<Array<BigInt>, _>(gids)
+            .load::<user_reports::Grouped>(c)?;
         if matches!(linked, Linked::Reports) {
             let reports: Vec<_> = rows.iter().map(user_reports::Grouped::key).collect();
             user_reports::notify_grouped(c, &reports)?;

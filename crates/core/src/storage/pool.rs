@@ -69,7 +69,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Configure {
 /// Whether a failure is a prepared statement outdated by a schema change made while the
 /// process runs (a migration applied by a newer binary changed a column it returns). The
 /// connection cannot use that statement again, so it is dropped rather than returned to the pool;
-/// the call fails once, as a transient failure, and its retry gets a fresh connection.
+/// the call fails once, as an outage (see `crate::failure`), and its retry gets a fresh
+/// connection.
 fn stale_statement(error: &str) -> bool {
     error.contains("cached plan must not change result type")
 }

@@ -90,59 +90,39 @@ where
     }
 }
 
-/// The text as pieces: literal SQL, and the 1-based number of each placeholder.
-enum Piece<'a> {
-    Sql(&'a str),
-    Param(usize),
-}
-
-fn pieces(sql: &str) -> Vec<Piece<'_>> {
-    let bytes = sql.as_bytes();
-    let mut out = Vec::new();
-    let (mut start, mut i) = (0, 0);
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let digits = bytes[i + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .count();
-                if let Ok(n) = sql[i + 1..i + 1 + digits].parse::<usize>() {
-                    out.push(Piece::Sql(&sql[start..i]));
-                    out.push(Piece::Param(n));
-                    start = i + 1 + digits;
-                    i = start;
-                    continue;
-                }
-            }
-            None => {}
-        }
-        i += 1;
-    }
-    out.push(Piece::Sql(&sql[start..]));
-    out
-}
-
 impl QueryFragment<Pg> for Prepared<'_> {
+    /// Writes the text between placeholders as it is and each `$n` as the n-th bind; `$n`
+    /// inside single or double quotes is text.
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        for piece in pieces(self.sql) {
-            match piece {
-                Piece::Sql(s) => out.push_sql(s),
-                Piece::Param(n) => match n.checked_sub(1).and_then(|i| self.binds.get(i)) {
-                    Some(bind) => bind.walk(out.reborrow())?,
-                    None => {
+        let (sql, bytes) = (self.sql, self.sql.as_bytes());
+        let (mut start, mut i) = (0, 0);
+        let mut quote: Option<u8> = None;
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'\'' || b == b'"' => quote = Some(b),
+                None if b == b'$' => {
+                    let digits = bytes[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    let Ok(n) = sql[i..i + digits].parse::<usize>() else {
+                        continue;
+                    };
+                    let Some(bind) = n.checked_sub(1).and_then(|k| self.binds.get(k)) else {
                         return Err(diesel::result::Error::QueryBuilderError(
                             format!("placeholder ${n} has no bound value").into(),
-                        ))
-                    }
-                },
+                        ));
+                    };
+                    out.push_sql(&sql[start..i - 1]);
+                    bind.walk(out.reborrow())?;
+                    i += digits;
+                    start = i;
+                }
+                None => {}
             }
         }
+        out.push_sql(&sql[start..]);
         Ok(())
     }
 }
