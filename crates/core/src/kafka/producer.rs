@@ -31,7 +31,10 @@ pub fn client_config(config: &ProducerConfig) -> rdkafka::ClientConfig {
             "message.timeout.ms",
             config.message_timeout.as_millis().to_string(),
         )
-        .set("linger.ms", "5");
+        // A stage hands its records over all at once and then waits for their acknowledgements:
+        // lingering would only add to every batch's time (records queued while a request is in
+        // flight still go out together).
+        .set("linger.ms", "0");
     super::options::apply(&mut c);
     c
 }
