@@ -43,7 +43,7 @@ impl IngestStage {
             .filter(|(_, m)| !matches!(m, IngestMessage::Attachment(_)))
             .map(|(i, m)| lane_key(m, *i))
             .collect();
-        let (mut events, mut attachments, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut candidates, mut attachments, mut rest) = (Vec::new(), Vec::new(), Vec::new());
         for (i, m) in decoded {
             let project = match deps.projects.get(m.project_id()).await {
                 Ok(Some(p)) => p,
@@ -53,11 +53,9 @@ impl IngestStage {
                 }
             };
             match &m {
-                IngestMessage::Event(e) => {
-                    if let Some(r) = event::ready(deps, i, e, &project) {
-                        events.push(((i, m), r));
-                        continue;
-                    }
+                IngestMessage::Event(_) => {
+                    candidates.push((i, m, project));
+                    continue;
                 }
                 IngestMessage::Attachment(a)
                     if !others.contains(&(a.project_id, a.event_id.clone())) =>
@@ -71,6 +69,15 @@ impl IngestStage {
             }
             rest.push((i, m));
         }
+        let mut events = Vec::with_capacity(candidates.len());
+        for (m, ready) in event::ready_many(deps, candidates) {
+            match ready {
+                Some(r) => events.push((m, r)),
+                None => rest.push(m),
+            }
+        }
+        // The lanes below keep each event's messages in offset order.
+        rest.sort_by_key(|(i, _)| *i);
         (events, attachments, rest)
     }
 
