@@ -230,7 +230,7 @@ pub struct Ready {
     pub event_id: String,
     pub data: Value,
     /// The payload as received (stored as is: no second serialization).
-    pub raw: String,
+    pub raw: std::sync::Arc<str>,
     pub occurrence: OccurrenceMessage,
     pub attachments: Vec<ChunkedAttachment>,
     pub start_time: Timestamp,
@@ -247,7 +247,7 @@ impl Ready {
         let key_id = key_id(&data);
         let data = Value::Object(data);
         Some(Ready {
-            raw: String::from_utf8(m.payload.clone()).ok()?,
+            raw: std::str::from_utf8(&m.payload).ok()?.into(),
             index,
             project: project.clone(),
             event_id: m.event_id.clone(),
@@ -328,7 +328,7 @@ const MIN_ROWS_PER_INSERT: usize = 200;
 /// Inserts `items` into `events` (first write wins); returns the group of those of them that
 /// already have one.
 async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
-    let rows: Vec<(i64, String, String, Option<i32>)> = items
+    let rows: Vec<(i64, String, std::sync::Arc<str>, Option<i32>)> = items
         .iter()
         .map(|r| {
             let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);

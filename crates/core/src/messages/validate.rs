@@ -126,7 +126,12 @@ pub fn normalise_json_text(bytes: &mut [u8]) -> JsonFix {
     while i < bytes.len() {
         let b = bytes[i];
         if in_string {
-            match b {
+            // Only a backslash or a quote matters inside a string: skip to the next one.
+            match memchr::memchr2(b'\\', b'"', &bytes[i..]) {
+                Some(at) => i += at,
+                None => break,
+            }
+            match bytes[i] {
                 b'\\' => {
                     if bytes.get(i + 1..i + 6) == Some(b"u0000") {
                         bytes[i + 2..i + 6].copy_from_slice(b"fffd");
@@ -136,11 +141,10 @@ pub fn normalise_json_text(bytes: &mut [u8]) -> JsonFix {
                         i += 2;
                     }
                 }
-                b'"' => {
+                _ => {
                     in_string = false;
                     i += 1;
                 }
-                _ => i += 1,
             }
             continue;
         }
