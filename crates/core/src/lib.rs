@@ -23,6 +23,7 @@ pub mod messages;
 pub mod metrics;
 pub mod objects;
 pub mod outcomes;
+pub mod parallel;
 pub mod queue;
 pub mod shutdown;
 pub mod stages;

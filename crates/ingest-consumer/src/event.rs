@@ -19,6 +19,7 @@ use sluice_core::messages::{
     event_time, ChunkedAttachment, DlqReason, EventMessage, IngestMessage, OccurrenceMessage,
     OutcomeMessage, Timestamp,
 };
+use sluice_core::parallel;
 use sluice_core::storage::events::{self, RawEvent};
 use sluice_core::storage::{DbError, EventKey};
 use std::collections::HashMap;
@@ -276,48 +277,23 @@ const MIN_EVENTS_PER_THREAD: usize = 64;
 
 /// [`ready`] for many event messages (anything else is not ready), in order. Parsing and grouping
 /// are the stage's main CPU work and a batch's events do not depend on each other, so a large
-/// batch is split over a few threads (the calling thread takes the first part).
+/// batch is split over a few threads.
 pub fn ready_many(
     deps: &Deps,
     items: Vec<(usize, IngestMessage, Project)>,
 ) -> Vec<((usize, IngestMessage), Option<Ready>)> {
-    let one = |(i, m, p): (usize, IngestMessage, Project)| {
-        let r = match &m {
-            IngestMessage::Event(e) => ready(deps, i, e, &p),
-            _ => None,
-        };
-        ((i, m), r)
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = READY_PARALLELISM
-        .min(cores)
-        .min(items.len() / MIN_EVENTS_PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return items.into_iter().map(one).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    let mut parts: Vec<Vec<(usize, IngestMessage, Project)>> = Vec::with_capacity(threads);
-    let mut items = items.into_iter();
-    for _ in 0..threads {
-        parts.push(items.by_ref().take(per).collect());
-    }
-    let mut parts = parts.into_iter();
-    let first = parts.next().unwrap_or_default();
-    std::thread::scope(|s| {
-        let others: Vec<_> = parts
-            .map(|part| s.spawn(move || part.into_iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        let mut out: Vec<_> = first.into_iter().map(one).collect();
-        for h in others {
-            match h.join() {
-                Ok(done) => out.extend(done),
-                // The stage's guard handles a panic as it would on the calling thread.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
+    parallel::map_ordered(
+        items,
+        READY_PARALLELISM,
+        MIN_EVENTS_PER_THREAD,
+        |(i, m, p)| {
+            let r = match &m {
+                IngestMessage::Event(e) => ready(deps, i, e, &p),
+                _ => None,
+            };
+            ((i, m), r)
+        },
+    )
 }
 
 /// Connections one batch of events is inserted over, at most.
