@@ -2,6 +2,13 @@
 //! each other (parsing, grouping) are cut into contiguous parts, the calling thread takes the
 //! first and scoped threads the others, and the results come back in the items' order.
 
+/// The cores this process may use, read once: on Linux each reading looks at the scheduler
+/// affinity and the cgroup's CPU quota files, which a batch's hot path need not repeat.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` applied to every item, in order, on up to `threads` threads (fewer when the machine has
 /// fewer cores or when a part would hold fewer than `min_per_thread` items). A panic in `f` is
 /// raised again on the calling thread, as if `f` had run there.
@@ -11,9 +18,8 @@ where
     R: Send,
     F: Fn(T) -> R + Sync,
 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = threads
-        .min(cores)
+        .min(cores())
         .min(items.len() / min_per_thread.max(1))
         .max(1);
     if threads == 1 {
@@ -58,9 +64,8 @@ mod tests {
             n * 2
         });
         assert_eq!(out, (0..1000).map(|n| n * 2).collect::<Vec<_>>());
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = seen.lock().map(|s| s.len()).unwrap_or(0);
-        assert_eq!(threads, cores.min(2), "threads used");
+        assert_eq!(threads, super::cores().min(2), "threads used");
     }
 
     #[test]

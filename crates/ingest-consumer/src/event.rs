@@ -23,6 +23,7 @@ use sluice_core::parallel;
 use sluice_core::storage::events::{self, RawEvent};
 use sluice_core::storage::{DbError, EventKey};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Group type of error occurrences.
 const ERROR_GROUP_TYPE: i32 = 1;
@@ -231,7 +232,7 @@ pub struct Ready {
     pub event_id: String,
     pub data: Value,
     /// The payload as received (stored as is: no second serialization).
-    pub raw: std::sync::Arc<str>,
+    pub raw: Arc<str>,
     pub occurrence: OccurrenceMessage,
     pub attachments: Vec<ChunkedAttachment>,
     pub start_time: Timestamp,
@@ -304,7 +305,7 @@ const MIN_ROWS_PER_INSERT: usize = 200;
 /// Inserts `items` into `events` (first write wins); returns the group of those of them that
 /// already have one.
 async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
-    let rows: Vec<(i64, String, std::sync::Arc<str>, Option<i32>)> = items
+    let rows: Vec<(i64, String, Arc<str>, Option<i32>)> = items
         .iter()
         .map(|r| {
             let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);

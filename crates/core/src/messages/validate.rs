@@ -124,7 +124,6 @@ pub fn normalise_json_text(bytes: &mut [u8]) -> JsonFix {
     let mut fix = JsonFix::default();
     let (mut i, mut in_string) = (0, false);
     while i < bytes.len() {
-        let b = bytes[i];
         if in_string {
             // Only a backslash or a quote matters inside a string: skip to the next one.
             match memchr::memchr2(b'\\', b'"', &bytes[i..]) {
@@ -148,7 +147,7 @@ pub fn normalise_json_text(bytes: &mut [u8]) -> JsonFix {
             }
             continue;
         }
-        match b {
+        match bytes[i] {
             b'"' => {
                 in_string = true;
                 i += 1;
