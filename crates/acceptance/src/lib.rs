@@ -25,39 +25,75 @@ pub fn fresh_database(admin: &str, name: &str, setup: &str) -> anyhow::Result<St
     Ok(url)
 }
 
-/// Whether consumer group `group` has committed every partition of `topic` up to its high watermark.
-pub fn committed_all(brokers: &str, group: &str, topic: &str) -> anyhow::Result<bool> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition(topic, p.id());
-    }
-    for e in c
-        .committed_offsets(tpl, Duration::from_secs(10))?
-        .elements()
-    {
-        let (_, high) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?;
-        let at = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        };
-        if at < high && high > 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// Watches consumer group `group`'s committed offsets on every partition of `topic`.
+pub struct CommitWatch {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: TopicPartitionList,
 }
 
-/// Waits until [`committed_all`] holds.
-pub async fn wait_committed(brokers: &str, group: &str, topic: &str) -> anyhow::Result<()> {
-    while !committed_all(brokers, group, topic)? {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl CommitWatch {
+    pub fn new(brokers: &str, group: &str, topic: &str) -> anyhow::Result<CommitWatch> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .create()?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut partitions = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            partitions.add_partition(topic, p.id());
+            // Connects to the partition's leader now: a first look at a broker costs tens of
+            // milliseconds, which would otherwise be timed as the stage's.
+            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        }
+        Ok(CommitWatch {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        })
     }
-    Ok(())
+
+    /// Whether every partition is committed up to its high watermark.
+    pub fn done(&self) -> anyhow::Result<bool> {
+        let committed = self
+            .consumer
+            .committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
+        for e in committed.elements() {
+            let (_, high) = self.consumer.fetch_watermarks(
+                &self.topic,
+                e.partition(),
+                Duration::from_secs(10),
+            )?;
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            if at < high && high > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether consumer group `group` has committed every partition of `topic` up to its high watermark.
+pub fn committed_all(brokers: &str, group: &str, topic: &str) -> anyhow::Result<bool> {
+    CommitWatch::new(brokers, group, topic)?.done()
+}
+
+/// Waits until [`committed_all`] holds, looking every 10 ms through one client, and returns
+/// when it was seen: a bench's end is timed within a few milliseconds of the last commit, not
+/// after the client's shutdown.
+pub async fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<std::time::Instant> {
+    let watch = CommitWatch::new(brokers, group, topic)?;
+    while !watch.done()? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(std::time::Instant::now())
 }
 
 /// Waits (up to a minute) until the consumer serving metrics on `metrics` has partitions assigned

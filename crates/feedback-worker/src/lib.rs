@@ -1,6 +1,7 @@
 //! `feedback-worker`: user feedback → feedback issues, with optional spam detection.
 
 mod create_feedback;
+mod plan;
 mod spam;
 mod stage;
 

@@ -1,29 +1,26 @@
 //! The feedback worker's stage: each `type: event` message on the feedback topic becomes a
 //! feedback issue (an occurrence with its event), spam is ignored forever, the linked user report
 //! is recorded, and the outcome is emitted once per feedback. A batch goes through these steps
-//! together: every produce at once, the reports in one statement, the outcomes in one lookup and
-//! one insert, so the database sees a few round trips per batch instead of several per message.
+//! together: planned on two threads (see `plan`), every issue handed to the producer at once,
+//! then the acknowledgements awaited while the reports are written in one statement and the
+//! outcomes emitted with one lookup and one insert. So the database sees a few round trips per
+//! batch instead of several per message, and the batch waits for the slowest of its writes, not
+//! for their sum.
 
-use crate::create_feedback;
-use crate::spam::{self, Mode};
+use crate::plan::{self, Plan, Ready, Spam};
+use crate::spam;
 use futures::future::join_all;
-use serde_json::Value;
 use sluice_core::config::Settings;
 use sluice_core::failure::Classify;
-use sluice_core::ids;
-use sluice_core::issues::payload::{self, Record};
-use sluice_core::issues::project;
+use sluice_core::issues::project::{self, Project};
 use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
-use sluice_core::kafka::producer::Producer;
-use sluice_core::messages::enums::{
-    data_category, group_status, group_substatus, FeedbackSource, Outcome,
-};
-use sluice_core::messages::{
-    DlqReason, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage, Timestamp,
-};
+use sluice_core::kafka::producer::{Pending, Producer};
+use sluice_core::messages::IngestMessage;
 use sluice_core::outcomes::Outcomes;
+use sluice_core::parallel::map_ordered;
 use sluice_core::storage::user_reports::{self, FeedbackReport};
 use sluice_core::storage::{Db, DbError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,179 +41,123 @@ pub struct FeedbackStage {
     pub projects: project::Shared,
 }
 
-/// What one feedback message needs, once decoded and checked.
-enum Plan {
-    /// Nothing more to do: done (an unknown project) or refused.
-    Settled(Verdict),
-    /// Filtered out: only its INVALID outcome, emitted once under `key`.
-    Filtered {
-        label: &'static str,
-        key: String,
-        outcome: OutcomeMessage,
-    },
-    /// A feedback issue: the issue-platform records to produce (the occurrence, and the status
-    /// change of a spam), the user report when it names an event, and the ACCEPTED outcome.
-    Issue {
-        records: Vec<Record>,
-        report: Option<FeedbackReport>,
-        key: String,
-        outcome: OutcomeMessage,
-        spam: bool,
-    },
-}
-
 impl FeedbackStage {
-    /// Decodes and checks one message and builds what it needs; nothing is written yet.
-    async fn plan(&self, msg: &Msg) -> Plan {
-        let event = match IngestMessage::decode(msg.payload()) {
-            Ok(IngestMessage::Event(e)) => e,
-            Ok(other) => {
-                let detail = format!(
-                    "{} messages do not belong on the feedback topic",
-                    other.type_name()
-                );
-                return Plan::Settled(Verdict::Reject(Rejection::new(
-                    DlqReason::UnsupportedType,
-                    detail,
-                )));
-            }
-            Err(r) => return Plan::Settled(Verdict::Reject(r)),
-        };
-        let body: Value = match serde_json::from_slice(&event.payload) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                return Plan::Settled(Verdict::Reject(Rejection::new(
-                    DlqReason::InvalidEvent,
-                    "payload is not a JSON object",
-                )))
-            }
-            Err(e) => {
-                return Plan::Settled(Verdict::Reject(Rejection::new(
-                    DlqReason::InvalidEvent,
-                    e.to_string(),
-                )))
-            }
-        };
-        let source = msg
-            .header("source")
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(FeedbackSource::parse)
-            .unwrap_or(FeedbackSource::NewFeedbackEnvelope);
-        let pid = event.project_id;
-        let proj = match self.projects.get(pid).await {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                results().with_label_values(&["unknown_project"]).inc();
-                return Plan::Settled(Verdict::Done);
-            }
-            Err(e) => return Plan::Settled(e.verdict()),
-        };
-        let event_id = create_feedback::event_id(&body, &event.payload);
-        let outcome_base = |o: Outcome| {
-            let mut m = OutcomeMessage::new(
-                proj.organization_id as u64,
-                pid,
-                o,
-                data_category::USER_REPORT_V2,
-            );
-            m.event_id = Some(event_id.clone());
-            m
-        };
-
-        let message = match create_feedback::feedback_message(&body) {
-            Ok(m) => m.to_owned(),
-            Err(f) => {
-                let mut outcome = outcome_base(Outcome::Invalid);
-                outcome.reason = Some(f.reason().to_owned());
-                outcome.timestamp = Timestamp::now();
-                return Plan::Filtered {
-                    label: f.label(),
-                    key: format!("feedback-invalid:{pid}:{event_id}"),
-                    outcome,
-                };
-            }
-        };
+    /// Plans every message of the batch; nothing is written yet. The CPU passes run on two
+    /// threads; in between, each project of the batch is looked up once and the HTTP spam
+    /// classifier is asked about every feedback whose project wants it, all concurrently.
+    async fn plan(&self, batch: &[Arc<Msg>]) -> Vec<Plan> {
         let max = self.settings.feedback.message_max_size;
-        let mode = Mode::from_option(
-            proj.options
-                .get("feedback.spam_detection")
-                .and_then(Value::as_str),
+        let decoded = map_ordered(
+            batch.iter().collect(),
+            plan::THREADS,
+            plan::MIN_PER_THREAD,
+            |m: &Arc<Msg>| plan::decode(m),
         );
-        let spam_reason = match mode {
-            Mode::Off => None,
-            _ if message.chars().count() > max => {
-                Some(format!("message longer than {max} characters"))
-            }
-            Mode::Heuristic => spam::heuristic(&message),
-            Mode::Http => match &self.settings.feedback.spam_classifier_url {
-                Some(url) => {
-                    let timeout =
-                        Duration::from_millis(self.settings.feedback.spam_classifier_timeout_ms);
-                    spam::classify(&self.http, url, timeout, &message).await
+        let mut ids: Vec<u64> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(plan::Decoded::project_id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: HashMap<u64, Result<Option<Project>, Verdict>> =
+            join_all(ids.into_iter().map(|id| async move {
+                (id, self.projects.get(id).await.map_err(|e| e.verdict()))
+            }))
+            .await
+            .into_iter()
+            .collect();
+        let mut staged: Vec<Result<Ready, Plan>> = decoded
+            .into_iter()
+            .map(|d| {
+                let d = d.map_err(Plan::Settled)?;
+                match found.get(&d.project_id()) {
+                    Some(Ok(Some(p))) => plan::resolve(d, p, max),
+                    Some(Err(v)) => Err(Plan::Settled(v.clone())),
+                    Some(Ok(None)) | None => {
+                        results().with_label_values(&["unknown_project"]).inc();
+                        Err(Plan::Settled(Verdict::Done))
+                    }
                 }
-                None => None,
+            })
+            .collect();
+        self.ask_classifier(&mut staged).await;
+        map_ordered(
+            staged,
+            plan::THREADS,
+            plan::MIN_PER_THREAD,
+            |s: Result<Ready, Plan>| match s {
+                Ok(ready) => plan::build(ready, max),
+                Err(done) => done,
             },
-        };
-        let built = match create_feedback::build(
-            &body,
-            &event.payload,
-            pid,
-            source,
-            max,
-            spam_reason.as_deref(),
-            event.start_time,
-        ) {
-            Ok(b) => b,
-            Err(r) => return Plan::Settled(Verdict::Reject(r)),
-        };
-        let occurrence_id = built.occurrence_id.clone();
-        let mut records = Vec::with_capacity(2);
-        match payload::build("occurrence", Some(built.occurrence), None, None) {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                return Plan::Settled(Verdict::Reject(Rejection::new(
-                    DlqReason::InvalidEvent,
-                    e.to_string(),
-                )))
-            }
-        }
-        if spam_reason.is_some() {
-            let change = StatusChangeMessage {
-                id: ids::spam_status_change_id(&occurrence_id),
-                project_id: pid,
-                fingerprint: vec![occurrence_id.clone()],
-                new_status: group_status::IGNORED,
-                new_substatus: Some(group_substatus::FOREVER),
-            };
-            match payload::build("status_change", None, Some(change), None) {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    return Plan::Settled(Verdict::Reject(Rejection::new(
-                        DlqReason::InvalidEvent,
-                        e.to_string(),
-                    )))
-                }
-            }
-        }
-        let mut outcome = outcome_base(Outcome::Accepted);
-        outcome.timestamp = built.detection_time;
-        Plan::Issue {
-            records,
-            report: report_of(&body, pid, &message, event.start_time.epoch_secs()),
-            key: format!("feedback:{occurrence_id}"),
-            outcome,
-            spam: spam_reason.is_some(),
-        }
+        )
     }
 
-    /// Produces each issue's records, in order per message, all messages concurrently; the
-    /// verdict of each message whose produce failed.
-    async fn produce(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
-        let sends = plans.iter().enumerate().map(|(i, plan)| async move {
+    /// Answers the spam question of each feedback whose project uses the HTTP classifier, all
+    /// concurrently (not spam when no classifier is configured).
+    async fn ask_classifier(&self, staged: &mut [Result<Ready, Plan>]) {
+        let asking = staged
+            .iter_mut()
+            .filter_map(|s| s.as_mut().ok())
+            .filter(|r| matches!(r.spam, Spam::Ask));
+        let Some(url) = &self.settings.feedback.spam_classifier_url else {
+            for r in asking {
+                r.spam = Spam::Decided(None);
+            }
+            return;
+        };
+        let timeout = Duration::from_millis(self.settings.feedback.spam_classifier_timeout_ms);
+        join_all(asking.map(|r| async move {
+            let message = r.decoded.message().unwrap_or_default();
+            let answer = spam::classify(&self.http, url, timeout, message).await;
+            r.spam = Spam::Decided(answer);
+        }))
+        .await;
+    }
+
+    /// Hands every issue's occurrence to the producer at once. One refused at once (over the
+    /// size limit) fails its message here, before its outcome is considered.
+    fn enqueue_issues(
+        &self,
+        plans: &[Plan],
+        verdicts: &mut [Option<Verdict>],
+    ) -> Vec<(usize, Pending)> {
+        let mut pending = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
             let Plan::Issue { records, .. } = plan else {
+                continue;
+            };
+            let Some(first) = records.first() else {
+                continue;
+            };
+            let key = first.key.as_deref().map(str::as_bytes);
+            match self
+                .producer
+                .enqueue(&self.occurrences_topic, key, &first.value, &[])
+            {
+                Ok(p) => pending.push((i, p)),
+                Err(e) => verdicts[i] = Some(e.verdict()),
+            }
+        }
+        pending
+    }
+
+    /// Waits for the occurrences' acknowledgements, then produces each message's further
+    /// records (a spam's status change) in order after its occurrence; the verdict of each
+    /// message whose produce failed.
+    async fn await_issues(
+        &self,
+        plans: &[Plan],
+        pending: Vec<(usize, Pending)>,
+        verdicts: &mut [Option<Verdict>],
+    ) {
+        let sends = pending.into_iter().map(|(i, delivery)| async move {
+            if let Err(e) = delivery.await {
+                return (i, Some(e.verdict()));
+            }
+            let Plan::Issue { records, .. } = &plans[i] else {
                 return (i, None);
             };
-            for r in records {
+            for r in records.iter().skip(1) {
                 if let Err(e) = r.send(&self.producer, &self.occurrences_topic).await {
                     return (i, Some(e.verdict()));
                 }
@@ -234,7 +175,7 @@ impl FeedbackStage {
     /// the whole statement caused by one report (not an outage) is narrowed down by writing the
     /// reports one by one, so only that message fails.
     async fn record_reports(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
-        let wanted: Vec<(usize, FeedbackReport)> = plans
+        let (who, all): (Vec<usize>, Vec<FeedbackReport>) = plans
             .iter()
             .enumerate()
             .filter(|(i, _)| verdicts[*i].is_none())
@@ -244,11 +185,10 @@ impl FeedbackStage {
                 } => Some((i, r.clone())),
                 _ => None,
             })
-            .collect();
-        if wanted.is_empty() {
+            .unzip();
+        if who.is_empty() {
             return;
         }
-        let all: Vec<FeedbackReport> = wanted.iter().map(|(_, r)| r.clone()).collect();
         let failure = match self
             .db
             .run(move |c| Ok::<_, DbError>(user_reports::insert_for_feedback(c, &all)?))
@@ -257,13 +197,21 @@ impl FeedbackStage {
             Ok(()) => return,
             Err(e) => e.verdict(),
         };
-        if matches!(failure, Verdict::Unavailable(_)) || wanted.len() == 1 {
-            for (i, _) in &wanted {
+        if matches!(failure, Verdict::Unavailable(_)) || who.len() == 1 {
+            for i in &who {
                 verdicts[*i] = Some(failure.clone());
             }
             return;
         }
-        for (i, report) in wanted {
+        for i in who {
+            let Plan::Issue {
+                report: Some(report),
+                ..
+            } = &plans[i]
+            else {
+                continue;
+            };
+            let report = report.clone();
             if let Err(e) = self
                 .db
                 .run(move |c| {
@@ -279,8 +227,8 @@ impl FeedbackStage {
         }
     }
 
-    /// Emits the outcomes of the messages that got this far, once each, in one lookup and one
-    /// record of the keys; counts the results.
+    /// Emits the outcomes of the messages still going, once each, in one lookup and one record
+    /// of the keys.
     async fn emit_outcomes(&self, plans: &[Plan], verdicts: &mut [Option<Verdict>]) {
         let mut items = Vec::new();
         let mut who = Vec::new();
@@ -305,53 +253,21 @@ impl FeedbackStage {
             for i in who {
                 verdicts[i] = Some(v.clone());
             }
-            return;
-        }
-        for i in who {
-            let label = match &plans[i] {
-                Plan::Filtered { label, .. } => format!("filtered_{label}"),
-                Plan::Issue { spam: true, .. } => "spam".to_owned(),
-                _ => "produced".to_owned(),
-            };
-            results().with_label_values(&[&label]).inc();
         }
     }
 }
 
-/// The user report a feedback naming `associated_event_id` makes (if none exists yet, with the
-/// event's group); it is not a legacy report, so the ingest stage never shims it (a legacy
-/// report for the same event still is, and becomes a second feedback issue).
-fn report_of(
-    body: &Value,
-    project_id: u64,
-    message: &str,
-    received: f64,
-) -> Option<FeedbackReport> {
-    let feedback = body.get("contexts").and_then(|c| c.get("feedback"))?;
-    let associated = feedback
-        .get("associated_event_id")
-        .and_then(Value::as_str)
-        .and_then(|e| ids::uuid_hex(e).ok())?;
-    let s = |k: &str| {
-        feedback
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Some(FeedbackReport {
-        project_id: project_id as i64,
-        event_id: associated,
-        name: s("name"),
-        email: s("contact_email"),
-        comments: message.to_owned(),
-        environment: body
-            .get("environment")
-            .and_then(Value::as_str)
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned),
-        received,
-    })
+/// Counts each message that went all the way, by what it became.
+fn count_results(plans: &[Plan], verdicts: &[Option<Verdict>]) {
+    for (plan, verdict) in plans.iter().zip(verdicts) {
+        let label = match (plan, verdict) {
+            (_, Some(_)) | (Plan::Settled(_), _) => continue,
+            (Plan::Filtered { label, .. }, None) => format!("filtered_{label}"),
+            (Plan::Issue { spam: true, .. }, None) => "spam".to_owned(),
+            (Plan::Issue { .. }, None) => "produced".to_owned(),
+        };
+        results().with_label_values(&[&label]).inc();
+    }
 }
 
 impl Stage for FeedbackStage {
@@ -360,10 +276,20 @@ impl Stage for FeedbackStage {
     }
 
     /// The batch in steps, each step for every message at once: plan (decode, filters, spam),
-    /// produce the issues and record the user reports (side by side), emit the outcomes. A message leaves the
-    /// steps at its first failure with its own verdict; the others go on.
+    /// hand the issues to the producer, then, side by side, wait for their acknowledgements,
+    /// record the user reports and emit the outcomes. A message leaves the steps at its first
+    /// failure with its own verdict; the others go on.
+    ///
+    /// The three writes do not need each other, and each is idempotent when a message is tried
+    /// again: the occurrence and status change have fixed ids, a report is written only if none
+    /// exists, an outcome only if its key was not recorded. A message failed by more than one
+    /// keeps the first failure in that order (the produce's). So a feedback whose issue cannot
+    /// be produced still leaves its user report: the report is the user's words about their
+    /// event, kept like a report sent without feedback. Its outcome is emitted once its issue
+    /// was accepted by the producer, as Sentry tracks it right after handing the occurrence to
+    /// its producer; a message refused at once (too large) gets none.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let plans: Vec<Plan> = join_all(batch.iter().map(|m| self.plan(m))).await;
+        let plans = self.plan(&batch).await;
         let mut verdicts: Vec<Option<Verdict>> = plans
             .iter()
             .map(|p| match p {
@@ -371,22 +297,20 @@ impl Stage for FeedbackStage {
                 _ => None,
             })
             .collect();
-        // The issues are produced while the reports are written: neither needs the other, and
-        // both are idempotent when a message is tried again. A message failed by either keeps
-        // the first failure (the produce's) as its verdict. So a feedback whose issue cannot be
-        // produced (refused as too large, say) still leaves its user report: the report is the
-        // user's words about their event, kept like a report sent without feedback.
+        let pending = self.enqueue_issues(&plans, &mut verdicts);
         let mut reported = verdicts.clone();
+        let mut emitted = verdicts.clone();
         futures::join!(
-            self.produce(&plans, &mut verdicts),
-            self.record_reports(&plans, &mut reported)
+            self.await_issues(&plans, pending, &mut verdicts),
+            self.record_reports(&plans, &mut reported),
+            self.emit_outcomes(&plans, &mut emitted)
         );
-        for (v, r) in verdicts.iter_mut().zip(reported) {
+        for ((v, r), o) in verdicts.iter_mut().zip(reported).zip(emitted) {
             if v.is_none() {
-                *v = r;
+                *v = r.or(o);
             }
         }
-        self.emit_outcomes(&plans, &mut verdicts).await;
+        count_results(&plans, &verdicts);
         verdicts
             .into_iter()
             .map(|v| v.unwrap_or(Verdict::Done))

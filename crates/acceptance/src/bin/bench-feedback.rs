@@ -102,8 +102,8 @@ async fn main() -> anyhow::Result<()> {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60))?;
-    sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
-    let pipeline = started.elapsed();
+    let done = sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
+    let pipeline = done - started;
     sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Produce → the feedback's ACCEPTED outcome recorded, its last effect (after its issue was
     // produced and acknowledged and its user report written).

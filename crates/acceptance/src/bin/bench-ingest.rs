@@ -188,8 +188,7 @@ async fn measure(
         "{topic}: input produced and acknowledged after {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    wait_committed(&args.target.brokers, &group, topic).await?;
-    let elapsed = started.elapsed();
+    let elapsed = wait_committed(&args.target.brokers, &group, topic).await? - started;
     sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Peak RSS and CPU seconds of the consumer.
     let rss = (
@@ -435,8 +434,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut child, _) = args.target.start_joined(cmd)?;
     wait_committed(&args.target.brokers, &group, "ingest-attachments").await?;
-    wait_committed(&args.target.brokers, &group, "ingest-events").await?;
-    let elapsed = started.elapsed();
+    let elapsed = wait_committed(&args.target.brokers, &group, "ingest-events").await? - started;
     let rss = peak_rss_mb(child.id());
     stop(&mut child);
     let objects = Objects::from_url_with(&store, s3.env())?

@@ -310,8 +310,9 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let _ = std::fs::remove_dir_all(&objects_dir);
-    while !sluice_acceptance::committed_all(&args.target.brokers, &group, TOPIC)? {
-        std::thread::sleep(Duration::from_millis(50));
+    let watch = sluice_acceptance::CommitWatch::new(&args.target.brokers, &group, TOPIC)?;
+    while !watch.done()? {
+        std::thread::sleep(Duration::from_millis(10));
     }
     sluice_acceptance::dump_metrics_if_asked(&metrics);
     // Produce → occurrence row written (the set-based path stamps rows as it writes them).

@@ -3,8 +3,10 @@
 //! partitioner) so other services' producers agree; lz4; flushed on shutdown.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -57,7 +59,7 @@ pub fn owned_headers(headers: &[(&str, &[u8])]) -> OwnedHeaders {
 #[error("produce to {topic} failed: {}", detail.as_deref().map_or_else(|| error.to_string(), |d| format!("the embedded transport: {d}")))]
 pub struct ProduceError {
     pub topic: String,
-    pub error: rdkafka::error::KafkaError,
+    pub error: KafkaError,
     /// What failed, when it was not the Kafka client (the embedded transport's database).
     pub detail: Option<String>,
 }
@@ -101,7 +103,7 @@ enum Backend {
 
 impl Producer {
     /// Creates a Kafka producer (no network I/O yet).
-    pub fn new(config: &ProducerConfig) -> Result<Producer, rdkafka::error::KafkaError> {
+    pub fn new(config: &ProducerConfig) -> Result<Producer, KafkaError> {
         Ok(Producer {
             inner: Backend::Kafka(client_config(config).create()?),
         })
@@ -134,19 +136,58 @@ impl Producer {
             record = record.headers(owned_headers(headers));
         }
         let started = Instant::now();
-        let m = metrics();
         // Timeout::Never for the local queue: back-pressure waits instead of failing the send;
         // message.timeout.ms still bounds delivery.
-        match kafka.send(record, Timeout::Never).await {
+        let result = kafka.send(record, Timeout::Never).await;
+        delivered(topic, started, result.map_err(|(e, _)| e))
+    }
+
+    /// Hands one message to the producer now and returns what resolves with the broker's
+    /// acknowledgement, as [`Producer::send`] does. A message refused at once (over the size
+    /// limit, an unknown topic) fails here, so a caller can tell it apart before it waits or
+    /// does anything that depends on the message being accepted. When librdkafka's local queue
+    /// is full the message waits for room inside the returned future instead.
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<Pending, ProduceError> {
+        let kafka = match &self.inner {
+            Backend::Kafka(k) => k,
+            Backend::Queue(_) => {
+                if let Some(e) = over_limit(topic, payload.len()) {
+                    return Err(e);
+                }
+                return Ok(self.send_owned(topic, key, payload, headers));
+            }
+        };
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if !headers.is_empty() {
+            record = record.headers(owned_headers(headers));
+        }
+        let started = Instant::now();
+        match kafka.send_result(record) {
             Ok(delivery) => {
-                m.sent.with_label_values(&[topic, "ok"]).inc();
-                m.latency
-                    .with_label_values(&[topic])
-                    .observe(started.elapsed().as_secs_f64());
-                Ok((delivery.partition, delivery.offset))
+                let topic = topic.to_owned();
+                Ok(Box::pin(async move {
+                    // A dropped sender means the producer went away with the message unsent.
+                    let result = match delivery.await {
+                        Ok(r) => r.map_err(|(e, _)| e),
+                        Err(_) => Err(KafkaError::Canceled),
+                    };
+                    delivered(&topic, started, result)
+                }))
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Ok(self.send_owned(topic, key, payload, headers))
             }
             Err((error, _)) => {
-                m.sent.with_label_values(&[topic, "error"]).inc();
+                metrics().sent.with_label_values(&[topic, "error"]).inc();
                 Err(ProduceError {
                     topic: topic.to_owned(),
                     error,
@@ -156,14 +197,85 @@ impl Producer {
         }
     }
 
+    /// [`Producer::send`] on owned copies, for a future that outlives the caller's borrows.
+    fn send_owned(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Pending {
+        let (this, topic, key, payload) = (
+            self.clone(),
+            topic.to_owned(),
+            key.map(<[u8]>::to_vec),
+            payload.to_vec(),
+        );
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect();
+        Box::pin(async move {
+            let headers: Vec<(&str, &[u8])> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            this.send(&topic, key.as_deref(), &payload, &headers).await
+        })
+    }
+
     /// Waits up to `timeout` for queued messages to be delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         match &self.inner {
             Backend::Kafka(k) => k.flush(timeout),
             // Sends resolve only once committed: nothing is ever queued.
             Backend::Queue(_) => Ok(()),
         }
     }
+}
+
+/// A message handed to the producer, resolving with its (partition, offset) once acknowledged.
+pub type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(i32, i64), ProduceError>> + Send + 'static>,
+>;
+
+/// Counts a delivery's result and turns it into the producer's answer.
+fn delivered(
+    topic: &str,
+    started: Instant,
+    result: Result<rdkafka::producer::future_producer::Delivery, KafkaError>,
+) -> Result<(i32, i64), ProduceError> {
+    let m = metrics();
+    match result {
+        Ok(delivery) => {
+            m.sent.with_label_values(&[topic, "ok"]).inc();
+            m.latency
+                .with_label_values(&[topic])
+                .observe(started.elapsed().as_secs_f64());
+            Ok((delivery.partition, delivery.offset))
+        }
+        Err(error) => {
+            m.sent.with_label_values(&[topic, "error"]).inc();
+            Err(ProduceError {
+                topic: topic.to_owned(),
+                error,
+                detail: None,
+            })
+        }
+    }
+}
+
+/// The embedded transport's size check, made before anything is written.
+fn over_limit(topic: &str, len: usize) -> Option<ProduceError> {
+    if len <= super::MAX_MESSAGE_BYTES {
+        return None;
+    }
+    metrics().sent.with_label_values(&[topic, "error"]).inc();
+    Some(ProduceError {
+        topic: topic.to_owned(),
+        error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        detail: Some(format!("{len} bytes is over the message size limit")),
+    })
 }
 
 async fn send_queued(
@@ -174,18 +286,8 @@ async fn send_queued(
     headers: &[(&str, &[u8])],
 ) -> Result<(i32, i64), ProduceError> {
     let m = metrics();
-    if payload.len() > super::MAX_MESSAGE_BYTES {
-        m.sent.with_label_values(&[topic, "error"]).inc();
-        return Err(ProduceError {
-            topic: topic.to_owned(),
-            error: rdkafka::error::KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
-            ),
-            detail: Some(format!(
-                "{} bytes is over the message size limit",
-                payload.len()
-            )),
-        });
+    if let Some(e) = over_limit(topic, payload.len()) {
+        return Err(e);
     }
     let started = Instant::now();
     match q.send(topic, key, payload, headers).await {
@@ -200,9 +302,7 @@ async fn send_queued(
             m.sent.with_label_values(&[topic, "error"]).inc();
             Err(ProduceError {
                 topic: topic.to_owned(),
-                error: rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
-                ),
+                error: KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown),
                 detail: Some(e),
             })
         }

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 pub(super) const HOLD_WITHOUT_PAUSE: Duration = Duration::from_secs(5);
 /// How often a failing offset commit is retried.
 pub(super) const COMMIT_RETRY: Duration = Duration::from_secs(1);
+/// How soon after the last commit an idle consumer (nothing in flight, pending or buffered)
+/// commits what its last batch finished, instead of waiting out the commit interval: the lag
+/// reads zero as soon as the work is done, and a restart or rebalance re-reads nothing.
+pub(super) const IDLE_COMMIT_AFTER: Duration = Duration::from_millis(10);
 /// How often the health-check file is touched while the process is live.
 pub(super) const TOUCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -42,8 +46,9 @@ pub(super) fn cut_batch(
 }
 
 /// How long the next poll may wait for a message: `idle` (50 ms at most, within the batch time)
-/// when nothing is buffered; while messages wait for the batch in flight, 5 ms, so they are
-/// taken soon after it completes; while they wait for the linger, no longer than the linger.
+/// when nothing is buffered or in flight; while a batch is in flight, 5 ms, so its completion is
+/// seen soon (the messages waiting for it are taken, its offsets committed when it was the
+/// last); while messages wait for the linger, no longer than the linger.
 /// (A buffer that may be taken now is cut before the poll, so no wait needs to be zero.)
 pub(super) fn poll_timeout(
     idle: Duration,
@@ -52,8 +57,8 @@ pub(super) fn poll_timeout(
     in_flight: bool,
 ) -> Duration {
     match (buffered, in_flight) {
-        (false, _) => idle,
-        (true, true) => idle.min(Duration::from_millis(5)),
+        (_, true) => idle.min(Duration::from_millis(5)),
+        (false, false) => idle,
         (true, false) if linger.is_zero() => idle,
         (true, false) => idle.min(linger),
     }
@@ -243,7 +248,7 @@ mod tests {
     fn polls_wait_long_only_when_nothing_waits() {
         let idle = ms(50);
         assert_eq!(poll_timeout(idle, Duration::ZERO, false, false), idle);
-        assert_eq!(poll_timeout(idle, Duration::ZERO, false, true), idle);
+        assert_eq!(poll_timeout(idle, Duration::ZERO, false, true), ms(5));
         assert_eq!(poll_timeout(idle, Duration::ZERO, true, true), ms(5));
         assert_eq!(poll_timeout(idle, ms(20), true, false), ms(20));
         assert_eq!(poll_timeout(idle, ms(200), true, false), idle);
@@ -447,6 +452,20 @@ mod tests {
     }
 
     // Commit timing.
+
+    #[test]
+    fn an_idle_consumer_commits_soon_after_its_last_batch() {
+        let t0 = Instant::now();
+        assert!(!commit_due(t0, || None, IDLE_COMMIT_AFTER, t0 + ms(9)));
+        assert!(commit_due(t0, || None, IDLE_COMMIT_AFTER, t0 + ms(10)));
+        // Still at most once a second while commits fail.
+        assert!(!commit_due(
+            t0,
+            || Some(t0),
+            IDLE_COMMIT_AFTER,
+            t0 + ms(500)
+        ));
+    }
 
     #[test]
     fn commit_due_at_the_interval() {

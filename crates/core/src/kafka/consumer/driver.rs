@@ -617,8 +617,19 @@ impl Driver {
                 None => {}
             }
 
-            if self.commit_due(last_commit) {
-                self.commit("timer", CommitMode::Async);
+            // An idle consumer commits its finished batches at once; a busy one on the timer.
+            let idle = {
+                let mut st = self.consumer.context().lock();
+                st.drain_completions();
+                st.in_flight.is_none() && st.pending.is_none() && st.current.is_empty()
+            };
+            let (trigger, interval) = if idle {
+                ("idle", decide::IDLE_COMMIT_AFTER)
+            } else {
+                ("timer", self.config.commit_interval)
+            };
+            if self.commit_due_after(last_commit, interval) {
+                self.commit(trigger, CommitMode::Async);
                 last_commit = Instant::now();
             }
         };
@@ -641,10 +652,15 @@ impl Driver {
     /// Whether a timed commit is due `since` the last one: at the configured interval, or once
     /// a second while commits fail.
     fn commit_due(&self, since: Instant) -> bool {
+        self.commit_due_after(since, self.config.commit_interval)
+    }
+
+    /// [`Driver::commit_due`] with another interval.
+    fn commit_due_after(&self, since: Instant, interval: Duration) -> bool {
         decide::commit_due(
             since,
             || self.consumer.context().lock().commit_failed_at,
-            self.config.commit_interval,
+            interval,
             Instant::now(),
         )
     }

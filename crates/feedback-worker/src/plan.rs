@@ -1,0 +1,268 @@
+//! What each feedback message of a batch needs, worked out before anything is written.
+//!
+//! Three passes over the batch: `decode` (msgpack, the event JSON, the filters; CPU only, so it
+//! runs on two threads), then the waits (each project of the batch looked up once, and the HTTP
+//! spam classifier for the projects that ask for it, all at once), then `build` (the occurrence
+//! with its event, CPU only, on two threads again).
+
+use crate::create_feedback::{self, Filtered};
+use crate::spam::{self, Mode};
+use serde_json::Value;
+use sluice_core::ids;
+use sluice_core::issues::payload::{self, Record};
+use sluice_core::issues::project::Project;
+use sluice_core::kafka::consumer::{Msg, Verdict};
+use sluice_core::messages::enums::{
+    data_category, group_status, group_substatus, FeedbackSource, Outcome,
+};
+use sluice_core::messages::{
+    DlqReason, EventMessage, IngestMessage, OutcomeMessage, Rejection, StatusChangeMessage,
+    Timestamp,
+};
+use sluice_core::storage::user_reports::FeedbackReport;
+
+/// Threads for the CPU passes, and the fewest messages worth a thread of their own.
+pub const THREADS: usize = 2;
+pub const MIN_PER_THREAD: usize = 64;
+
+/// What one feedback message needs.
+pub enum Plan {
+    /// Nothing more to do: done (an unknown project) or refused.
+    Settled(Verdict),
+    /// Filtered out: only its INVALID outcome, emitted once under `key`.
+    Filtered {
+        label: &'static str,
+        key: String,
+        outcome: OutcomeMessage,
+    },
+    /// A feedback issue: the issue-platform records to produce (the occurrence, and the status
+    /// change of a spam), the user report when it names an event, and the ACCEPTED outcome.
+    Issue {
+        records: Vec<Record>,
+        report: Option<FeedbackReport>,
+        key: String,
+        outcome: OutcomeMessage,
+        spam: bool,
+    },
+}
+
+/// A feedback message decoded, before its project is known.
+pub struct Decoded {
+    event: EventMessage,
+    body: Value,
+    source: FeedbackSource,
+    event_id: String,
+    /// The feedback's text, or why it is filtered.
+    message: Result<String, Filtered>,
+}
+
+impl Decoded {
+    pub fn project_id(&self) -> u64 {
+        self.event.project_id
+    }
+    /// The text the HTTP classifier is asked about (none for a filtered feedback).
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref().ok()
+    }
+}
+
+/// How the spam question is answered for one feedback.
+pub enum Spam {
+    /// Decided before the build: not checked, too long, or the classifier's answer.
+    Decided(Option<String>),
+    /// The heuristic, run in the build pass.
+    Heuristic,
+    /// The HTTP classifier, asked in the waiting pass.
+    Ask,
+}
+
+/// A feedback whose project is known and that passed the filters.
+pub struct Ready {
+    pub decoded: Decoded,
+    pub organization_id: i64,
+    pub spam: Spam,
+}
+
+fn reject(reason: DlqReason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+/// First pass: the message decoded and checked.
+pub fn decode(msg: &Msg) -> Result<Decoded, Verdict> {
+    let event = match IngestMessage::decode(msg.payload()) {
+        Ok(IngestMessage::Event(e)) => e,
+        Ok(other) => {
+            let detail = format!(
+                "{} messages do not belong on the feedback topic",
+                other.type_name()
+            );
+            return Err(reject(DlqReason::UnsupportedType, detail));
+        }
+        Err(r) => return Err(Verdict::Reject(r)),
+    };
+    let body: Value = match serde_json::from_slice(&event.payload) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return Err(reject(
+                DlqReason::InvalidEvent,
+                "payload is not a JSON object",
+            ))
+        }
+        Err(e) => return Err(reject(DlqReason::InvalidEvent, e.to_string())),
+    };
+    let source = msg
+        .header("source")
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(FeedbackSource::parse)
+        .unwrap_or(FeedbackSource::NewFeedbackEnvelope);
+    let event_id = create_feedback::event_id(&body, &event.payload);
+    let message = create_feedback::feedback_message(&body).map(str::to_owned);
+    Ok(Decoded {
+        event,
+        body,
+        source,
+        event_id,
+        message,
+    })
+}
+
+fn outcome_of(d: &Decoded, organization_id: i64, o: Outcome) -> OutcomeMessage {
+    let mut m = OutcomeMessage::new(
+        organization_id as u64,
+        d.event.project_id,
+        o,
+        data_category::USER_REPORT_V2,
+    );
+    m.event_id = Some(d.event_id.clone());
+    m
+}
+
+/// Second pass, once the project is known: a filtered feedback settles here with its INVALID
+/// outcome; the others are ready, with how their spam question is answered.
+pub fn resolve(d: Decoded, project: &Project, max_size: usize) -> Result<Ready, Plan> {
+    let message = match &d.message {
+        Ok(m) => m,
+        Err(f) => {
+            let mut outcome = outcome_of(&d, project.organization_id, Outcome::Invalid);
+            outcome.reason = Some(f.reason().to_owned());
+            outcome.timestamp = Timestamp::now();
+            return Err(Plan::Filtered {
+                label: f.label(),
+                key: format!("feedback-invalid:{}:{}", d.event.project_id, d.event_id),
+                outcome,
+            });
+        }
+    };
+    let mode = Mode::from_option(
+        project
+            .options
+            .get("feedback.spam_detection")
+            .and_then(Value::as_str),
+    );
+    let spam = match mode {
+        Mode::Off => Spam::Decided(None),
+        _ if message.chars().count() > max_size => {
+            Spam::Decided(Some(format!("message longer than {max_size} characters")))
+        }
+        Mode::Heuristic => Spam::Heuristic,
+        Mode::Http => Spam::Ask,
+    };
+    Ok(Ready {
+        decoded: d,
+        organization_id: project.organization_id,
+        spam,
+    })
+}
+
+/// Last pass: the issue-platform records, the user report and the outcome of a ready feedback.
+pub fn build(r: Ready, max_size: usize) -> Plan {
+    let Ready {
+        decoded: d,
+        organization_id,
+        spam,
+    } = r;
+    let message = d.message.as_deref().unwrap_or_default();
+    let spam_reason = match spam {
+        Spam::Decided(reason) => reason,
+        Spam::Heuristic => spam::heuristic(message),
+        // Not asked (no classifier configured): not spam.
+        Spam::Ask => None,
+    };
+    let pid = d.event.project_id;
+    let built = match create_feedback::build(
+        &d.body,
+        &d.event.payload,
+        pid,
+        d.source,
+        max_size,
+        spam_reason.as_deref(),
+        d.event.start_time,
+    ) {
+        Ok(b) => b,
+        Err(r) => return Plan::Settled(Verdict::Reject(r)),
+    };
+    let occurrence_id = built.occurrence_id.clone();
+    let mut records = Vec::with_capacity(2);
+    match payload::build("occurrence", Some(built.occurrence), None, None) {
+        Ok(r) => records.push(r),
+        Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
+    }
+    if spam_reason.is_some() {
+        let change = StatusChangeMessage {
+            id: ids::spam_status_change_id(&occurrence_id),
+            project_id: pid,
+            fingerprint: vec![occurrence_id.clone()],
+            new_status: group_status::IGNORED,
+            new_substatus: Some(group_substatus::FOREVER),
+        };
+        match payload::build("status_change", None, Some(change), None) {
+            Ok(r) => records.push(r),
+            Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
+        }
+    }
+    let mut outcome = outcome_of(&d, organization_id, Outcome::Accepted);
+    outcome.timestamp = built.detection_time;
+    Plan::Issue {
+        records,
+        report: report_of(&d.body, pid, message, d.event.start_time.epoch_secs()),
+        key: format!("feedback:{occurrence_id}"),
+        outcome,
+        spam: spam_reason.is_some(),
+    }
+}
+
+/// The user report a feedback naming `associated_event_id` makes (if none exists yet, with the
+/// event's group); it is not a legacy report, so the ingest stage never shims it (a legacy
+/// report for the same event still is, and becomes a second feedback issue).
+fn report_of(
+    body: &Value,
+    project_id: u64,
+    message: &str,
+    received: f64,
+) -> Option<FeedbackReport> {
+    let feedback = body.get("contexts").and_then(|c| c.get("feedback"))?;
+    let associated = feedback
+        .get("associated_event_id")
+        .and_then(Value::as_str)
+        .and_then(|e| ids::uuid_hex(e).ok())?;
+    let s = |k: &str| {
+        feedback
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(FeedbackReport {
+        project_id: project_id as i64,
+        event_id: associated,
+        name: s("name"),
+        email: s("contact_email"),
+        comments: message.to_owned(),
+        environment: body
+            .get("environment")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
+        received,
+    })
+}
