@@ -76,6 +76,13 @@ pub enum Spam {
     Ask,
 }
 
+/// A feedback once its project is known: ready for the build, or already planned (refused,
+/// unknown project, filtered).
+pub enum Staged {
+    Ready(Ready),
+    Planned(Plan),
+}
+
 /// A feedback whose project is known and that passed the filters.
 pub struct Ready {
     pub decoded: Decoded,
@@ -139,14 +146,14 @@ fn outcome_of(d: &Decoded, organization_id: i64, o: Outcome) -> OutcomeMessage {
 
 /// Second pass, once the project is known: a filtered feedback settles here with its INVALID
 /// outcome; the others are ready, with how their spam question is answered.
-pub fn resolve(d: Decoded, project: &Project, max_size: usize) -> Result<Ready, Plan> {
+pub fn resolve(d: Decoded, project: &Project, max_size: usize) -> Staged {
     let message = match &d.message {
         Ok(m) => m,
         Err(f) => {
             let mut outcome = outcome_of(&d, project.organization_id, Outcome::Invalid);
             outcome.reason = Some(f.reason().to_owned());
             outcome.timestamp = Timestamp::now();
-            return Err(Plan::Filtered {
+            return Staged::Planned(Plan::Filtered {
                 label: f.label(),
                 key: format!("feedback-invalid:{}:{}", d.event.project_id, d.event_id),
                 outcome,
@@ -167,7 +174,7 @@ pub fn resolve(d: Decoded, project: &Project, max_size: usize) -> Result<Ready, 
         Mode::Heuristic => Spam::Heuristic,
         Mode::Http => Spam::Ask,
     };
-    Ok(Ready {
+    Staged::Ready(Ready {
         decoded: d,
         organization_id: project.organization_id,
         spam,

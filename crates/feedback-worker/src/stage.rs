@@ -7,7 +7,7 @@
 //! batch instead of several per message, and the batch waits for the slowest of its writes, not
 //! for their sum.
 
-use crate::plan::{self, Plan, Ready, Spam};
+use crate::plan::{self, Plan, Spam, Staged};
 use crate::spam;
 use futures::future::join_all;
 use sluice_core::config::Settings;
@@ -66,16 +66,19 @@ impl FeedbackStage {
             .await
             .into_iter()
             .collect();
-        let mut staged: Vec<Result<Ready, Plan>> = decoded
+        let mut staged: Vec<Staged> = decoded
             .into_iter()
             .map(|d| {
-                let d = d.map_err(Plan::Settled)?;
+                let d = match d {
+                    Ok(d) => d,
+                    Err(v) => return Staged::Planned(Plan::Settled(v)),
+                };
                 match found.get(&d.project_id()) {
                     Some(Ok(Some(p))) => plan::resolve(d, p, max),
-                    Some(Err(v)) => Err(Plan::Settled(v.clone())),
+                    Some(Err(v)) => Staged::Planned(Plan::Settled(v.clone())),
                     Some(Ok(None)) | None => {
                         results().with_label_values(&["unknown_project"]).inc();
-                        Err(Plan::Settled(Verdict::Done))
+                        Staged::Planned(Plan::Settled(Verdict::Done))
                     }
                 }
             })
@@ -85,20 +88,20 @@ impl FeedbackStage {
             staged,
             plan::THREADS,
             plan::MIN_PER_THREAD,
-            |s: Result<Ready, Plan>| match s {
-                Ok(ready) => plan::build(ready, max),
-                Err(done) => done,
+            |s: Staged| match s {
+                Staged::Ready(ready) => plan::build(ready, max),
+                Staged::Planned(done) => done,
             },
         )
     }
 
     /// Answers the spam question of each feedback whose project uses the HTTP classifier, all
     /// concurrently (not spam when no classifier is configured).
-    async fn ask_classifier(&self, staged: &mut [Result<Ready, Plan>]) {
-        let asking = staged
-            .iter_mut()
-            .filter_map(|s| s.as_mut().ok())
-            .filter(|r| matches!(r.spam, Spam::Ask));
+    async fn ask_classifier(&self, staged: &mut [Staged]) {
+        let asking = staged.iter_mut().filter_map(|s| match s {
+            Staged::Ready(r) if matches!(r.spam, Spam::Ask) => Some(r),
+            _ => None,
+        });
         let Some(url) = &self.settings.feedback.spam_classifier_url else {
             for r in asking {
                 r.spam = Spam::Decided(None);

@@ -139,7 +139,8 @@ impl Producer {
         // Timeout::Never for the local queue: back-pressure waits instead of failing the send;
         // message.timeout.ms still bounds delivery.
         let result = kafka.send(record, Timeout::Never).await;
-        delivered(topic, started, result.map_err(|(e, _)| e))
+        observed(topic, started, result.map_err(|(e, _)| e))
+            .map_err(|e| ProduceError::kafka(topic, e))
     }
 
     /// Hands one message to the producer now and returns what resolves with the broker's
@@ -153,12 +154,12 @@ impl Producer {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
-    ) -> Result<Pending, ProduceError> {
+    ) -> Result<Pending, Box<ProduceError>> {
         let kafka = match &self.inner {
             Backend::Kafka(k) => k,
             Backend::Queue(_) => {
                 if let Some(e) = over_limit(topic, payload.len()) {
-                    return Err(e);
+                    return Err(Box::new(e));
                 }
                 return Ok(self.send_owned(topic, key, payload, headers));
             }
@@ -180,19 +181,15 @@ impl Producer {
                         Ok(r) => r.map_err(|(e, _)| e),
                         Err(_) => Err(KafkaError::Canceled),
                     };
-                    delivered(&topic, started, result)
+                    observed(&topic, started, result).map_err(|e| ProduceError::kafka(&topic, e))
                 }))
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Ok(self.send_owned(topic, key, payload, headers))
             }
             Err((error, _)) => {
-                metrics().sent.with_label_values(&[topic, "error"]).inc();
-                Err(ProduceError {
-                    topic: topic.to_owned(),
-                    error,
-                    detail: None,
-                })
+                observe(topic, started, false);
+                Err(Box::new(ProduceError::kafka(topic, error)))
             }
         }
     }
@@ -239,28 +236,35 @@ pub type Pending = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(i32, i64), ProduceError>> + Send + 'static>,
 >;
 
-/// Counts a delivery's result and turns it into the producer's answer.
-fn delivered(
+/// Counts one delivery's result.
+fn observe(topic: &str, started: Instant, ok: bool) {
+    let m = metrics();
+    if ok {
+        m.sent.with_label_values(&[topic, "ok"]).inc();
+        m.latency
+            .with_label_values(&[topic])
+            .observe(started.elapsed().as_secs_f64());
+    } else {
+        m.sent.with_label_values(&[topic, "error"]).inc();
+    }
+}
+
+/// A Kafka delivery's result, counted, as (partition, offset).
+fn observed(
     topic: &str,
     started: Instant,
     result: Result<rdkafka::producer::future_producer::Delivery, KafkaError>,
-) -> Result<(i32, i64), ProduceError> {
-    let m = metrics();
-    match result {
-        Ok(delivery) => {
-            m.sent.with_label_values(&[topic, "ok"]).inc();
-            m.latency
-                .with_label_values(&[topic])
-                .observe(started.elapsed().as_secs_f64());
-            Ok((delivery.partition, delivery.offset))
-        }
-        Err(error) => {
-            m.sent.with_label_values(&[topic, "error"]).inc();
-            Err(ProduceError {
-                topic: topic.to_owned(),
-                error,
-                detail: None,
-            })
+) -> Result<(i32, i64), KafkaError> {
+    observe(topic, started, result.is_ok());
+    result.map(|d| (d.partition, d.offset))
+}
+
+impl ProduceError {
+    fn kafka(topic: &str, error: KafkaError) -> ProduceError {
+        ProduceError {
+            topic: topic.to_owned(),
+            error,
+            detail: None,
         }
     }
 }
