@@ -32,6 +32,7 @@ pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
         settings: s.ctx.settings.clone(),
         http: reqwest::Client::new(),
         projects: sluice_core::issues::project::Shared::new(s.db),
+        prepared: Default::default(),
     })
 }
 

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use sluice_core::config::Settings;
 use sluice_core::failure::Classify;
 use sluice_core::issues::project::{self, Project};
-use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
+use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
 use sluice_core::kafka::producer::{Pending, Producer};
 use sluice_core::messages::IngestMessage;
 use sluice_core::outcomes::Outcomes;
@@ -39,6 +39,8 @@ pub struct FeedbackStage {
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
     pub projects: project::Shared,
+    /// The next batch's plans, made while the batch before it is written.
+    pub prepared: Prepared<Vec<Plan>>,
 }
 
 impl FeedbackStage {
@@ -274,6 +276,12 @@ fn count_results(plans: &[Plan], verdicts: &[Option<Verdict>]) {
 }
 
 impl Stage for FeedbackStage {
+    /// Plans the next batch while the one before it waits for its writes: planning only
+    /// reads (the message, the project, the spam classifier).
+    async fn prepare(&self, batch: &[Arc<Msg>]) {
+        self.prepared.ahead(batch, self.plan(batch)).await;
+    }
+
     fn tenant(&self, msg: &Msg) -> Option<u64> {
         IngestMessage::project_of(msg.payload())
     }
@@ -292,7 +300,8 @@ impl Stage for FeedbackStage {
     /// was accepted by the producer, as Sentry tracks it right after handing the occurrence to
     /// its producer; a message refused at once (too large) gets none.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let plans = self.plan(&batch).await;
+        let plans = self.prepared.take_or(&batch, self.plan(&batch)).await;
+        let plans = plans.as_slice();
         let mut verdicts: Vec<Option<Verdict>> = plans
             .iter()
             .map(|p| match p {
@@ -300,20 +309,20 @@ impl Stage for FeedbackStage {
                 _ => None,
             })
             .collect();
-        let pending = self.enqueue_issues(&plans, &mut verdicts);
+        let pending = self.enqueue_issues(plans, &mut verdicts);
         let mut reported = verdicts.clone();
         let mut emitted = verdicts.clone();
         futures::join!(
-            self.await_issues(&plans, pending, &mut verdicts),
-            self.record_reports(&plans, &mut reported),
-            self.emit_outcomes(&plans, &mut emitted)
+            self.await_issues(plans, pending, &mut verdicts),
+            self.record_reports(plans, &mut reported),
+            self.emit_outcomes(plans, &mut emitted)
         );
         for ((v, r), o) in verdicts.iter_mut().zip(reported).zip(emitted) {
             if v.is_none() {
                 *v = r.or(o);
             }
         }
-        count_results(&plans, &verdicts);
+        count_results(plans, &verdicts);
         verdicts
             .into_iter()
             .map(|v| v.unwrap_or(Verdict::Done))

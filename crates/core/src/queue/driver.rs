@@ -51,7 +51,10 @@ pub async fn run<S: Stage>(
         dependency_down,
         breaker: Breaker::new(config.breaker),
     };
-    let worker = tokio::spawn(worker.run(batch_rx, done_tx));
+    // This transport reads one batch at a time and hands it over at once: nothing to prepare
+    // ahead (the sender is dropped, so the worker's preparing loop ends at once).
+    let (_, prepare_rx) = tokio::sync::mpsc::channel(1);
+    let worker = tokio::spawn(worker.run(batch_rx, prepare_rx, done_tx));
     let driver = Driver {
         url,
         config,

@@ -37,6 +37,7 @@ pub async fn run<S: Stage>(
         message_timeout: config.produce_timeout,
     })?;
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Batch>(1);
+    let (prepare_tx, prepare_rx) = tokio::sync::mpsc::channel::<Vec<Arc<Msg>>>(1);
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Completion>(4);
     let dependency_down = Arc::new(AtomicBool::new(false));
     let worker = Worker {
@@ -47,7 +48,7 @@ pub async fn run<S: Stage>(
         dependency_down: dependency_down.clone(),
         breaker: Breaker::new(config.breaker),
     };
-    let worker = tokio::spawn(worker.run(batch_rx, done_tx));
+    let worker = tokio::spawn(worker.run(batch_rx, prepare_rx, done_tx));
 
     let consumer = create_consumer(&config, done_rx)?;
     consumer.subscribe(&config.topics.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -59,6 +60,7 @@ pub async fn run<S: Stage>(
         shutdown,
         dependency_down,
         batch_tx,
+        prepare_tx,
     };
     let thread = std::thread::Builder::new()
         .name("kafka-driver".into())
@@ -396,6 +398,8 @@ struct Driver {
     shutdown: CancellationToken,
     dependency_down: Arc<AtomicBool>,
     batch_tx: tokio::sync::mpsc::Sender<Batch>,
+    /// The batch cut while another is in flight, for the stage to prepare meanwhile.
+    prepare_tx: tokio::sync::mpsc::Sender<Vec<Arc<Msg>>>,
 }
 
 impl Driver {
@@ -508,6 +512,13 @@ impl Driver {
                 ) {
                     st.pending = Some(std::mem::take(&mut st.current));
                     st.current_bytes = 0;
+                    // It waits for the batch in flight: the stage may prepare it meanwhile
+                    // (skipped when the previous one is still being prepared).
+                    if st.in_flight.is_some() {
+                        if let Some(next) = &st.pending {
+                            let _ = self.prepare_tx.try_send(next.clone());
+                        }
+                    }
                 }
                 if st.in_flight.is_none() {
                     if let Some(msgs) = st.pending.take() {

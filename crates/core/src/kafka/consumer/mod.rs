@@ -22,10 +22,12 @@ mod driver;
 mod members;
 pub(crate) mod metrics;
 pub(crate) mod offsets;
+mod prepared;
 pub(crate) mod worker;
 
 pub use breaker::BreakerConfig;
 pub use members::run;
+pub use prepared::Prepared;
 
 use crate::messages::{DlqReason, Rejection};
 use std::future::Future;
@@ -88,6 +90,15 @@ pub trait Stage: Send + Sync + 'static {
     /// in input order. Messages of one partition arrive in offset order.
     fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send;
 
+    /// Called with the next batch while the batch before it is still in flight, so work that
+    /// has no effect (decoding, planning) overlaps the previous batch's writes and waits.
+    /// `process` may then find that work done (see [`Prepared`]); it must never depend on it:
+    /// the runtime calls this at most once per batch, and not at all for a batch dispatched at
+    /// once, a retry or a part of a batch. The default does nothing.
+    fn prepare(&self, _batch: &[Arc<Msg>]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The project a message belongs to, when it can be read (asked only for rejected
     /// messages): the circuit breaker never trips on one project's bad traffic.
     fn tenant(&self, _msg: &Msg) -> Option<u64> {
@@ -99,6 +110,10 @@ pub trait Stage: Send + Sync + 'static {
 impl<S: Stage> Stage for Arc<S> {
     fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send {
         (**self).process(batch)
+    }
+
+    fn prepare(&self, batch: &[Arc<Msg>]) -> impl Future<Output = ()> + Send {
+        (**self).prepare(batch)
     }
 
     fn tenant(&self, msg: &Msg) -> Option<u64> {

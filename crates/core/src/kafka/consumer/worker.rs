@@ -41,6 +41,18 @@ pub(crate) struct Worker<S: Stage> {
     pub breaker: Breaker,
 }
 
+/// Lets the stage prepare each batch handed over while another is in flight, one at a time,
+/// beside the batch in flight. A panic while preparing is left to `process`, which meets it
+/// again under its guard; this loop goes on.
+async fn prepare_ahead<S: Stage>(
+    stage: Arc<S>,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Arc<Msg>>>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let _ = AssertUnwindSafe(stage.prepare(&batch)).catch_unwind().await;
+    }
+}
+
 fn tp(m: &Msg) -> Tp {
     (m.topic.to_string(), m.partition)
 }
@@ -49,14 +61,17 @@ impl<S: Stage> Worker<S> {
     pub async fn run(
         mut self,
         mut batches: tokio::sync::mpsc::Receiver<Batch>,
+        prepare: tokio::sync::mpsc::Receiver<Vec<Arc<Msg>>>,
         completions: std::sync::mpsc::SyncSender<Completion>,
     ) {
+        let preparing = tokio::spawn(prepare_ahead(self.stage.clone(), prepare));
         while let Some(batch) = batches.recv().await {
             let completion = self.process(batch).await;
             if completions.send(completion).is_err() {
                 break;
             }
         }
+        preparing.abort();
     }
 
     async fn process(&mut self, batch: Batch) -> Completion {
