@@ -11,7 +11,7 @@ use crate::context::Deps;
 use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::failure::Classify;
-use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
+use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,16 +23,6 @@ const CONCURRENCY: usize = 64;
 /// The stage.
 pub struct IngestStage {
     pub deps: Arc<Deps>,
-    /// The next batch decoded and split, while the batch before it is written.
-    pub prepared: Prepared<Selected>,
-}
-
-/// A batch decoded and split by path: the verdicts known so far (undecodable messages), its
-/// chunks, and the split.
-pub struct Selected {
-    outcomes: Vec<Verdict>,
-    chunks: InBatch,
-    split: Split,
 }
 
 /// The batch split by path: (events for the batched path with the messages they came from,
@@ -89,36 +79,6 @@ impl IngestStage {
         // The lanes below keep each event's messages in offset order.
         rest.sort_by_key(|(i, _)| *i);
         (events, attachments, rest)
-    }
-
-    /// Decodes the batch and splits it by path (timed as the `decode_and_select` step).
-    async fn decode_and_select(&self, batch: &[Arc<Msg>]) -> Selected {
-        let started = std::time::Instant::now();
-        let mut outcomes = vec![Verdict::Done; batch.len()];
-        let mut decoded = Vec::with_capacity(batch.len());
-        let mut chunks = InBatch::default();
-        for (i, raw) in batch.iter().enumerate() {
-            match IngestMessage::decode(raw.payload()) {
-                Ok(IngestMessage::AttachmentChunk(c)) => {
-                    metrics::count("attachment_chunk", "stored");
-                    chunks.add(i, c);
-                }
-                Ok(m) => decoded.push((i, m)),
-                Err(r) => {
-                    metrics::count("unknown", "rejected");
-                    outcomes[i] = Verdict::Reject(r);
-                }
-            }
-        }
-        // Plain error events and standalone attachments (the bulk of the traffic) take the
-        // batched paths; everything else runs in lanes.
-        let split = self.select(decoded, &chunks).await;
-        metrics::time_step("decode_and_select", started);
-        Selected {
-            outcomes,
-            chunks,
-            split,
-        }
     }
 
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {
@@ -180,23 +140,29 @@ impl Stage for IngestStage {
         IngestMessage::project_of(msg.payload())
     }
 
-    /// Decodes and splits the batch while the batch before it is written: this only reads
-    /// (the messages, the projects) and parses.
-    async fn prepare(&self, batch: &[Arc<Msg>]) {
-        self.prepared
-            .ahead(batch, self.decode_and_select(batch))
-            .await;
-    }
-
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let Selected {
-            mut outcomes,
-            mut chunks,
-            split: (ready_events, ready_attachments, mut rest),
-        } = self
-            .prepared
-            .take_or(&batch, self.decode_and_select(&batch))
-            .await;
+        let mut outcomes = vec![Verdict::Done; batch.len()];
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut chunks = InBatch::default();
+        for (i, raw) in batch.iter().enumerate() {
+            match IngestMessage::decode(raw.payload()) {
+                Ok(IngestMessage::AttachmentChunk(c)) => {
+                    metrics::count("attachment_chunk", "stored");
+                    chunks.add(i, c);
+                }
+                Ok(m) => decoded.push((i, m)),
+                Err(r) => {
+                    metrics::count("unknown", "rejected");
+                    outcomes[i] = Verdict::Reject(r);
+                }
+            }
+        }
+
+        // Split the batch: plain error events and standalone attachments (the bulk of the
+        // traffic) take the batched paths; everything else runs in lanes below.
+        let started = std::time::Instant::now();
+        let (ready_events, ready_attachments, mut rest) = self.select(decoded, &chunks).await;
+        metrics::time_step("decode_and_select", started);
         // Chunks stay in memory only for the attachments saved from memory; every other chunk
         // is stored first (one statement), so everything that needs it finds it.
         let in_memory: HashSet<chunk::Key> = ready_attachments

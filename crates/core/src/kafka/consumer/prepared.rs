@@ -142,7 +142,8 @@ mod tests {
             tokio::task::yield_now().await;
             let _ = tx.send(());
         };
-        let (got, ()) = tokio::join!(p.take_or(&batch(0..2), async { 2 }), release);
+        let same = batch(0..2);
+        let (got, ()) = tokio::join!(p.take_or(&same, async { 2 }), release);
         assert_eq!(got, 1, "the work under way was awaited");
         let _ = ahead.await;
     }
