@@ -162,8 +162,11 @@ pub fn build(
         .unwrap_or("info")
         .to_owned();
     let fixed = fix_for_issue_platform(event, project_id, &event_id, detection_time, received);
-    let embedded: EmbeddedEvent = serde_json::from_value(fixed)
-        .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("feedback event: {e}")))?;
+    let embedded = match fixed {
+        Value::Object(m) => EmbeddedEvent::from_object(m),
+        other => serde_json::from_value(other),
+    }
+    .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("feedback event: {e}")))?;
     let occurrence = OccurrenceMessage {
         id: occurrence_id.clone(),
         project_id,

@@ -86,6 +86,9 @@ fn non_empty_event<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmbeddedEve
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.is_empty() => Ok(None),
+        Some(Value::Object(m)) => EmbeddedEvent::from_object(m)
+            .map(Some)
+            .map_err(de::Error::custom),
         Some(v) => EmbeddedEvent::deserialize(v)
             .map(Some)
             .map_err(de::Error::custom),
@@ -112,6 +115,40 @@ pub struct EmbeddedEvent {
     pub optional: OptionalEventFields,
 }
 
+impl EmbeddedEvent {
+    /// The embedded event of a JSON object, exactly as deserializing it makes it, but taking each
+    /// field out of the object: deserializing goes through serde's buffering of the flattened
+    /// fields, which copies the whole event twice.
+    pub fn from_object(mut m: Map<String, Value>) -> Result<EmbeddedEvent, serde_json::Error> {
+        fn required<T: de::DeserializeOwned>(
+            m: &mut Map<String, Value>,
+            key: &'static str,
+        ) -> Result<T, serde_json::Error> {
+            match m.remove(key) {
+                Some(v) => serde_json::from_value(v),
+                None => Err(de::Error::missing_field(key)),
+            }
+        }
+        fn optional<T: de::DeserializeOwned>(
+            m: &mut Map<String, Value>,
+            key: &str,
+        ) -> Result<Option<T>, serde_json::Error> {
+            m.remove(key)
+                .map_or(Ok(None), serde_json::from_value::<Option<T>>)
+        }
+        Ok(EmbeddedEvent {
+            event_id: required(&mut m, "event_id")?,
+            project_id: required(&mut m, "project_id")?,
+            platform: required(&mut m, "platform")?,
+            timestamp: optional(&mut m, "timestamp")?,
+            received: optional(&mut m, "received")?,
+            tags: optional(&mut m, "tags")?,
+            level: optional(&mut m, "level")?,
+            optional: OptionalEventFields::take_from(&mut m),
+        })
+    }
+}
+
 macro_rules! optional_event_fields {
     ($($name:ident),* $(,)?) => {
         /// The whitelisted optional blocks of an embedded event, kept as JSON.
@@ -121,6 +158,15 @@ macro_rules! optional_event_fields {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $name: Option<Value>,
             )*
+        }
+
+        impl OptionalEventFields {
+            /// The whitelisted blocks taken out of an event object (`null` counts as absent).
+            fn take_from(m: &mut Map<String, Value>) -> OptionalEventFields {
+                OptionalEventFields {
+                    $($name: m.remove(stringify!($name)).filter(|v| !v.is_null()),)*
+                }
+            }
         }
     };
 }

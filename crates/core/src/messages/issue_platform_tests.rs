@@ -187,3 +187,33 @@ fn rejections_carry_reasons() {
         Err(DlqReason::Undecodable)
     );
 }
+
+/// `EmbeddedEvent::from_object` builds what deserializing the same object builds, and fails
+/// where it fails.
+#[test]
+fn embedded_event_from_an_object_matches_its_deserialization() {
+    let cases = [
+        json!({"event_id": "e1", "project_id": 42, "platform": "python"}),
+        json!({"event_id": "e1", "project_id": 42, "platform": "other",
+               "timestamp": 1795432200.25, "received": "2026-11-20T10:30:00Z",
+               "tags": {"a": "1", "n": 2, "skip": null}, "level": "info",
+               "contexts": {"feedback": {"message": "hi"}}, "user": {"email": "u@x.io"},
+               "request": {}, "sdk": null, "unknown_block": {"kept": false}}),
+        json!({"event_id": "e1", "project_id": 42, "platform": "js",
+               "tags": [["a", "1"], null, ["b", true]], "level": null, "timestamp": null}),
+        // Failures: a required field missing or of the wrong type, a bad timestamp or tags.
+        json!({"project_id": 42, "platform": "js"}),
+        json!({"event_id": "e1", "project_id": "42", "platform": "js"}),
+        json!({"event_id": "e1", "project_id": 42, "platform": 7}),
+        json!({"event_id": "e1", "project_id": 42, "platform": "js", "timestamp": "soon"}),
+        json!({"event_id": "e1", "project_id": 42, "platform": "js", "tags": "a=1"}),
+    ];
+    for case in cases {
+        let Value::Object(m) = case.clone() else {
+            panic!("not an object: {case}");
+        };
+        let direct = EmbeddedEvent::from_object(m).ok();
+        let derived = serde_json::from_value::<EmbeddedEvent>(case.clone()).ok();
+        assert_eq!(direct, derived, "for {case}");
+    }
+}
