@@ -48,7 +48,7 @@ pub(crate) fn get() -> &'static RuntimeMetrics {
         commits: counter_vec(
             Opts::new(
                 "sluice_consumer_commits_total",
-                "Offset commits, by trigger (timer, revoke, shutdown) and result.",
+                "Offset commits, by trigger (timer, idle, revoke, shutdown) and result.",
             ),
             &["trigger", "result"],
         ),

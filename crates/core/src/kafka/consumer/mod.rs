@@ -8,7 +8,10 @@
 //!   filled, and a bounded librdkafka prefetch, so memory stays bounded under any backlog; when
 //!   nothing is in flight the buffer is handed over at once (`--batch-linger-ms`, 0), so batches
 //!   grow only while the stage is busy and a lightly loaded stage does not wait out the batch time;
-//! - per-partition `offset+1` commits after effects, on a timer, on revoke and on shutdown;
+//! - the batch cut while another is in flight handed to [`Stage::prepare`], so its effect-free
+//!   work overlaps the batch in flight;
+//! - per-partition `offset+1` commits after effects, on a timer (within 10 ms once idle), on
+//!   revoke and on shutdown;
 //!   commits failing after a revoke are logged and counted, never fatal;
 //! - error classes: bad input → DLQ with reason, original key/headers, offset advances;
 //!   dependency-wide → pause the partitions, keep polling (stay in the group), back off, resume;
