@@ -128,13 +128,7 @@ impl Producer {
             Backend::Kafka(k) => k,
             Backend::Queue(q) => return send_queued(q, topic, key, payload, headers).await,
         };
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if !headers.is_empty() {
-            record = record.headers(owned_headers(headers));
-        }
+        let record = kafka_record(topic, key, payload, headers);
         let started = Instant::now();
         // Timeout::Never for the local queue: back-pressure waits instead of failing the send;
         // message.timeout.ms still bounds delivery.
@@ -164,13 +158,7 @@ impl Producer {
                 return Ok(self.send_owned(topic, key, payload, headers));
             }
         };
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if !headers.is_empty() {
-            record = record.headers(owned_headers(headers));
-        }
+        let record = kafka_record(topic, key, payload, headers);
         let started = Instant::now();
         match kafka.send_result(record) {
             Ok(delivery) => {
@@ -235,6 +223,23 @@ impl Producer {
 pub type Pending = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(i32, i64), ProduceError>> + Send + 'static>,
 >;
+
+/// A Kafka record of `payload`, with its key and headers.
+fn kafka_record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    headers: &[(&str, &[u8])],
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record: FutureRecord<'a, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if !headers.is_empty() {
+        record = record.headers(owned_headers(headers));
+    }
+    record
+}
 
 /// Counts one delivery's result.
 fn observe(topic: &str, started: Instant, ok: bool) {
