@@ -27,8 +27,10 @@ pub const MIN_PER_THREAD: usize = 64;
 
 /// What one feedback message needs.
 pub enum Plan {
-    /// Nothing more to do: done (an unknown project) or refused.
+    /// Nothing more to do: refused, or its project could not be looked up.
     Settled(Verdict),
+    /// Its project is not provisioned: done, counted as `unknown_project`.
+    UnknownProject,
     /// Filtered out: only its INVALID outcome, emitted once under `key`.
     Filtered {
         label: &'static str,

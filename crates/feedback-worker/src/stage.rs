@@ -78,10 +78,7 @@ impl FeedbackStage {
                 match found.get(&d.project_id()) {
                     Some(Ok(Some(p))) => plan::resolve(d, p, max),
                     Some(Err(v)) => Staged::Planned(Plan::Settled(v.clone())),
-                    Some(Ok(None)) | None => {
-                        results().with_label_values(&["unknown_project"]).inc();
-                        Staged::Planned(Plan::Settled(Verdict::Done))
-                    }
+                    Some(Ok(None)) | None => Staged::Planned(Plan::UnknownProject),
                 }
             })
             .collect();
@@ -246,7 +243,7 @@ impl FeedbackStage {
                     items.push((key.clone(), outcome.clone()));
                     who.push(i);
                 }
-                Plan::Settled(_) => {}
+                Plan::Settled(_) | Plan::UnknownProject => {}
             }
         }
         if items.is_empty() {
@@ -262,10 +259,12 @@ impl FeedbackStage {
     }
 }
 
-/// Counts each message that went all the way, by what it became.
+/// Counts each message that went all the way, by what it became (once per processing, not when
+/// it was planned: a batch planned ahead is not always the one processed).
 fn count_results(plans: &[Plan], verdicts: &[Option<Verdict>]) {
     for (plan, verdict) in plans.iter().zip(verdicts) {
         let label = match (plan, verdict) {
+            (Plan::UnknownProject, _) => "unknown_project".to_owned(),
             (_, Some(_)) | (Plan::Settled(_), _) => continue,
             (Plan::Filtered { label, .. }, None) => format!("filtered_{label}"),
             (Plan::Issue { spam: true, .. }, None) => "spam".to_owned(),
@@ -296,16 +295,26 @@ impl Stage for FeedbackStage {
     /// exists, an outcome only if its key was not recorded. A message failed by more than one
     /// keeps the first failure in that order (the produce's). So a feedback whose issue cannot
     /// be produced still leaves its user report: the report is the user's words about their
-    /// event, kept like a report sent without feedback. Its outcome is emitted once its issue
-    /// was accepted by the producer, as Sentry tracks it right after handing the occurrence to
-    /// its producer; a message refused at once (too large) gets none.
+    /// event, kept like a report sent without feedback. Its outcome is emitted once the producer
+    /// took its issue, without waiting for the broker's acknowledgement, as Sentry tracks it
+    /// right after handing the occurrence to its producer. A message refused at once (too large
+    /// for the producer) gets none; one whose delivery later fails for good (the broker refuses
+    /// it) keeps the outcome already emitted, as in Sentry.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let plans = self.prepared.take_or(&batch, self.plan(&batch)).await;
+        let mut plans = self.prepared.take_or(&batch, self.plan(&batch)).await;
+        // Planned ahead during an outage (a project lookup failed): planned again now.
+        if plans
+            .iter()
+            .any(|p| matches!(p, Plan::Settled(Verdict::Unavailable(_))))
+        {
+            plans = self.plan(&batch).await;
+        }
         let plans = plans.as_slice();
         let mut verdicts: Vec<Option<Verdict>> = plans
             .iter()
             .map(|p| match p {
                 Plan::Settled(v) => Some(v.clone()),
+                Plan::UnknownProject => Some(Verdict::Done),
                 _ => None,
             })
             .collect();

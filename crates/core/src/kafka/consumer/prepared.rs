@@ -23,6 +23,14 @@ struct Slot<T> {
 
 const KEEP: usize = 4;
 
+/// Adds a slot, dropping the oldest beyond `KEEP`.
+fn keep<T>(slots: &mut VecDeque<Slot<T>>, key: Vec<(Arc<str>, i32, i64)>, cell: Cell<T>) {
+    if slots.len() >= KEEP {
+        slots.pop_front();
+    }
+    slots.push_back(Slot { key, cell });
+}
+
 fn key_of(batch: &[Arc<Msg>]) -> Vec<(Arc<str>, i32, i64)> {
     batch
         .iter()
@@ -45,14 +53,13 @@ impl<T: Send> Prepared<T> {
         F: Future<Output = T>,
     {
         let cell: Cell<T> = Arc::new(OnceCell::new());
+        let key = key_of(batch);
         if let Ok(mut slots) = self.slots.lock() {
-            if slots.len() >= KEEP {
-                slots.pop_front();
+            // Already processed (the batch started before its preparing did): nothing to do.
+            if slots.iter().any(|s| s.key == key) {
+                return;
             }
-            slots.push_back(Slot {
-                key: key_of(batch),
-                cell: cell.clone(),
-            });
+            keep(&mut slots, key, cell.clone());
         }
         cell.get_or_init(|| async { Mutex::new(Some(work.await)) })
             .await;
@@ -69,11 +76,20 @@ impl<T: Send> Prepared<T> {
             let at = slots.iter().position(|s| s.key == key)?;
             slots.remove(at).map(|s| s.cell)
         });
-        if let Some(cell) = cell {
-            // Waits for a preparing under way; marks an abandoned one as nothing prepared.
-            let ready = cell.get_or_init(|| async { Mutex::new(None) }).await;
-            if let Some(done) = ready.lock().ok().and_then(|mut r| r.take()) {
-                return done;
+        match cell {
+            Some(cell) => {
+                // Waits for a preparing under way; marks an abandoned one as nothing prepared.
+                let ready = cell.get_or_init(|| async { Mutex::new(None) }).await;
+                if let Some(done) = ready.lock().ok().and_then(|mut r| r.take()) {
+                    return done;
+                }
+            }
+            None => {
+                // Leaves a mark, so a preparing that starts only now is skipped.
+                if let Ok(mut slots) = self.slots.lock() {
+                    let done = OnceCell::new_with(Some(Mutex::new(None)));
+                    keep(&mut slots, key_of(batch), Arc::new(done));
+                }
             }
         }
         work.await
@@ -146,6 +162,22 @@ mod tests {
         let (got, ()) = tokio::join!(p.take_or(&same, async { 2 }), release);
         assert_eq!(got, 1, "the work under way was awaited");
         let _ = ahead.await;
+    }
+
+    #[tokio::test]
+    async fn a_preparing_that_starts_after_its_batch_is_skipped() {
+        let p = Prepared::<u32>::default();
+        assert_eq!(p.take_or(&batch(0..2), async { 2 }).await, 2);
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        p.ahead(&batch(0..2), async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            1
+        })
+        .await;
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "not prepared again"
+        );
     }
 
     #[tokio::test]
