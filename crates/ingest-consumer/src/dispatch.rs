@@ -11,7 +11,7 @@ use crate::context::Deps;
 use crate::{attachment, event, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::failure::Classify;
-use sluice_core::kafka::consumer::{Msg, Stage, Verdict};
+use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,15 +23,26 @@ const CONCURRENCY: usize = 64;
 /// The stage.
 pub struct IngestStage {
     pub deps: Arc<Deps>,
+    /// Batches decoded and split while the batch before them was being written.
+    pub prepared: Prepared<Decoded>,
 }
 
-/// The batch split by path: (events for the batched path with the messages they came from,
-/// standalone attachments for the batched path, everything else).
+/// The batch split by path: (events for the batched path, standalone attachments for the
+/// batched path, everything else).
 type Split = (
-    Vec<((usize, IngestMessage), event::Ready)>,
+    Vec<event::Ready>,
     Vec<attachment::Pending>,
     Vec<(usize, IngestMessage)>,
 );
+
+/// A batch decoded and split by path: everything done before anything is written, so it can
+/// be done ahead while the batch before it is being written.
+pub struct Decoded {
+    /// Each message's verdict so far (rejected when it could not be decoded).
+    outcomes: Vec<Verdict>,
+    chunks: InBatch,
+    split: Split,
+}
 
 impl IngestStage {
     /// Picks the messages of the batched paths. A standalone attachment takes its path only when
@@ -70,15 +81,45 @@ impl IngestStage {
             rest.push((i, m));
         }
         let mut events = Vec::with_capacity(candidates.len());
-        for (m, ready) in event::ready_many(deps, candidates) {
+        for ready in event::ready_many(deps, candidates) {
             match ready {
-                Some(r) => events.push((m, r)),
-                None => rest.push(m),
+                Ok(r) => events.push(r),
+                Err(m) => rest.push(m),
             }
         }
         // The lanes below keep each event's messages in offset order.
         rest.sort_by_key(|(i, _)| *i);
         (events, attachments, rest)
+    }
+
+    /// Decodes `batch` and splits it by path. Nothing here writes, so it may run ahead.
+    async fn decode(&self, batch: &[Arc<Msg>]) -> Decoded {
+        let mut outcomes = vec![Verdict::Done; batch.len()];
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut chunks = InBatch::default();
+        let started = std::time::Instant::now();
+        for (i, raw) in batch.iter().enumerate() {
+            match IngestMessage::decode(raw.payload()) {
+                Ok(IngestMessage::AttachmentChunk(c)) => {
+                    metrics::count("attachment_chunk", "stored");
+                    chunks.add(i, c);
+                }
+                Ok(m) => decoded.push((i, m)),
+                Err(r) => {
+                    metrics::count("unknown", "rejected");
+                    outcomes[i] = Verdict::Reject(r);
+                }
+            }
+        }
+        // Split the batch: plain error events and standalone attachments (the bulk of the
+        // traffic) take the batched paths; everything else runs in lanes.
+        let split = self.select(decoded, &chunks).await;
+        metrics::time_step("decode_and_select", started);
+        Decoded {
+            outcomes,
+            chunks,
+            split,
+        }
     }
 
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {
@@ -121,6 +162,13 @@ fn uses_chunks_of(m: &IngestMessage, key: &chunk::Key) -> bool {
     }
 }
 
+/// [`uses_chunks_of`] for an event made ready.
+fn ready_uses_chunks_of(r: &event::Ready, key: &chunk::Key) -> bool {
+    r.project.id as u64 == key.0
+        && r.event_id == key.1
+        && r.attachments.iter().any(|a| a.id == key.2)
+}
+
 /// Messages of one event share a lane; other messages get a lane of their own.
 fn lane_key(msg: &IngestMessage, index: usize) -> (u64, String) {
     let event_id = match msg {
@@ -140,29 +188,16 @@ impl Stage for IngestStage {
         IngestMessage::project_of(msg.payload())
     }
 
-    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let mut outcomes = vec![Verdict::Done; batch.len()];
-        let mut decoded = Vec::with_capacity(batch.len());
-        let mut chunks = InBatch::default();
-        for (i, raw) in batch.iter().enumerate() {
-            match IngestMessage::decode(raw.payload()) {
-                Ok(IngestMessage::AttachmentChunk(c)) => {
-                    metrics::count("attachment_chunk", "stored");
-                    chunks.add(i, c);
-                }
-                Ok(m) => decoded.push((i, m)),
-                Err(r) => {
-                    metrics::count("unknown", "rejected");
-                    outcomes[i] = Verdict::Reject(r);
-                }
-            }
-        }
+    async fn prepare(&self, batch: &[Arc<Msg>]) {
+        self.prepared.ahead(batch, self.decode(batch)).await;
+    }
 
-        // Split the batch: plain error events and standalone attachments (the bulk of the
-        // traffic) take the batched paths; everything else runs in lanes below.
-        let started = std::time::Instant::now();
-        let (ready_events, ready_attachments, mut rest) = self.select(decoded, &chunks).await;
-        metrics::time_step("decode_and_select", started);
+    async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
+        let Decoded {
+            mut outcomes,
+            mut chunks,
+            split: (ready_events, ready_attachments, mut rest),
+        } = self.prepared.take_or(&batch, self.decode(&batch)).await;
         // Chunks stay in memory only for the attachments saved from memory; every other chunk
         // is stored first (one statement), so everything that needs it finds it.
         let in_memory: HashSet<chunk::Key> = ready_attachments
@@ -170,7 +205,7 @@ impl Stage for IngestStage {
             .filter_map(|r| r.chunk_key.clone())
             .filter(|k| {
                 !rest.iter().any(|(_, m)| uses_chunks_of(m, k))
-                    && !ready_events.iter().any(|((_, m), _)| uses_chunks_of(m, k))
+                    && !ready_events.iter().any(|r| ready_uses_chunks_of(r, k))
             })
             .collect();
         let ttl = Duration::from_secs(self.deps.settings.attachments.chunk_ttl_secs);
@@ -190,7 +225,6 @@ impl Stage for IngestStage {
             }
         }
 
-        let (held, ready_events): (Vec<_>, Vec<_>) = ready_events.into_iter().unzip();
         let chunk_keys: HashMap<usize, chunk::Key> = ready_attachments
             .iter()
             .filter_map(|r| r.chunk_key.clone().map(|k| (r.index, k)))
@@ -225,8 +259,15 @@ impl Stage for IngestStage {
                     outcomes[i] = o;
                 }
             }
+            // The events go one by one, decoded again from their messages (the batched path
+            // took their payloads).
             Err(_) => {
-                rest.extend(held);
+                for r in &ready_events {
+                    match IngestMessage::decode(batch[r.index].payload()) {
+                        Ok(m) => rest.push((r.index, m)),
+                        Err(reason) => outcomes[r.index] = Verdict::Reject(reason),
+                    }
+                }
                 rest.sort_by_key(|(i, _)| *i);
             }
         }

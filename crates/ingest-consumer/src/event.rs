@@ -114,7 +114,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
         }
         Kind::Feedback(data) => forward_feedback(deps, raw, m, project, &data).await,
         Kind::Error(data) => {
-            let Some(ready) = Ready::of(0, m, project, data) else {
+            let Ok(ready) = Ready::of(0, m.clone(), project, data) else {
                 return Err(reject(
                     DlqReason::InvalidEvent,
                     "event payload is not UTF-8",
@@ -225,14 +225,15 @@ pub fn occurrence(m: &EventMessage, data: &Value) -> OccurrenceMessage {
     }
 }
 
-/// An error event ready to be stored.
+/// An error event ready to be stored. Its parsed payload is not kept: the occurrence is
+/// built from it at once, and a batch of these waits for the database.
 pub struct Ready {
     pub index: usize,
     pub project: Project,
     pub event_id: String,
-    pub data: Value,
-    /// The payload as received (stored as is: no second serialization).
-    pub raw: Arc<str>,
+    /// The payload as received (stored as is: no second serialization; parsed again only to
+    /// shim user reports that were waiting for the event).
+    pub raw: Arc<String>,
     pub occurrence: OccurrenceMessage,
     pub attachments: Vec<ChunkedAttachment>,
     pub start_time: Timestamp,
@@ -240,34 +241,62 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// Takes `m`'s payload without copying it; gives `m` back if the payload is not UTF-8.
     fn of(
         index: usize,
-        m: &EventMessage,
+        m: EventMessage,
         project: &Project,
         data: Map<String, Value>,
-    ) -> Option<Ready> {
+    ) -> Result<Ready, EventMessage> {
         let key_id = key_id(&data);
-        let data = Value::Object(data);
-        Some(Ready {
-            raw: std::str::from_utf8(&m.payload).ok()?.into(),
-            index,
-            project: project.clone(),
-            event_id: m.event_id.clone(),
-            occurrence: occurrence(m, &data),
-            data,
-            attachments: m.attachments.clone(),
-            start_time: m.start_time,
-            key_id,
-        })
+        let occurrence = occurrence(&m, &Value::Object(data));
+        let EventMessage {
+            payload,
+            start_time,
+            event_id,
+            project_id,
+            remote_addr,
+            attachments,
+        } = m;
+        match String::from_utf8(payload) {
+            Ok(raw) => Ok(Ready {
+                raw: Arc::new(raw),
+                index,
+                project: project.clone(),
+                event_id,
+                occurrence,
+                attachments,
+                start_time,
+                key_id,
+            }),
+            Err(e) => Err(EventMessage {
+                payload: e.into_bytes(),
+                start_time,
+                event_id,
+                project_id,
+                remote_addr,
+                attachments,
+            }),
+        }
+    }
+
+    /// The payload parsed again (it parsed when the event was made ready).
+    pub fn data(&self) -> Value {
+        serde_json::from_str(&self.raw).unwrap_or(Value::Null)
     }
 }
 
-/// Whether `m` is an error event (not shed) for the batch; everything else goes through
+/// `m` made ready if it is an error event (not shed) for the batch; otherwise `m` back, for
 /// [`process`].
-pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> Option<Ready> {
-    match classify(deps, m, project) {
+pub fn ready(
+    deps: &Deps,
+    index: usize,
+    m: EventMessage,
+    project: &Project,
+) -> Result<Ready, EventMessage> {
+    match classify(deps, &m, project) {
         Ok(Kind::Error(data)) => Ready::of(index, m, project, data),
-        _ => None,
+        _ => Err(m),
     }
 }
 
@@ -276,23 +305,22 @@ pub fn ready(deps: &Deps, index: usize, m: &EventMessage, project: &Project) -> 
 const READY_PARALLELISM: usize = 2;
 const MIN_EVENTS_PER_THREAD: usize = 64;
 
-/// [`ready`] for many event messages (anything else is not ready), in order. Parsing and grouping
-/// are the stage's main CPU work and a batch's events do not depend on each other, so a large
-/// batch is split over a few threads.
+/// [`ready`] for many event messages (anything else is not ready and comes back as it was),
+/// in order. Parsing and grouping are the stage's main CPU work and a batch's events do not
+/// depend on each other, so a large batch is split over a few threads.
 pub fn ready_many(
     deps: &Deps,
     items: Vec<(usize, IngestMessage, Project)>,
-) -> Vec<((usize, IngestMessage), Option<Ready>)> {
+) -> Vec<Result<Ready, (usize, IngestMessage)>> {
     parallel::map_ordered(
         items,
         READY_PARALLELISM,
         MIN_EVENTS_PER_THREAD,
-        |(i, m, p)| {
-            let r = match &m {
-                IngestMessage::Event(e) => ready(deps, i, e, &p),
-                _ => None,
-            };
-            ((i, m), r)
+        |(i, m, p)| match m {
+            IngestMessage::Event(e) => {
+                ready(deps, i, e, &p).map_err(|e| (i, IngestMessage::Event(e)))
+            }
+            m => Err((i, m)),
         },
     )
 }
@@ -305,7 +333,7 @@ const MIN_ROWS_PER_INSERT: usize = 200;
 /// Inserts `items` into `events` (first write wins); returns the group of those of them that
 /// already have one.
 async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
-    let rows: Vec<(i64, String, Arc<str>, Option<i32>)> = items
+    let rows: Vec<(i64, String, Arc<String>, Option<i32>)> = items
         .iter()
         .map(|r| {
             let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);
@@ -328,8 +356,9 @@ async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>,
         .await
 }
 
-/// Stores error events (a statement per part, the parts concurrently), saves their attachments,
-/// produces the occurrences of those without a group concurrently, then shims waiting reports.
+/// Stores error events (a statement per part, the parts concurrently) and saves their
+/// attachments; then produces the occurrences of those without a group, emits their outcomes
+/// and looks up waiting reports, together; then shims the reports.
 /// `Err` when an insert failed on something other than an outage: the caller then runs the
 /// events one by one, so one bad event cannot hold back the others.
 pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, Verdict)>, DbError> {
@@ -359,42 +388,66 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
             return Err(e);
         }
     };
-    let started = std::time::Instant::now();
-    let produced = futures::future::join_all(items.iter().map(|r| async {
-        let group_id = grouped.get(&(r.project.id, r.event_id.clone())).copied();
-        if !r.attachments.is_empty() {
-            let owner = Owner {
-                project: r.project.clone(),
-                event_id: r.event_id.clone(),
-                group_id,
-                start_time: Some(r.start_time),
-                key_id: r.key_id,
-                fingerprint: r.occurrence.fingerprint.first().cloned(),
-            };
-            if let Err(v) = attachment::for_event(deps, &r.attachments, &owner).await {
-                return v;
-            }
-        }
-        if group_id.is_some() {
-            metrics::count("event", "already_grouped");
+    // An event is done with its attachments saved first; the steps after that do not depend
+    // on each other and run together: its occurrence produced (unless it has a group), its
+    // ACCEPTED outcome emitted, and the user reports waiting for it looked up.
+    let attached = futures::future::join_all(items.iter().map(|r| async {
+        if r.attachments.is_empty() {
             return Verdict::Done;
         }
-        produce_occurrence(deps, r.occurrence.clone())
+        let owner = Owner {
+            project: r.project.clone(),
+            event_id: r.event_id.clone(),
+            group_id: grouped.get(&(r.project.id, r.event_id.clone())).copied(),
+            start_time: Some(r.start_time),
+            key_id: r.key_id,
+            fingerprint: r.occurrence.fingerprint.first().cloned(),
+        };
+        attachment::for_event(deps, &r.attachments, &owner)
             .await
             .err()
             .unwrap_or(Verdict::Done)
     }))
     .await;
-    metrics::time_step("occurrences_produce", started);
+    let produce = async {
+        let started = std::time::Instant::now();
+        let produced = futures::future::join_all(items.iter().zip(&attached).map(|(r, v)| async {
+            if *v != Verdict::Done {
+                return v.clone();
+            }
+            if grouped.contains_key(&(r.project.id, r.event_id.clone())) {
+                metrics::count("event", "already_grouped");
+                return Verdict::Done;
+            }
+            produce_occurrence(deps, r.occurrence.clone())
+                .await
+                .err()
+                .unwrap_or(Verdict::Done)
+        }))
+        .await;
+        metrics::time_step("occurrences_produce", started);
+        produced
+    };
+    let lookup = async {
+        let started = std::time::Instant::now();
+        let keys: Vec<EventKey> = items
+            .iter()
+            .map(|r| (r.project.id, r.event_id.clone()))
+            .collect();
+        let waiting = user_report::waiting_for(deps, keys).await;
+        metrics::time_step("reports_lookup", started);
+        waiting
+    };
+    let (produced, refused, waiting) =
+        futures::join!(produce, accept(deps, items, &attached), lookup);
     let mut out: Vec<(usize, Verdict)> = items.iter().map(|r| r.index).zip(produced).collect();
-    accept(deps, items, &mut out).await;
-    let started = std::time::Instant::now();
-    let keys: Vec<EventKey> = items
-        .iter()
-        .map(|r| (r.project.id, r.event_id.clone()))
-        .collect();
-    let waiting = user_report::waiting_for(deps, keys).await;
-    metrics::time_step("reports_lookup", started);
+    if let Some(v) = refused {
+        for (_, slot) in out.iter_mut() {
+            if *slot == Verdict::Done {
+                *slot = v.clone();
+            }
+        }
+    }
     match waiting {
         Ok(waiting) => {
             for (pid, eid) in waiting {
@@ -409,7 +462,7 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
                 }
                 let r = &items[pos];
                 if let Err(v) =
-                    user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data).await
+                    user_report::shim_waiting(deps, &r.project, &r.event_id, &r.data()).await
                 {
                     out[pos].1 = v;
                 }
@@ -426,14 +479,15 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
     Ok(out)
 }
 
-/// One ACCEPTED outcome (category error) per stored event, once per event across replays,
-/// produced before the offset is committed: for the events whose steps so far succeeded.
-async fn accept(deps: &Deps, items: &[Ready], out: &mut [(usize, Verdict)]) {
+/// One ACCEPTED outcome (category error) per stored event, once per event across replays:
+/// for the events stored with their attachments (`attached` Done), emitted before the offset is
+/// committed. The error that kept them from being emitted, if any.
+async fn accept(deps: &Deps, items: &[Ready], attached: &[Verdict]) -> Option<Verdict> {
     let started = std::time::Instant::now();
     let outcomes: Vec<(String, OutcomeMessage)> = items
         .iter()
-        .zip(out.iter())
-        .filter(|(_, (_, v))| *v == Verdict::Done)
+        .zip(attached)
+        .filter(|(_, v)| **v == Verdict::Done)
         .map(|(r, _)| {
             let mut o = OutcomeMessage::new(
                 r.project.organization_id as u64,
@@ -448,17 +502,11 @@ async fn accept(deps: &Deps, items: &[Ready], out: &mut [(usize, Verdict)]) {
         })
         .collect();
     if outcomes.is_empty() {
-        return;
+        return None;
     }
-    if let Err(e) = deps.outcomes.emit_once_many(outcomes).await {
-        let v = e.verdict();
-        for (_, slot) in out.iter_mut() {
-            if *slot == Verdict::Done {
-                *slot = v.clone();
-            }
-        }
-    }
+    let refused = deps.outcomes.emit_once_many(outcomes).await.err();
     metrics::time_step("events_outcomes", started);
+    refused.map(|e| e.verdict())
 }
 
 #[cfg(test)]

@@ -122,5 +122,6 @@ pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
     spawn_sweeper(db, s.ctx.shutdown.clone());
     Ok(dispatch::IngestStage {
         deps: Arc::new(deps),
+        prepared: Default::default(),
     })
 }

@@ -606,7 +606,7 @@ impl Driver {
                 }
                 continue;
             }
-            match self.consumer.poll(poll_timeout) {
+            let received = match self.consumer.poll(poll_timeout) {
                 Some(Ok(msg)) => {
                     let owned = Arc::new(to_msg(&msg, &mut topics));
                     let mut st = self.consumer.context().lock();
@@ -615,6 +615,7 @@ impl Driver {
                     }
                     st.current_bytes += size_of_msg(&owned);
                     st.current.push(owned);
+                    true
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
                     // Only emitted with --auto-offset-reset=error.
@@ -624,12 +625,14 @@ impl Driver {
                 Some(Err(e)) => {
                     m.errors.with_label_values(&[error_kind(&e)]).inc();
                     tracing::debug!(error = %e, "consumer error");
+                    false
                 }
-                None => {}
-            }
+                None => false,
+            };
 
             // An idle consumer commits its finished batches at once; a busy one on the timer.
-            let idle = {
+            // One that just received a message is not idle.
+            let idle = !received && {
                 let mut st = self.consumer.context().lock();
                 st.drain_completions();
                 st.in_flight.is_none() && st.pending.is_none() && st.current.is_empty()

@@ -71,8 +71,8 @@ impl<T: Send> Prepared<T> {
     where
         F: Future<Output = T>,
     {
+        let key = key_of(batch);
         let cell = self.slots.lock().ok().and_then(|mut slots| {
-            let key = key_of(batch);
             let at = slots.iter().position(|s| s.key == key)?;
             slots.remove(at).map(|s| s.cell)
         });
@@ -88,7 +88,7 @@ impl<T: Send> Prepared<T> {
                 // Leaves a mark, so a preparing that starts only now is skipped.
                 if let Ok(mut slots) = self.slots.lock() {
                     let done = OnceCell::new_with(Some(Mutex::new(None)));
-                    keep(&mut slots, key_of(batch), Arc::new(done));
+                    keep(&mut slots, key, Arc::new(done));
                 }
             }
         }
