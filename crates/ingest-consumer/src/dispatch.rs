@@ -81,10 +81,10 @@ impl IngestStage {
             rest.push((i, m));
         }
         let mut events = Vec::with_capacity(candidates.len());
-        for ready in event::ready_many(deps, candidates) {
+        for (m, ready) in event::ready_many(deps, candidates) {
             match ready {
-                Ok(r) => events.push(r),
-                Err(m) => rest.push(m),
+                Some(r) => events.push(r),
+                None => rest.push(m),
             }
         }
         // The lanes below keep each event's messages in offset order.

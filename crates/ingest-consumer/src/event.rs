@@ -114,7 +114,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
         }
         Kind::Feedback(data) => forward_feedback(deps, raw, m, project, &data).await,
         Kind::Error(data) => {
-            let Ok(ready) = Ready::of(0, m.clone(), project, data) else {
+            let Some(ready) = Ready::of(0, &mut m.clone(), project, data) else {
                 return Err(reject(
                     DlqReason::InvalidEvent,
                     "event payload is not UTF-8",
@@ -241,43 +241,32 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Takes `m`'s payload without copying it; gives `m` back if the payload is not UTF-8.
+    /// Takes `m`'s payload and attachments without copying them; `None` (and `m` untouched)
+    /// if the payload is not UTF-8.
     fn of(
         index: usize,
-        m: EventMessage,
+        m: &mut EventMessage,
         project: &Project,
         data: Map<String, Value>,
-    ) -> Result<Ready, EventMessage> {
+    ) -> Option<Ready> {
+        let raw = match String::from_utf8(std::mem::take(&mut m.payload)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                m.payload = e.into_bytes();
+                return None;
+            }
+        };
         let key_id = key_id(&data);
-        let occurrence = occurrence(&m, &Value::Object(data));
-        let EventMessage {
-            payload,
-            start_time,
-            event_id,
-            project_id,
-            remote_addr,
-            attachments,
-        } = m;
-        match String::from_utf8(payload) {
-            Ok(raw) => Ok(Ready {
-                raw: Arc::new(raw),
-                index,
-                project: project.clone(),
-                event_id,
-                occurrence,
-                attachments,
-                start_time,
-                key_id,
-            }),
-            Err(e) => Err(EventMessage {
-                payload: e.into_bytes(),
-                start_time,
-                event_id,
-                project_id,
-                remote_addr,
-                attachments,
-            }),
-        }
+        Some(Ready {
+            occurrence: occurrence(m, &Value::Object(data)),
+            raw: Arc::new(raw),
+            index,
+            project: project.clone(),
+            event_id: m.event_id.clone(),
+            attachments: std::mem::take(&mut m.attachments),
+            start_time: m.start_time,
+            key_id,
+        })
     }
 
     /// The payload parsed again (it parsed when the event was made ready).
@@ -286,17 +275,12 @@ impl Ready {
     }
 }
 
-/// `m` made ready if it is an error event (not shed) for the batch; otherwise `m` back, for
-/// [`process`].
-pub fn ready(
-    deps: &Deps,
-    index: usize,
-    m: EventMessage,
-    project: &Project,
-) -> Result<Ready, EventMessage> {
-    match classify(deps, &m, project) {
+/// `m` made ready if it is an error event (not shed) for the batch, taking its payload and
+/// attachments; otherwise `None` and `m` is left for [`process`].
+pub fn ready(deps: &Deps, index: usize, m: &mut EventMessage, project: &Project) -> Option<Ready> {
+    match classify(deps, m, project) {
         Ok(Kind::Error(data)) => Ready::of(index, m, project, data),
-        _ => Err(m),
+        _ => None,
     }
 }
 
@@ -305,22 +289,24 @@ pub fn ready(
 const READY_PARALLELISM: usize = 2;
 const MIN_EVENTS_PER_THREAD: usize = 64;
 
-/// [`ready`] for many event messages (anything else is not ready and comes back as it was),
-/// in order. Parsing and grouping are the stage's main CPU work and a batch's events do not
-/// depend on each other, so a large batch is split over a few threads.
+/// [`ready`] for many event messages (anything else is not ready), in order: a message made
+/// ready is returned emptied of its payload. Parsing and grouping are the stage's main CPU
+/// work and a batch's events do not depend on each other, so a large batch is split over a
+/// few threads.
 pub fn ready_many(
     deps: &Deps,
     items: Vec<(usize, IngestMessage, Project)>,
-) -> Vec<Result<Ready, (usize, IngestMessage)>> {
+) -> Vec<((usize, IngestMessage), Option<Ready>)> {
     parallel::map_ordered(
         items,
         READY_PARALLELISM,
         MIN_EVENTS_PER_THREAD,
-        |(i, m, p)| match m {
-            IngestMessage::Event(e) => {
-                ready(deps, i, e, &p).map_err(|e| (i, IngestMessage::Event(e)))
-            }
-            m => Err((i, m)),
+        |(i, mut m, p)| {
+            let r = match &mut m {
+                IngestMessage::Event(e) => ready(deps, i, e, &p),
+                _ => None,
+            };
+            ((i, m), r)
         },
     )
 }
