@@ -316,6 +316,35 @@ impl Target {
         wait_assigned(&metrics)?;
         Ok((child, metrics))
     }
+
+    /// Spawns `cmd` (from [`Target::stage`]) on a topic that already holds its load and returns
+    /// when the consumer first holds partitions (looked for every 5 ms): a backlog's clock
+    /// starts there, leaving out the process start and the group join, and the bench's own
+    /// producing of the load.
+    pub fn start_on_backlog(
+        &self,
+        mut cmd: std::process::Command,
+    ) -> anyhow::Result<(std::process::Child, String, std::time::Instant)> {
+        let metrics = format!("127.0.0.1:{}", sluice_testkit::process::free_port()?);
+        let child = cmd.args(["--metrics-addr", &metrics]).spawn()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let assigned = sluice_testkit::http::get(&metrics, "/metrics").map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with("sluice_consumer_assigned_partitions"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            });
+            if assigned.is_some_and(|n| n > 0.0) {
+                return Ok((child, metrics, std::time::Instant::now()));
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "consumer got no partitions"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// The producer a baseline sends its records with: the core producer, acknowledged sends.

@@ -2,7 +2,10 @@
 //! - events: realistic ~6 KB error events from `ingest-events` to stored rows and acknowledged
 //!   occurrences with offsets committed, vs. the same rows written with PostgreSQL's fastest path
 //!   (`COPY`, 5,000 rows per transaction) plus the same number of occurrence records produced
-//!   directly;
+//!   directly; then the same events again as a backlog (`events_backlog_*`): a new consumer
+//!   group on a fresh database reads what the first run left in the topic, timed from when it
+//!   holds its partitions, so the bench producing the load (on the same cores) is not in the
+//!   window, as it is not in the baseline's;
 //! - attachments: 10 KB attachments (a chunk plus a standalone attachment message each) from
 //!   `ingest-attachments` to objects in `s3s-fs`, rows and outcomes, vs. raw PUTs of the same
 //!   bodies to the same server.
@@ -197,6 +200,25 @@ async fn measure(
     );
     stop(&mut child);
     Ok((elapsed, rss, produced_at))
+}
+
+/// The events again as a backlog: a new consumer group, on a fresh database, reads the events
+/// the measured run left in `topic`, timed from when it holds its partitions to its last commit
+/// (the bench producing the load is not in the window, as it is not in the baseline's).
+async fn drain(args: &Args, db: &str, topic: &str) -> anyhow::Result<(Duration, (u64, f64))> {
+    let group = format!("bench-drain-{topic}-{}", std::process::id());
+    let mut cmd = args.target.stage("ingest-consumer", db, &group);
+    cmd.env("OBJECT_STORE_URL", "file:///tmp/sluice-bench-unused")
+        .args(["--topics", topic]);
+    let (mut child, metrics, started) = args.target.start_on_backlog(cmd)?;
+    let elapsed = wait_committed(&args.target.brokers, &group, topic).await? - started;
+    sluice_acceptance::dump_metrics_if_asked(&metrics);
+    let usage = (
+        peak_rss_mb(child.id()),
+        sluice_acceptance::cpu_secs(child.id()),
+    );
+    stop(&mut child);
+    Ok((elapsed, usage))
 }
 
 /// The two tables the events baseline copies into (only the columns it writes).
@@ -577,6 +599,14 @@ async fn main() -> anyhow::Result<()> {
     let base_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_base", SETUP)?;
     settle(&url)?;
     let events_base = events_baseline(&args, &base_url).await?;
+    settle(&base_url)?;
+    let drain_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_drain", SETUP)?;
+    let (drain_elapsed, drain_usage) = drain(&args, &drain_url, "ingest-events").await?;
+    let drained = sluice_testkit::db::count(&drain_url, "SELECT count(*) AS n FROM events")?;
+    anyhow::ensure!(
+        drained == i64::from(args.events),
+        "{drained} events stored from the backlog"
+    );
 
     // Attachments, once the events phase's writes are on disk.
     settle(&url)?;
@@ -618,12 +648,15 @@ async fn main() -> anyhow::Result<()> {
     let rate = |n: f64, d: Duration| (n / d.as_secs_f64()).round();
     let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
     let (ev, evb) = (rate(n_events, events_elapsed), rate(n_events, events_base));
+    let evd = rate(n_events, drain_elapsed);
     let (at, atb) = (rate(n_att, att_elapsed), rate(n_att, att_base));
     println!(
         "{}",
         json!({"bench": "ingest", "events": args.events, "event_bytes": event_body(1).to_string().len(),
                "events_per_sec": ev, "events_baseline_per_sec": evb, "events_ratio": ratio(ev, evb),
                "events_consumer_peak_rss_mb": events_rss.0, "events_consumer_cpu_secs": events_rss.1, "events_latency": events_latency,
+               "events_backlog_per_sec": evd, "events_backlog_ratio": ratio(evd, evb),
+               "events_backlog_peak_rss_mb": drain_usage.0, "events_backlog_cpu_secs": drain_usage.1,
                "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
                "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss.0, "attachments_consumer_cpu_secs": att_rss.1, "attachments_latency": att_latency})
     );
