@@ -4,7 +4,9 @@
 //! an occurrence and an outcome record per feedback produced through the core producer.
 //!
 //! The worker joins its group before the feedback is produced; the time runs from the first
-//! produced message to the last committed offset. Latency: produce → the feedback's outcome
+//! produced message to the last committed offset. Then the same feedback again as a backlog
+//! (`backlog_*`): a new group on a fresh database reads what the first run left in the topic,
+//! timed from when it holds its partitions, without the bench's own producing in the window. Latency: produce → the feedback's outcome
 //! recorded (its last effect).
 //!
 //! Usage: bench-feedback --brokers HOST:PORT --admin-url POSTGRES_URL [--count N]
@@ -181,14 +183,52 @@ async fn main() -> anyhow::Result<()> {
         .count();
     sql.await??;
     let base = started.elapsed();
+
+    // The same feedback again as a backlog: a new group on a fresh database reads what the run
+    // above left in the topic, timed from when the worker holds its partitions, so the bench
+    // producing the load (on the same cores) is not in the window, as it is not in the
+    // baseline's.
+    let backlog_url = sluice_acceptance::fresh_database(
+        &args.target.admin_url,
+        "sluice_bench_feedback_backlog",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'b');
+         INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
+    )?;
+    let backlog_group = format!("bench-fb-backlog-{}", std::process::id());
+    let (mut child, metrics, backlog_started) = args.target.start_on_backlog(
+        args.target
+            .stage("feedback-worker", &backlog_url, &backlog_group),
+    )?;
+    let backlog =
+        sluice_acceptance::wait_committed(&args.target.brokers, &backlog_group, TOPIC).await?
+            - backlog_started;
+    sluice_acceptance::dump_metrics_if_asked(&metrics);
+    let backlog_usage = (
+        sluice_acceptance::peak_rss_mb(child.id()),
+        sluice_acceptance::cpu_secs(child.id()),
+    );
+    sluice_acceptance::stop(&mut child);
+    let accepted = sluice_testkit::db::count(
+        &backlog_url,
+        "SELECT count(*) AS n FROM emitted_outcomes WHERE key LIKE 'feedback:%'",
+    )?;
+    anyhow::ensure!(
+        accepted == i64::from(args.count),
+        "{accepted} feedback outcomes from the backlog"
+    );
+
     let n = f64::from(args.count);
     let (rate, base_rate) = (n / pipeline.as_secs_f64(), n / base.as_secs_f64());
+    let backlog_rate = n / backlog.as_secs_f64();
     println!(
         "{}",
         json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
                "baseline_per_sec": base_rate.round(), "baseline_acked": ok,
                "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss,
-               "worker_cpu_secs": cpu, "latency": latency})
+               "worker_cpu_secs": cpu, "latency": latency,
+               "backlog_per_sec": backlog_rate.round(),
+               "backlog_ratio": (backlog_rate / base_rate * 1000.0).round() / 1000.0,
+               "backlog_peak_rss_mb": backlog_usage.0, "backlog_cpu_secs": backlog_usage.1})
     );
     Ok(())
 }
