@@ -8,7 +8,8 @@
 //!   window, as it is not in the baseline's;
 //! - attachments: 10 KB attachments (a chunk plus a standalone attachment message each) from
 //!   `ingest-attachments` to objects in `s3s-fs`, rows and outcomes, vs. raw PUTs of the same
-//!   bodies to the same server.
+//!   bodies to the same server; then again as a backlog (`attachments_backlog_*`), as for the
+//!   events.
 //!
 //! - `--backlog`: memory under a backlog instead. N attachments of M MiB, each in 1 MiB chunks
 //!   followed by the event that lists it (`ingest-attachments`), plus the events
@@ -205,10 +206,17 @@ async fn measure(
 /// The events again as a backlog: a new consumer group, on a fresh database, reads the events
 /// the measured run left in `topic`, timed from when it holds its partitions to its last commit
 /// (the bench producing the load is not in the window, as it is not in the baseline's).
-async fn drain(args: &Args, db: &str, topic: &str) -> anyhow::Result<(Duration, (u64, f64))> {
+async fn drain(
+    args: &Args,
+    db: &str,
+    topic: &str,
+    env: &[(String, String)],
+    store: &str,
+) -> anyhow::Result<(Duration, (u64, f64))> {
     let group = format!("bench-drain-{topic}-{}", std::process::id());
     let mut cmd = args.target.stage("ingest-consumer", db, &group);
-    cmd.env("OBJECT_STORE_URL", "file:///tmp/sluice-bench-unused")
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .env("OBJECT_STORE_URL", store)
         .args(["--topics", topic]);
     let (mut child, metrics, started) = args.target.start_on_backlog(cmd)?;
     let elapsed = wait_committed(&args.target.brokers, &group, topic).await? - started;
@@ -601,7 +609,14 @@ async fn main() -> anyhow::Result<()> {
     let events_base = events_baseline(&args, &base_url).await?;
     settle(&base_url)?;
     let drain_url = fresh_database(&args.target.admin_url, "sluice_bench_ingest_drain", SETUP)?;
-    let (drain_elapsed, drain_usage) = drain(&args, &drain_url, "ingest-events").await?;
+    let (drain_elapsed, drain_usage) = drain(
+        &args,
+        &drain_url,
+        "ingest-events",
+        &[],
+        "file:///tmp/sluice-bench-unused",
+    )
+    .await?;
     let drained = sluice_testkit::db::count(&drain_url, "SELECT count(*) AS n FROM events")?;
     anyhow::ensure!(
         drained == i64::from(args.events),
@@ -642,6 +657,29 @@ async fn main() -> anyhow::Result<()> {
         &url,
         "SELECT event_id::text AS key, (extract(epoch FROM date_added) * 1000)::bigint AS ms FROM event_attachments",
     )?;
+    // The attachments again as a backlog, into a fresh database (the objects are written again
+    // under the same keys, as a replay would).
+    let att_drain_url = fresh_database(
+        &args.target.admin_url,
+        "sluice_bench_ingest_drain_attachments",
+        SETUP,
+    )?;
+    let (att_drain_elapsed, att_drain_usage) = drain(
+        &args,
+        &att_drain_url,
+        "ingest-attachments",
+        &s3.env(),
+        &store,
+    )
+    .await?;
+    let att_drained = sluice_testkit::db::count(
+        &att_drain_url,
+        "SELECT count(*) AS n FROM event_attachments",
+    )?;
+    anyhow::ensure!(
+        att_drained == i64::from(args.attachments),
+        "{att_drained} attachments stored from the backlog"
+    );
     let att_base_after = raw_puts(&s3, "baseline-after", args.attachments).await?;
     let att_base = (att_base_before + att_base_after) / 2;
 
@@ -650,6 +688,7 @@ async fn main() -> anyhow::Result<()> {
     let (ev, evb) = (rate(n_events, events_elapsed), rate(n_events, events_base));
     let evd = rate(n_events, drain_elapsed);
     let (at, atb) = (rate(n_att, att_elapsed), rate(n_att, att_base));
+    let atd = rate(n_att, att_drain_elapsed);
     println!(
         "{}",
         json!({"bench": "ingest", "events": args.events, "event_bytes": event_body(1).to_string().len(),
@@ -658,7 +697,9 @@ async fn main() -> anyhow::Result<()> {
                "events_backlog_per_sec": evd, "events_backlog_ratio": ratio(evd, evb),
                "events_backlog_peak_rss_mb": drain_usage.0, "events_backlog_cpu_secs": drain_usage.1,
                "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
-               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss.0, "attachments_consumer_cpu_secs": att_rss.1, "attachments_latency": att_latency})
+               "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss.0, "attachments_consumer_cpu_secs": att_rss.1, "attachments_latency": att_latency,
+               "attachments_backlog_per_sec": atd, "attachments_backlog_ratio": ratio(atd, atb),
+               "attachments_backlog_peak_rss_mb": att_drain_usage.0, "attachments_backlog_cpu_secs": att_drain_usage.1})
     );
     Ok(())
 }
