@@ -62,7 +62,8 @@ pub struct CommonArgs {
 
     /// Payload bytes at which a batch is cut even before `--max-batch-size` messages: with one
     /// batch in flight and one filling, a stage buffers at most twice this (plus librdkafka's
-    /// 8 MiB prefetch), whatever the message sizes.
+    /// 8 MiB prefetch), whatever the message sizes, and a stage that prepares the next batch
+    /// (feedback, ingest) holds a decoded copy of it besides.
     #[arg(long, env = "MAX_BATCH_BYTES", global = true, default_value_t = 3 * 1024 * 1024)]
     pub max_batch_bytes: usize,
 

@@ -15,7 +15,7 @@ use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many events are handled at once within a batch (bounded by the database pool anyway).
 const CONCURRENCY: usize = 64;
@@ -42,12 +42,26 @@ pub struct Decoded {
     outcomes: Vec<Verdict>,
     chunks: InBatch,
     split: Split,
+    /// Counted when the batch is processed, not when it is prepared (a preparing may go unused).
+    chunk_count: usize,
+    /// Whether a project lookup failed: its messages left the batched paths.
+    lookup_failed: bool,
+    /// When it was made: the projects it holds were read then.
+    at: Instant,
 }
+
+/// Work prepared longer ago than this is done again: its projects may be out of date.
+const PREPARED_FRESH_FOR: Duration = Duration::from_secs(5);
 
 impl IngestStage {
     /// Picks the messages of the batched paths. A standalone attachment takes its path only when
     /// no event or user report of the same event is in the batch (those keep their lane order).
-    async fn select(&self, decoded: Vec<(usize, IngestMessage)>, chunks: &InBatch) -> Split {
+    async fn select(
+        &self,
+        decoded: Vec<(usize, IngestMessage)>,
+        chunks: &InBatch,
+        lookup_failed: &mut bool,
+    ) -> Split {
         let deps = &self.deps;
         let others: HashSet<(u64, String)> = decoded
             .iter()
@@ -58,7 +72,12 @@ impl IngestStage {
         for (i, m) in decoded {
             let project = match deps.projects.get(m.project_id()).await {
                 Ok(Some(p)) => p,
-                _ => {
+                Ok(None) => {
+                    rest.push((i, m));
+                    continue;
+                }
+                Err(_) => {
+                    *lookup_failed = true;
                     rest.push((i, m));
                     continue;
                 }
@@ -97,29 +116,44 @@ impl IngestStage {
         let mut outcomes = vec![Verdict::Done; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
         let mut chunks = InBatch::default();
-        let started = std::time::Instant::now();
+        let mut chunk_count = 0;
+        let started = Instant::now();
         for (i, raw) in batch.iter().enumerate() {
             match IngestMessage::decode(raw.payload()) {
                 Ok(IngestMessage::AttachmentChunk(c)) => {
-                    metrics::count("attachment_chunk", "stored");
+                    chunk_count += 1;
                     chunks.add(i, c);
                 }
                 Ok(m) => decoded.push((i, m)),
-                Err(r) => {
-                    metrics::count("unknown", "rejected");
-                    outcomes[i] = Verdict::Reject(r);
-                }
+                Err(r) => outcomes[i] = Verdict::Reject(r),
             }
         }
         // Split the batch: plain error events and standalone attachments (the bulk of the
         // traffic) take the batched paths; everything else runs in lanes.
-        let split = self.select(decoded, &chunks).await;
+        let mut lookup_failed = false;
+        let split = self.select(decoded, &chunks, &mut lookup_failed).await;
         metrics::time_step("decode_and_select", started);
         Decoded {
             outcomes,
             chunks,
             split,
+            chunk_count,
+            lookup_failed,
+            at: started,
         }
+    }
+
+    /// The batch's prepared work, or the work done now. Work prepared while a project lookup
+    /// failed (an outage the batch in flight was waiting out) or a while ago is done again, so
+    /// the batch takes the batched paths with current projects.
+    async fn decoded(&self, batch: &[Arc<Msg>]) -> Decoded {
+        let now = Instant::now();
+        let d = self.prepared.take_or(batch, self.decode(batch)).await;
+        let prepared = d.at < now;
+        if prepared && (d.lookup_failed || now - d.at > PREPARED_FRESH_FOR) {
+            return self.decode(batch).await;
+        }
+        d
     }
 
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {
@@ -197,7 +231,15 @@ impl Stage for IngestStage {
             mut outcomes,
             mut chunks,
             split: (ready_events, ready_attachments, mut rest),
-        } = self.prepared.take_or(&batch, self.decode(&batch)).await;
+            chunk_count,
+            ..
+        } = self.decoded(&batch).await;
+        metrics::count_n("attachment_chunk", "stored", chunk_count);
+        let undecodable = outcomes
+            .iter()
+            .filter(|o| matches!(o, Verdict::Reject(_)))
+            .count();
+        metrics::count_n("unknown", "rejected", undecodable);
         // Chunks stay in memory only for the attachments saved from memory; every other chunk
         // is stored first (one statement), so everything that needs it finds it.
         let in_memory: HashSet<chunk::Key> = ready_attachments
@@ -271,6 +313,7 @@ impl Stage for IngestStage {
                 rest.sort_by_key(|(i, _)| *i);
             }
         }
+        drop(ready_events);
         // An attachment that did not finish is retried without the chunks of this batch: they
         // are stored now (or, if that fails, retried with it).
         let late = chunks.take(&unfinished_keys);

@@ -18,6 +18,11 @@ pub fn count(ty: &str, result: &str) {
     results().with_label_values(&[ty, result]).inc();
 }
 
+/// Counts `n` messages of `ty` with `result`.
+pub fn count_n(ty: &str, result: &str, n: usize) {
+    results().with_label_values(&[ty, result]).inc_by(n as u64);
+}
+
 /// Times one step of a batched path (`step` is a fixed label).
 pub fn time_step(step: &str, started: std::time::Instant) {
     steps()

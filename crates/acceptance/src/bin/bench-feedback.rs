@@ -195,13 +195,14 @@ async fn main() -> anyhow::Result<()> {
          INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
     )?;
     let backlog_group = format!("bench-fb-backlog-{}", std::process::id());
-    let (mut child, metrics, backlog_started) = args.target.start_on_backlog(
-        args.target
-            .stage("feedback-worker", &backlog_url, &backlog_group),
-    )?;
-    let backlog =
-        sluice_acceptance::wait_committed(&args.target.brokers, &backlog_group, TOPIC).await?
-            - backlog_started;
+    let (mut child, metrics, backlog_started) = args.target.start_on_backlog(args.target.stage(
+        "feedback-worker",
+        &backlog_url,
+        &backlog_group,
+    ))?;
+    let backlog = sluice_acceptance::wait_committed(&args.target.brokers, &backlog_group, TOPIC)
+        .await?
+        - backlog_started;
     sluice_acceptance::dump_metrics_if_asked(&metrics);
     let backlog_usage = (
         sluice_acceptance::peak_rss_mb(child.id()),

@@ -342,6 +342,10 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
 
 /// The first `max` characters of `s` (all of it when shorter).
 fn prefix(s: &str, max: usize) -> &str {
+    // No more bytes than `max` is no more characters: most texts end here, without counting.
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -359,6 +363,16 @@ mod corpus_tests;
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn prefix_counts_characters_not_bytes() {
+        assert_eq!(prefix("abc", 3), "abc");
+        assert_eq!(prefix("abcd", 3), "abc");
+        assert_eq!(prefix("ab", 5), "ab");
+        assert_eq!(prefix("ééé", 2), "éé");
+        assert_eq!(prefix("éé", 3), "éé");
+        assert_eq!(prefix("日本語テキスト", 3), "日本語");
+    }
 
     fn error(ty: &str, value: &str, frames: Value) -> Value {
         json!({"platform": "python", "exception": {"values": [
