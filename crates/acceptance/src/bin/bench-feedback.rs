@@ -33,6 +33,11 @@ struct Args {
 
 const TOPIC: &str = "ingest-feedback-events";
 
+/// The worker's database: one project with heuristic spam detection.
+const SETUP: &str = "INSERT INTO organizations (id, slug) VALUES (1, 'b'); \
+     INSERT INTO projects (id, organization_id, slug, options) \
+     VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');";
+
 fn associated_event_id(n: u32) -> String {
     format!("{:032x}", 0xae00_0000u64 + u64::from(n))
 }
@@ -67,12 +72,8 @@ fn feedback(n: u32) -> Vec<u8> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let url = sluice_acceptance::fresh_database(
-        &args.target.admin_url,
-        "sluice_bench_feedback",
-        "INSERT INTO organizations (id, slug) VALUES (1, 'b');
-         INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
-    )?;
+    let url =
+        sluice_acceptance::fresh_database(&args.target.admin_url, "sluice_bench_feedback", SETUP)?;
     let group = format!("bench-fb-{}", std::process::id());
     // Timed from the first produced feedback to the last committed offset, with the worker
     // already in its group.
@@ -191,8 +192,7 @@ async fn main() -> anyhow::Result<()> {
     let backlog_url = sluice_acceptance::fresh_database(
         &args.target.admin_url,
         "sluice_bench_feedback_backlog",
-        "INSERT INTO organizations (id, slug) VALUES (1, 'b');
-         INSERT INTO projects (id, organization_id, slug, options) VALUES (42, 1, 'b', '{\"feedback.spam_detection\": \"heuristic\"}');",
+        SETUP,
     )?;
     let backlog_group = format!("bench-fb-backlog-{}", std::process::id());
     let (mut child, metrics, backlog_started) = args.target.start_on_backlog(args.target.stage(
