@@ -96,6 +96,14 @@ pub async fn wait_committed(
     Ok(std::time::Instant::now())
 }
 
+/// The sum of every series of metric `name` in a Prometheus text exposition.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits (up to a minute) until the consumer serving metrics on `metrics` has partitions assigned
 /// and its group has settled: every member it runs (`CONSUMERS` in this environment, passed on
 /// to the stages it starts; 1 when unset) holds partitions, and neither the partitions nor the
@@ -107,19 +115,13 @@ pub fn wait_assigned(metrics: &str) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
-    let sum = |body: &str, name: &str| {
-        body.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
     let (mut last, mut since) = (None, std::time::Instant::now());
     loop {
         let now = sluice_testkit::http::get(metrics, "/metrics").map(|(_, body)| {
             (
-                sum(&body, "sluice_consumer_assigned_partitions"),
-                sum(&body, "sluice_consumer_rebalances_total"),
-                sum(&body, "sluice_consumer_members"),
+                metric_sum(&body, "sluice_consumer_assigned_partitions"),
+                metric_sum(&body, "sluice_consumer_rebalances_total"),
+                metric_sum(&body, "sluice_consumer_members"),
             )
         });
         if now != last {
@@ -330,12 +332,8 @@ impl Target {
         let mut child = cmd.args(["--metrics-addr", &metrics]).spawn()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let assigned = sluice_testkit::http::get(&metrics, "/metrics").map(|(_, body)| {
-                body.lines()
-                    .filter(|l| l.starts_with("sluice_consumer_assigned_partitions"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
-            });
+            let assigned = sluice_testkit::http::get(&metrics, "/metrics")
+                .map(|(_, body)| metric_sum(&body, "sluice_consumer_assigned_partitions"));
             if assigned.is_some_and(|n| n > 0.0) {
                 return Ok((child, metrics, std::time::Instant::now()));
             }

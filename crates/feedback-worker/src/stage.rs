@@ -301,14 +301,16 @@ impl Stage for FeedbackStage {
     /// for the producer) gets none; one whose delivery later fails for good (the broker refuses
     /// it) keeps the outcome already emitted, as in Sentry.
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
-        let mut plans = self.prepared.take_or(&batch, self.plan(&batch)).await;
         // Planned ahead during an outage (a project lookup failed): planned again now.
-        if plans
-            .iter()
-            .any(|p| matches!(p, Plan::Settled(Verdict::Unavailable(_))))
-        {
-            plans = self.plan(&batch).await;
-        }
+        let during_outage = |plans: &Vec<Plan>| {
+            plans
+                .iter()
+                .any(|p| matches!(p, Plan::Settled(Verdict::Unavailable(_))))
+        };
+        let plans = self
+            .prepared
+            .take_or(&batch, |p| !during_outage(p), self.plan(&batch))
+            .await;
         let plans = plans.as_slice();
         let mut verdicts: Vec<Option<Verdict>> = plans
             .iter()

@@ -147,13 +147,10 @@ impl IngestStage {
     /// failed (an outage the batch in flight was waiting out) or a while ago is done again, so
     /// the batch takes the batched paths with current projects.
     async fn decoded(&self, batch: &[Arc<Msg>]) -> Decoded {
-        let now = Instant::now();
-        let d = self.prepared.take_or(batch, self.decode(batch)).await;
-        let prepared = d.at < now;
-        if prepared && (d.lookup_failed || now - d.at > PREPARED_FRESH_FOR) {
-            return self.decode(batch).await;
-        }
-        d
+        let usable = |d: &Decoded| !d.lookup_failed && d.at.elapsed() <= PREPARED_FRESH_FOR;
+        self.prepared
+            .take_or(batch, usable, self.decode(batch))
+            .await
     }
 
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {

@@ -66,8 +66,14 @@ impl<T: Send> Prepared<T> {
     }
 
     /// The work prepared for exactly `batch`, waited for if it is still under way; otherwise
-    /// (nothing prepared, or the preparing stopped before it finished) `work` done now.
-    pub async fn take_or<F>(&self, batch: &[Arc<Msg>], work: F) -> T
+    /// (nothing prepared, the preparing stopped before it finished, or `usable` refuses what
+    /// was prepared: made during an outage, or too long ago) `work` done now.
+    pub async fn take_or<F>(
+        &self,
+        batch: &[Arc<Msg>],
+        usable: impl FnOnce(&T) -> bool,
+        work: F,
+    ) -> T
     where
         F: Future<Output = T>,
     {
@@ -80,7 +86,8 @@ impl<T: Send> Prepared<T> {
             Some(cell) => {
                 // Waits for a preparing under way; marks an abandoned one as nothing prepared.
                 let ready = cell.get_or_init(|| async { Mutex::new(None) }).await;
-                if let Some(done) = ready.lock().ok().and_then(|mut r| r.take()) {
+                let done = ready.lock().ok().and_then(|mut r| r.take());
+                if let Some(done) = done.filter(|d| usable(d)) {
                     return done;
                 }
             }
@@ -99,6 +106,13 @@ impl<T: Send> Prepared<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<T: Send> Prepared<T> {
+        /// [`Prepared::take_or`] taking whatever was prepared.
+        async fn take_or_any<F: Future<Output = T>>(&self, batch: &[Arc<Msg>], work: F) -> T {
+            self.take_or(batch, |_| true, work).await
+        }
+    }
 
     fn batch(offsets: std::ops::Range<i64>) -> Vec<Arc<Msg>> {
         offsets
@@ -120,10 +134,18 @@ mod tests {
     async fn found_only_by_the_same_messages_and_only_once() {
         let p = Prepared::<u32>::default();
         p.ahead(&batch(0..3), async { 7 }).await;
-        assert_eq!(p.take_or(&batch(0..2), async { 0 }).await, 0, "a part");
-        assert_eq!(p.take_or(&batch(1..4), async { 0 }).await, 0, "others");
-        assert_eq!(p.take_or(&batch(0..3), async { 0 }).await, 7, "the batch");
-        assert_eq!(p.take_or(&batch(0..3), async { 0 }).await, 0, "taken once");
+        assert_eq!(p.take_or_any(&batch(0..2), async { 0 }).await, 0, "a part");
+        assert_eq!(p.take_or_any(&batch(1..4), async { 0 }).await, 0, "others");
+        assert_eq!(
+            p.take_or_any(&batch(0..3), async { 0 }).await,
+            7,
+            "the batch"
+        );
+        assert_eq!(
+            p.take_or_any(&batch(0..3), async { 0 }).await,
+            0,
+            "taken once"
+        );
     }
 
     #[tokio::test]
@@ -132,9 +154,13 @@ mod tests {
         for n in 0..(KEEP as i64 + 1) {
             p.ahead(&batch(n * 10..n * 10 + 2), async move { n }).await;
         }
-        assert_eq!(p.take_or(&batch(0..2), async { -1 }).await, -1, "dropped");
+        assert_eq!(
+            p.take_or_any(&batch(0..2), async { -1 }).await,
+            -1,
+            "dropped"
+        );
         let last = KEEP as i64 * 10;
-        let got = p.take_or(&batch(last..last + 2), async { -1 }).await;
+        let got = p.take_or_any(&batch(last..last + 2), async { -1 }).await;
         assert_eq!(got, KEEP as i64);
     }
 
@@ -159,15 +185,26 @@ mod tests {
             let _ = tx.send(());
         };
         let same = batch(0..2);
-        let (got, ()) = tokio::join!(p.take_or(&same, async { 2 }), release);
+        let (got, ()) = tokio::join!(p.take_or_any(&same, async { 2 }), release);
         assert_eq!(got, 1, "the work under way was awaited");
         let _ = ahead.await;
     }
 
     #[tokio::test]
+    async fn refused_work_is_done_again() {
+        let p = Prepared::<u32>::default();
+        p.ahead(&batch(0..2), async { 1 }).await;
+        let got = p.take_or(&batch(0..2), |n| *n != 1, async { 2 }).await;
+        assert_eq!(got, 2, "the prepared 1 was refused");
+        p.ahead(&batch(2..4), async { 3 }).await;
+        let got = p.take_or(&batch(2..4), |n| *n != 1, async { 2 }).await;
+        assert_eq!(got, 3, "the prepared 3 was taken");
+    }
+
+    #[tokio::test]
     async fn a_preparing_that_starts_after_its_batch_is_skipped() {
         let p = Prepared::<u32>::default();
-        assert_eq!(p.take_or(&batch(0..2), async { 2 }).await, 2);
+        assert_eq!(p.take_or_any(&batch(0..2), async { 2 }).await, 2);
         let ran = std::sync::atomic::AtomicBool::new(false);
         p.ahead(&batch(0..2), async {
             ran.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -190,6 +227,6 @@ mod tests {
         tokio::task::yield_now().await;
         ahead.abort();
         let _ = ahead.await;
-        assert_eq!(p.take_or(&batch(0..2), async { 2 }).await, 2);
+        assert_eq!(p.take_or_any(&batch(0..2), async { 2 }).await, 2);
     }
 }
