@@ -346,6 +346,15 @@ impl Target {
     }
 }
 
+/// Ends a measured consumer: its metrics to stderr when `BENCH_METRICS` is set, then its peak
+/// RSS (MiB) and CPU seconds, then it is stopped.
+pub fn finish(child: &mut std::process::Child, metrics: &str) -> (u64, f64) {
+    dump_metrics_if_asked(metrics);
+    let usage = (peak_rss_mb(child.id()), cpu_secs(child.id()));
+    stop(child);
+    usage
+}
+
 /// The producer a baseline sends its records with: the core producer, acknowledged sends.
 pub fn baseline_producer(brokers: &str) -> anyhow::Result<sluice_core::kafka::producer::Producer> {
     Ok(sluice_core::kafka::producer::Producer::new(

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     p.flush(Duration::from_secs(60))?;
     let done = sluice_acceptance::wait_committed(&args.target.brokers, &group, TOPIC).await?;
     let pipeline = done - started;
-    sluice_acceptance::dump_metrics_if_asked(&metrics);
+    let (rss, cpu) = sluice_acceptance::finish(&mut child, &metrics);
     // Produce → the feedback's ACCEPTED outcome recorded, its last effect (after its issue was
     // produced and acknowledged and its user report written).
     let latency = sluice_acceptance::latencies(
@@ -115,9 +115,6 @@ async fn main() -> anyhow::Result<()> {
         &url,
         "SELECT key AS key, (extract(epoch FROM emitted_at) * 1000)::bigint AS ms FROM emitted_outcomes",
     )?;
-    let rss = sluice_acceptance::peak_rss_mb(child.id());
-    let cpu = sluice_acceptance::cpu_secs(child.id());
-    sluice_acceptance::stop(&mut child);
     if args.rate > 0 {
         println!(
             "{}",
@@ -203,12 +200,7 @@ async fn main() -> anyhow::Result<()> {
     let backlog = sluice_acceptance::wait_committed(&args.target.brokers, &backlog_group, TOPIC)
         .await?
         - backlog_started;
-    sluice_acceptance::dump_metrics_if_asked(&metrics);
-    let backlog_usage = (
-        sluice_acceptance::peak_rss_mb(child.id()),
-        sluice_acceptance::cpu_secs(child.id()),
-    );
-    sluice_acceptance::stop(&mut child);
+    let backlog_usage = sluice_acceptance::finish(&mut child, &metrics);
     let accepted = sluice_testkit::db::count(
         &backlog_url,
         "SELECT count(*) AS n FROM emitted_outcomes WHERE key LIKE 'feedback:%'",

@@ -193,13 +193,7 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
     let elapsed = wait_committed(&args.target.brokers, &group, topic).await? - started;
-    sluice_acceptance::dump_metrics_if_asked(&metrics);
-    // Peak RSS and CPU seconds of the consumer.
-    let rss = (
-        peak_rss_mb(child.id()),
-        sluice_acceptance::cpu_secs(child.id()),
-    );
-    stop(&mut child);
+    let rss = sluice_acceptance::finish(&mut child, &metrics);
     Ok((elapsed, rss, produced_at))
 }
 
@@ -220,13 +214,7 @@ async fn drain(
         .args(["--topics", topic]);
     let (mut child, metrics, started) = args.target.start_on_backlog(cmd)?;
     let elapsed = wait_committed(&args.target.brokers, &group, topic).await? - started;
-    sluice_acceptance::dump_metrics_if_asked(&metrics);
-    let usage = (
-        peak_rss_mb(child.id()),
-        sluice_acceptance::cpu_secs(child.id()),
-    );
-    stop(&mut child);
-    Ok((elapsed, usage))
+    Ok((elapsed, sluice_acceptance::finish(&mut child, &metrics)))
 }
 
 /// The two tables the events baseline copies into (only the columns it writes).
