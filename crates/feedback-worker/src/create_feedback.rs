@@ -88,10 +88,11 @@ fn text(v: &Value) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
-/// Builds the occurrence (with its event) for a feedback that passed the filters. `spam` is the
-/// reason when spam detection flagged it; `received` is used when the event has none.
+/// Builds the occurrence (with its event) for a feedback that passed the filters, taking the
+/// event apart rather than copying it. `spam` is the reason when spam detection flagged it;
+/// `received` is used when the event has none.
 pub fn build(
-    event: &Value,
+    event: Value,
     payload: &[u8],
     project_id: u64,
     source: FeedbackSource,
@@ -99,9 +100,10 @@ pub fn build(
     spam: Option<&str>,
     received: Timestamp,
 ) -> Result<Feedback, Rejection> {
-    let message =
-        feedback_message(event).map_err(|f| Rejection::new(DlqReason::InvalidEvent, f.reason()))?;
-    let event_id = event_id(event, payload);
+    let message = feedback_message(&event)
+        .map_err(|f| Rejection::new(DlqReason::InvalidEvent, f.reason()))?;
+    let subtitle: String = message.chars().take(max_size).collect();
+    let event_id = event_id(&event, payload);
     let occurrence_id = ids::feedback_occurrence_id(project_id, &event_id);
     let detection_time = event
         .get("timestamp")
@@ -109,11 +111,12 @@ pub fn build(
         .transpose()
         .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("timestamp: {e}")))?
         .unwrap_or(received);
+    let empty = Map::new();
     let feedback = event
         .get("contexts")
         .and_then(|c| c.get("feedback"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
 
     // Evidence, in Sentry's order.
     let mut data = Map::new();
@@ -154,7 +157,6 @@ pub fn build(
         });
     }
 
-    let subtitle: String = message.chars().take(max_size).collect();
     let level = event
         .get("level")
         .and_then(Value::as_str)
@@ -162,11 +164,8 @@ pub fn build(
         .unwrap_or("info")
         .to_owned();
     let fixed = fix_for_issue_platform(event, project_id, &event_id, detection_time, received);
-    let embedded = match fixed {
-        Value::Object(m) => EmbeddedEvent::from_object(m),
-        other => serde_json::from_value(other),
-    }
-    .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("feedback event: {e}")))?;
+    let embedded = EmbeddedEvent::from_object(fixed)
+        .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("feedback event: {e}")))?;
     let occurrence = OccurrenceMessage {
         id: occurrence_id.clone(),
         project_id,
@@ -195,51 +194,63 @@ pub fn build(
 
 /// Sentry's `fix_for_issue_platform`: the input event with
 /// defaults, the replay context, the user cleaned up (email falls back to the contact email),
-/// tags as an object with `user.email` and `trace.id`, and the message as `logentry`.
+/// tags as an object with `user.email` and `trace.id`, and the message as `logentry`. The event's
+/// blocks are moved into the result, not copied.
 pub fn fix_for_issue_platform(
-    event: &Value,
+    event: Value,
     project_id: u64,
     event_id: &str,
     ts: Timestamp,
     received: Timestamp,
-) -> Value {
-    let get = |k: &str| event.get(k).filter(|v| !v.is_null());
-    let mut contexts = get("contexts")
-        .cloned()
+) -> Map<String, Value> {
+    let mut event = match event {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let mut take = |k: &str| event.remove(k).filter(|v| !v.is_null());
+    let mut contexts = take("contexts")
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
-    let feedback = contexts
-        .get("feedback")
+    let feedback = contexts.get("feedback");
+    let replay_id = truthy(feedback.and_then(|f| f.get("replay_id"))).cloned();
+    let contact_email = truthy(feedback.and_then(|f| f.get("contact_email"))).cloned();
+    let message = feedback
+        .and_then(|f| f.get("message"))
         .cloned()
-        .unwrap_or_else(|| json!({}));
+        .unwrap_or(Value::Null);
     if contexts.get("replay").is_none() {
-        if let Some(replay_id) = truthy(feedback.get("replay_id")) {
+        if let Some(replay_id) = replay_id {
             contexts["replay"] = json!({ "replay_id": replay_id });
         }
     }
-    let mut user = get("user")
-        .cloned()
+    let mut user = take("user")
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     if let Value::Object(u) = &mut user {
         u.remove("name");
         u.remove("isStaff");
-        if let Some(id) = u.get("id").filter(|v| !v.is_null()).cloned() {
-            u.insert("id".into(), json!(text(&id)));
+        if let Some(id) = u.get("id").filter(|v| !v.is_null()) {
+            let id = text(id);
+            u.insert("id".into(), Value::String(id));
         }
         if truthy(u.get("email")).is_none() {
-            if let Some(email) = truthy(feedback.get("contact_email")) {
-                u.insert("email".into(), email.clone());
+            if let Some(email) = contact_email {
+                u.insert("email".into(), email);
             }
         }
     }
     let mut tags = Map::new();
-    match get("tags") {
-        Some(Value::Object(m)) => tags.extend(m.clone()),
+    match take("tags") {
+        Some(Value::Object(m)) => tags = m,
         Some(Value::Array(pairs)) => {
             for p in pairs {
-                if let (Some(k), Some(v)) = (p.get(0).and_then(Value::as_str), p.get(1)) {
-                    tags.insert(k.into(), v.clone());
+                if let Value::Array(mut kv) = p {
+                    if kv.len() >= 2 {
+                        let v = kv.swap_remove(1);
+                        if let Value::String(k) = kv.swap_remove(0) {
+                            tags.insert(k, v);
+                        }
+                    }
                 }
             }
         }
@@ -255,23 +266,35 @@ pub fn fix_for_issue_platform(
     {
         tags.entry("trace.id").or_insert_with(|| json!(trace));
     }
-    let mut out = json!({
-        "event_id": event_id,
-        "project_id": project_id,
-        "timestamp": ts.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "received": get("received").cloned().unwrap_or_else(|| json!(received.epoch_secs())),
-        "contexts": contexts,
-        "platform": get("platform").cloned().unwrap_or_else(|| json!("other")),
-        "level": get("level").cloned().unwrap_or_else(|| json!("info")),
-        "environment": get("environment").cloned().unwrap_or_else(|| json!("production")),
-        "request": get("request").cloned().unwrap_or_else(|| json!({})),
-        "user": user,
-        "tags": tags,
-        "logentry": { "message": feedback.get("message").cloned().unwrap_or(Value::Null) },
-    });
+    let mut out = Map::new();
+    out.insert("event_id".into(), json!(event_id));
+    out.insert("project_id".into(), json!(project_id));
+    out.insert(
+        "timestamp".into(),
+        json!(ts.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
+    out.insert(
+        "received".into(),
+        take("received").unwrap_or_else(|| json!(received.epoch_secs())),
+    );
+    out.insert("contexts".into(), contexts);
+    for (key, default) in [
+        ("platform", "other"),
+        ("level", "info"),
+        ("environment", "production"),
+    ] {
+        out.insert(key.into(), take(key).unwrap_or_else(|| json!(default)));
+    }
+    out.insert(
+        "request".into(),
+        take("request").unwrap_or_else(|| json!({})),
+    );
+    out.insert("user".into(), user);
+    out.insert("tags".into(), Value::Object(tags));
+    out.insert("logentry".into(), json!({ "message": message }));
     for key in ["sdk", "release"] {
-        if let Some(v) = truthy(get(key)) {
-            out[key] = v.clone();
+        if let Some(v) = take(key).filter(|v| truthy(Some(v)).is_some()) {
+            out.insert(key.into(), v);
         }
     }
     out

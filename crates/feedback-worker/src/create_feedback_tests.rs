@@ -39,7 +39,7 @@ fn filters_use_sentrys_reasons() {
 fn occurrence_and_event_shape() {
     let ev = relay_feedback();
     let f = build(
-        &ev,
+        ev.clone(),
         b"{}",
         42,
         FeedbackSource::NewFeedbackEnvelope,
@@ -119,7 +119,7 @@ fn spam_and_oversize() {
     let mut ev = relay_feedback();
     ev["contexts"]["feedback"]["message"] = json!("x".repeat(7007));
     let f = build(
-        &ev,
+        ev.clone(),
         b"{}",
         42,
         FeedbackSource::UserReportEnvelope,

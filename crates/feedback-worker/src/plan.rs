@@ -198,8 +198,10 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
         Spam::Ask => None,
     };
     let pid = d.event.project_id;
+    let report = report_of(&d.body, pid, message, d.event.start_time.epoch_secs());
+    let mut outcome = outcome_of(&d, organization_id, Outcome::Accepted);
     let built = match create_feedback::build(
-        &d.body,
+        d.body,
         &d.event.payload,
         pid,
         d.source,
@@ -229,11 +231,10 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
             Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
         }
     }
-    let mut outcome = outcome_of(&d, organization_id, Outcome::Accepted);
     outcome.timestamp = built.detection_time;
     Plan::Issue {
         records,
-        report: report_of(&d.body, pid, message, d.event.start_time.epoch_secs()),
+        report,
         key: format!("feedback:{occurrence_id}"),
         outcome,
         spam: spam_reason.is_some(),

@@ -351,21 +351,30 @@ impl IssuePlatformMessage {
 
     /// The JSON value as produced: the message's fields plus `payload_type`.
     pub fn to_json(&self) -> Value {
-        let (mut value, kind) = match self {
-            IssuePlatformMessage::Occurrence(o) => (serde_json::to_value(o), PAYLOAD_OCCURRENCE),
-            IssuePlatformMessage::StatusChange(s) => {
-                (serde_json::to_value(s), PAYLOAD_STATUS_CHANGE)
-            }
-        };
-        if let Ok(Value::Object(map)) = &mut value {
-            map.insert("payload_type".into(), Value::from(kind));
-        }
-        value.unwrap_or(Value::Null)
+        serde_json::from_slice(&self.encode()).unwrap_or(Value::Null)
     }
 
-    /// Serialized JSON bytes, the Kafka value.
+    /// Serialized JSON bytes, the Kafka value: the message's fields in their declared order,
+    /// then `payload_type`. Written in one pass: going through a JSON tree first would copy the
+    /// whole embedded event once more for every occurrence.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+        #[derive(Serialize)]
+        struct Tagged<'a, T> {
+            #[serde(flatten)]
+            fields: &'a T,
+            payload_type: &'static str,
+        }
+        match self {
+            IssuePlatformMessage::Occurrence(o) => serde_json::to_vec(&Tagged {
+                fields: o.as_ref(),
+                payload_type: PAYLOAD_OCCURRENCE,
+            }),
+            IssuePlatformMessage::StatusChange(s) => serde_json::to_vec(&Tagged {
+                fields: s,
+                payload_type: PAYLOAD_STATUS_CHANGE,
+            }),
+        }
+        .unwrap_or_default()
     }
 
     /// The partition key `"{fingerprint[0]}-{project_id}"`, or none without a fingerprint.
