@@ -87,9 +87,37 @@ pub fn wait_for<T>(
     }
 }
 
-/// A free TCP port on loopback (bound and released; racy only against other processes).
+/// Where [`free_port`] looks: below the kernel's default range for ephemeral ports
+/// (32768-60999), which every outgoing connection on the machine draws its local port from.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A TCP port free on loopback, for a child process to listen on. The port is released before
+/// the child binds it, so it is taken outside the ephemeral range: a port the kernel handed out
+/// for `127.0.0.1:0` could meanwhile become the local port of any test's connection to
+/// PostgreSQL, the broker or S3, and the child would fail to listen. Ports are tried from a
+/// point that differs per process and per call, so concurrent test processes rarely try the
+/// same one; a port something already listens on is skipped.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let start = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(nanos)
+        .wrapping_add(call.wrapping_mul(7_919));
+    let span = PORTS.end - PORTS.start;
+    for step in 0..span {
+        let port = PORTS.start + start.wrapping_add(step.wrapping_mul(101)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 in {PORTS:?}")
 }
