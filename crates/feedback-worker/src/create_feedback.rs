@@ -89,11 +89,12 @@ fn text(v: &Value) -> String {
 }
 
 /// Builds the occurrence (with its event) for a feedback that passed the filters, taking the
-/// event apart rather than copying it. `spam` is the reason when spam detection flagged it;
-/// `received` is used when the event has none.
+/// event apart rather than copying it. `event_id` is the one [`event_id`] found when the
+/// message was decoded. `spam` is the reason when spam detection flagged it; `received` is used
+/// when the event has none.
 pub fn build(
     event: Value,
-    payload: &[u8],
+    event_id: &str,
     project_id: u64,
     source: FeedbackSource,
     max_size: usize,
@@ -103,8 +104,7 @@ pub fn build(
     let message = feedback_message(&event)
         .map_err(|f| Rejection::new(DlqReason::InvalidEvent, f.reason()))?;
     let subtitle: String = message.chars().take(max_size).collect();
-    let event_id = event_id(&event, payload);
-    let occurrence_id = ids::feedback_occurrence_id(project_id, &event_id);
+    let occurrence_id = ids::feedback_occurrence_id(project_id, event_id);
     let detection_time = event
         .get("timestamp")
         .map(|t| serde_json::from_value::<Timestamp>(t.clone()))
@@ -163,13 +163,13 @@ pub fn build(
         .filter(|l| !l.is_empty())
         .unwrap_or("info")
         .to_owned();
-    let fixed = fix_for_issue_platform(event, project_id, &event_id, detection_time, received);
+    let fixed = fix_for_issue_platform(event, project_id, event_id, detection_time, received);
     let embedded = EmbeddedEvent::from_object(fixed)
         .map_err(|e| Rejection::new(DlqReason::InvalidEvent, format!("feedback event: {e}")))?;
     let occurrence = OccurrenceMessage {
         id: occurrence_id.clone(),
         project_id,
-        event_id: Some(event_id.clone()),
+        event_id: Some(event_id.to_owned()),
         fingerprint: vec![occurrence_id.clone()],
         issue_title: "User Feedback".into(),
         subtitle,

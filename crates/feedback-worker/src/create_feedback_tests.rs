@@ -40,7 +40,7 @@ fn occurrence_and_event_shape() {
     let ev = relay_feedback();
     let f = build(
         ev.clone(),
-        b"{}",
+        &event_id(&ev, b"{}"),
         42,
         FeedbackSource::NewFeedbackEnvelope,
         4096,
@@ -120,7 +120,7 @@ fn spam_and_oversize() {
     ev["contexts"]["feedback"]["message"] = json!("x".repeat(7007));
     let f = build(
         ev.clone(),
-        b"{}",
+        &event_id(&ev, b"{}"),
         42,
         FeedbackSource::UserReportEnvelope,
         4096,

@@ -202,7 +202,7 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
     let mut outcome = outcome_of(&d, organization_id, Outcome::Accepted);
     let built = match create_feedback::build(
         d.body,
-        &d.event.payload,
+        &d.event_id,
         pid,
         d.source,
         max_size,
