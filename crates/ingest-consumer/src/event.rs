@@ -7,7 +7,7 @@
 
 use crate::attachment::{self, Owner};
 use crate::context::{reject, Deps, Step};
-use crate::{grouping, metrics, shed, user_report};
+use crate::{event_payload, grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::failure::Classify;
 use sluice_core::ids;
@@ -28,47 +28,6 @@ use std::sync::Arc;
 /// Group type of error occurrences.
 const ERROR_GROUP_TYPE: i32 = 1;
 
-/// Parses the event JSON: an object whose `event_id` matches the message's.
-pub fn parse_payload(m: &EventMessage) -> Step<Map<String, Value>> {
-    // Escaped NUL characters were replaced when the message was decoded
-    // (`messages::validate`), so every event that parses can be stored.
-    let data = match serde_json::from_slice::<Value>(&m.payload) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(reject(
-                DlqReason::InvalidEvent,
-                "event payload is not a JSON object",
-            ))
-        }
-        Err(e) => {
-            return Err(reject(
-                DlqReason::Undecodable,
-                format!("event payload: {e}"),
-            ))
-        }
-    };
-    let Some(id) = data.get("event_id") else {
-        return Err(reject(
-            DlqReason::MissingField,
-            "event payload without `event_id`",
-        ));
-    };
-    match id.as_str().map(ids::uuid_hex) {
-        Some(Ok(id)) if id == m.event_id => Ok(data),
-        Some(Ok(id)) => Err(reject(
-            DlqReason::IdMismatch,
-            format!(
-                "payload event_id {id} differs from the message's {}",
-                m.event_id
-            ),
-        )),
-        _ => Err(reject(
-            DlqReason::InvalidField,
-            "payload `event_id` is not a UUID",
-        )),
-    }
-}
-
 /// What an event message is, once the load-shedding lists and its payload have been read.
 enum Kind {
     Shed,
@@ -83,7 +42,7 @@ fn classify(deps: &Deps, m: &EventMessage, project: &Project) -> Step<Kind> {
     if shed::before_parse(&deps.settings, project, &m.event_id, has_attachments) {
         return Ok(Kind::Shed);
     }
-    let data = parse_payload(m)?;
+    let data = event_payload::parse(m)?;
     let event_type = data.get("type").and_then(Value::as_str).unwrap_or("null");
     if shed::after_parse(
         &deps.settings,
@@ -509,44 +468,6 @@ mod tests {
             remote_addr: None,
             attachments: Vec::new(),
         }
-    }
-
-    fn reason(r: Step<Map<String, Value>>) -> Option<DlqReason> {
-        match r {
-            Err(Verdict::Reject(r)) => Some(r.reason),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn payload_checks() {
-        assert_eq!(
-            reason(parse_payload(&msg("{}"))),
-            Some(DlqReason::MissingField)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg("nope"))),
-            Some(DlqReason::Undecodable)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg("[1]"))),
-            Some(DlqReason::InvalidEvent)
-        );
-        assert_eq!(
-            reason(parse_payload(&msg(
-                r#"{"event_id":"00000000000000000000000000000001"}"#
-            ))),
-            Some(DlqReason::IdMismatch)
-        );
-        // A literal backslash before `u0000` is plain text.
-        assert!(parse_payload(&msg(
-            r#"{"event_id":"606f3c2b-c036-486e-ac41-7841ebfbf7f0","message":"a\\u0000"}"#
-        ))
-        .is_ok());
-        assert!(parse_payload(&msg(
-            r#"{"event_id":"606F3C2B-C036-486E-AC41-7841EBFBF7F0"}"#
-        ))
-        .is_ok());
     }
 
     #[test]

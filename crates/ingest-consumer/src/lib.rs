@@ -5,6 +5,7 @@ mod chunk;
 mod context;
 mod dispatch;
 mod event;
+mod event_payload;
 mod grouping;
 mod limits;
 mod metrics;

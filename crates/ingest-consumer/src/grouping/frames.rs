@@ -87,7 +87,11 @@ fn in_dependency(frame: &Value) -> bool {
     let path = s(frame, "abs_path")
         .or_else(|| s(frame, "filename"))
         .unwrap_or("");
-    let path = path.replace('\\', "/");
+    let path = if path.contains('\\') {
+        std::borrow::Cow::Owned(path.replace('\\', "/"))
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    };
     let dirs = [
         "site-packages/",
         "dist-packages/",

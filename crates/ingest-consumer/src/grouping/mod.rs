@@ -63,6 +63,25 @@ pub use fields::priority;
 const RULES_VERSION: &str = "sluice-grouping:2";
 /// Version tag of custom fingerprints: they group as their entries say, whatever the rules.
 const CUSTOM_VERSION: &str = "sluice-grouping:1";
+/// The top-level fields of an event the rules read (the request only for its URL, the tags only
+/// for fingerprint variables): the rest of an event does not change its issue and need not be
+/// parsed to group it.
+pub const FIELDS: &[&str] = &[
+    "culprit",
+    "debug_meta",
+    "exception",
+    "fingerprint",
+    "level",
+    "logentry",
+    "logger",
+    "message",
+    "platform",
+    "request",
+    "stacktrace",
+    "tags",
+    "threads",
+    "transaction",
+];
 /// Components that count towards the fingerprint; the rest are ignored.
 pub const MAX_COMPONENTS: usize = 4096;
 /// Longest component, in characters; longer ones are cut.
@@ -194,42 +213,62 @@ fn synthetic(exception: &Value) -> bool {
         == Some(true)
 }
 
-/// The components of one stack: its frames' parts, application frames only when `app_only`.
+/// The components of one stack, each with whether its frame is the application's: both stack
+/// rules read from one pass over the frames.
 fn stack_components(
     stack: &[&Value],
     images: &frames::Images,
     platform: &str,
-    app_only: bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut previous: Option<&Value> = None;
-    for f in stack {
-        if out.len() >= MAX_COMPONENTS {
-            break;
-        }
-        let repeated = previous.is_some_and(|p| frames::same_call(p, f));
-        previous = Some(f);
-        if repeated || (app_only && !frames::in_app(f)) {
-            continue;
-        }
-        let parts = frames::parts(f, images, platform);
-        if !parts.is_empty() {
-            out.push(truncate(
-                &format!("frame:{}", parts.join("|")),
-                MAX_COMPONENT_CHARS,
-            ));
-        }
-    }
+) -> Vec<(bool, String)> {
     // A lone nameless JavaScript frame in a URL file says nothing about the error.
     if let [only] = stack {
         let js = ["javascript", "node"].contains(&frames::platform(only, platform));
         let url =
             str_of(only, "abs_path").is_some_and(|p| p.contains("://") || p.starts_with("blob:"));
         if js && str_of(only, "function").is_none() && url {
-            out.clear();
+            return Vec::new();
+        }
+    }
+    let mut out = Vec::new();
+    let mut previous: Option<&Value> = None;
+    for f in stack {
+        let repeated = previous.is_some_and(|p| frames::same_call(p, f));
+        previous = Some(f);
+        if repeated {
+            continue;
+        }
+        let parts = frames::parts(f, images, platform);
+        if !parts.is_empty() {
+            let component = truncate(&format!("frame:{}", parts.join("|")), MAX_COMPONENT_CHARS);
+            out.push((frames::in_app(f), component));
         }
     }
     out
+}
+
+/// The components a stack rule takes from one stack: its application frames' for
+/// `in-app-stacktrace`, all of them for `system-stacktrace`.
+fn take_stack(stack: Vec<(bool, String)>, rule: &str) -> Vec<String> {
+    match rule {
+        "in-app-stacktrace" => stack
+            .into_iter()
+            .filter_map(|(app, c)| app.then_some(c))
+            .collect(),
+        "system-stacktrace" => stack.into_iter().map(|(_, c)| c).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The stack rule that applies to `stacks`: `in-app-stacktrace` when any frame is the
+/// application's, else `system-stacktrace` when any frame contributes.
+fn stack_rule(stacks: &[Vec<(bool, String)>]) -> Option<&'static str> {
+    if stacks.iter().flatten().any(|(app, _)| *app) {
+        Some("in-app-stacktrace")
+    } else if stacks.iter().any(|s| !s.is_empty()) {
+        Some("system-stacktrace")
+    } else {
+        None
+    }
 }
 
 /// The stack of an event without exceptions: `stacktrace`, else the crashed, current or only
@@ -280,35 +319,19 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
     };
     let excs = exceptions(event);
     if !excs.is_empty() {
-        let stacks: Vec<(Vec<String>, Vec<String>)> = excs
+        let stacks: Vec<Vec<(bool, String)>> = excs
             .iter()
-            .map(|e| {
-                let stack = frames::of(e.get("stacktrace"));
-                (
-                    stack_components(&stack, &images, platform, true),
-                    stack_components(&stack, &images, platform, false),
-                )
-            })
+            .map(|e| stack_components(&frames::of(e.get("stacktrace")), &images, platform))
             .collect();
-        let rule = if stacks.iter().any(|(app, _)| !app.is_empty()) {
-            "in-app-stacktrace"
-        } else if stacks.iter().any(|(_, all)| !all.is_empty()) {
-            "system-stacktrace"
-        } else {
-            "exception"
-        };
+        let rule = stack_rule(&stacks).unwrap_or("exception");
         let mut out = Vec::new();
-        for (e, (app, all)) in excs.iter().zip(stacks) {
+        for (e, stack) in excs.iter().zip(stacks) {
             if !synthetic(e) {
                 if let Some(ty) = str_of(e, "type") {
                     out.push(format!("type:{}", truncate(ty, MAX_COMPONENT_CHARS)));
                 }
             }
-            let stack = match rule {
-                "in-app-stacktrace" => app,
-                "system-stacktrace" => all,
-                _ => Vec::new(),
-            };
+            let stack = take_stack(stack, rule);
             if stack.is_empty() {
                 if let Some(v) = str_of(e, "value") {
                     out.push(format!("value:{}", normalize(v)));
@@ -323,16 +346,9 @@ fn default_components(event: &Value) -> (Vec<String>, &'static str) {
             return (out, rule);
         }
     }
-    let stack = event_stack(event);
-    if !stack.is_empty() {
-        let app = stack_components(&stack, &images, platform, true);
-        if !app.is_empty() {
-            return (app, "in-app-stacktrace");
-        }
-        let all = stack_components(&stack, &images, platform, false);
-        if !all.is_empty() {
-            return (all, "system-stacktrace");
-        }
+    let stack = stack_components(&event_stack(event), &images, platform);
+    if let Some(rule) = stack_rule(std::slice::from_ref(&stack)) {
+        return (take_stack(stack, rule), rule);
     }
     if let Some(m) = grouping_message(event) {
         return (vec![format!("message:{}", normalize(m))], "message");
