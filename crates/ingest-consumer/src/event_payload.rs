@@ -90,7 +90,9 @@ impl<'de> Visitor<'de> for Fields {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Map::new();
+        let mut first = true;
         while let Some(key) = map.next_key_seed(Key)? {
+            special_first_key(&key, std::mem::take(&mut first))?;
             if wanted(&key) {
                 out.insert(key.into_owned(), map.next_value()?);
             } else {
@@ -99,6 +101,19 @@ impl<'de> Visitor<'de> for Fields {
         }
         Ok(out)
     }
+}
+
+/// The key serde_json reads, as an object's first key, as an embedded raw JSON text rather than
+/// an object.
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+/// Refuses an object that starts with [`RAW_VALUE_KEY`]: a full parse treats it specially
+/// (mostly refuses it), and it decides.
+fn special_first_key<E: de::Error>(key: &str, first: bool) -> Result<(), E> {
+    if first && key == RAW_VALUE_KEY {
+        return Err(E::custom("an object read specially by a full parse"));
+    }
+    Ok(())
 }
 
 /// An object key, borrowed from the payload when it has no escapes.
@@ -178,7 +193,9 @@ impl<'de> Visitor<'de> for Check {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key_seed(Check)?.is_some() {
+        let mut first = true;
+        while let Some(key) = map.next_key_seed(Key)? {
+            special_first_key(&key, std::mem::take(&mut first))?;
             map.next_value_seed(Check)?;
         }
         Ok(())
@@ -260,6 +277,8 @@ mod tests {
             r#""extra":{"s":"tab	here"}"#.to_owned(),
             format!(r#""extra":{deep}"#),
             r#""extra":{"a":1,}"#.to_owned(),
+            r#""extra":{"$serde_json::private::RawValue":"x"}"#.to_owned(),
+            r#""extra":{"$serde_json::private::RawValue":"1","b":2}"#.to_owned(),
         ];
         for case in cases {
             let payload = format!("{{{ID},{case}}}");
@@ -282,6 +301,13 @@ mod tests {
             reason(parse(&msg(&format!("{{{ID}}} trailing")))),
             Some(DlqReason::Undecodable)
         );
+        // An object a full parse reads as embedded JSON text decides as it always has.
+        let embedded = r#"{"$serde_json::private::RawValue":"{\"event_id\":\"606f3c2bc036486eac417841ebfbf7f0\"}"}"#;
+        if serde_json::from_str::<Value>(embedded).is_ok() {
+            assert!(parse(&msg(embedded)).is_ok());
+        } else {
+            assert_eq!(reason(parse(&msg(embedded))), Some(DlqReason::Undecodable));
+        }
     }
 
     #[test]
