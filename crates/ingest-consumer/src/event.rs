@@ -457,18 +457,8 @@ async fn accept(deps: &Deps, items: &[Ready], attached: &[Verdict]) -> Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_payload::tests::msg;
     use serde_json::json;
-
-    fn msg(payload: &str) -> EventMessage {
-        EventMessage {
-            payload: payload.as_bytes().to_vec(),
-            start_time: Timestamp::now(),
-            event_id: "606f3c2bc036486eac417841ebfbf7f0".into(),
-            project_id: 42,
-            remote_addr: None,
-            attachments: Vec::new(),
-        }
-    }
 
     #[test]
     fn occurrence_of_an_error_event() {

@@ -203,12 +203,13 @@ impl<'de> Visitor<'de> for Check {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sluice_core::kafka::consumer::Verdict;
     use sluice_core::messages::Timestamp;
 
-    fn msg(payload: &str) -> EventMessage {
+    /// An event message of project 42 whose payload is `payload`.
+    pub(crate) fn msg(payload: &str) -> EventMessage {
         EventMessage {
             payload: payload.as_bytes().to_vec(),
             start_time: Timestamp::now(),
