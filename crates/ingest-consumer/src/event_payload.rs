@@ -1,7 +1,7 @@
 //! Reading an event payload. The whole payload is checked exactly as a full parse would check
 //! it (UTF-8, escapes and surrogates, numbers in range, nesting at most serde_json's limit), so
 //! what is accepted can be stored as JSONB and parsed again by every reader; but only the
-//! top-level fields this stage reads ([`FIELDS`]) are built into JSON values. The rest of an
+//! top-level fields this stage reads ([`wanted`]) are built into JSON values. The rest of an
 //! event (breadcrumbs, contexts, extra, SDK details) is walked without being copied: building
 //! and dropping it was the larger part of an error event's cost.
 
