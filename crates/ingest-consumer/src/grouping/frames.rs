@@ -55,6 +55,26 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The keys of a frame the rules read (`data` only for `data.sourcemap`); the rest of a frame
+/// does not change its event's issue.
+pub const FIELDS: &[&str] = &[
+    "abs_path",
+    "colno",
+    "context_line",
+    "data",
+    "filename",
+    "function",
+    "image_addr",
+    "in_app",
+    "instruction_addr",
+    "lineno",
+    "module",
+    "package",
+    "platform",
+    "raw_function",
+    "symbol",
+];
+
 /// Frames of one stack that count, the innermost ones (the rest of a deeper stack is ignored).
 pub const MAX_FRAMES: usize = 1024;
 

@@ -82,6 +82,10 @@ pub const FIELDS: &[&str] = &[
     "threads",
     "transaction",
 ];
+/// Of [`FIELDS`], those holding stack traces: their frames (the objects of an array under a
+/// `frames` key) are read only for [`FRAME_FIELDS`].
+pub const STACK_FIELDS: &[&str] = &["exception", "stacktrace", "threads"];
+pub use frames::FIELDS as FRAME_FIELDS;
 /// Components that count towards the fingerprint; the rest are ignored.
 pub const MAX_COMPONENTS: usize = 4096;
 /// Longest component, in characters; longer ones are cut.

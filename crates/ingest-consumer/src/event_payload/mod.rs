@@ -1,16 +1,22 @@
 //! Reading an event payload. The whole payload is checked exactly as a full parse would check
 //! it (UTF-8, escapes and surrogates, numbers in range, nesting at most serde_json's limit), so
 //! what is accepted can be stored as JSONB and parsed again by every reader; but only the
-//! top-level fields this stage reads ([`wanted`]) are built into JSON values. The rest of an
-//! event (breadcrumbs, contexts, extra, SDK details) is walked without being copied: building
-//! and dropping it was the larger part of an error event's cost.
+//! top-level fields this stage reads ([`wanted`]) are built into JSON values, and of their stack
+//! frames only the keys grouping reads ([`stacks`]). The rest of an event (breadcrumbs,
+//! contexts, extra, SDK details, frames' variables and source lines) is walked without being
+//! copied: building and dropping it was the larger part of an error event's cost.
+
+mod check;
+mod stacks;
 
 use crate::context::{reject, Step};
 use crate::grouping;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use check::{special_first_key, Check, Key};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::ids;
 use sluice_core::messages::{DlqReason, EventMessage};
+use stacks::Stack;
 use std::fmt;
 
 /// Top-level fields the stage reads besides the grouping's: the id checked against the
@@ -72,16 +78,24 @@ pub fn parse(m: &EventMessage) -> Step<Map<String, Value>> {
 /// The wanted top-level fields of a JSON object, every byte of it checked; an error for
 /// anything a full parse into a [`Value`] would refuse, and for a non-object.
 fn fields(bytes: &[u8]) -> serde_json::Result<Map<String, Value>> {
+    fields_keeping(bytes, grouping::FRAME_FIELDS)
+}
+
+/// [`fields`], the frames keeping the keys `frame_keys`.
+fn fields_keeping(bytes: &[u8], frame_keys: &[&str]) -> serde_json::Result<Map<String, Value>> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let map = de.deserialize_map(Fields)?;
+    let map = de.deserialize_map(Fields { frame_keys })?;
     de.end()?;
     Ok(map)
 }
 
-/// Reads an object, keeping the wanted fields (the last of duplicates, as a full parse does).
-struct Fields;
+/// Reads an object, keeping the wanted fields (the last of duplicates, as a full parse does)
+/// and, in their stacks, the frames' `frame_keys`.
+struct Fields<'k> {
+    frame_keys: &'k [&'k str],
+}
 
-impl<'de> Visitor<'de> for Fields {
+impl<'de> Visitor<'de> for Fields<'_> {
     type Value = Map<String, Value>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -93,112 +107,18 @@ impl<'de> Visitor<'de> for Fields {
         let mut first = true;
         while let Some(key) = map.next_key_seed(Key)? {
             special_first_key(&key, std::mem::take(&mut first))?;
-            if wanted(&key) {
+            if grouping::STACK_FIELDS.contains(&key.as_ref()) {
+                out.insert(
+                    key.into_owned(),
+                    map.next_value_seed(Stack::new(self.frame_keys))?,
+                );
+            } else if wanted(&key) {
                 out.insert(key.into_owned(), map.next_value()?);
             } else {
                 map.next_value_seed(Check)?;
             }
         }
         Ok(out)
-    }
-}
-
-/// The key serde_json reads, as an object's first key, as an embedded raw JSON text rather than
-/// an object.
-const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
-
-/// Refuses an object that starts with [`RAW_VALUE_KEY`]: a full parse treats it specially
-/// (mostly refuses it), and it decides.
-fn special_first_key<E: de::Error>(key: &str, first: bool) -> Result<(), E> {
-    if first && key == RAW_VALUE_KEY {
-        return Err(E::custom("an object read specially by a full parse"));
-    }
-    Ok(())
-}
-
-/// An object key, borrowed from the payload when it has no escapes.
-struct Key;
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = std::borrow::Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = std::borrow::Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Owned(v.to_owned()))
-    }
-}
-
-/// Walks any JSON value through the same parsing a [`Value`] gets (strings decoded, numbers
-/// converted, nesting counted), keeping nothing. (`IgnoredAny` would only skip: it lets lone
-/// surrogates and out-of-range numbers through, which PostgreSQL or a later parse refuses.)
-struct Check;
-
-impl<'de> DeserializeSeed<'de> for Check {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Check {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Check)?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut first = true;
-        while let Some(key) = map.next_key_seed(Key)? {
-            special_first_key(&key, std::mem::take(&mut first))?;
-            map.next_value_seed(Check)?;
-        }
-        Ok(())
     }
 }
 
@@ -280,6 +200,18 @@ pub(crate) mod tests {
             r#""extra":{"a":1,}"#.to_owned(),
             r#""extra":{"$serde_json::private::RawValue":"x"}"#.to_owned(),
             r#""extra":{"$serde_json::private::RawValue":"1","b":2}"#.to_owned(),
+            // The same inside stacks, where frames keep only some keys.
+            r#""stacktrace":{"frames":[{"function":"f","vars":{"s":"\ud800"}}]}"#.to_owned(),
+            r#""stacktrace":{"frames":[{"function":"f","n":1e999}]}"#.to_owned(),
+            r#""stacktrace":{"frames":[["\q"]]}"#.to_owned(),
+            r#""stacktrace":{"frames":[{"function":"f"},]}"#.to_owned(),
+            r#""stacktrace":{"frames":[{"$serde_json::private::RawValue":"1","b":2}]}"#.to_owned(),
+            r#""exception":{"$serde_json::private::RawValue":"x"}"#.to_owned(),
+            r#""threads":{"values":[{"stacktrace":{"frames":[{"pre_context":["\udc00"]}]}}]}"#
+                .to_owned(),
+            format!(
+                r#""exception":{{"values":[{{"stacktrace":{{"frames":[{{"vars":{deep}}}]}}}}]}}"#
+            ),
         ];
         for case in cases {
             let payload = format!("{{{ID},{case}}}");
@@ -304,34 +236,148 @@ pub(crate) mod tests {
         );
         // An object a full parse reads as embedded JSON text decides as it always has.
         let embedded = r#"{"$serde_json::private::RawValue":"{\"event_id\":\"606f3c2bc036486eac417841ebfbf7f0\"}"}"#;
-        if serde_json::from_str::<Value>(embedded).is_ok() {
-            assert!(parse(&msg(embedded)).is_ok());
-        } else {
-            assert_eq!(reason(parse(&msg(embedded))), Some(DlqReason::Undecodable));
+        let in_frame = format!(
+            r#"{{{ID},"stacktrace":{{"frames":[{{"$serde_json::private::RawValue":"1"}}]}}}}"#
+        );
+        for payload in [embedded, &in_frame] {
+            if serde_json::from_str::<Value>(payload).is_ok() {
+                assert!(parse(&msg(payload)).is_ok(), "{payload}");
+            } else {
+                assert_eq!(reason(parse(&msg(payload))), Some(DlqReason::Undecodable));
+            }
+        }
+    }
+
+    /// Events whose grouping depends on a frame key the corpus does not exercise: the column
+    /// (recursion), the line (recursion), a sourcemap, a frame's own platform, a native
+    /// symbol, and a nameless native frame placed by its image and package.
+    fn frame_cases() -> Vec<Value> {
+        use serde_json::json;
+        let js = |frames: Value| {
+            json!({"platform": "javascript", "exception": {"values": [
+                {"type": "TypeError", "value": "x is undefined", "stacktrace": {"frames": frames}}]}})
+        };
+        let py = |frames: Value| {
+            json!({"platform": "python", "exception": {"values": [
+                {"type": "RecursionError", "stacktrace": {"frames": frames}}]}})
+        };
+        let native = |frames: Value| {
+            json!({"platform": "native", "exception": {"values": [
+                {"type": "SIGSEGV", "stacktrace": {"frames": frames}}]}})
+        };
+        vec![
+            js(json!([
+                {"abs_path": "app.js", "function": "walk", "lineno": 1, "colno": 5, "in_app": true},
+                {"abs_path": "app.js", "function": "walk", "lineno": 1, "colno": 9, "in_app": true}])),
+            py(json!([
+                {"module": "app.tree", "function": "visit", "lineno": 10, "in_app": true},
+                {"module": "app.tree", "function": "visit", "lineno": 12, "in_app": true}])),
+            js(
+                json!([{"abs_path": "app.js", "filename": "app.js", "function": "handleClick",
+                "context_line": "go()", "data": {"sourcemap": "app.js.map"}, "in_app": true}]),
+            ),
+            py(
+                json!([{"module": "app.ui", "function": "Object.render", "platform": "javascript",
+                "in_app": true}]),
+            ),
+            native(json!([{"symbol": "_ZN3app4mainEv", "in_app": true}])),
+            native(
+                json!([{"instruction_addr": "0x1a2b", "image_addr": "0x1000",
+                "package": "/usr/lib/libcrash.so", "in_app": true}]),
+            ),
+        ]
+    }
+
+    /// The corpus and [`frame_cases`], each with fields and frame keys no rule reads added.
+    fn grouping_cases() -> serde_json::Result<Vec<Value>> {
+        let corpus: Vec<Value> = serde_json::from_str(include_str!("../grouping/corpus.json"))?;
+        assert!(corpus.len() >= 60);
+        let mut events: Vec<Value> = corpus.iter().map(|c| c["event"].clone()).collect();
+        // A culprit from the request's URL, which no corpus event relies on.
+        events.push(serde_json::json!({"message": "m",
+            "request": {"url": "https://shop.example/checkout"}}));
+        events.extend(frame_cases());
+        for event in &mut events {
+            // Fields no rule reads, which must not matter either way.
+            event["breadcrumbs"] = serde_json::json!({"values": [{"message": "x"}]});
+            event["contexts"] = serde_json::json!({"os": {"name": "Linux"}});
+            add_unread_frame_keys(event);
+        }
+        Ok(events)
+    }
+
+    /// Adds local variables and source lines to every frame of `v`.
+    fn add_unread_frame_keys(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    if let (true, Value::Array(frames)) = (key == "frames", &mut *value) {
+                        for frame in frames.iter_mut().filter_map(Value::as_object_mut) {
+                            frame.insert("vars".into(), serde_json::json!({"x": "1"}));
+                            frame.insert("pre_context".into(), serde_json::json!(["a"]));
+                        }
+                    } else {
+                        add_unread_frame_keys(value);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(add_unread_frame_keys),
+            _ => {}
         }
     }
 
     #[test]
     fn the_corpus_groups_the_same_from_the_fields_read() -> serde_json::Result<()> {
-        // Events across platforms and rules: grouping reads nothing outside `FIELDS`.
-        let cases: Vec<Value> = serde_json::from_str(include_str!("grouping/corpus.json"))?;
-        assert!(cases.len() >= 60);
-        // A culprit from the request's URL, which no corpus event relies on.
-        let request = serde_json::json!({"case": "request", "event": {
-            "message": "m", "request": {"url": "https://shop.example/checkout"}}});
-        for c in cases.iter().chain([&request]) {
-            let mut event = c["event"].clone();
-            // Fields no rule reads, which must not matter either way.
-            event["breadcrumbs"] = serde_json::json!({"values": [{"message": "x"}]});
-            event["contexts"] = serde_json::json!({"os": {"name": "Linux"}});
+        // Grouping reads nothing outside `FIELDS`, nor outside `FRAME_FIELDS` in a frame.
+        for event in grouping_cases()? {
             let partial = fields(serde_json::to_string(&event)?.as_bytes())?;
             assert_eq!(
                 grouping::group(&event),
                 grouping::group(&Value::Object(partial)),
-                "{}",
-                c["case"]
+                "{event}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn every_frame_key_kept_is_one_grouping_reads() -> serde_json::Result<()> {
+        let events = grouping_cases()?;
+        for key in grouping::FRAME_FIELDS {
+            let fewer: Vec<&str> = grouping::FRAME_FIELDS
+                .iter()
+                .copied()
+                .filter(|k| k != key)
+                .collect();
+            let mut changed = false;
+            for event in &events {
+                let partial = fields_keeping(serde_json::to_string(event)?.as_bytes(), &fewer)?;
+                changed |= grouping::group(event) != grouping::group(&Value::Object(partial));
+            }
+            assert!(
+                changed,
+                "no event groups differently without the frame's `{key}`"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn frames_keep_only_the_keys_read_and_their_places() -> serde_json::Result<()> {
+        let payload = format!(
+            r#"{{{ID},"stacktrace":{{"frames":[7,{{"function":"f","vars":{{"a":1}},"in_app":false,
+                "post_context":["x"],"in_app":true}},[{{"function":"g"}}]]}},
+                "threads":{{"values":[{{"id":1,"stacktrace":{{"frames":[{{"module":"m","raw_function":"r","extra":1}}]}}}}]}}}}"#
+        );
+        let data = fields(payload.as_bytes())?;
+        assert_eq!(
+            data["stacktrace"],
+            serde_json::json!({"frames": [null, {"function": "f", "in_app": true}, null]})
+        );
+        assert_eq!(
+            data["threads"],
+            serde_json::json!({"values": [{"id": 1, "stacktrace": {"frames": [{"module": "m", "raw_function": "r"}]}}]})
+        );
         Ok(())
     }
 }
