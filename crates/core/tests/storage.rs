@@ -148,6 +148,73 @@ fn minimal_org_and_project_rows_work() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn raw_events_first_write_wins_and_replays_return_their_groups() -> anyhow::Result<()> {
+    use sluice_core::storage::events::{insert_raw, RawEvent};
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let mut c = db.connect()?;
+    c.batch_execute(
+        "INSERT INTO organizations (id, slug) VALUES (1, 'acme'); \
+         INSERT INTO projects (id, organization_id, slug) VALUES (42, 1, 'web');",
+    )?;
+    let (a, b, d) = ("a".repeat(32), "b".repeat(32), "d".repeat(32));
+    let (a, b, d) = (a.as_str(), b.as_str(), d.as_str());
+    fn raw<'a>(json: &'a str, event_id: &'a str, retention_days: Option<i32>) -> RawEvent<'a> {
+        RawEvent {
+            project_id: 42,
+            event_id,
+            json,
+            retention_days,
+        }
+    }
+    // A key twice in one batch: the first payload is stored.
+    let groups = insert_raw(
+        &mut c,
+        &[
+            raw(r#"{"n":1}"#, a, None),
+            raw(r#"{"n":2}"#, b, Some(7)),
+            raw(r#"{"n":3}"#, a, None),
+        ],
+    )?;
+    assert!(groups.is_empty(), "new events have no group");
+    let rows = sluice_testkit::db::lines(
+        &db.url,
+        "SELECT e.event_id || ' ' || (p.data->>'n') || ' ' || \
+                (e.expires_at = p.expires_at) || ' ' || (e.expires_at < now() + interval '8 days') AS line \
+         FROM events e JOIN event_payloads p USING (project_id, event_id) ORDER BY 1",
+    )?;
+    assert_eq!(
+        rows,
+        [format!("{a} 1 true false"), format!("{b} 2 true true")]
+    );
+    // A replay with a new event: the stored ones keep their payloads, the grouped one
+    // reports its group, the new one is stored.
+    c.batch_execute(&format!(
+        "INSERT INTO groups (id, project_id, type, first_seen, last_seen) \
+         VALUES (7, 42, 1, now(), now()); UPDATE events SET group_id = 7 WHERE event_id = '{a}'"
+    ))?;
+    let groups = insert_raw(
+        &mut c,
+        &[
+            raw(r#"{"n":4}"#, a, None),
+            raw(r#"{"n":5}"#, b, None),
+            raw(r#"{"n":6}"#, d, None),
+        ],
+    )?;
+    assert_eq!(
+        groups.into_iter().collect::<Vec<_>>(),
+        [((42, a.to_owned()), 7)]
+    );
+    let rows = sluice_testkit::db::lines(
+        &db.url,
+        "SELECT e.event_id || ' ' || (p.data->>'n') AS line FROM events e \
+         JOIN event_payloads p USING (project_id, event_id) ORDER BY 1",
+    )?;
+    assert_eq!(rows, [format!("{a} 1"), format!("{b} 2"), format!("{d} 6")]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn pool_runs_on_blocking_threads_and_reports_outages() -> anyhow::Result<()> {
     let db = TestDb::new()?;

@@ -4,7 +4,7 @@
 //! An event is two rows: `events` holds its natural key, group and expiry (unique, small, what
 //! every lookup and link uses), and `event_payloads` its JSON, partitioned by `expires_at` so
 //! that [`super::retention`] drops a day of payloads at once. The payload is written in the
-//! same statement, only for the events this statement inserted.
+//! same transaction, only for the events that transaction inserted.
 //!
 //! Expiry: the message's own retention (Relay's `retention_days`), else the project's
 //! (`project_retention`: its option, its organization's, the database default), counted from
@@ -31,12 +31,28 @@ pub struct RawEvent<'a> {
 pub(crate) const EXPIRY: &str =
     "now() + make_interval(days => COALESCE(i.r, pr.days, sluice_default_retention_days()))";
 
-/// Inserts `events` (one statement, first write wins) and returns the group of each of them
-/// that already has one (stored and grouped earlier).
+/// Inserts `events` (first write wins) and returns the group of each of them that already has
+/// one (stored and grouped earlier).
+///
+/// One transaction, three statements: the `events` rows, returning the keys actually inserted
+/// and their expiries; then the payloads of those alone, read straight from the bound array
+/// into `jsonb`; then, only when some key was already stored (a replay), the groups of those.
+/// Joining the inserted keys back to the payloads inside one statement made PostgreSQL copy
+/// every payload into a materialized CTE and a hash table first, which cost about as much as
+/// parsing it.
 pub fn insert_raw(
     conn: &mut PgConnection,
     events: &[RawEvent<'_>],
 ) -> QueryResult<HashMap<EventKey, i64>> {
+    #[derive(QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Timestamptz)]
+        expires_at: DateTime<Utc>,
+    }
     #[derive(QueryableByName)]
     struct Grouped {
         #[diesel(sql_type = BigInt)]
@@ -49,33 +65,76 @@ pub fn insert_raw(
     if events.is_empty() {
         return Ok(HashMap::new());
     }
-    let projects: Vec<i64> = events.iter().map(|e| e.project_id).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
-    let data: Vec<&str> = events.iter().map(|e| e.json).collect();
-    let days: Vec<Option<i32>> = events.iter().map(|e| e.retention_days).collect();
-    let rows: Vec<Grouped> = crate::prepared_format!(
-        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS t(p, e, d, r)), \
-              keyed AS (SELECT i.p, i.e::bpchar AS e, i.d, {EXPIRY} AS x FROM input i \
-                        LEFT JOIN project_retention pr ON pr.project_id = i.p), \
-              ins AS (INSERT INTO events (project_id, event_id, expires_at) SELECT p, e, x FROM keyed \
-                      ON CONFLICT DO NOTHING RETURNING project_id, event_id, expires_at), \
-              payload AS (INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
-                          SELECT ins.project_id, ins.event_id, ins.expires_at, k.d::jsonb FROM ins \
-                          JOIN keyed k ON k.p = ins.project_id AND k.e = ins.event_id \
-                          ON CONFLICT DO NOTHING) \
-         SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
-         JOIN input i ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
-         WHERE ev.group_id IS NOT NULL"
-    )
-    .bind::<Array<BigInt>, _>(projects)
-    .bind::<Array<Text>, _>(ids)
-    .bind::<Array<Text>, _>(data)
-    .bind::<Array<Nullable<Integer>>, _>(days)
-    .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|g| ((g.project_id, g.event_id), g.group_id))
-        .collect())
+    conn.transaction(|c| {
+        let inserted: Vec<Inserted> = crate::prepared_format!(
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) AS t(p, e, r)) \
+             INSERT INTO events (project_id, event_id, expires_at) \
+             SELECT i.p, i.e::bpchar, {EXPIRY} FROM input i \
+             LEFT JOIN project_retention pr ON pr.project_id = i.p \
+             ON CONFLICT DO NOTHING RETURNING project_id, event_id::text AS event_id, expires_at"
+        )
+        .bind::<Array<BigInt>, _>(events.iter().map(|e| e.project_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Integer>>, _>(
+            events.iter().map(|e| e.retention_days).collect::<Vec<_>>(),
+        )
+        .load(c)?;
+        // The payload of each inserted key: its first event in `events` (first write wins).
+        let mut first: HashMap<(i64, &str), &str> = HashMap::with_capacity(events.len());
+        for e in events {
+            first.entry((e.project_id, e.event_id)).or_insert(e.json);
+        }
+        let payloads: Vec<(&Inserted, &str)> = inserted
+            .iter()
+            .filter_map(|i| Some((i, *first.get(&(i.project_id, i.event_id.as_str()))?)))
+            .collect();
+        if !payloads.is_empty() {
+            prepared(
+                "INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+                 SELECT p, e::bpchar, x, d::jsonb \
+                 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[]) AS t(p, e, x, d) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind::<Array<BigInt>, _>(payloads.iter().map(|(i, _)| i.project_id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                payloads
+                    .iter()
+                    .map(|(i, _)| i.event_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Timestamptz>, _>(
+                payloads.iter().map(|(i, _)| i.expires_at).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(payloads.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+            .execute(c)?;
+        }
+        if inserted.len() == first.len() {
+            // Every key was new: none has a group yet.
+            return Ok(HashMap::new());
+        }
+        let new: std::collections::HashSet<(i64, &str)> = inserted
+            .iter()
+            .map(|i| (i.project_id, i.event_id.as_str()))
+            .collect();
+        let (pids, eids): (Vec<i64>, Vec<&str>) = first
+            .keys()
+            .filter(|k| !new.contains(*k))
+            .map(|(p, e)| (*p, *e))
+            .unzip();
+        let rows: Vec<Grouped> = prepared(
+            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
+             JOIN unnest($1::bigint[], $2::text[]) AS i(p, e) \
+               ON ev.project_id = i.p AND ev.event_id = i.e::bpchar \
+             WHERE ev.group_id IS NOT NULL",
+        )
+        .bind::<Array<BigInt>, _>(pids)
+        .bind::<Array<Text>, _>(eids)
+        .load(c)?;
+        Ok(rows
+            .into_iter()
+            .map(|g| ((g.project_id, g.event_id), g.group_id))
+            .collect())
+    })
 }
 
 /// Inserts events with their group (none when not grouped); returns how many were inserted.

@@ -41,6 +41,7 @@
 
 use fancy_regex::Regex;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 const CONTEXT_LINE_PLATFORMS: &[&str] = &["javascript", "node", "python", "php", "ruby"];
@@ -49,14 +50,11 @@ const JS: &[&str] = &["javascript", "node"];
 const MAX_CONTEXT_LINE: usize = 120;
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(cut)
-        .filter(|s| !s.trim().is_empty())
+    text(v.get(key))
 }
 
 /// The keys of a frame the rules read (`data` only for `data.sourcemap`); the rest of a frame
-/// does not change its event's issue.
+/// does not change its event's issue. [`Frame::of`] reads the same keys.
 pub const FIELDS: &[&str] = &[
     "abs_path",
     "colno",
@@ -74,6 +72,64 @@ pub const FIELDS: &[&str] = &[
     "raw_function",
     "symbol",
 ];
+
+/// A frame's [`FIELDS`], found in one pass over the frame object: a stack's rules read each
+/// frame's keys many times (its parts, whether it is the application's, whether it repeats the
+/// previous frame).
+#[derive(Default)]
+pub struct Frame<'a> {
+    abs_path: Option<&'a Value>,
+    colno: Option<&'a Value>,
+    context_line: Option<&'a Value>,
+    data: Option<&'a Value>,
+    filename: Option<&'a Value>,
+    function: Option<&'a Value>,
+    image_addr: Option<&'a Value>,
+    in_app: Option<&'a Value>,
+    instruction_addr: Option<&'a Value>,
+    lineno: Option<&'a Value>,
+    module: Option<&'a Value>,
+    package: Option<&'a Value>,
+    platform: Option<&'a Value>,
+    raw_function: Option<&'a Value>,
+    symbol: Option<&'a Value>,
+}
+
+impl<'a> Frame<'a> {
+    /// The frame object `frame` (anything else has no keys).
+    pub fn of(frame: &'a Value) -> Frame<'a> {
+        let mut f = Frame::default();
+        for (key, value) in frame.as_object().into_iter().flatten() {
+            let slot = match key.as_str() {
+                "abs_path" => &mut f.abs_path,
+                "colno" => &mut f.colno,
+                "context_line" => &mut f.context_line,
+                "data" => &mut f.data,
+                "filename" => &mut f.filename,
+                "function" => &mut f.function,
+                "image_addr" => &mut f.image_addr,
+                "in_app" => &mut f.in_app,
+                "instruction_addr" => &mut f.instruction_addr,
+                "lineno" => &mut f.lineno,
+                "module" => &mut f.module,
+                "package" => &mut f.package,
+                "platform" => &mut f.platform,
+                "raw_function" => &mut f.raw_function,
+                "symbol" => &mut f.symbol,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        f
+    }
+}
+
+/// A text field as the rules read it: at most [`MAX_FIELD_CHARS`] characters, not blank.
+fn text(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .map(cut)
+        .filter(|s| !s.trim().is_empty())
+}
 
 /// Frames of one stack that count, the innermost ones (the rest of a deeper stack is ignored).
 pub const MAX_FRAMES: usize = 1024;
@@ -100,17 +156,80 @@ fn cut(s: &str) -> &str {
 
 /// The frame's platform: its own, else the event's.
 pub fn platform<'a>(frame: &'a Value, event_platform: &'a str) -> &'a str {
-    s(frame, "platform").unwrap_or(event_platform)
+    Frame::of(frame).platform(event_platform)
 }
 
-fn in_dependency(frame: &Value) -> bool {
-    let path = s(frame, "abs_path")
-        .or_else(|| s(frame, "filename"))
-        .unwrap_or("");
+/// Whether the frame is the application's (see the module docs).
+pub fn in_app(frame: &Value) -> bool {
+    Frame::of(frame).in_app()
+}
+
+impl<'a> Frame<'a> {
+    /// The frame's platform: its own, else the event's.
+    pub fn platform(&self, event_platform: &'a str) -> &'a str {
+        text(self.platform).unwrap_or(event_platform)
+    }
+
+    /// Whether the frame is the application's (see the module docs).
+    pub fn in_app(&self) -> bool {
+        self.in_app.and_then(Value::as_bool) == Some(true) && !self.in_dependency()
+    }
+
+    /// The path, else the file name.
+    fn path(&self) -> &'a str {
+        text(self.abs_path)
+            .or_else(|| text(self.filename))
+            .unwrap_or("")
+    }
+
+    fn in_dependency(&self) -> bool {
+        in_dependency(self.path(), text(self.module).unwrap_or(""))
+    }
+
+    fn is_sdk(&self) -> bool {
+        let module = text(self.module).unwrap_or("");
+        let path = self.path();
+        module.starts_with("io.sentry.")
+            || module.starts_with("sentry_sdk")
+            || path.contains("/sentry_sdk/")
+            || path.contains("@sentry/")
+    }
+
+    /// `image+0xoffset` for a native frame without a name.
+    fn image_address(&self, images: &Images) -> Option<String> {
+        let addr = hex_u64(self.instruction_addr)?;
+        if let Some((name, offset)) = images.find(addr) {
+            return Some(format!("{name}+{offset:#x}"));
+        }
+        let start = hex_u64(self.image_addr)?;
+        let package = text(self.package)?;
+        Some(format!(
+            "{}+{:#x}",
+            basename(package),
+            addr.checked_sub(start)?
+        ))
+    }
+
+    /// Whether two frames are the same call (recursion).
+    pub fn same_call(&self, other: &Frame<'_>) -> bool {
+        // The address too: nameless native frames at different places are not a recursion.
+        self.abs_path == other.abs_path
+            && self.package == other.package
+            && self.module == other.module
+            && self.filename == other.filename
+            && self.function == other.function
+            && self.lineno == other.lineno
+            && self.colno == other.colno
+            && self.instruction_addr == other.instruction_addr
+    }
+}
+
+/// Whether a frame at `path` in `module` belongs to a dependency or the runtime.
+fn in_dependency(path: &str, module: &str) -> bool {
     let path = if path.contains('\\') {
-        std::borrow::Cow::Owned(path.replace('\\', "/"))
+        Cow::Owned(path.replace('\\', "/"))
     } else {
-        std::borrow::Cow::Borrowed(path)
+        Cow::Borrowed(path)
     };
     let dirs = [
         "site-packages/",
@@ -122,7 +241,6 @@ fn in_dependency(frame: &Value) -> bool {
     if dirs.iter().any(|d| path.contains(d)) || path.starts_with("vendor/") {
         return true;
     }
-    let module = s(frame, "module").unwrap_or("");
     let packages = [
         "java.",
         "javax.",
@@ -136,22 +254,6 @@ fn in_dependency(frame: &Value) -> bool {
         "io.netty.",
     ];
     packages.iter().any(|p| module.starts_with(p))
-}
-
-fn is_sdk(frame: &Value) -> bool {
-    let module = s(frame, "module").unwrap_or("");
-    let path = s(frame, "abs_path")
-        .or_else(|| s(frame, "filename"))
-        .unwrap_or("");
-    module.starts_with("io.sentry.")
-        || module.starts_with("sentry_sdk")
-        || path.contains("/sentry_sdk/")
-        || path.contains("@sentry/")
-}
-
-/// Whether the frame is the application's (see the module docs).
-pub fn in_app(frame: &Value) -> bool {
-    frame.get("in_app").and_then(Value::as_bool) == Some(true) && !in_dependency(frame)
 }
 
 fn is_url(path: &str) -> bool {
@@ -306,33 +408,24 @@ impl Images {
     }
 }
 
-/// `image+0xoffset` for a native frame without a name.
-fn image_address(frame: &Value, images: &Images) -> Option<String> {
-    let addr = hex_u64(frame.get("instruction_addr"))?;
-    if let Some((name, offset)) = images.find(addr) {
-        return Some(format!("{name}+{offset:#x}"));
-    }
-    let start = hex_u64(frame.get("image_addr"))?;
-    let package = s(frame, "package")?;
-    Some(format!(
-        "{}+{:#x}",
-        basename(package),
-        addr.checked_sub(start)?
-    ))
-}
-
-/// The parts a frame contributes (`module=…`, `filename=…`, `function=…`, `context=…`), empty
-/// when it contributes nothing.
-pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String> {
-    let platform = platform(frame, event_platform);
+/// The parts a frame contributes (`module=…`, `filename=…`, `function=…`, `context=…`, or
+/// `address=…`), written after `prefix` and separated by `|`; `None` when it contributes
+/// nothing.
+pub fn component(
+    frame: &Frame<'_>,
+    images: &Images,
+    event_platform: &str,
+    prefix: &str,
+) -> Option<String> {
+    let platform = frame.platform(event_platform);
     let js = JS.contains(&platform);
     let native = NATIVE.contains(&platform);
-    let abs_path = s(frame, "abs_path").unwrap_or("");
-    if is_sdk(frame) {
-        return Vec::new();
+    let abs_path = text(frame.abs_path).unwrap_or("");
+    if frame.is_sdk() {
+        return None;
     }
-    let raw_function = s(frame, "raw_function");
-    let function = s(frame, "function");
+    let raw_function = text(frame.raw_function);
+    let function = text(frame.function);
     // JavaScript frames of eval and native code say nothing about the application.
     if js {
         let last = raw_function
@@ -341,14 +434,14 @@ pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String
         if last == Some("eval")
             || ["[native code]", "native code", "eval code", "<anonymous>"].contains(&abs_path)
         {
-            return Vec::new();
+            return None;
         }
     }
-    let mut out = Vec::new();
+    let mut out = Parts::new(prefix);
 
-    let mut module = s(frame, "module").map(str::to_owned);
+    let mut module = text(frame.module).map(Cow::Borrowed);
     if platform == "java" {
-        module = module.and_then(|m| java_module(&m));
+        module = module.and_then(|m| java_module(&m).map(Cow::Owned));
     }
     if platform == "javascript"
         && module
@@ -358,51 +451,53 @@ pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String
         module = None;
     }
     match &module {
-        Some(m) => out.push(format!("module={m}")),
+        Some(m) => out.push("module=", m),
         None => {
-            if let Some(f) = s(frame, "filename") {
+            if let Some(f) = text(frame.filename) {
                 let name = basename(f).to_lowercase();
                 if !is_url(abs_path) && name != "<anonymous>" && name != "[native code]" {
-                    out.push(format!("filename={name}"));
+                    out.push("filename=", &name);
                 }
             }
         }
     }
 
-    let context = s(frame, "context_line").filter(|_| CONTEXT_LINE_PLATFORMS.contains(&platform));
-    let context = context
+    let context = text(frame.context_line)
+        .filter(|_| CONTEXT_LINE_PLATFORMS.contains(&platform))
         .filter(|c| c.chars().count() <= MAX_CONTEXT_LINE)
         .filter(|_| {
             !(js && function.is_none() && (is_url(abs_path) || abs_path.starts_with("file:")))
         });
-    let context = context.map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "));
 
-    let name = if platform == "csharp" {
-        raw_function.or(function).map(str::to_owned)
+    let name: Option<Cow<'_, str>> = if platform == "csharp" {
+        raw_function.or(function).map(Cow::Borrowed)
     } else if native {
         function
             .filter(|f| *f != "<unknown>" && *f != "<redacted>")
             .map(|f| match raw_function {
-                Some(_) => f.to_owned(),
-                None => trim_native(f),
+                Some(_) => Cow::Borrowed(f),
+                None => Cow::Owned(trim_native(f)),
             })
-            .or_else(|| s(frame, "symbol").map(trim_native))
+            .or_else(|| text(frame.symbol).map(|s| Cow::Owned(trim_native(s))))
     } else {
-        function.or(raw_function).map(str::to_owned)
+        function.or(raw_function).map(Cow::Borrowed)
     };
     let name = name.and_then(|f| match platform {
         "javascript" | "node" => {
-            let last = f.rsplit('.').next().unwrap_or(&f).to_owned();
+            let last = match f {
+                Cow::Borrowed(f) => Cow::Borrowed(f.rsplit('.').next().unwrap_or(f)),
+                Cow::Owned(f) => Cow::Owned(f.rsplit('.').next().unwrap_or(&f).to_owned()),
+            };
             let anonymous = [
                 "?",
                 "<anonymous function>",
                 "<anonymous>",
                 "Anonymous function",
             ]
-            .contains(&last.as_str())
+            .contains(&last.as_ref())
                 || last.ends_with("/<");
             let sourcemapped = frame
-                .get("data")
+                .data
                 .and_then(|d| d.get("sourcemap"))
                 .is_some_and(|v| !v.is_null())
                 && context.is_some();
@@ -410,13 +505,16 @@ pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String
         }
         "java" => (!f.starts_with("lambda$")).then_some(f),
         "ruby" => Some(if f.starts_with("block ") {
-            "block".to_owned()
+            Cow::Borrowed("block")
         } else {
-            strip_erb_suffix(&f)
+            Cow::Owned(strip_erb_suffix(&f))
         }),
         "php" => {
             if f.starts_with("class@anonymous") {
-                f.rsplit("::").next().filter(|r| *r != f).map(str::to_owned)
+                f.rsplit("::")
+                    .next()
+                    .filter(|r| *r != f)
+                    .map(|r| Cow::Owned(r.to_owned()))
             } else if f.starts_with("[Anonymous") {
                 None
             } else {
@@ -426,18 +524,63 @@ pub fn parts(frame: &Value, images: &Images, event_platform: &str) -> Vec<String
         _ => Some(f),
     });
     match name {
-        Some(f) => out.push(format!("function={f}")),
+        Some(f) => out.push("function=", &f),
         None if native => {
-            if let Some(at) = image_address(frame, images) {
-                out.push(format!("address={at}"));
+            if let Some(at) = frame.image_address(images) {
+                out.push("address=", &at);
             }
         }
         None => {}
     }
     if let Some(c) = context {
-        out.push(format!("context={c}"));
+        // Whitespace collapsed: runs become one space, none at either end.
+        out.push_words("context=", c);
     }
-    out
+    out.finish()
+}
+
+/// A component being written: a prefix, then parts separated by `|`.
+struct Parts {
+    text: String,
+    prefix_len: usize,
+}
+
+impl Parts {
+    fn new(prefix: &str) -> Parts {
+        let mut text = String::with_capacity(prefix.len() + 64);
+        text.push_str(prefix);
+        Parts {
+            text,
+            prefix_len: prefix.len(),
+        }
+    }
+
+    fn separate(&mut self, label: &str) {
+        if self.text.len() > self.prefix_len {
+            self.text.push('|');
+        }
+        self.text.push_str(label);
+    }
+
+    fn push(&mut self, label: &str, value: &str) {
+        self.separate(label);
+        self.text.push_str(value);
+    }
+
+    /// `value`'s words, separated by one space.
+    fn push_words(&mut self, label: &str, value: &str) {
+        self.separate(label);
+        for (i, word) in value.split_whitespace().enumerate() {
+            if i > 0 {
+                self.text.push(' ');
+            }
+            self.text.push_str(word);
+        }
+    }
+
+    fn finish(self) -> Option<String> {
+        (self.text.len() > self.prefix_len).then_some(self.text)
+    }
 }
 
 /// `__1234_5678` at the end of an ERB template's method name, cut.
@@ -453,27 +596,17 @@ fn strip_erb_suffix(f: &str) -> String {
     f.to_owned()
 }
 
-/// Whether two frames are the same call (recursion).
-pub fn same_call(a: &Value, b: &Value) -> bool {
-    // The address too: nameless native frames at different places are not a recursion.
-    [
-        "abs_path",
-        "package",
-        "module",
-        "filename",
-        "function",
-        "lineno",
-        "colno",
-        "instruction_addr",
-    ]
-    .iter()
-    .all(|k| a.get(k) == b.get(k))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The parts of `frame` (none of the tests' values holds a `|`).
+    fn parts(frame: &Value, images: &Images, platform: &str) -> Vec<String> {
+        component(&Frame::of(frame), images, platform, "")
+            .map(|c| c.split('|').map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
 
     fn p(frame: Value, platform: &str) -> Vec<String> {
         parts(&frame, &Images::of(&json!({})), platform)

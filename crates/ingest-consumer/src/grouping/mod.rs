@@ -234,18 +234,21 @@ fn stack_components(
         }
     }
     let mut out = Vec::new();
-    let mut previous: Option<&Value> = None;
+    let mut previous: Option<frames::Frame<'_>> = None;
     for f in stack {
-        let repeated = previous.is_some_and(|p| frames::same_call(p, f));
-        previous = Some(f);
-        if repeated {
-            continue;
+        let frame = frames::Frame::of(f);
+        let repeated = previous.as_ref().is_some_and(|p| p.same_call(&frame));
+        if !repeated {
+            if let Some(c) = frames::component(&frame, images, platform, "frame:") {
+                let c = if c.len() > MAX_COMPONENT_CHARS {
+                    truncate(&c, MAX_COMPONENT_CHARS)
+                } else {
+                    c
+                };
+                out.push((frame.in_app(), c));
+            }
         }
-        let parts = frames::parts(f, images, platform);
-        if !parts.is_empty() {
-            let component = truncate(&format!("frame:{}", parts.join("|")), MAX_COMPONENT_CHARS);
-            out.push((frames::in_app(f), component));
-        }
+        previous = Some(frame);
     }
     out
 }
