@@ -13,7 +13,6 @@
 use super::prepared::prepared;
 use super::EventKey;
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bpchar, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::Value;
@@ -46,6 +45,15 @@ pub fn insert_raw(
     events: &[RawEvent<'_>],
 ) -> QueryResult<HashMap<EventKey, i64>> {
     #[derive(QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Timestamptz)]
+        expires_at: DateTime<Utc>,
+    }
+    #[derive(QueryableByName)]
     struct Grouped {
         #[diesel(sql_type = BigInt)]
         project_id: i64,
@@ -76,17 +84,30 @@ pub fn insert_raw(
         for e in events {
             first.entry((e.project_id, e.event_id)).or_insert(e.json);
         }
-        insert_payloads::<Text, _>(
-            c,
+        let payloads: Vec<(&Inserted, &str)> = inserted
+            .iter()
+            .filter_map(|i| Some((i, *first.get(&(i.project_id, i.event_id.as_str()))?)))
+            .collect();
+        if !payloads.is_empty() {
             prepared(
                 "INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
                  SELECT p, e::bpchar, x, d::jsonb \
                  FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[]) AS t(p, e, x, d) \
                  ON CONFLICT DO NOTHING",
-            ),
-            &inserted,
-            &first,
-        )?;
+            )
+            .bind::<Array<BigInt>, _>(payloads.iter().map(|(i, _)| i.project_id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                payloads
+                    .iter()
+                    .map(|(i, _)| i.event_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Timestamptz>, _>(
+                payloads.iter().map(|(i, _)| i.expires_at).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(payloads.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+            .execute(c)?;
+        }
         if inserted.len() == first.len() {
             // Every key was new: none has a group yet.
             return Ok(HashMap::new());
@@ -117,7 +138,6 @@ pub fn insert_raw(
 }
 
 /// Inserts events with their group (none when not grouped); returns how many were inserted.
-/// As [`insert_raw`]: the rows, then the payloads of those inserted, in one transaction.
 pub fn insert_grouped(
     conn: &mut PgConnection,
     rows: &[(&EventKey, &Value, Option<i64>)],
@@ -125,81 +145,35 @@ pub fn insert_grouped(
     if rows.is_empty() {
         return Ok(0);
     }
-    conn.transaction(|c| {
-        let inserted: Vec<Inserted> = crate::prepared_format!(
-            "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(p, e, g)) \
-             INSERT INTO events (project_id, event_id, group_id, expires_at) \
-             SELECT i.p, i.e::bpchar, i.g, {EXPIRY} FROM input i \
-             LEFT JOIN project_retention pr ON pr.project_id = i.p \
-             ON CONFLICT DO NOTHING RETURNING project_id, event_id::text AS event_id, expires_at"
-        )
-        .bind::<Array<BigInt>, _>(rows.iter().map(|(k, _, _)| k.0).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<BigInt>>, _>(rows.iter().map(|(_, _, g)| *g).collect::<Vec<_>>())
-        .load(c)?;
-        let mut first: HashMap<(i64, &str), &Value> = HashMap::with_capacity(rows.len());
-        for (k, data, _) in rows {
-            first.entry((k.0, k.1.as_str())).or_insert(*data);
-        }
-        insert_payloads::<Jsonb, _>(
-            c,
-            prepared(
-                "INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
-                 SELECT p, e::bpchar, x, d \
-                 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[]) AS t(p, e, x, d) \
-                 ON CONFLICT DO NOTHING",
-            ),
-            &inserted,
-            &first,
-        )?;
-        Ok(inserted.len())
-    })
+    let pids: Vec<i64> = rows.iter().map(|(k, _, _)| k.0).collect();
+    let eids: Vec<&str> = rows.iter().map(|(k, _, _)| k.1.as_str()).collect();
+    let data: Vec<&Value> = rows.iter().map(|(_, d, _)| *d).collect();
+    let gids: Vec<Option<i64>> = rows.iter().map(|(_, _, g)| *g).collect();
+    crate::prepared_format!(
+        "WITH input AS (SELECT *, NULL::int AS r FROM unnest($1::bigint[], $2::bpchar[], $3::jsonb[], $4::bigint[]) AS t(p, e, d, g)), \
+              keyed AS (SELECT i.p, i.e, i.d, i.g, {EXPIRY} AS x FROM input i \
+                        LEFT JOIN project_retention pr ON pr.project_id = i.p), \
+              ins AS (INSERT INTO events (project_id, event_id, group_id, expires_at) \
+                      SELECT p, e, g, x FROM keyed ON CONFLICT DO NOTHING \
+                      RETURNING project_id, event_id, expires_at), \
+              payload AS (INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+                          SELECT ins.project_id, ins.event_id, ins.expires_at, k.d FROM ins \
+                          JOIN keyed k ON k.p = ins.project_id AND k.e = ins.event_id \
+                          ON CONFLICT DO NOTHING) \
+         SELECT count(*) AS n FROM ins"
+    )
+    .bind::<Array<BigInt>, _>(pids)
+    .bind::<Array<Bpchar>, _>(eids)
+    .bind::<Array<Jsonb>, _>(data)
+    .bind::<Array<Nullable<BigInt>>, _>(gids)
+    .get_result::<Count>(conn)
+    .map(|c| c.n as usize)
 }
 
-/// An `events` row a statement inserted: its key and expiry.
 #[derive(QueryableByName)]
-struct Inserted {
+struct Count {
     #[diesel(sql_type = BigInt)]
-    project_id: i64,
-    #[diesel(sql_type = Text)]
-    event_id: String,
-    #[diesel(sql_type = Timestamptz)]
-    expires_at: DateTime<Utc>,
-}
-
-/// Runs `statement` (`$1` project ids, `$2` event ids, `$3` expiries, `$4` data of SQL type
-/// `ST`) over the `inserted` rows that have a payload in `data`, read straight from the bound
-/// arrays: no join, so PostgreSQL copies no payload before storing it.
-fn insert_payloads<'d, ST, D>(
-    conn: &mut PgConnection,
-    statement: super::prepared::Prepared<'d>,
-    inserted: &'d [Inserted],
-    data: &HashMap<(i64, &str), D>,
-) -> QueryResult<()>
-where
-    D: Copy + Send + 'd,
-    ST: Send + 'static,
-    Pg: diesel::sql_types::HasSqlType<ST>,
-    Vec<D>: diesel::serialize::ToSql<Array<ST>, Pg>,
-{
-    let rows: Vec<(&Inserted, D)> = inserted
-        .iter()
-        .filter_map(|i| Some((i, *data.get(&(i.project_id, i.event_id.as_str()))?)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    statement
-        .bind::<Array<BigInt>, _>(rows.iter().map(|(i, _)| i.project_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            rows.iter()
-                .map(|(i, _)| i.event_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(i, _)| i.expires_at).collect::<Vec<_>>())
-        .bind::<Array<ST>, _>(rows.into_iter().map(|(_, d)| d).collect::<Vec<D>>())
-        .execute(conn)?;
-    Ok(())
+    n: i64,
 }
 
 /// The stored event's data, if it is stored.
