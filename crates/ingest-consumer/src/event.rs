@@ -314,7 +314,8 @@ pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, V
         .len()
         .div_ceil(INSERT_PARALLELISM)
         .max(MIN_ROWS_PER_INSERT);
-    // In key order, so a repeated event lands in one part and the parts lock rows in one order.
+    // In key order, so the parts lock rows in one order (a key repeated across the boundary of
+    // two parts is stored by one of them; the other waits for it, then skips the key).
     let mut sorted: Vec<&Ready> = items.iter().collect();
     sorted.sort_by(|a, b| (a.project.id, &a.event_id).cmp(&(b.project.id, &b.event_id)));
     let stored: Result<Vec<HashMap<EventKey, i64>>, DbError> =

@@ -84,10 +84,19 @@ pub fn insert_raw(
         for e in events {
             first.entry((e.project_id, e.event_id)).or_insert(e.json);
         }
+        // Every inserted key came from `events`; one that did not match would leave an event
+        // without its payload, so it fails the transaction instead.
         let payloads: Vec<(&Inserted, &str)> = inserted
             .iter()
-            .filter_map(|i| Some((i, *first.get(&(i.project_id, i.event_id.as_str()))?)))
-            .collect();
+            .map(|i| {
+                let json = first.get(&(i.project_id, i.event_id.as_str())).ok_or_else(|| {
+                    diesel::result::Error::QueryBuilderError(
+                        format!("stored event {} is not in the batch", i.event_id).into(),
+                    )
+                })?;
+                Ok((i, *json))
+            })
+            .collect::<QueryResult<_>>()?;
         if !payloads.is_empty() {
             prepared(
                 "INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
