@@ -122,49 +122,7 @@ impl<'a> Frame<'a> {
         }
         f
     }
-}
 
-/// A text field as the rules read it: at most [`MAX_FIELD_CHARS`] characters, not blank.
-fn text(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str)
-        .map(cut)
-        .filter(|s| !s.trim().is_empty())
-}
-
-/// Frames of one stack that count, the innermost ones (the rest of a deeper stack is ignored).
-pub const MAX_FRAMES: usize = 1024;
-
-/// Longest text of a frame field that is read, in characters; the rest is ignored.
-const MAX_FIELD_CHARS: usize = 1024;
-
-/// The frames of a stack trace object, objects only, at most [`MAX_FRAMES`] (the innermost).
-pub fn of(stacktrace: Option<&Value>) -> Vec<&Value> {
-    let Some(all) = stacktrace
-        .and_then(|s| s.get("frames"))
-        .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
-    let skip = all.len().saturating_sub(MAX_FRAMES);
-    all[skip..].iter().filter(|f| f.is_object()).collect()
-}
-
-/// At most [`MAX_FIELD_CHARS`] characters of `s`.
-fn cut(s: &str) -> &str {
-    super::prefix(s, MAX_FIELD_CHARS)
-}
-
-/// The frame's platform: its own, else the event's.
-pub fn platform<'a>(frame: &'a Value, event_platform: &'a str) -> &'a str {
-    Frame::of(frame).platform(event_platform)
-}
-
-/// Whether the frame is the application's (see the module docs).
-pub fn in_app(frame: &Value) -> bool {
-    Frame::of(frame).in_app()
-}
-
-impl<'a> Frame<'a> {
     /// The frame's platform: its own, else the event's.
     pub fn platform(&self, event_platform: &'a str) -> &'a str {
         text(self.platform).unwrap_or(event_platform)
@@ -222,6 +180,46 @@ impl<'a> Frame<'a> {
             && self.colno == other.colno
             && self.instruction_addr == other.instruction_addr
     }
+}
+
+/// The frame's platform: its own, else the event's.
+pub fn platform<'a>(frame: &'a Value, event_platform: &'a str) -> &'a str {
+    Frame::of(frame).platform(event_platform)
+}
+
+/// Whether the frame is the application's (see the module docs).
+pub fn in_app(frame: &Value) -> bool {
+    Frame::of(frame).in_app()
+}
+
+/// A text field as the rules read it: at most [`MAX_FIELD_CHARS`] characters, not blank.
+fn text(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .map(cut)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Frames of one stack that count, the innermost ones (the rest of a deeper stack is ignored).
+pub const MAX_FRAMES: usize = 1024;
+
+/// Longest text of a frame field that is read, in characters; the rest is ignored.
+const MAX_FIELD_CHARS: usize = 1024;
+
+/// The frames of a stack trace object, objects only, at most [`MAX_FRAMES`] (the innermost).
+pub fn of(stacktrace: Option<&Value>) -> Vec<&Value> {
+    let Some(all) = stacktrace
+        .and_then(|s| s.get("frames"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let skip = all.len().saturating_sub(MAX_FRAMES);
+    all[skip..].iter().filter(|f| f.is_object()).collect()
+}
+
+/// At most [`MAX_FIELD_CHARS`] characters of `s`.
+fn cut(s: &str) -> &str {
+    super::prefix(s, MAX_FIELD_CHARS)
 }
 
 /// Whether a frame at `path` in `module` belongs to a dependency or the runtime.
