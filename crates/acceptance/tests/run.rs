@@ -518,19 +518,6 @@ fn dead_letters_on_postgres_alone_are_listed_and_replayed_exactly_once() -> anyh
     wait_for("every topic read", Duration::from_secs(30), || {
         caught_up(&db.url).ok()?.then_some(())
     })?;
-    // The process's first cleanup pass creates the day partitions of the payload tables and
-    // moves the rows already written out of the default ones; a query planned before a day's
-    // partition is attached and run after can miss that day's rows, so the snapshots wait for it.
-    wait_for(
-        "payloads in their day partitions",
-        Duration::from_secs(60),
-        || {
-            let left = q("SELECT (SELECT count(*) FROM event_payloads_default) \
-                      + (SELECT count(*) FROM occurrence_payloads_default) AS n")
-            .ok()?;
-            (left == 0).then_some(())
-        },
-    )?;
     let first = issue_snapshot(&db.url)?;
 
     dlq(&["replay", "ingest-events", "--reason", "retry_exhausted"])?;

@@ -81,3 +81,70 @@ fn partitions_are_created_while_their_days_are_written() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn reads_during_partition_creation_see_every_row_once() -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let first = NaiveDate::from_ymd_opt(2032, 1, 1).ok_or_else(|| anyhow::anyhow!("date"))?;
+    const DAYS: i64 = 40;
+    const ROWS: i64 = 4_000;
+    let mut c = db.connect()?;
+    c.batch_execute(&format!(
+        "INSERT INTO event_payloads (project_id, event_id, expires_at, data) \
+         SELECT 1, lpad(n::text, 32, '0'), \
+                timestamptz '2032-01-01 12:00:00+00' + make_interval(days => n % {DAYS}), '{{}}' \
+         FROM generate_series(1, {ROWS}) n"
+    ))?;
+
+    // Readers count the rows over and over while the partitions are created, each count one
+    // statement planned and run on its own (as every read of the API is).
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (db.url.clone(), stop.clone());
+            std::thread::spawn(move || -> anyhow::Result<(u64, Vec<i64>)> {
+                let mut c = PgConnection::establish(&url)?;
+                let (mut reads, mut wrong) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let got = diesel::sql_query(
+                        "SELECT count(*) AS n FROM event_payloads WHERE project_id = $1",
+                    )
+                    .bind::<diesel::sql_types::BigInt, _>(1_i64)
+                    .get_result::<N>(&mut c)?
+                    .n;
+                    reads += 1;
+                    if got != ROWS {
+                        wrong.push(got);
+                    }
+                }
+                Ok((reads, wrong))
+            })
+        })
+        .collect();
+
+    let last = first + chrono::Duration::days(DAYS - 1);
+    let created = retention::ensure_partitions(&mut c, "event_payloads", first, last);
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = 0;
+    for r in readers {
+        let (n, wrong) = r
+            .join()
+            .map_err(|_| anyhow::anyhow!("a reader panicked"))??;
+        assert!(wrong.is_empty(), "counts other than {ROWS}: {wrong:?}");
+        reads += n;
+    }
+    assert_eq!(created?, DAYS as u64, "every day's partition was created");
+    assert!(reads > 0, "the readers ran");
+    assert_eq!(
+        count(&db.url, "SELECT count(*) AS n FROM event_payloads_default")?,
+        0,
+        "every row moved to its day's partition"
+    );
+    Ok(())
+}
