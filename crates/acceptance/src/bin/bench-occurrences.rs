@@ -5,7 +5,7 @@
 //! row with its group (the consumer has joined its group before); offsets are then checked too.
 //!
 //! Usage: bench-occurrences --brokers HOST:PORT --admin-url POSTGRES_URL [--count N] [--fingerprints F]
-//! The topic `ingest-occurrences` (8 partitions), its DLQ and `outcomes` must exist on the broker.
+//! The topic `ingest-occurrences` (any number of partitions), its DLQ and `outcomes` must exist on the broker.
 //! Prints one JSON line with both rates, their ratio and the consumer's peak RSS.
 
 use clap::Parser;
