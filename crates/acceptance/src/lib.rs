@@ -186,20 +186,36 @@ pub fn latencies(
         ms: i64,
     }
     let rows: Vec<Row> = diesel::sql_query(sql).load(&mut PgConnection::establish(url)?)?;
-    let mut v: Vec<i64> = rows
+    // (produced at, latency), in the order produced.
+    let mut timed: Vec<(i64, i64)> = rows
         .iter()
-        .filter_map(|r| produced.get(r.key.trim()).map(|p| (r.ms - p).max(0)))
+        .filter_map(|r| produced.get(r.key.trim()).map(|&p| (p, (r.ms - p).max(0))))
         .collect();
-    v.sort_unstable();
-    let at = |q: f64| {
-        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
+    timed.sort_unstable();
+    let p99 = |part: &[(i64, i64)]| {
+        let mut v: Vec<i64> = part.iter().map(|t| t.1).collect();
+        v.sort_unstable();
+        quantile(&v, 0.99)
     };
-    Ok(
-        serde_json::json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": v.last().copied().unwrap_or(0),
-                          "samples": v.len()}),
-    )
+    // The p99 of each sixth of the run, by produce time: a tail that grows over the run (a
+    // queue building up somewhere) shows as a rising series, a spike as one high value.
+    let sixth = timed.len().div_ceil(6).max(1);
+    let by_sixth: Vec<i64> = timed.chunks(sixth).map(p99).collect();
+    let mut v: Vec<i64> = timed.iter().map(|t| t.1).collect();
+    v.sort_unstable();
+    Ok(serde_json::json!({
+        "p50_ms": quantile(&v, 0.5), "p99_ms": quantile(&v, 0.99),
+        "max_ms": v.last().copied().unwrap_or(0), "samples": v.len(),
+        "p99_ms_by_sixth": by_sixth,
+    }))
+}
+
+/// The `q` quantile of `sorted` (0 when empty).
+fn quantile(sorted: &[i64], q: f64) -> i64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Paces a producer at a steady `rate` messages per second (0: as fast as it can): `wait(n)`
