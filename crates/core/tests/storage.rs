@@ -423,3 +423,57 @@ async fn a_statement_outdated_by_a_schema_change_fails_once() -> anyhow::Result<
     assert_eq!(read().await?.len(), 1);
     Ok(())
 }
+
+#[test]
+fn key_lookups_find_each_stored_key_once_and_nothing_else() -> anyhow::Result<()> {
+    use sluice_core::storage::{occurrences, outcomes, user_reports};
+    use std::collections::{HashMap, HashSet};
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let mut c = db.connect()?;
+
+    // Outcome keys: a key asked twice is found once; unknown keys are not found.
+    outcomes::record(&mut c, &["a".into(), "b".into()])?;
+    let found = outcomes::emitted(&mut c, &["a".into(), "a".into(), "zz".into(), "b".into()])?;
+    assert_eq!(found, HashSet::from(["a".to_owned(), "b".to_owned()]));
+
+    // Occurrence ids, with the reason one was held back.
+    let (one, two, three) = ("1".repeat(32), "2".repeat(32), "3".repeat(32));
+    c.batch_execute(&format!(
+        "INSERT INTO occurrences (id, project_id, event_id, type, dropped, expires_at) VALUES \
+         ('{one}', 1, repeat('e', 32), 1, NULL, now() + interval '1 day'), \
+         ('{two}', 1, repeat('f', 32), 1, 'issue_limit', now() + interval '1 day')"
+    ))?;
+    let stored = occurrences::existing(&mut c, &[&one, &three, &two, &one])?;
+    assert_eq!(
+        stored,
+        HashMap::from([
+            (one.clone(), None),
+            (two.clone(), Some("issue_limit".to_owned()))
+        ])
+    );
+
+    // Events with a legacy report still waiting for its feedback: not one already turned into
+    // feedback, nor one written by a feedback.
+    let (w, shimmed, from_feedback, none) = (
+        "a".repeat(32),
+        "b".repeat(32),
+        "c".repeat(32),
+        "d".repeat(32),
+    );
+    c.batch_execute(&format!(
+        "INSERT INTO user_reports (project_id, event_id, feedback_event_id, legacy_report) VALUES \
+         (7, '{w}', NULL, true), (7, '{shimmed}', repeat('9', 32), true), \
+         (7, '{from_feedback}', NULL, false), (8, '{none}', NULL, true)"
+    ))?;
+    let keys: Vec<(i64, String)> = [&w, &shimmed, &from_feedback, &none, &w]
+        .iter()
+        .map(|e| (7, e.to_string()))
+        .collect();
+    assert_eq!(
+        user_reports::with_waiting(&mut c, &keys)?,
+        vec![(7, w.clone())],
+        "only the waiting report's event, once (project 8's report is not project 7's)"
+    );
+    Ok(())
+}

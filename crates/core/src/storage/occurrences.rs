@@ -39,10 +39,13 @@ pub fn existing(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<Id> =
-        prepared("SELECT id, dropped FROM occurrences WHERE id = ANY($1::bpchar[])")
-            .bind::<Array<Bpchar>, _>(ids)
-            .load(conn)?;
+    // One index probe per id, as in `outcomes::emitted`.
+    let rows: Vec<Id> = prepared(
+        "SELECT o.id, o.dropped FROM unnest($1::bpchar[]) AS k(id) \
+         CROSS JOIN LATERAL (SELECT id, dropped FROM occurrences WHERE id = k.id LIMIT 1) o",
+    )
+    .bind::<Array<Bpchar>, _>(ids)
+    .load(conn)?;
     Ok(rows.into_iter().map(|r| (r.id, r.dropped)).collect())
 }
 

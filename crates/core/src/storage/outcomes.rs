@@ -16,9 +16,16 @@ pub fn emitted(conn: &mut PgConnection, keys: &[String]) -> QueryResult<HashSet<
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
-    let found: Vec<Key> = prepared("SELECT key FROM emitted_outcomes WHERE key = ANY($1)")
-        .bind::<Array<Text>, _>(keys)
-        .load(conn)?;
+    // One index probe per key, whatever the table's size. With `key = ANY($1)`, PostgreSQL
+    // read the whole table for a batch of a thousand keys until it held several hundred
+    // thousand (15 ms a batch at 60,000 keys, 2 ms probing); `LIMIT 1` keeps the probe from
+    // being turned into a hash join over the table.
+    let found: Vec<Key> = prepared(
+        "SELECT e.key FROM unnest($1::text[]) AS k(key) \
+         CROSS JOIN LATERAL (SELECT key FROM emitted_outcomes WHERE key = k.key LIMIT 1) e",
+    )
+    .bind::<Array<Text>, _>(keys)
+    .load(conn)?;
     Ok(found.into_iter().map(|k| k.key).collect())
 }
 

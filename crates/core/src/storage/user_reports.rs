@@ -199,9 +199,10 @@ pub fn with_waiting(conn: &mut PgConnection, keys: &[EventKey]) -> QueryResult<V
     }
     let (projects, events) = super::split_keys(keys);
     let rows: Vec<W> = prepared(
-        "SELECT DISTINCT u.project_id, u.event_id::text AS event_id FROM user_reports u \
-         JOIN unnest($1::bigint[], $2::text[]) AS t(p, e) ON u.project_id = t.p AND u.event_id = t.e::bpchar \
-         WHERE u.feedback_event_id IS NULL AND u.legacy_report",
+        // One probe of the index of waiting reports per key (see `outcomes::emitted`).
+        "SELECT DISTINCT t.p AS project_id, t.e AS event_id FROM unnest($1::bigint[], $2::text[]) AS t(p, e) \
+         CROSS JOIN LATERAL (SELECT 1 FROM user_reports u WHERE u.project_id = t.p AND u.event_id = t.e::bpchar \
+                             AND u.feedback_event_id IS NULL AND u.legacy_report LIMIT 1) w",
     )
     .bind::<Array<BigInt>, _>(projects)
     .bind::<Array<Text>, _>(events)
