@@ -105,9 +105,10 @@ fn reads_during_partition_creation_see_every_row_once() -> anyhow::Result<()> {
     // Readers count the rows over and over while the partitions are created, each count one
     // statement planned and run on its own (as every read of the API is).
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (url, stop) = (db.url.clone(), stop.clone());
+            let (url, stop, started) = (db.url.clone(), stop.clone(), started.clone());
             std::thread::spawn(move || -> anyhow::Result<(u64, Vec<i64>)> {
                 let mut c = PgConnection::establish(&url)?;
                 let (mut reads, mut wrong) = (0, Vec::new());
@@ -119,6 +120,9 @@ fn reads_during_partition_creation_see_every_row_once() -> anyhow::Result<()> {
                     .get_result::<N>(&mut c)?
                     .n;
                     reads += 1;
+                    if reads == 1 {
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }
                     if got != ROWS {
                         wrong.push(got);
                     }
@@ -128,6 +132,10 @@ fn reads_during_partition_creation_see_every_row_once() -> anyhow::Result<()> {
         })
         .collect();
 
+    // Both readers are reading before the first partition is created.
+    while started.load(Ordering::Relaxed) < 2 && !readers.iter().any(|r| r.is_finished()) {
+        std::thread::yield_now();
+    }
     let last = first + chrono::Duration::days(DAYS - 1);
     let created = retention::ensure_partitions(&mut c, "event_payloads", first, last);
     stop.store(true, Ordering::Relaxed);

@@ -391,10 +391,13 @@ async fn remove(
             .await
         {
             Ok(created) => report.partitions_created += created,
-            // Most often a lock not had within the lock timeout (a long read of the table):
-            // rows of the missing days wait in the default partition, and the next round
-            // creates them. The rest of this round goes on.
-            Err(e) => tracing::warn!(table, error = %e, "partitions not created this round"),
+            // A lock not had within the lock timeout (a long read of the table): rows of the
+            // missing days wait in the default partition, the next round creates them, and the
+            // rest of this round goes on. Any other failure fails the round.
+            Err(e) if e.to_string().contains("lock timeout") => {
+                tracing::warn!(table, error = %e, "partitions not created this round")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     metrics()
