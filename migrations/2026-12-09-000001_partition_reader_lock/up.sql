@@ -14,21 +14,22 @@ DECLARE
   name TEXT := parent || '_p' || to_char(day, 'YYYYMMDD');
   lo TIMESTAMPTZ := day::timestamp AT TIME ZONE 'UTC';
   hi TIMESTAMPTZ := (day + 1)::timestamp AT TIME ZONE 'UTC';
+  -- Whether the default partition holds rows of that day.
+  look TEXT := format('SELECT EXISTS (SELECT 1 FROM %I WHERE expires_at >= %L AND expires_at < %L)',
+                      parent || '_default', lo, hi);
   moving BOOLEAN;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext(name));
   IF to_regclass(name) IS NOT NULL THEN
     RETURN false;
   END IF;
-  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE expires_at >= %L AND expires_at < %L)',
-                 parent || '_default', lo, hi) INTO moving;
+  EXECUTE look INTO moving;
   IF moving THEN
     EXECUTE format('LOCK TABLE ONLY %I IN ACCESS EXCLUSIVE MODE', parent);
   END IF;
   EXECUTE format('LOCK TABLE %I IN SHARE ROW EXCLUSIVE MODE', parent || '_default');
   IF NOT moving THEN
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE expires_at >= %L AND expires_at < %L)',
-                   parent || '_default', lo, hi) INTO moving;
+    EXECUTE look INTO moving;
     IF moving THEN
       RETURN false;
     END IF;
