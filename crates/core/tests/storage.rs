@@ -477,3 +477,81 @@ fn key_lookups_find_each_stored_key_once_and_nothing_else() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// The grouping back-fill and writers of attachments lock the same events from both sides at
+/// once, for many rounds: every lock is taken in one key order, so no transaction deadlocks,
+/// and every attachment ends with its event's group. The keys reach the storage layer in
+/// shuffled order; the back-fill's are sorted as its caller sorts them.
+#[test]
+fn grouping_backfill_and_attachment_writers_never_deadlock() -> anyhow::Result<()> {
+    use sluice_core::storage::{attachments, linking, EventKey};
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let mut c = db.connect()?;
+    c.batch_execute(
+        "INSERT INTO events (project_id, event_id, group_id, expires_at) \
+         SELECT 1, md5(g::text), NULL, now() + interval '1 day' FROM generate_series(1, 200) g",
+    )?;
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+    }
+    let mut keys: Vec<EventKey> =
+        diesel::sql_query("SELECT project_id, event_id::text AS event_id FROM events")
+            .load::<Key>(&mut c)?
+            .into_iter()
+            .map(|k| (k.project_id, k.event_id))
+            .collect();
+    keys.sort();
+    let url = db.url.clone();
+    let threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>> = (0..4)
+        .map(|t| {
+            let (url, keys) = (url.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut c = PgConnection::establish(&url)?;
+                for round in 0..30 {
+                    if t % 2 == 0 {
+                        let grouped: Vec<(&EventKey, i64)> = keys.iter().map(|k| (k, 42)).collect();
+                        c.transaction(|c| linking::backfill(c, &grouped, &grouped))?;
+                    } else {
+                        // Attachments of every event, listed from the last event to the first.
+                        let rows: Vec<attachments::Row> = keys
+                            .iter()
+                            .rev()
+                            .map(|(p, e)| attachments::Row {
+                                project_id: *p,
+                                event_id: e.clone(),
+                                attachment_id: format!("t{t}-r{round}"),
+                                group_id: None,
+                                kind: "event.attachment".into(),
+                                name: "a.txt".into(),
+                                content_type: "text/plain".into(),
+                                size: 1,
+                                sha1: "0".repeat(40),
+                                blob_path: None,
+                                retention_days: None,
+                            })
+                            .collect();
+                        attachments::insert(&mut c, &rows)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    }
+    let left: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM event_attachments WHERE group_id IS DISTINCT FROM 42",
+    )
+    .get_result(&mut c)?;
+    let all: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM event_attachments").get_result(&mut c)?;
+    assert_eq!(all.n, 2 * 30 * 200, "every attachment row stored");
+    assert_eq!(left.n, 0, "every attachment has its event's group");
+    Ok(())
+}

@@ -8,10 +8,17 @@
 //! back-fill could not see the new rows yet.
 //!
 //! The lock order, which both sides follow so neither can hold one event while waiting for
-//! another the other side holds: events first, in (project id, event id) order; then the
-//! attachments and reports. The back-fill takes `FOR NO KEY UPDATE` on the events it groups
-//! before updating them (an `UPDATE` alone locks in plan order); writers of attachments and
-//! reports take `FOR SHARE` on the events in the same key order before setting groups.
+//! another the other side holds: events first, in (project id, event id) order as the keys sort
+//! here (the caller sorts them; ids compare byte by byte); then the attachments and reports.
+//! The back-fill takes `FOR NO KEY UPDATE` on the events it groups before updating them (an
+//! `UPDATE` alone locks in plan order); writers of attachments and reports take `FOR SHARE` on
+//! the events in the same key order before setting groups.
+//!
+//! Both lock through one index probe per key, in the order of the keys given (a `LATERAL`
+//! subquery with `LIMIT 1`, run once per key in turn). A join on the list of keys, sorted by
+//! `ORDER BY`, also locks in key order, but PostgreSQL plans it as a scan of the whole events
+//! table for a batch of keys until that table holds several hundred thousand rows: 23 ms
+//! against 5 ms for a thousand keys at 60,000 events.
 
 use super::prepared::prepared;
 use super::{user_reports, EventKey};
@@ -36,9 +43,9 @@ pub fn backfill(
     if !earlier.is_empty() {
         let (pids, eids, gids) = columns(earlier);
         prepared(
-            "SELECT 1 FROM events e JOIN unnest($1::bigint[], $2::bpchar[]) AS u(p, e) \
-             ON e.project_id = u.p AND e.event_id = u.e \
-             ORDER BY e.project_id, e.event_id FOR NO KEY UPDATE OF e",
+            "SELECT 1 FROM unnest($1::bigint[], $2::bpchar[]) AS u(p, e) \
+             CROSS JOIN LATERAL (SELECT 1 FROM events e WHERE e.project_id = u.p AND e.event_id = u.e \
+                                 LIMIT 1 FOR NO KEY UPDATE) locked",
         )
         .bind::<Array<BigInt>, _>(&pids)
         .bind::<Array<Bpchar>, _>(&eids)
@@ -82,7 +89,7 @@ pub enum Linked {
 
 /// Sets `group_id` on the `linked` rows of the events of `keys` that have none, from each
 /// event's group read under a share lock: one transaction that first locks every event in key
-/// order, then sets the groups in one statement.
+/// order (sorted here), then sets the groups in one statement.
 pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -> QueryResult<()> {
     #[derive(QueryableByName)]
     struct Event {
@@ -119,9 +126,10 @@ pub fn fill_groups(conn: &mut PgConnection, linked: Linked, keys: &[EventKey]) -
     };
     conn.transaction(|c| {
         let events: Vec<Event> = prepared(
-            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id FROM events ev \
-             JOIN unnest($1::bigint[], $2::text[]) AS k(p, e) ON ev.project_id = k.p AND ev.event_id = k.e::bpchar \
-             ORDER BY ev.project_id, ev.event_id FOR SHARE OF ev",
+            "SELECT ev.project_id, ev.event_id::text AS event_id, ev.group_id \
+             FROM unnest($1::bigint[], $2::text[]) AS k(p, e) \
+             CROSS JOIN LATERAL (SELECT project_id, event_id, group_id FROM events \
+                                 WHERE project_id = k.p AND event_id = k.e::bpchar LIMIT 1 FOR SHARE) ev",
         )
         .bind::<Array<BigInt>, _>(project_ids)
         .bind::<Array<Text>, _>(event_ids)
