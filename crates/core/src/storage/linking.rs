@@ -14,6 +14,13 @@
 //! `UPDATE` alone locks in plan order); writers of attachments and reports take `FOR SHARE` on
 //! the events in the same key order before setting groups.
 //!
+//! The order holds within one call. A transaction of the occurrence stage may call the
+//! back-fill more than once (once per run of occurrences between status changes, or once per
+//! message when a batch is retried message by message), so a later call can lock an event that
+//! sorts before one an earlier call holds. A writer waiting across the two then deadlocks with
+//! it; PostgreSQL ends one of the two transactions and its stage retries it (a deadlock is a
+//! transient failure), so nothing is lost, only time.
+//!
 //! Both lock through one index probe per key, in the order of the keys given (a `LATERAL`
 //! subquery with `LIMIT 1`, run once per key in turn). A join on the list of keys, sorted by
 //! `ORDER BY`, also locks in key order, but PostgreSQL plans it as a scan of the whole events
@@ -33,6 +40,11 @@ pub fn backfill(
     earlier: &[(&EventKey, i64)],
     grouped: &[(&EventKey, i64)],
 ) -> QueryResult<()> {
+    let sorted = |rows: &[(&EventKey, i64)]| rows.windows(2).all(|w| w[0].0 <= w[1].0);
+    debug_assert!(
+        sorted(earlier) && sorted(grouped),
+        "back-fill keys must be sorted: they give the lock order"
+    );
     let columns = |rows: &[(&EventKey, i64)]| -> (Vec<i64>, Vec<String>, Vec<i64>) {
         (
             rows.iter().map(|(k, _)| k.0).collect(),
