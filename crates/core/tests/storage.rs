@@ -522,14 +522,22 @@ fn grouping_backfill_and_attachment_writers_never_deadlock() -> anyhow::Result<(
         .map(|t| {
             let (url, rounds, barrier) = (url.clone(), rounds.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut c = PgConnection::establish(&url)?;
+                let mut c = PgConnection::establish(&url);
+                // A thread that failed still meets the others at each round's start, so they
+                // are not left waiting; its first error is returned at the end.
+                let mut failed: Option<anyhow::Error> = None;
                 for (round, keys) in rounds.iter().enumerate() {
                     barrier.wait();
-                    if t % 2 == 0 {
+                    let c = match (&mut c, &failed) {
+                        (Ok(c), None) => c,
+                        _ => continue,
+                    };
+                    let step: anyhow::Result<()> = if t % 2 == 0 {
                         let group = 1000 + round as i64;
                         let grouped: Vec<(&EventKey, i64)> =
                             keys.iter().map(|k| (k, group)).collect();
-                        c.transaction(|c| linking::backfill(c, &grouped, &grouped))?;
+                        c.transaction(|c| linking::backfill(c, &grouped, &grouped))
+                            .map_err(Into::into)
                     } else {
                         let rows: Vec<attachments::Row> = keys
                             .iter()
@@ -548,10 +556,12 @@ fn grouping_backfill_and_attachment_writers_never_deadlock() -> anyhow::Result<(
                                 retention_days: None,
                             })
                             .collect();
-                        attachments::insert(&mut c, &rows)?;
-                    }
+                        attachments::insert(c, &rows).map_err(Into::into)
+                    };
+                    failed = step.err();
                 }
-                Ok(())
+                c?;
+                failed.map_or(Ok(()), Err)
             })
         })
         .collect();
