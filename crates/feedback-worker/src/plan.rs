@@ -9,7 +9,7 @@ use crate::create_feedback::{self, Filtered};
 use crate::spam::{self, Mode};
 use serde_json::Value;
 use sluice_core::ids;
-use sluice_core::issues::payload::{self, Record};
+use sluice_core::issues::payload::{self, Wire};
 use sluice_core::issues::project::Project;
 use sluice_core::kafka::consumer::{Msg, Verdict};
 use sluice_core::messages::enums::{
@@ -39,8 +39,10 @@ pub enum Plan {
     },
     /// A feedback issue: the issue-platform records to produce (the occurrence, and the status
     /// change of a spam), the user report when it names an event, and the ACCEPTED outcome.
+    /// The records are kept encoded only: the messages they came from (an occurrence holds the
+    /// whole event) are freed in the build pass, on its threads, not on the batch's path.
     Issue {
-        records: Vec<Record>,
+        records: Vec<Wire>,
         report: Option<FeedbackReport>,
         key: String,
         outcome: OutcomeMessage,
@@ -215,7 +217,7 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
     let occurrence_id = built.occurrence_id.clone();
     let mut records = Vec::with_capacity(2);
     match payload::build("occurrence", Some(built.occurrence), None, None) {
-        Ok(r) => records.push(r),
+        Ok(r) => records.push(r.into_wire()),
         Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
     }
     if spam_reason.is_some() {
@@ -227,7 +229,7 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
             new_substatus: Some(group_substatus::FOREVER),
         };
         match payload::build("status_change", None, Some(change), None) {
-            Ok(r) => records.push(r),
+            Ok(r) => records.push(r.into_wire()),
             Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
         }
     }

@@ -37,15 +37,46 @@ impl Record {
         producer: &crate::kafka::producer::Producer,
         topic: &str,
     ) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
-        producer
-            .send(
-                topic,
-                self.key.as_deref().map(str::as_bytes),
-                &self.value,
-                &[],
-            )
-            .await
+        send(producer, topic, self.key.as_deref(), &self.value).await
     }
+
+    /// The key and value alone. A caller that only produces the record frees the message (for
+    /// an occurrence, its whole event tree) where it was encoded, not where it is produced.
+    pub fn into_wire(self) -> Wire {
+        Wire {
+            key: self.key,
+            value: self.value,
+        }
+    }
+}
+
+/// A record's Kafka key and value, without the message they were encoded from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+}
+
+impl Wire {
+    /// Produces the record to `topic` under its key; resolves once the broker acknowledged it.
+    pub async fn send(
+        &self,
+        producer: &crate::kafka::producer::Producer,
+        topic: &str,
+    ) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
+        send(producer, topic, self.key.as_deref(), &self.value).await
+    }
+}
+
+async fn send(
+    producer: &crate::kafka::producer::Producer,
+    topic: &str,
+    key: Option<&str>,
+    value: &[u8],
+) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
+    producer
+        .send(topic, key.map(str::as_bytes), value, &[])
+        .await
 }
 
 fn normalised(id: &str) -> String {

@@ -364,17 +364,36 @@ impl IssuePlatformMessage {
             fields: &'a T,
             payload_type: &'static str,
         }
-        match self {
-            IssuePlatformMessage::Occurrence(o) => serde_json::to_vec(&Tagged {
-                fields: o.as_ref(),
-                payload_type: PAYLOAD_OCCURRENCE,
-            }),
-            IssuePlatformMessage::StatusChange(s) => serde_json::to_vec(&Tagged {
-                fields: s,
-                payload_type: PAYLOAD_STATUS_CHANGE,
-            }),
+        // Started at about the size most messages end at, so the buffer is not grown (and
+        // copied) four or five times on the way there.
+        let (out, written) = match self {
+            IssuePlatformMessage::Occurrence(o) => {
+                let mut out = Vec::with_capacity(if o.event.is_some() { 2048 } else { 1024 });
+                let written = serde_json::to_writer(
+                    &mut out,
+                    &Tagged {
+                        fields: o.as_ref(),
+                        payload_type: PAYLOAD_OCCURRENCE,
+                    },
+                );
+                (out, written)
+            }
+            IssuePlatformMessage::StatusChange(s) => {
+                let mut out = Vec::with_capacity(256);
+                let written = serde_json::to_writer(
+                    &mut out,
+                    &Tagged {
+                        fields: s,
+                        payload_type: PAYLOAD_STATUS_CHANGE,
+                    },
+                );
+                (out, written)
+            }
+        };
+        match written {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
         }
-        .unwrap_or_default()
     }
 
     /// The partition key `"{fingerprint[0]}-{project_id}"`, or none without a fingerprint.
