@@ -217,7 +217,7 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
     let occurrence_id = built.occurrence_id.clone();
     let mut records = Vec::with_capacity(2);
     match payload::build("occurrence", Some(built.occurrence), None, None) {
-        Ok(r) => records.push(r.into_wire()),
+        Ok(r) => records.push(r.wire),
         Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
     }
     if spam_reason.is_some() {
@@ -229,7 +229,7 @@ pub fn build(r: Ready, max_size: usize) -> Plan {
             new_substatus: Some(group_substatus::FOREVER),
         };
         match payload::build("status_change", None, Some(change), None) {
-            Ok(r) => records.push(r.into_wire()),
+            Ok(r) => records.push(r.wire),
             Err(e) => return Plan::Settled(reject(DlqReason::InvalidEvent, e.to_string())),
         }
     }

@@ -25,8 +25,7 @@ pub enum PayloadError {
 /// A message ready for Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub key: Option<String>,
-    pub value: Vec<u8>,
+    pub wire: Wire,
     pub message: IssuePlatformMessage,
 }
 
@@ -37,20 +36,13 @@ impl Record {
         producer: &crate::kafka::producer::Producer,
         topic: &str,
     ) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
-        send(producer, topic, self.key.as_deref(), &self.value).await
-    }
-
-    /// The key and value alone. A caller that only produces the record frees the message (for
-    /// an occurrence, its whole event tree) where it was encoded, not where it is produced.
-    pub fn into_wire(self) -> Wire {
-        Wire {
-            key: self.key,
-            value: self.value,
-        }
+        self.wire.send(producer, topic).await
     }
 }
 
-/// A record's Kafka key and value, without the message they were encoded from.
+/// A record's Kafka key and value. A caller that only produces a record keeps this part alone,
+/// so the message it was encoded from (for an occurrence, its whole event tree) is freed where
+/// it was encoded, not where it is produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wire {
     pub key: Option<String>,
@@ -64,19 +56,15 @@ impl Wire {
         producer: &crate::kafka::producer::Producer,
         topic: &str,
     ) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
-        send(producer, topic, self.key.as_deref(), &self.value).await
+        producer
+            .send(
+                topic,
+                self.key.as_deref().map(str::as_bytes),
+                &self.value,
+                &[],
+            )
+            .await
     }
-}
-
-async fn send(
-    producer: &crate::kafka::producer::Producer,
-    topic: &str,
-    key: Option<&str>,
-    value: &[u8],
-) -> Result<(i32, i64), crate::kafka::producer::ProduceError> {
-    producer
-        .send(topic, key.map(str::as_bytes), value, &[])
-        .await
 }
 
 fn normalised(id: &str) -> String {
@@ -119,8 +107,10 @@ pub fn build(
 /// The Kafka key and value of a message.
 pub fn record(message: IssuePlatformMessage) -> Record {
     Record {
-        key: message.partition_key(),
-        value: message.encode(),
+        wire: Wire {
+            key: message.partition_key(),
+            value: message.encode(),
+        },
         message,
     }
 }
@@ -206,11 +196,12 @@ mod tests {
             Some(event(&id)),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.key.as_deref(), Some("fp-42"));
-        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap_or_default();
+        assert_eq!(r.wire.key.as_deref(), Some("fp-42"));
+        let v: serde_json::Value = serde_json::from_slice(&r.wire.value).unwrap_or_default();
         assert_eq!(v["payload_type"], "occurrence");
         assert_eq!(v["event"]["event_id"], id.as_str());
-        let none = build("occurrence", Some(occ(Some(&id), vec![])), None, None).map(|r| r.key);
+        let none =
+            build("occurrence", Some(occ(Some(&id), vec![])), None, None).map(|r| r.wire.key);
         assert_eq!(none, Ok(None), "no key without a fingerprint");
 
         let sc = |fp: &str| StatusChangeMessage {
@@ -228,7 +219,7 @@ mod tests {
             a.unwrap_or_else(|e| panic!("{e}")),
             b.unwrap_or_else(|e| panic!("{e}")),
         );
-        assert_eq!(a.key.as_deref(), Some("g-7"));
+        assert_eq!(a.wire.key.as_deref(), Some("g-7"));
         let id_of = |r: &Record| match &r.message {
             IssuePlatformMessage::StatusChange(s) => s.id.clone(),
             _ => String::new(),
