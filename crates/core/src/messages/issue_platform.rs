@@ -366,33 +366,29 @@ impl IssuePlatformMessage {
         }
         // Started at about the size most messages end at, so the buffer is not grown (and
         // copied) four or five times on the way there.
-        let (out, written) = match self {
+        fn tagged<T: Serialize>(
+            fields: &T,
+            payload_type: &'static str,
+            capacity: usize,
+        ) -> Vec<u8> {
+            let mut out = Vec::with_capacity(capacity);
+            match serde_json::to_writer(
+                &mut out,
+                &Tagged {
+                    fields,
+                    payload_type,
+                },
+            ) {
+                Ok(()) => out,
+                Err(_) => Vec::new(),
+            }
+        }
+        match self {
             IssuePlatformMessage::Occurrence(o) => {
-                let mut out = Vec::with_capacity(if o.event.is_some() { 2048 } else { 1024 });
-                let written = serde_json::to_writer(
-                    &mut out,
-                    &Tagged {
-                        fields: o.as_ref(),
-                        payload_type: PAYLOAD_OCCURRENCE,
-                    },
-                );
-                (out, written)
+                let capacity = if o.event.is_some() { 2048 } else { 1024 };
+                tagged(o.as_ref(), PAYLOAD_OCCURRENCE, capacity)
             }
-            IssuePlatformMessage::StatusChange(s) => {
-                let mut out = Vec::with_capacity(256);
-                let written = serde_json::to_writer(
-                    &mut out,
-                    &Tagged {
-                        fields: s,
-                        payload_type: PAYLOAD_STATUS_CHANGE,
-                    },
-                );
-                (out, written)
-            }
-        };
-        match written {
-            Ok(()) => out,
-            Err(_) => Vec::new(),
+            IssuePlatformMessage::StatusChange(s) => tagged(s, PAYLOAD_STATUS_CHANGE, 256),
         }
     }
 
