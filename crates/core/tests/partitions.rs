@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use sluice_core::failure::{Classify, Failure};
+use sluice_core::storage::retention::Ensured;
 use sluice_core::storage::{migrate, retention, DbError};
 use sluice_testkit::db::count;
 use sluice_testkit::TestDb;
@@ -64,7 +65,14 @@ fn partitions_are_created_while_their_days_are_written() -> anyhow::Result<()> {
         w.join()
             .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
     }
-    assert_eq!(created?, DAYS as u64, "every day's partition was created");
+    assert_eq!(
+        created?,
+        Ensured {
+            created: DAYS as u64,
+            deferred: 0
+        },
+        "every day's partition was created"
+    );
 
     assert_eq!(
         count(
@@ -147,12 +155,76 @@ fn reads_during_partition_creation_see_every_row_once() -> anyhow::Result<()> {
         assert!(wrong.is_empty(), "counts other than {ROWS}: {wrong:?}");
         reads += n;
     }
-    assert_eq!(created?, DAYS as u64, "every day's partition was created");
+    assert_eq!(
+        created?,
+        Ensured {
+            created: DAYS as u64,
+            deferred: 0
+        },
+        "every day's partition was created"
+    );
     assert!(reads > 0, "the readers ran");
     assert_eq!(
         count(&db.url, "SELECT count(*) AS n FROM event_payloads_default")?,
         0,
         "every row moved to its day's partition"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_day_whose_lock_is_not_had_in_time_is_deferred_to_the_next_call() -> anyhow::Result<()> {
+    let db = TestDb::new()?;
+    migrate(&db.url)?;
+    let first = NaiveDate::from_ymd_opt(2033, 1, 1).ok_or_else(|| anyhow::anyhow!("date"))?;
+    let last = first + chrono::Duration::days(2);
+    let partitions = "SELECT count(*) AS n FROM pg_class WHERE relkind = 'r' AND relname LIKE 'occurrence_payloads_p2033%'";
+
+    // A writer's transaction stays open on the table (its row lands in the default partition),
+    // so the default partition's lock cannot be had while it lasts.
+    let mut writer = db.connect()?;
+    writer.batch_execute(
+        "BEGIN; INSERT INTO occurrence_payloads (id, expires_at, data) \
+         VALUES ('held', timestamptz '2033-01-02 12:00:00+00', '{}')",
+    )?;
+    let mut c = db.connect()?;
+    retention::set_lock_timeout(&mut c, 200)?;
+    let ensured = retention::ensure_partitions(&mut c, "occurrence_payloads", first, last)?;
+    assert_eq!(
+        ensured,
+        Ensured {
+            created: 0,
+            deferred: 3
+        },
+        "every day waited for the writer's lock and was deferred, not failed"
+    );
+    assert_eq!(count(&db.url, partitions)?, 0, "nothing was left half-made");
+
+    writer.batch_execute("COMMIT")?;
+    let ensured = retention::ensure_partitions(&mut c, "occurrence_payloads", first, last)?;
+    assert_eq!(
+        ensured,
+        Ensured {
+            created: 3,
+            deferred: 0
+        },
+        "the next call created them"
+    );
+    assert_eq!(count(&db.url, partitions)?, 3);
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) AS n FROM occurrence_payloads_default"
+        )?,
+        0,
+        "the writer's row moved to its day's partition"
+    );
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) AS n FROM occurrence_payloads_p20330102"
+        )?,
+        1
     );
     Ok(())
 }

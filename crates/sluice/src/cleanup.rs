@@ -97,7 +97,7 @@ fn metrics() -> &'static Metrics {
         removed: sluice_core::metrics::counter_vec(
             Opts::new(
                 "sluice_cleanup_removed_total",
-                "What cleanup removed: rows by step, partitions, objects, bytes of dropped partitions.",
+                "What cleanup removed: rows by step, partitions, objects, bytes of dropped partitions; also partitions created and deferred.",
             ),
             &["step"],
         ),
@@ -386,18 +386,23 @@ async fn remove(
     let mut report = Report::default();
     let (from, to) = horizon(db).await?;
     for table in PARTITIONED {
-        match db
+        let ensured = db
             .run(move |c| Ok::<_, DbError>(retention::ensure_partitions(c, table, from, to)?))
-            .await
-        {
-            Ok(created) => report.partitions_created += created,
-            // A lock not had within the lock timeout (a long read of the table): rows of the
-            // missing days wait in the default partition, the next round creates them, and the
-            // rest of this round goes on. Any other failure fails the round.
-            Err(e) if e.to_string().contains("lock timeout") => {
-                tracing::warn!(table, error = %e, "partitions not created this round")
-            }
-            Err(e) => return Err(e.into()),
+            .await?;
+        report.partitions_created += ensured.created;
+        // Days whose locks were not had within the lock timeout (a long transaction on the
+        // table): their rows wait in the default partition and the next round creates them.
+        if ensured.deferred > 0 {
+            tracing::warn!(
+                table,
+                days = ensured.deferred,
+                lock_timeout_ms = args.lock_timeout_ms,
+                "partitions not created this round: a lock was not had in time"
+            );
+            metrics()
+                .removed
+                .with_label_values(&["partitions_deferred"])
+                .inc_by(ensured.deferred);
         }
     }
     metrics()

@@ -357,34 +357,50 @@ pub fn partitions(conn: &mut PgConnection, table: &'static str) -> QueryResult<V
         .collect())
 }
 
+/// What [`ensure_partitions`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ensured {
+    /// Partitions created.
+    pub created: u64,
+    /// Days left without their partition because a lock was not had within the session's
+    /// `lock_timeout` (a long transaction on the table). Their rows wait in the default
+    /// partition; a later call creates them.
+    pub deferred: u64,
+}
+
 /// Creates the missing day partitions of `table` from `from` to `to` (inclusive), moving rows
-/// of those days out of the default partition; returns how many it created.
+/// of those days out of the default partition. A day whose locks are not had in time is
+/// deferred, and the next days are still tried.
 pub fn ensure_partitions(
     conn: &mut PgConnection,
     table: &str,
     from: NaiveDate,
     to: NaiveDate,
-) -> QueryResult<u64> {
-    let mut created = 0;
+) -> QueryResult<Ensured> {
+    let mut ensured = Ensured::default();
     let mut day = from;
     while day <= to {
-        // One transaction per day, so locks are held for one partition at a time.
+        // One transaction per day, so locks are held for one partition at a time. NULL: a
+        // lock was not had in time, and the day's work was rolled back.
         #[derive(QueryableByName)]
         struct Created {
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            created: bool,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+            created: Option<bool>,
         }
         let c: Created = prepared("SELECT sluice_ensure_partition($1, $2) AS created")
             .bind::<Text, _>(table)
             .bind::<Date, _>(day)
             .get_result(conn)?;
-        created += u64::from(c.created);
+        match c.created {
+            Some(created) => ensured.created += u64::from(created),
+            None => ensured.deferred += 1,
+        }
         day = match day.succ_opt() {
             Some(d) => d,
             None => break,
         };
     }
-    Ok(created)
+    Ok(ensured)
 }
 
 /// Detaches and drops `partition` (its day has ended: every row in it has expired). The detach
