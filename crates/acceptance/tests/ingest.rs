@@ -8,6 +8,7 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
+use futures::StreamExt;
 use rdkafka::Message;
 use serde_json::{json, Value};
 use sluice_core::messages::{
@@ -735,5 +736,149 @@ fn batched_attachments_wait_out_an_object_store_outage() -> anyhow::Result<()> {
     again.kill();
     assert_eq!(snapshot(&db.url)?, before);
     assert_eq!(accepted(&broker)?, once);
+    Ok(())
+}
+
+#[test]
+fn a_backlog_of_attachments_written_ahead_is_stored_once() -> anyhow::Result<()> {
+    const N: u32 = 1_200;
+    let broker = Broker::start(&TOPICS)?;
+    let s3 = S3Server::start("sluice")?;
+    let db = migrated_db(
+        "ingest-consumer",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o');
+         INSERT INTO projects (id, organization_id, slug) VALUES (7, 1, 'hand');",
+    )?;
+    // Each attachment: one chunk, then its message, keyed by event; bodies all differ.
+    let body = |n: u32| -> Vec<u8> { (0..2048u32).map(|i| ((i * 31 + n) % 251) as u8).collect() };
+    let msgs: Vec<(Vec<u8>, Vec<u8>)> = (0..N)
+        .flat_map(|n| {
+            let id = format!("a{n}");
+            [
+                (eid(n).into_bytes(), chunk(n, &id, 0, &body(n))),
+                (
+                    eid(n).into_bytes(),
+                    standalone(n, att(&id, "dump.bin", Some(1), None, "event.attachment")),
+                ),
+            ]
+        })
+        .collect();
+    send_keyed(&broker, "ingest-attachments", &msgs)?;
+
+    // Small batches over a backlog: each batch is cut while the one before is in flight, so
+    // its objects are written ahead.
+    let (env, url) = (s3.env(), s3.url("attachments"));
+    let group = unique("ahead");
+    let flags = [
+        "--object-store-url",
+        url.as_str(),
+        "--max-batch-size",
+        "100",
+    ];
+    let port = sluice_testkit::process::free_port()?;
+    let mut ingest = stage_at(
+        "ingest-consumer",
+        &broker,
+        &db.url,
+        &group,
+        &flags,
+        &env,
+        port,
+    )?;
+    wait_committed_all(&broker, &group, "ingest-attachments")?;
+    let metrics = format!("127.0.0.1:{port}");
+    let ahead = metric(
+        &metrics,
+        "sluice_ingest_object_writes_total{when=\"ahead\"}",
+    )
+    .unwrap_or(0.0);
+    let with_batch = metric(
+        &metrics,
+        "sluice_ingest_object_writes_total{when=\"with_batch\"}",
+    )
+    .unwrap_or(0.0);
+    ingest.kill();
+    eprintln!("{ahead} objects written ahead, {with_batch} with their batch");
+    assert!(
+        ahead > 0.0,
+        "objects were written ahead ({ahead} ahead, {with_batch} with their batch)"
+    );
+    assert_eq!(ahead + with_batch, f64::from(N), "one write per attachment");
+
+    // Every row points at its object, which holds its body; sha1 and size match.
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        attachment_id: String,
+        #[diesel(sql_type = BigInt)]
+        size: i64,
+        #[diesel(sql_type = Text)]
+        sha1: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        blob_path: Option<String>,
+    }
+    let rows: Vec<Stored> = diesel::sql_query(
+        "SELECT attachment_id, size, sha1, blob_path FROM event_attachments ORDER BY attachment_id",
+    )
+    .load(&mut PgConnection::establish(&db.url)?)?;
+    assert_eq!(rows.len(), N as usize);
+    let objects = Objects::from_url_with(&url, env.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut keys = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let n: u32 = r.attachment_id.trim_start_matches('a').parse()?;
+        let key = format!("attachments/7/{}/a{n}", eid(n));
+        assert_eq!(r.blob_path.as_deref(), Some(key.as_str()));
+        assert_eq!(
+            (r.size, r.sha1.as_str()),
+            (2048, sha1_hex(&body(n)).as_str())
+        );
+        keys.push((n, key));
+    }
+    // Read back 16 at a time (one by one, s3s-fs takes most of a minute).
+    let read = rt.block_on(
+        futures::stream::iter(keys)
+            .map(|(n, key)| {
+                let objects = objects.clone();
+                async move { (n, objects.get(&key).await) }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>(),
+    );
+    for (n, stored) in read {
+        assert_eq!(
+            stored?.as_deref(),
+            Some(body(n).as_slice()),
+            "attachment a{n}"
+        );
+    }
+    let accepted = || -> anyhow::Result<usize> {
+        Ok(broker
+            .read_all("outcomes", 10 * N as usize, Duration::from_secs(30))?
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(m.payload().unwrap_or_default()).ok())
+            .filter(|o| o["outcome"] == 0 && o["category"] == 4)
+            .count())
+    };
+    assert_eq!(
+        accepted()?,
+        N as usize,
+        "one ACCEPTED outcome per attachment"
+    );
+    assert_eq!(
+        sluice_testkit::db::count(&db.url, "SELECT count(*) AS n FROM attachment_chunks")?,
+        0
+    );
+
+    // A replay from offset 0 changes nothing and emits no second outcome.
+    let before = snapshot(&db.url)?;
+    let replay = unique("ahead-replay");
+    let mut again = stage_env("ingest-consumer", &broker, &db.url, &replay, &flags, &env)?;
+    wait_committed_all(&broker, &replay, "ingest-attachments")?;
+    again.kill();
+    assert_eq!(snapshot(&db.url)?, before);
+    assert_eq!(accepted()?, N as usize);
     Ok(())
 }

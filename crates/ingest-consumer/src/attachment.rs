@@ -29,14 +29,18 @@ use sluice_core::messages::enums::{data_category, Outcome};
 use sluice_core::messages::{
     AttachmentMessage, ChunkedAttachment, DlqReason, OutcomeMessage, Timestamp,
 };
+use sluice_core::objects::ObjectsError;
 use sluice_core::storage::attachments::{self, Row};
 use sluice_core::storage::DbError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Attachment types a standalone attachment message may carry.
 pub const STANDALONE_TYPES: [&str; 2] = ["event.attachment", "event.view_hierarchy"];
 
 /// Object writes in flight at once.
-const PUT_CONCURRENCY: usize = 32;
+pub const PUT_CONCURRENCY: usize = 32;
 
 /// Where an attachment belongs.
 #[derive(Clone)]
@@ -219,7 +223,7 @@ pub async fn process_individual(deps: &Deps, m: &AttachmentMessage, project: &Pr
     let att = &m.attachment;
     if STANDALONE_TYPES.contains(&att.attachment_type.as_str()) {
         let pending = with_stored_body(deps, 0, standalone_owner(m, project), att).await?;
-        first_failure(save(deps, vec![pending]).await)?;
+        first_failure(save(deps, vec![pending], Ahead::default()).await)?;
     } else {
         tracing::error!(
             attachment_type = %sluice_core::messages::dlq::truncate_utf8(&att.attachment_type, 64),
@@ -264,7 +268,7 @@ pub async fn for_event(deps: &Deps, attachments: &[ChunkedAttachment], owner: &O
                 held = Some(n + 1);
             }
             let pending = with_stored_body(deps, i, owner.clone(), a).await?;
-            first_failure(save(deps, vec![pending]).await)?;
+            first_failure(save(deps, vec![pending], Ahead::default()).await)?;
         }
     }
     let pid = owner.project.id as u64;
@@ -329,9 +333,10 @@ fn first_failure(results: Vec<(usize, Verdict)>) -> Step<()> {
     }
 }
 
-/// Saves `items`; returns each one's verdict by index. Idempotent: objects are rewritten with the
-/// same bytes, rows inserted once, outcomes emitted once.
-pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
+/// Saves `items`, using the objects `ahead` wrote for them; returns each one's verdict by index.
+/// Idempotent: objects are rewritten with the same bytes, rows inserted once, outcomes emitted
+/// once.
+pub async fn save(deps: &Deps, items: Vec<Pending>, ahead: Ahead) -> Vec<(usize, Verdict)> {
     let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
     // Missing chunks and (when the limiter is on) rate-limited attachments end with an outcome.
     let mut ended: Vec<(usize, String, OutcomeMessage)> = Vec::new();
@@ -394,9 +399,55 @@ pub async fn save(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
         out.extend(indexes.into_iter().map(|i| (i, v.clone())));
     }
     if !to_store.is_empty() {
-        out.extend(store(deps, to_store).await);
+        out.extend(store(deps, to_store, ahead).await);
     }
     out
+}
+
+/// Objects of a batch's standalone attachments being written ahead ([`write_ahead`]), by key.
+/// Dropping it (the batch's prepared work went unused) stops the writes not yet done.
+#[derive(Default)]
+pub struct Ahead {
+    writes: HashMap<String, AbortOnDropHandle<Option<Result<(), ObjectsError>>>>,
+}
+
+/// Starts writing the objects [`store`] would write for `items`, the standalone attachments of
+/// a batch handed over while the batch before it is still in flight: so the object store is
+/// kept busy while that batch writes its rows and outcomes. The writes share one pool of
+/// [`PUT_CONCURRENCY`] with every other batch's writes ahead, granted in the order asked, so
+/// they go after the writes of the batch in flight. Nothing is written ahead while the
+/// attachment rate limit is on: it may refuse an attachment whose object would then be left
+/// without a row. Objects are keyed by ids and rewritten with the same bytes, so writing one
+/// ahead and again (when the prepared work goes unused) is harmless.
+pub fn write_ahead(deps: &Arc<Deps>, items: &[Pending]) -> Ahead {
+    let mut ahead = Ahead::default();
+    if deps.limiter.enabled() {
+        return ahead;
+    }
+    for p in items {
+        let Some(parts) = p.body.as_ref().filter(|_| !by_reference(&p.att)) else {
+            continue;
+        };
+        if p.size() == 0 {
+            continue;
+        }
+        let pid = p.owner.project.id as u64;
+        let Ok(key) = deps
+            .objects
+            .attachment_key(pid, &p.owner.event_id, &p.att.id)
+        else {
+            continue;
+        };
+        let (objects, pool) = (deps.objects.clone(), deps.writes_ahead.clone());
+        let (parts, content_type, at) = (parts.clone(), content_type(&p.att), key.clone());
+        let write = tokio::spawn(async move {
+            // The pool is never closed; if it were, the batch would write the object itself.
+            let _permit = pool.acquire_owned().await.ok()?;
+            Some(objects.put_parts(&at, parts, Some(&content_type)).await)
+        });
+        ahead.writes.insert(key, AbortOnDropHandle::new(write));
+    }
+    ahead
 }
 
 /// An attachment about to be stored: its row, its ACCEPTED outcome and where its chunks are.
@@ -407,9 +458,9 @@ struct Prepared {
     chunk_key: Option<Key>,
 }
 
-/// Stores attachments whose body is at hand: objects written concurrently, one insert for every
-/// row, one outcome lookup and record, one chunk cleanup.
-async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
+/// Stores attachments whose body is at hand: objects written concurrently (or awaited, when
+/// written ahead), one insert for every row, one outcome lookup and record, one chunk cleanup.
+async fn store(deps: &Deps, items: Vec<Pending>, mut ahead: Ahead) -> Vec<(usize, Verdict)> {
     let mut out: Vec<(usize, Verdict)> = Vec::with_capacity(items.len());
     let mut prepared = Vec::with_capacity(items.len());
     let mut puts = Vec::new();
@@ -478,21 +529,35 @@ async fn store(deps: &Deps, items: Vec<Pending>) -> Vec<(usize, Verdict)> {
 
     // Objects first: a row never points at an object that is not there.
     let started = std::time::Instant::now();
-    let failed: Vec<(usize, Verdict)> = stream::iter(puts)
+    let written: Vec<(Option<(usize, Verdict)>, bool)> = stream::iter(puts)
         .map(|(at, key, parts)| {
             let content_type = prepared[at].row.content_type.clone();
+            let started_ahead = ahead.writes.remove(&key);
             async move {
-                deps.objects
-                    .put_parts(&key, parts, Some(&content_type))
-                    .await
-                    .err()
-                    .map(|e| (at, e.verdict()))
+                // A write started ahead is awaited; one that was stopped is done now.
+                let done = match started_ahead {
+                    Some(w) => w.await.ok().flatten(),
+                    None => None,
+                };
+                let was_ahead = done.is_some();
+                let result = match done {
+                    Some(result) => result,
+                    None => {
+                        deps.objects
+                            .put_parts(&key, parts, Some(&content_type))
+                            .await
+                    }
+                };
+                (result.err().map(|e| (at, e.verdict())), was_ahead)
             }
         })
         .buffer_unordered(PUT_CONCURRENCY)
-        .filter_map(|f| async move { f })
         .collect()
         .await;
+    let ahead_used = written.iter().filter(|(_, a)| *a).count();
+    metrics::object_writes_n("ahead", ahead_used);
+    metrics::object_writes_n("with_batch", written.len() - ahead_used);
+    let failed: Vec<(usize, Verdict)> = written.into_iter().filter_map(|(f, _)| f).collect();
     metrics::time_step("attachments_put", started);
     let mut stored = vec![true; prepared.len()];
     for (at, v) in failed {

@@ -26,6 +26,9 @@ pub struct Deps {
     pub occurrences_topic: String,
     /// Attachment bodies read back from Postgres hold permits of this budget (KiB) until saved.
     pub bodies: Arc<tokio::sync::Semaphore>,
+    /// Object writes started ahead of their batch (`attachment::write_ahead`) run under these
+    /// permits, granted in the order asked: a batch's writes go before the next batch's.
+    pub writes_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bytes of attachment bodies read from stored chunks that the stage holds at once.

@@ -48,6 +48,9 @@ pub struct Decoded {
     lookup_failed: bool,
     /// When it was made: the projects it holds were read then.
     at: Instant,
+    /// The standalone attachments' objects being written ahead (only for a batch prepared
+    /// while another was in flight).
+    ahead: attachment::Ahead,
 }
 
 /// Work prepared longer ago than this is done again: its projects may be out of date.
@@ -140,6 +143,7 @@ impl IngestStage {
             chunk_count,
             lookup_failed,
             at: started,
+            ahead: attachment::Ahead::default(),
         }
     }
 
@@ -220,7 +224,15 @@ impl Stage for IngestStage {
     }
 
     async fn prepare(&self, batch: &[Arc<Msg>]) {
-        self.prepared.ahead(batch, self.decode(batch)).await;
+        let work = async {
+            let mut decoded = self.decode(batch).await;
+            // Usable work only: work the batch would refuse is not written ahead.
+            if !decoded.lookup_failed {
+                decoded.ahead = attachment::write_ahead(&self.deps, &decoded.split.1);
+            }
+            decoded
+        };
+        self.prepared.ahead(batch, work).await;
     }
 
     async fn process(&self, batch: Vec<Arc<Msg>>) -> Vec<Verdict> {
@@ -229,6 +241,7 @@ impl Stage for IngestStage {
             mut chunks,
             split: (ready_events, ready_attachments, mut rest),
             chunk_count,
+            ahead,
             ..
         } = self.decoded(&batch).await;
         metrics::count_n("attachment_chunk", "stored", chunk_count);
@@ -272,7 +285,7 @@ impl Stage for IngestStage {
             if ready_attachments.is_empty() {
                 Vec::new()
             } else {
-                attachment::save(&self.deps, ready_attachments).await
+                attachment::save(&self.deps, ready_attachments, ahead).await
             }
         };
         let event_results = async {

@@ -119,6 +119,7 @@ pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
         feedback_topic: topics.feedback_topic.clone(),
         occurrences_topic: topics.occurrences_topic.clone(),
         bodies: context::body_budget(),
+        writes_ahead: Arc::new(tokio::sync::Semaphore::new(attachment::PUT_CONCURRENCY)),
     };
     spawn_sweeper(db, s.ctx.shutdown.clone());
     Ok(dispatch::IngestStage {

@@ -6,6 +6,13 @@ sluice_core::counter_vec!(
     ["type", "result"]
 );
 
+sluice_core::counter_vec!(
+    fn object_writes = "sluice_ingest_object_writes_total",
+    "Attachment objects written, by when: `ahead` (started while the batch before was being \
+     finished) or `with_batch`.",
+    ["when"]
+);
+
 sluice_core::histogram_vec!(
     fn steps = "sluice_ingest_step_seconds",
     "Time spent in one step of a batched path, per batch.",
@@ -28,4 +35,9 @@ pub fn time_step(step: &str, started: std::time::Instant) {
     steps()
         .with_label_values(&[step])
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// Counts `n` attachment objects written `when` (`ahead` or `with_batch`).
+pub fn object_writes_n(when: &str, n: usize) {
+    object_writes().with_label_values(&[when]).inc_by(n as u64);
 }

@@ -94,7 +94,10 @@ pub trait Stage: Send + Sync + 'static {
     fn process(&self, batch: Vec<Arc<Msg>>) -> impl Future<Output = Vec<Verdict>> + Send;
 
     /// Called with the next batch while the batch before it is still in flight, so work that
-    /// has no effect (decoding, planning) overlaps the previous batch's writes and waits.
+    /// has no effect (decoding, planning) overlaps the previous batch's writes and waits. An
+    /// effect started here must be one that the batch's own processing would make identically
+    /// and that is harmless made twice (an object rewritten with the same bytes under the same
+    /// key), since the batch may be processed without this work.
     /// `process` may then find that work done (see [`Prepared`]); it must never depend on it:
     /// the runtime calls this at most once per batch, and not at all for a batch dispatched at
     /// once, a retry or a part of a batch. The default does nothing.
