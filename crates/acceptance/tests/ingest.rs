@@ -803,7 +803,11 @@ fn a_backlog_of_attachments_written_ahead_is_stored_once() -> anyhow::Result<()>
         ahead > 0.0,
         "objects were written ahead ({ahead} ahead, {with_batch} with their batch)"
     );
-    assert_eq!(ahead + with_batch, f64::from(N), "one write per attachment");
+    // More than one only where a write was retried.
+    assert!(
+        ahead + with_batch >= f64::from(N),
+        "every attachment's object was written"
+    );
 
     // Every row points at its object, which holds its body; sha1 and size match.
     #[derive(QueryableByName)]

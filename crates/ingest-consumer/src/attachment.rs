@@ -404,21 +404,32 @@ pub async fn save(deps: &Deps, items: Vec<Pending>, ahead: Ahead) -> Vec<(usize,
     out
 }
 
-/// Objects of a batch's standalone attachments being written ahead ([`write_ahead`]), by key.
-/// Dropping it (the batch's prepared work went unused) stops the writes not yet done.
+/// Objects of a batch's standalone attachments being written ahead ([`write_ahead`]), by the
+/// attachment's position in the batch and its key (two attachments of one batch may share a
+/// key). Dropping it (the batch's prepared work went unused) stops the writes not yet done.
 #[derive(Default)]
 pub struct Ahead {
-    writes: HashMap<String, AbortOnDropHandle<Option<Result<(), ObjectsError>>>>,
+    writes: HashMap<(usize, String), Write>,
+}
+
+/// A write under way: `None` if it never got a permit (the pool was closed).
+type Write = AbortOnDropHandle<Option<Result<(), ObjectsError>>>;
+
+impl Ahead {
+    /// Whether no write was started ahead.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
 }
 
 /// Starts writing the objects [`store`] would write for `items`, the standalone attachments of
 /// a batch handed over while the batch before it is still in flight: so the object store is
-/// kept busy while that batch writes its rows and outcomes. The writes share one pool of
-/// [`PUT_CONCURRENCY`] with every other batch's writes ahead, granted in the order asked, so
-/// they go after the writes of the batch in flight. Nothing is written ahead while the
-/// attachment rate limit is on: it may refuse an attachment whose object would then be left
-/// without a row. Objects are keyed by ids and rewritten with the same bytes, so writing one
-/// ahead and again (when the prepared work goes unused) is harmless.
+/// kept busy while that batch writes its rows and outcomes. Writes ahead share one pool
+/// (`Deps::writes_ahead`), granted in the order asked, so a batch's writes go before those of
+/// the batch after it. Nothing is written ahead while the attachment rate limit is on: it may
+/// refuse an attachment whose object would then be left without a row. Objects are keyed by
+/// ids and rewritten with the same bytes, so writing one ahead and again (a write that failed
+/// or was stopped) is harmless.
 pub fn write_ahead(deps: &Arc<Deps>, items: &[Pending]) -> Ahead {
     let mut ahead = Ahead::default();
     if deps.limiter.enabled() {
@@ -445,7 +456,9 @@ pub fn write_ahead(deps: &Arc<Deps>, items: &[Pending]) -> Ahead {
             let _permit = pool.acquire_owned().await.ok()?;
             Some(objects.put_parts(&at, parts, Some(&content_type)).await)
         });
-        ahead.writes.insert(key, AbortOnDropHandle::new(write));
+        ahead
+            .writes
+            .insert((p.index, key), AbortOnDropHandle::new(write));
     }
     ahead
 }
@@ -532,23 +545,21 @@ async fn store(deps: &Deps, items: Vec<Pending>, mut ahead: Ahead) -> Vec<(usize
     let written: Vec<(Option<(usize, Verdict)>, bool)> = stream::iter(puts)
         .map(|(at, key, parts)| {
             let content_type = prepared[at].row.content_type.clone();
-            let started_ahead = ahead.writes.remove(&key);
+            let started_ahead = ahead.writes.remove(&(prepared[at].index, key.clone()));
             async move {
-                // A write started ahead is awaited; one that was stopped is done now.
-                let done = match started_ahead {
-                    Some(w) => w.await.ok().flatten(),
-                    None => None,
+                // A write started ahead is awaited; one that failed or was stopped is done now.
+                let written_ahead = match started_ahead {
+                    Some(w) => matches!(w.await, Ok(Some(Ok(())))),
+                    None => false,
                 };
-                let was_ahead = done.is_some();
-                let result = match done {
-                    Some(result) => result,
-                    None => {
-                        deps.objects
-                            .put_parts(&key, parts, Some(&content_type))
-                            .await
-                    }
+                let result = if written_ahead {
+                    Ok(())
+                } else {
+                    deps.objects
+                        .put_parts(&key, parts, Some(&content_type))
+                        .await
                 };
-                (result.err().map(|e| (at, e.verdict())), was_ahead)
+                (result.err().map(|e| (at, e.verdict())), written_ahead)
             }
         })
         .buffer_unordered(PUT_CONCURRENCY)

@@ -149,12 +149,25 @@ impl IngestStage {
 
     /// The batch's prepared work, or the work done now. Work prepared while a project lookup
     /// failed (an outage the batch in flight was waiting out) or a while ago is done again, so
-    /// the batch takes the batched paths with current projects.
+    /// the batch takes the batched paths with current projects; the objects it was writing
+    /// ahead are kept (an object's key and bytes come from its messages alone).
     async fn decoded(&self, batch: &[Arc<Msg>]) -> Decoded {
-        let usable = |d: &Decoded| !d.lookup_failed && d.at.elapsed() <= PREPARED_FRESH_FOR;
-        self.prepared
+        let mut carried = attachment::Ahead::default();
+        let usable = |d: &mut Decoded| {
+            let fresh = !d.lookup_failed && d.at.elapsed() <= PREPARED_FRESH_FOR;
+            if !fresh {
+                carried = std::mem::take(&mut d.ahead);
+            }
+            fresh
+        };
+        let mut decoded = self
+            .prepared
             .take_or(batch, usable, self.decode(batch))
-            .await
+            .await;
+        if !carried.is_empty() {
+            decoded.ahead = carried;
+        }
+        decoded
     }
 
     async fn handle(&self, raw: &Msg, msg: &IngestMessage) -> Verdict {

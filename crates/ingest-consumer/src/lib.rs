@@ -119,7 +119,10 @@ pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
         feedback_topic: topics.feedback_topic.clone(),
         occurrences_topic: topics.occurrences_topic.clone(),
         bodies: context::body_budget(),
-        writes_ahead: Arc::new(tokio::sync::Semaphore::new(attachment::PUT_CONCURRENCY)),
+        // Each member of the group in this process writes as many at once as one alone would.
+        writes_ahead: Arc::new(tokio::sync::Semaphore::new(
+            attachment::PUT_CONCURRENCY * usize::from(common.consumers.max(1)),
+        )),
     };
     spawn_sweeper(db, s.ctx.shutdown.clone());
     Ok(dispatch::IngestStage {

@@ -67,11 +67,12 @@ impl<T: Send> Prepared<T> {
 
     /// The work prepared for exactly `batch`, waited for if it is still under way; otherwise
     /// (nothing prepared, the preparing stopped before it finished, or `usable` refuses what
-    /// was prepared: made during an outage, or too long ago) `work` done now.
+    /// was prepared: made during an outage, or too long ago) `work` done now. `usable` may take
+    /// from work it refuses what stays valid.
     pub async fn take_or<F>(
         &self,
         batch: &[Arc<Msg>],
-        usable: impl FnOnce(&T) -> bool,
+        usable: impl FnOnce(&mut T) -> bool,
         work: F,
     ) -> T
     where
@@ -87,8 +88,10 @@ impl<T: Send> Prepared<T> {
                 // Waits for a preparing under way; marks an abandoned one as nothing prepared.
                 let ready = cell.get_or_init(|| async { Mutex::new(None) }).await;
                 let done = ready.lock().ok().and_then(|mut r| r.take());
-                if let Some(done) = done.filter(|d| usable(d)) {
-                    return done;
+                if let Some(mut done) = done {
+                    if usable(&mut done) {
+                        return done;
+                    }
                 }
             }
             None => {
@@ -199,6 +202,24 @@ mod tests {
         p.ahead(&batch(2..4), async { 3 }).await;
         let got = p.take_or(&batch(2..4), |n| *n != 1, async { 2 }).await;
         assert_eq!(got, 3, "the prepared 3 was taken");
+    }
+
+    #[tokio::test]
+    async fn refused_work_can_be_taken_from() {
+        let p = Prepared::<Vec<u32>>::default();
+        p.ahead(&batch(0..2), async { vec![1, 2] }).await;
+        let mut kept = Vec::new();
+        let got = p
+            .take_or(
+                &batch(0..2),
+                |v| {
+                    kept = std::mem::take(v);
+                    false
+                },
+                async { vec![3] },
+            )
+            .await;
+        assert_eq!((got, kept), (vec![3], vec![1, 2]));
     }
 
     #[tokio::test]
