@@ -436,17 +436,7 @@ pub fn write_ahead(deps: &Arc<Deps>, items: &[Pending]) -> Ahead {
         return ahead;
     }
     for p in items {
-        let Some(parts) = p.body.as_ref().filter(|_| !by_reference(&p.att)) else {
-            continue;
-        };
-        if p.size() == 0 {
-            continue;
-        }
-        let pid = p.owner.project.id as u64;
-        let Ok(key) = deps
-            .objects
-            .attachment_key(pid, &p.owner.event_id, &p.att.id)
-        else {
+        let (Some(parts), Some(Ok(key))) = (p.body.as_ref(), object_key(deps, p)) else {
             continue;
         };
         let (objects, pool) = (deps.objects.clone(), deps.writes_ahead.clone());
@@ -461,6 +451,19 @@ pub fn write_ahead(deps: &Arc<Deps>, items: &[Pending]) -> Ahead {
             .insert((p.index, key), AbortOnDropHandle::new(write));
     }
     ahead
+}
+
+/// The key `p`'s body is written under: none when Relay stored the body itself (by reference)
+/// or when it is empty. Both [`store`] and [`write_ahead`] write exactly these.
+fn object_key(deps: &Deps, p: &Pending) -> Option<Result<String, ObjectsError>> {
+    if by_reference(&p.att) || p.size() == 0 {
+        return None;
+    }
+    let pid = p.owner.project.id as u64;
+    Some(
+        deps.objects
+            .attachment_key(pid, &p.owner.event_id, &p.att.id),
+    )
 }
 
 /// An attachment about to be stored: its row, its ACCEPTED outcome and where its chunks are.
@@ -482,6 +485,7 @@ async fn store(deps: &Deps, items: Vec<Pending>, mut ahead: Ahead) -> Vec<(usize
     for mut p in items {
         permits.push(p.permit.take());
         let size = p.size();
+        let object = object_key(deps, &p);
         let pid = p.owner.project.id as u64;
         let parts = p.body.unwrap_or_default();
         let content_type = content_type(&p.att);
@@ -498,24 +502,17 @@ async fn store(deps: &Deps, items: Vec<Pending>, mut ahead: Ahead) -> Vec<(usize
         } else {
             size
         };
-        let blob_path = if reference.is_some() {
-            reference
-        } else if size > 0 {
-            match deps
-                .objects
-                .attachment_key(pid, &p.owner.event_id, &p.att.id)
-            {
-                Ok(key) => {
-                    puts.push((prepared.len(), key.clone(), parts.clone()));
-                    Some(key)
-                }
-                Err(e) => {
-                    out.push((p.index, reject(DlqReason::InvalidField, e.to_string())));
-                    continue;
-                }
+        // A body stored by Relay has its reference and no object of ours.
+        let blob_path = match object {
+            Some(Ok(key)) => {
+                puts.push((prepared.len(), key.clone(), parts.clone()));
+                Some(key)
             }
-        } else {
-            None
+            Some(Err(e)) => {
+                out.push((p.index, reject(DlqReason::InvalidField, e.to_string())));
+                continue;
+            }
+            None => reference,
         };
         prepared.push(Prepared {
             index: p.index,
