@@ -17,6 +17,7 @@ pub mod failure;
 pub mod health;
 pub mod ids;
 pub mod issues;
+pub mod json;
 pub mod kafka;
 pub mod logging;
 pub mod messages;

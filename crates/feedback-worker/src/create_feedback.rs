@@ -38,6 +38,25 @@ impl Filtered {
     }
 }
 
+/// The top-level fields of a feedback event this worker reads: its id, the feedback context,
+/// the user report's environment, and what the issue platform's event keeps
+/// ([`fix_for_issue_platform`]). The others (breadcrumbs, extra, modules, ...) are checked as
+/// JSON but never built (`sluice_core::json::fields`).
+pub const FIELDS: &[&str] = &[
+    "event_id",
+    "timestamp",
+    "received",
+    "contexts",
+    "user",
+    "tags",
+    "platform",
+    "level",
+    "environment",
+    "request",
+    "sdk",
+    "release",
+];
+
 /// The feedback message, or why the feedback is filtered.
 pub fn feedback_message(event: &Value) -> Result<&str, Filtered> {
     let message = event

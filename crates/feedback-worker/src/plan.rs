@@ -11,6 +11,7 @@ use serde_json::Value;
 use sluice_core::ids;
 use sluice_core::issues::payload::{self, Wire};
 use sluice_core::issues::project::Project;
+use sluice_core::json;
 use sluice_core::kafka::consumer::{Msg, Verdict};
 use sluice_core::messages::enums::{
     data_category, group_status, group_substatus, FeedbackSource, Outcome,
@@ -111,15 +112,20 @@ pub fn decode(msg: &Msg) -> Result<Decoded, Verdict> {
         }
         Err(r) => return Err(Verdict::Reject(r)),
     };
-    let body: Value = match serde_json::from_slice(&event.payload) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            return Err(reject(
-                DlqReason::InvalidEvent,
-                "payload is not a JSON object",
-            ))
-        }
-        Err(e) => return Err(reject(DlqReason::InvalidEvent, e.to_string())),
+    // Only the fields read are built; whatever the partial reading refuses, the full parse
+    // names as it always has.
+    let body = match json::fields(&event.payload, |k| create_feedback::FIELDS.contains(&k)) {
+        Ok(fields) => Value::Object(fields),
+        Err(_) => match serde_json::from_slice::<Value>(&event.payload) {
+            Ok(Value::Object(fields)) => Value::Object(fields),
+            Ok(_) => {
+                return Err(reject(
+                    DlqReason::InvalidEvent,
+                    "payload is not a JSON object",
+                ))
+            }
+            Err(e) => return Err(reject(DlqReason::InvalidEvent, e.to_string())),
+        },
     };
     let source = msg
         .header("source")
@@ -277,4 +283,72 @@ fn report_of(
             .map(str::to_owned),
         received,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(payload: &str) -> Msg {
+        let value = IngestMessage::Event(EventMessage {
+            payload: payload.as_bytes().to_vec(),
+            start_time: Timestamp::now(),
+            event_id: "5cda143e3ab246d98901ac1babb95373".into(),
+            project_id: 42,
+            remote_addr: None,
+            attachments: vec![],
+        })
+        .encode();
+        Msg {
+            topic: "ingest-feedback-events".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(value),
+            headers: vec![],
+            timestamp_ms: None,
+        }
+    }
+
+    fn rejected(payload: &str) -> Option<DlqReason> {
+        match decode(&msg(payload)) {
+            Err(Verdict::Reject(r)) => Some(r.reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_the_fields_read_are_built() {
+        let d = decode(&msg(
+            r#"{"event_id":"5cda143e3ab246d98901ac1babb95373","breadcrumbs":{"values":[{"message":"x"}]},
+                "contexts":{"feedback":{"message":"first"}},"extra":{"a":[1,2]},"level":"info",
+                "contexts":{"feedback":{"message":"Hello"}},"type":"feedback"}"#,
+        ));
+        let Ok(d) = d else {
+            panic!("a valid feedback was refused");
+        };
+        let mut keys: Vec<&str> = d
+            .body
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        assert_eq!(keys, ["contexts", "event_id", "level"]);
+        assert_eq!(d.message(), Some("Hello"));
+        assert_eq!(d.event_id, "5cda143e3ab246d98901ac1babb95373");
+    }
+
+    #[test]
+    fn a_payload_a_full_parse_refuses_is_refused_even_where_it_is_not_read() {
+        let ok = r#""contexts":{"feedback":{"message":"Hello"}}"#;
+        for bad in [
+            format!(r#"{{{ok},"breadcrumbs":{{"values":[{{"message":"\ud800"}}]}}}}"#),
+            format!(r#"{{{ok},"extra":{{"n":1e999}}}}"#),
+            format!(r#"{{{ok},"extra":{{"n":[1,]}}}}"#),
+            "[1]".to_owned(),
+            "nope".to_owned(),
+        ] {
+            assert_eq!(rejected(&bad), Some(DlqReason::InvalidEvent), "{bad}");
+        }
+    }
 }

@@ -29,6 +29,10 @@ struct Args {
     /// Latency mode: produce at this steady rate (per second) instead of a burst; no baseline.
     #[arg(long, default_value_t = 0)]
     rate: u32,
+    /// Breadcrumbs in each feedback event, as a browser SDK sends them (none by default). The
+    /// worker drops them; the baseline's records stay the size of a feedback without them.
+    #[arg(long, default_value_t = 0)]
+    breadcrumbs: u32,
 }
 
 const TOPIC: &str = "ingest-feedback-events";
@@ -46,7 +50,19 @@ fn feedback_event_id(n: u32) -> String {
     format!("{:032x}", 0xfe00_0000_0000u64 + u64::from(n))
 }
 
-fn feedback(n: u32) -> Vec<u8> {
+/// `count` breadcrumbs of a page's clicks and requests, about 180 bytes each.
+fn breadcrumbs(n: u32, count: u32) -> serde_json::Value {
+    let values: Vec<_> = (0..count)
+        .map(|i| {
+            json!({"timestamp": 1_795_432_100.0 + f64::from(i), "type": "default", "category": "ui.click",
+                   "message": format!("body > div#app > main.page > button.export-{n}-{i}"),
+                   "data": {"url": "https://shop.example/orders?page=2", "status_code": 200}})
+        })
+        .collect();
+    json!({ "values": values })
+}
+
+fn feedback(n: u32, crumbs: u32) -> Vec<u8> {
     let event_id = feedback_event_id(n);
     let message = if n % 10 == 0 {
         "Click here for free crypto: http://x.example".to_owned()
@@ -58,6 +74,10 @@ fn feedback(n: u32) -> Vec<u8> {
                       "contexts": {"feedback": {"message": message, "contact_email": "u@example.com", "name": "U",
                                                 "associated_event_id": associated_event_id(n)},
                                    "trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}});
+    let mut body = body;
+    if crumbs > 0 {
+        body["breadcrumbs"] = breadcrumbs(n, crumbs);
+    }
     IngestMessage::Event(EventMessage {
         payload: body.to_string().into_bytes(),
         start_time: Timestamp::now(),
@@ -92,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     for n in 0..args.count {
         pace.wait(n as usize);
         let key = format!("k{n}");
-        let value = feedback(n);
+        let value = feedback(n, args.breadcrumbs);
         p.send(BaseRecord::to(TOPIC).key(&key).payload(&value))
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
         produced_at.insert(
@@ -161,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let sends = (0..args.count).map(|n| {
         let producer = producer.clone();
         async move {
-            let value = feedback(n);
+            let value = feedback(n, 0);
             let key = format!("k{n}-42");
             let occurrence = producer
                 .send("ingest-occurrences", Some(key.as_bytes()), &value, &[])
@@ -215,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     let backlog_rate = n / backlog.as_secs_f64();
     println!(
         "{}",
-        json!({"bench": "feedback", "feedbacks": args.count, "feedback_per_sec": rate.round(),
+        json!({"bench": "feedback", "feedbacks": args.count, "breadcrumbs": args.breadcrumbs, "feedback_per_sec": rate.round(),
                "baseline_per_sec": base_rate.round(), "baseline_acked": ok,
                "ratio": (rate / base_rate * 1000.0).round() / 1000.0, "worker_peak_rss_mb": rss,
                "worker_cpu_secs": cpu, "latency": latency,

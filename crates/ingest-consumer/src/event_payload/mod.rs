@@ -6,15 +6,14 @@
 //! contexts, extra, SDK details, frames' variables and source lines) is walked without being
 //! copied: building and dropping it was the larger part of an error event's cost.
 
-mod check;
 mod stacks;
 
 use crate::context::{reject, Step};
 use crate::grouping;
-use check::{special_first_key, Check, Key};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::ids;
+use sluice_core::json::{special_first_key, Check, Key};
 use sluice_core::messages::{DlqReason, EventMessage};
 use stacks::Stack;
 use std::fmt;

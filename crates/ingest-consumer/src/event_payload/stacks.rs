@@ -5,9 +5,9 @@
 //! (local variables, the source lines around it) is checked like every byte of the payload and
 //! not kept: in a Python SDK's event it is most of a stack's bytes.
 
-use super::check::{special_first_key, Check, Key};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use sluice_core::json::{special_first_key, Check, Key};
 use std::fmt;
 
 /// A value inside a stack-holding field; `frames` when it is the value of a `frames` key, whose

@@ -11,7 +11,7 @@ const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
 
 /// Refuses an object that starts with [`RAW_VALUE_KEY`]: a full parse treats it specially
 /// (mostly refuses it), and it decides.
-pub(super) fn special_first_key<E: de::Error>(key: &str, first: bool) -> Result<(), E> {
+pub fn special_first_key<E: de::Error>(key: &str, first: bool) -> Result<(), E> {
     if first && key == RAW_VALUE_KEY {
         return Err(E::custom("an object read specially by a full parse"));
     }
@@ -19,7 +19,7 @@ pub(super) fn special_first_key<E: de::Error>(key: &str, first: bool) -> Result<
 }
 
 /// An object key, borrowed from the payload when it has no escapes.
-pub(super) struct Key;
+pub struct Key;
 
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Cow<'de, str>;
@@ -48,7 +48,7 @@ impl<'de> Visitor<'de> for Key {
 /// Walks any JSON value through the same parsing a [`Value`] gets (strings decoded, numbers
 /// converted, nesting counted), keeping nothing. (`IgnoredAny` would only skip: it lets lone
 /// surrogates and out-of-range numbers through, which PostgreSQL or a later parse refuses.)
-pub(super) struct Check;
+pub struct Check;
 
 impl<'de> DeserializeSeed<'de> for Check {
     type Value = ();
