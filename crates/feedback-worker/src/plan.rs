@@ -338,6 +338,60 @@ mod tests {
         assert_eq!(d.event_id, "5cda143e3ab246d98901ac1babb95373");
     }
 
+    /// What a feedback plans into, with its body as decoded or as `body`.
+    fn planned(m: &Msg, body: Option<Value>) -> String {
+        let Ok(mut decoded) = decode(m) else {
+            panic!("a valid feedback was refused");
+        };
+        if let Some(body) = body {
+            decoded.body = body;
+        }
+        let ready = Ready {
+            decoded,
+            organization_id: 1,
+            spam: Spam::Decided(Some("looks like spam".into())),
+        };
+        match build(ready, 4096) {
+            Plan::Issue {
+                records,
+                report,
+                key,
+                outcome,
+                spam,
+            } => {
+                let records: Vec<_> = records
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                    .collect();
+                format!("{records:?} {report:?} {key} {outcome:?} {spam}")
+            }
+            _ => panic!("a valid feedback did not plan an issue"),
+        }
+    }
+
+    #[test]
+    fn the_fields_built_are_every_field_the_plan_reads() {
+        // Every top-level key a feedback event may carry, each with a value that would show in
+        // the plan if it were read: the plan made from the fields built must equal the plan
+        // made from the whole event.
+        let payload = r#"{"event_id":"5cda143e3ab246d98901ac1babb95373","type":"feedback",
+            "timestamp":1795432200.02,"received":1795432200.04,"platform":"javascript","level":"warning",
+            "environment":"staging","release":"web@1.2.3","dist":"7","server_name":"web-1","logger":"l",
+            "transaction":"/checkout","modules":{"react":"18"},"extra":{"cart":3},
+            "contexts":{"feedback":{"message":"Checkout hangs","contact_email":"a@example.com","name":"A",
+                        "associated_event_id":"d0e204294e8e4833ad83cea44088c3c8","replay_id":"0123456789abcdef0123456789abcdef",
+                        "url":"https://shop.example/checkout"},
+                        "trace":{"trace_id":"5cda143e3ab246d98901ac1babb95373"},"browser":{"name":"Firefox"}},
+            "user":{"id":7,"ip_address":"10.0.0.1","name":"A"},"tags":{"plan":"pro"},
+            "request":{"url":"https://shop.example/checkout","headers":{"User-Agent":"x"}},
+            "sdk":{"name":"sentry.javascript.react","version":"10.0.0"},"breadcrumbs":{"values":[{"message":"click"}]},
+            "exception":{"values":[]},"stacktrace":{"frames":[]},"fingerprint":["x"],"key_id":"3",
+            "debug_meta":{"images":[]},"spans":[],"measurements":{"lcp":{"value":1.0}},"threads":{"values":[]}}"#;
+        let whole: Value = serde_json::from_str(payload).unwrap_or_default();
+        let m = msg(payload);
+        assert_eq!(planned(&m, None), planned(&m, Some(whole)));
+    }
+
     #[test]
     fn a_payload_a_full_parse_refuses_is_refused_even_where_it_is_not_read() {
         let ok = r#""contexts":{"feedback":{"message":"Hello"}}"#;
