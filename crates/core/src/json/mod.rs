@@ -9,9 +9,10 @@ mod check;
 
 pub use check::{special_first_key, Check, Key};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::marker::PhantomData;
 
 /// The top-level fields of the JSON object `bytes` for which `wanted` is true, every byte of
 /// the object checked. An error for anything a full parse would refuse, and for a non-object;
@@ -20,17 +21,33 @@ pub fn fields(
     bytes: &[u8],
     wanted: impl Fn(&str) -> bool,
 ) -> serde_json::Result<Map<String, Value>> {
+    fields_with(bytes, |key| wanted(key).then_some(PhantomData::<Value>))
+}
+
+/// [`fields`], each kept field read through the seed `seed_for` gives for its key (a reader
+/// that keeps only part of the field's own value); `None` for a field not kept.
+pub fn fields_with<S>(
+    bytes: &[u8],
+    seed_for: impl Fn(&str) -> Option<S>,
+) -> serde_json::Result<Map<String, Value>>
+where
+    S: for<'de> DeserializeSeed<'de, Value = Value>,
+{
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let map = de.deserialize_map(Fields { wanted })?;
+    let map = de.deserialize_map(Fields { seed_for })?;
     de.end()?;
     Ok(map)
 }
 
 struct Fields<F> {
-    wanted: F,
+    seed_for: F,
 }
 
-impl<'de, F: Fn(&str) -> bool> Visitor<'de> for Fields<F> {
+impl<'de, S, F> Visitor<'de> for Fields<F>
+where
+    S: DeserializeSeed<'de, Value = Value>,
+    F: Fn(&str) -> Option<S>,
+{
     type Value = Map<String, Value>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -42,10 +59,11 @@ impl<'de, F: Fn(&str) -> bool> Visitor<'de> for Fields<F> {
         let mut first = true;
         while let Some(key) = map.next_key_seed(Key)? {
             special_first_key(&key, std::mem::take(&mut first))?;
-            if (self.wanted)(&key) {
-                out.insert(key.into_owned(), map.next_value()?);
-            } else {
-                map.next_value_seed(Check)?;
+            match (self.seed_for)(&key) {
+                Some(seed) => {
+                    out.insert(key.into_owned(), map.next_value_seed(seed)?);
+                }
+                None => map.next_value_seed(Check)?,
             }
         }
         Ok(out)

@@ -10,13 +10,13 @@ mod stacks;
 
 use crate::context::{reject, Step};
 use crate::grouping;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_core::ids;
-use sluice_core::json::{special_first_key, Check, Key};
+use sluice_core::json;
 use sluice_core::messages::{DlqReason, EventMessage};
 use stacks::Stack;
-use std::fmt;
 
 /// Top-level fields the stage reads besides the grouping's: the id checked against the
 /// message's, the type that routes the event, the key that receives its outcome, and the time
@@ -82,42 +82,32 @@ fn fields(bytes: &[u8]) -> serde_json::Result<Map<String, Value>> {
 
 /// [`fields`], the frames keeping the keys `frame_keys`.
 fn fields_keeping(bytes: &[u8], frame_keys: &[&str]) -> serde_json::Result<Map<String, Value>> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let map = de.deserialize_map(Fields { frame_keys })?;
-    de.end()?;
-    Ok(map)
-}
-
-/// Reads an object, keeping the wanted fields (the last of duplicates, as a full parse does)
-/// and, in their stacks, the frames' `frame_keys`.
-struct Fields<'k> {
-    frame_keys: &'k [&'k str],
-}
-
-impl<'de> Visitor<'de> for Fields<'_> {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Map::new();
-        let mut first = true;
-        while let Some(key) = map.next_key_seed(Key)? {
-            special_first_key(&key, std::mem::take(&mut first))?;
-            if grouping::STACK_FIELDS.contains(&key.as_ref()) {
-                out.insert(
-                    key.into_owned(),
-                    map.next_value_seed(Stack::new(self.frame_keys))?,
-                );
-            } else if wanted(&key) {
-                out.insert(key.into_owned(), map.next_value()?);
-            } else {
-                map.next_value_seed(Check)?;
-            }
+    json::fields_with(bytes, |key| {
+        if grouping::STACK_FIELDS.contains(&key) {
+            Some(Field::Stack(Stack::new(frame_keys)))
+        } else if wanted(key) {
+            Some(Field::Whole)
+        } else {
+            None
         }
-        Ok(out)
+    })
+}
+
+/// How a kept top-level field is read: a stack keeps only its frames' wanted keys, the other
+/// fields are kept whole.
+enum Field<'k> {
+    Stack(Stack<'k>),
+    Whole,
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self {
+            Field::Stack(stack) => stack.deserialize(d),
+            Field::Whole => Value::deserialize(d),
+        }
     }
 }
 
