@@ -41,7 +41,7 @@ impl Filtered {
 /// The top-level fields of a feedback event this worker reads: its id, the feedback context,
 /// the user report's environment, and what the issue platform's event keeps
 /// ([`fix_for_issue_platform`]). The others (breadcrumbs, extra, modules, ...) are checked as
-/// JSON but never built (`sluice_core::json::fields`).
+/// JSON but never built (`sluice_core::json::object_fields`).
 pub const FIELDS: &[&str] = &[
     "event_id",
     "timestamp",

@@ -112,20 +112,18 @@ pub fn decode(msg: &Msg) -> Result<Decoded, Verdict> {
         }
         Err(r) => return Err(Verdict::Reject(r)),
     };
-    // Only the fields read are built; whatever the partial reading refuses, the full parse
-    // names as it always has.
-    let body = match json::fields(&event.payload, |k| create_feedback::FIELDS.contains(&k)) {
+    // Only the fields read are built.
+    let body = match json::object_fields(&event.payload, |k| create_feedback::FIELDS.contains(&k)) {
         Ok(fields) => Value::Object(fields),
-        Err(_) => match serde_json::from_slice::<Value>(&event.payload) {
-            Ok(Value::Object(fields)) => Value::Object(fields),
-            Ok(_) => {
-                return Err(reject(
-                    DlqReason::InvalidEvent,
-                    "payload is not a JSON object",
-                ))
-            }
-            Err(e) => return Err(reject(DlqReason::InvalidEvent, e.to_string())),
-        },
+        Err(json::Refused::NotAnObject) => {
+            return Err(reject(
+                DlqReason::InvalidEvent,
+                "payload is not a JSON object",
+            ))
+        }
+        Err(json::Refused::Invalid(e)) => {
+            return Err(reject(DlqReason::InvalidEvent, e.to_string()))
+        }
     };
     let source = msg
         .header("source")

@@ -69,12 +69,11 @@ fn feedback(n: u32, crumbs: u32) -> Vec<u8> {
     } else {
         format!("The export button does nothing ({n})")
     };
-    let body = json!({"event_id": event_id, "type": "feedback", "platform": "javascript", "level": "info",
+    let mut body = json!({"event_id": event_id, "type": "feedback", "platform": "javascript", "level": "info",
                       "timestamp": 1_795_432_200.0 + f64::from(n) / 1000.0, "user": {"id": n},
                       "contexts": {"feedback": {"message": message, "contact_email": "u@example.com", "name": "U",
                                                 "associated_event_id": associated_event_id(n)},
                                    "trace": {"trace_id": "0123456789abcdef0123456789abcdef"}}});
-    let mut body = body;
     if crumbs > 0 {
         body["breadcrumbs"] = breadcrumbs(n, crumbs);
     }

@@ -14,18 +14,45 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::marker::PhantomData;
 
-/// The top-level fields of the JSON object `bytes` for which `wanted` is true, every byte of
-/// the object checked. An error for anything a full parse would refuse, and for a non-object;
-/// a caller that reports the error should name it as a full parse does (see its callers).
-pub fn fields(
-    bytes: &[u8],
-    wanted: impl Fn(&str) -> bool,
-) -> serde_json::Result<Map<String, Value>> {
-    fields_with(bytes, |key| wanted(key).then_some(PhantomData::<Value>))
+/// Why a payload is not read, as a full parse into a [`Value`] says it.
+#[derive(Debug)]
+pub enum Refused {
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// Not valid JSON: the full parse's error.
+    Invalid(serde_json::Error),
 }
 
-/// [`fields`], each kept field read through the seed `seed_for` gives for its key (a reader
-/// that keeps only part of the field's own value); `None` for a field not kept.
+/// [`fields_with`] for a payload that must be a JSON object, refused as a full parse refuses
+/// it: whatever the partial reading refuses is parsed in full, so the error names what a full
+/// parse names, and a payload only the full parse accepts (an object it reads specially) is
+/// read whole.
+pub fn object_fields_with<S>(
+    bytes: &[u8],
+    seed_for: impl Fn(&str) -> Option<S>,
+) -> Result<Map<String, Value>, Refused>
+where
+    S: for<'de> DeserializeSeed<'de, Value = Value>,
+{
+    fields_with(bytes, seed_for).or_else(|_| match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Refused::NotAnObject),
+        Err(e) => Err(Refused::Invalid(e)),
+    })
+}
+
+/// [`object_fields_with`], keeping whole the fields for which `wanted` is true.
+pub fn object_fields(
+    bytes: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Map<String, Value>, Refused> {
+    object_fields_with(bytes, |key| wanted(key).then_some(PhantomData::<Value>))
+}
+
+/// The top-level fields of the JSON object `bytes` that `seed_for` gives a seed for, each read
+/// through its seed (a reader that may keep only part of the field's value), every byte of the
+/// object checked. An error for anything a full parse would refuse, and for a non-object;
+/// [`object_fields_with`] names the error as a full parse does.
 pub fn fields_with<S>(
     bytes: &[u8],
     seed_for: impl Fn(&str) -> Option<S>,
@@ -75,7 +102,9 @@ mod tests {
     use super::*;
 
     fn kept(bytes: &str) -> serde_json::Result<Map<String, Value>> {
-        fields(bytes.as_bytes(), |k| k == "a" || k == "b")
+        fields_with(bytes.as_bytes(), |k| {
+            (k == "a" || k == "b").then_some(PhantomData::<Value>)
+        })
     }
 
     #[test]

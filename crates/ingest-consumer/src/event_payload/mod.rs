@@ -33,24 +33,20 @@ fn wanted(key: &str) -> bool {
 pub fn parse(m: &EventMessage) -> Step<Map<String, Value>> {
     // Escaped NUL characters were replaced when the message was decoded
     // (`messages::validate`), so every event that parses can be stored.
-    let data = match fields(&m.payload) {
+    let data = match json::object_fields_with(&m.payload, field_seed(grouping::FRAME_FIELDS)) {
         Ok(map) => map,
-        // Whatever the partial reading refused, the full parse names it as it always has.
-        Err(_) => match serde_json::from_slice::<Value>(&m.payload) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
-                return Err(reject(
-                    DlqReason::InvalidEvent,
-                    "event payload is not a JSON object",
-                ))
-            }
-            Err(e) => {
-                return Err(reject(
-                    DlqReason::Undecodable,
-                    format!("event payload: {e}"),
-                ))
-            }
-        },
+        Err(json::Refused::NotAnObject) => {
+            return Err(reject(
+                DlqReason::InvalidEvent,
+                "event payload is not a JSON object",
+            ))
+        }
+        Err(json::Refused::Invalid(e)) => {
+            return Err(reject(
+                DlqReason::Undecodable,
+                format!("event payload: {e}"),
+            ))
+        }
     };
     let Some(id) = data.get("event_id") else {
         return Err(reject(
@@ -74,15 +70,10 @@ pub fn parse(m: &EventMessage) -> Step<Map<String, Value>> {
     }
 }
 
-/// The wanted top-level fields of a JSON object, every byte of it checked; an error for
-/// anything a full parse into a [`Value`] would refuse, and for a non-object.
-fn fields(bytes: &[u8]) -> serde_json::Result<Map<String, Value>> {
-    fields_keeping(bytes, grouping::FRAME_FIELDS)
-}
-
-/// [`fields`], the frames keeping the keys `frame_keys`.
-fn fields_keeping(bytes: &[u8], frame_keys: &[&str]) -> serde_json::Result<Map<String, Value>> {
-    json::fields_with(bytes, |key| {
+/// How each top-level field is read: stacks keeping their frames' `frame_keys`, the other
+/// wanted fields whole, the rest not kept.
+fn field_seed<'k>(frame_keys: &'k [&'k str]) -> impl Fn(&str) -> Option<Field<'k>> {
+    move |key| {
         if grouping::STACK_FIELDS.contains(&key) {
             Some(Field::Stack(Stack::new(frame_keys)))
         } else if wanted(key) {
@@ -90,7 +81,7 @@ fn fields_keeping(bytes: &[u8], frame_keys: &[&str]) -> serde_json::Result<Map<S
         } else {
             None
         }
-    })
+    }
 }
 
 /// How a kept top-level field is read: a stack keeps only its frames' wanted keys, the other
@@ -116,6 +107,17 @@ pub(crate) mod tests {
     use super::*;
     use sluice_core::kafka::consumer::Verdict;
     use sluice_core::messages::Timestamp;
+
+    /// The fields `parse` keeps, read without its fallback to a full parse: an error for
+    /// anything a full parse into a [`Value`] would refuse, and for a non-object.
+    fn fields(bytes: &[u8]) -> serde_json::Result<Map<String, Value>> {
+        fields_keeping(bytes, grouping::FRAME_FIELDS)
+    }
+
+    /// [`fields`], the frames keeping the keys `frame_keys`.
+    fn fields_keeping(bytes: &[u8], frame_keys: &[&str]) -> serde_json::Result<Map<String, Value>> {
+        json::fields_with(bytes, field_seed(frame_keys))
+    }
 
     /// An event message of project 42 whose payload is `payload`.
     pub(crate) fn msg(payload: &str) -> EventMessage {
