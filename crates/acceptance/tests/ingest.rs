@@ -886,3 +886,104 @@ fn a_backlog_of_attachments_written_ahead_is_stored_once() -> anyhow::Result<()>
     assert_eq!(accepted()?, N as usize);
     Ok(())
 }
+
+#[test]
+fn a_backlog_of_error_events_inserted_ahead_is_stored_once() -> anyhow::Result<()> {
+    const N: u32 = 1_200;
+    // The first events come again at the end of the backlog: their rows are already there
+    // when their batch's insert (ahead or not) runs.
+    const AGAIN: u32 = 150;
+    let broker = Broker::start(&TOPICS)?;
+    let db = migrated_db(
+        "ingest-consumer",
+        "INSERT INTO organizations (id, slug) VALUES (1, 'o');
+         INSERT INTO projects (id, organization_id, slug) VALUES (7, 1, 'hand');",
+    )?;
+    let msgs: Vec<(Vec<u8>, Vec<u8>)> = (0..N)
+        .chain(0..AGAIN)
+        .map(|n| {
+            let event = error_event(n, "ValueError", &format!("bad cart {n}"), Vec::new());
+            (eid(n).into_bytes(), event)
+        })
+        .collect();
+    send_keyed(&broker, "ingest-events", &msgs)?;
+
+    // Small batches over a backlog: each batch is cut while the one before is in flight, so
+    // its events are inserted ahead.
+    let group = unique("events-ahead");
+    let objects = tempfile::tempdir()?;
+    let store = format!("file://{}", objects.path().display());
+    let flags = [
+        "--max-batch-size",
+        "100",
+        "--object-store-url",
+        store.as_str(),
+    ];
+    let port = sluice_testkit::process::free_port()?;
+    let mut ingest = stage_at(
+        "ingest-consumer",
+        &broker,
+        &db.url,
+        &group,
+        &flags,
+        &[],
+        port,
+    )?;
+    wait_committed_all(&broker, &group, "ingest-events")?;
+    let metrics = format!("127.0.0.1:{port}");
+    let inserted = |when: &str| {
+        metric(
+            &metrics,
+            &format!("sluice_ingest_event_inserts_total{{when=\"{when}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let (ahead, with_batch) = (inserted("ahead"), inserted("with_batch"));
+    ingest.kill();
+    eprintln!("{ahead} events inserted ahead, {with_batch} with their batch");
+    assert!(
+        ahead > 0.0,
+        "events were inserted ahead ({ahead} ahead, {with_batch} with their batch)"
+    );
+    assert_eq!(
+        ahead + with_batch,
+        f64::from(N + AGAIN),
+        "every event message of the batched path was inserted once, ahead or with its batch"
+    );
+
+    // One row per event; every event's occurrence produced, one ACCEPTED outcome per event.
+    assert_eq!(
+        sluice_testkit::db::count(&db.url, "SELECT count(*) AS n FROM events")?,
+        i64::from(N)
+    );
+    let read = |topic: &str| -> anyhow::Result<Vec<Value>> {
+        Ok(broker
+            .read_all(topic, 10 * N as usize, Duration::from_secs(30))?
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(m.payload().unwrap_or_default()).ok())
+            .collect())
+    };
+    let occurred: std::collections::HashSet<String> = read("ingest-occurrences")?
+        .iter()
+        .filter_map(|o| o["event_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(occurred.len(), N as usize, "an occurrence for every event");
+    assert!((0..N).all(|n| occurred.contains(&eid(n))));
+    let accepted = || -> anyhow::Result<usize> {
+        Ok(read("outcomes")?
+            .iter()
+            .filter(|o| o["outcome"] == 0 && o["category"] == 1)
+            .count())
+    };
+    assert_eq!(accepted()?, N as usize, "one ACCEPTED outcome per event");
+
+    // A replay from offset 0 changes nothing and emits no second outcome.
+    let before = snapshot(&db.url)?;
+    let replay = unique("events-ahead-replay");
+    let mut again = stage_env("ingest-consumer", &broker, &db.url, &replay, &flags, &[])?;
+    wait_committed_all(&broker, &replay, "ingest-events")?;
+    again.kill();
+    assert_eq!(snapshot(&db.url)?, before);
+    assert_eq!(accepted()?, N as usize);
+    Ok(())
+}

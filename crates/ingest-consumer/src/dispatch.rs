@@ -51,6 +51,8 @@ pub struct Decoded {
     /// The standalone attachments' objects being written ahead (only for a batch prepared
     /// while another was in flight).
     ahead: attachment::Ahead,
+    /// The error events' insert started ahead (likewise).
+    events_ahead: event::Ahead,
 }
 
 /// Work prepared longer ago than this is done again: its projects may be out of date.
@@ -144,13 +146,16 @@ impl IngestStage {
             lookup_failed,
             at: started,
             ahead: attachment::Ahead::default(),
+            events_ahead: event::Ahead::default(),
         }
     }
 
     /// The batch's prepared work, or the work done now. Work prepared while a project lookup
     /// failed (an outage the batch in flight was waiting out) or a while ago is done again, so
     /// the batch takes the batched paths with current projects; the objects it was writing
-    /// ahead are kept (an object's key and bytes come from its messages alone).
+    /// ahead are kept (an object's key and bytes come from its messages alone). Its events'
+    /// insert ahead is dropped: the events are inserted again with the batch (first write wins),
+    /// as chosen with current projects.
     async fn decoded(&self, batch: &[Arc<Msg>]) -> Decoded {
         let mut carried = attachment::Ahead::default();
         let usable = |d: &mut Decoded| {
@@ -242,6 +247,7 @@ impl Stage for IngestStage {
             // Usable work only: work the batch would refuse is not written ahead.
             if !decoded.lookup_failed {
                 decoded.ahead = attachment::write_ahead(&self.deps, &decoded.split.1);
+                decoded.events_ahead = event::insert_ahead(&self.deps, &decoded.split.0);
             }
             decoded
         };
@@ -255,6 +261,7 @@ impl Stage for IngestStage {
             split: (ready_events, ready_attachments, mut rest),
             chunk_count,
             ahead,
+            events_ahead,
             ..
         } = self.decoded(&batch).await;
         metrics::count_n("attachment_chunk", "stored", chunk_count);
@@ -305,7 +312,7 @@ impl Stage for IngestStage {
             if ready_events.is_empty() {
                 Ok(Vec::new())
             } else {
-                event::process_ready(&self.deps, &ready_events).await
+                event::process_ready(&self.deps, &ready_events, events_ahead).await
             }
         };
         let (attachment_results, event_results) = futures::join!(attachment_results, event_results);

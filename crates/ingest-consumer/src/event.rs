@@ -24,6 +24,7 @@ use sluice_core::storage::events::{self, RawEvent};
 use sluice_core::storage::{DbError, EventKey};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Group type of error occurrences.
 const ERROR_GROUP_TYPE: i32 = 1;
@@ -79,7 +80,7 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
                     "event payload is not UTF-8",
                 ));
             };
-            match process_ready(deps, std::slice::from_ref(&ready)).await {
+            match process_ready(deps, std::slice::from_ref(&ready), Ahead::default()).await {
                 Ok(mut done) => done.pop().map_or(Ok(()), |(_, v)| match v {
                     Verdict::Done => Ok(()),
                     v => Err(v),
@@ -275,57 +276,114 @@ const INSERT_PARALLELISM: usize = 2;
 /// Fewer rows than this are inserted in one statement.
 const MIN_ROWS_PER_INSERT: usize = 200;
 
-/// Inserts `items` into `events` (first write wins); returns the group of those of them that
-/// already have one.
-async fn insert(deps: &Deps, items: &[&Ready]) -> Result<HashMap<EventKey, i64>, DbError> {
-    let rows: Vec<(i64, String, Arc<String>, Option<i32>)> = items
-        .iter()
-        .map(|r| {
-            let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);
-            (r.project.id, r.event_id.clone(), r.raw.clone(), days)
-        })
-        .collect();
-    deps.db
-        .run(move |c| {
-            let events: Vec<RawEvent<'_>> = rows
-                .iter()
-                .map(|(p, e, d, r)| RawEvent {
-                    project_id: *p,
-                    event_id: e,
-                    json: d,
-                    retention_days: *r,
-                })
-                .collect();
-            Ok(events::insert_raw(c, &events)?)
-        })
-        .await
-}
+/// One row of `events`, owned, so it can be written by a task of its own.
+type Row = (i64, String, Arc<String>, Option<i32>);
 
-/// Stores error events (a statement per part, the parts concurrently) and saves their
-/// attachments; then produces the occurrences of those without a group, emits their outcomes
-/// and looks up waiting reports, together; then shims the reports.
-/// `Err` when an insert failed on something other than an outage: the caller then runs the
-/// events one by one, so one bad event cannot hold back the others.
-pub async fn process_ready(deps: &Deps, items: &[Ready]) -> Result<Vec<(usize, Verdict)>, DbError> {
-    let started = std::time::Instant::now();
+/// The rows of `items` in key order, split into the parts inserted concurrently. In key order
+/// so the parts lock rows in one order (a key repeated across the boundary of two parts is
+/// stored by one of them; the other waits for it, then skips the key).
+fn rows_in_parts(items: &[Ready]) -> Vec<Vec<Row>> {
     // Large batches are split over a few connections: parsing the JSON into jsonb keeps one
     // server process busy, and the parts run on different cores.
     let part = items
         .len()
         .div_ceil(INSERT_PARALLELISM)
         .max(MIN_ROWS_PER_INSERT);
-    // In key order, so the parts lock rows in one order (a key repeated across the boundary of
-    // two parts is stored by one of them; the other waits for it, then skips the key).
-    let mut sorted: Vec<&Ready> = items.iter().collect();
-    sorted.sort_by(|a, b| (a.project.id, &a.event_id).cmp(&(b.project.id, &b.event_id)));
-    let stored: Result<Vec<HashMap<EventKey, i64>>, DbError> =
-        futures::future::join_all(sorted.chunks(part).map(|chunk| insert(deps, chunk)))
-            .await
-            .into_iter()
-            .collect();
+    let mut rows: Vec<Row> = items
+        .iter()
+        .map(|r| {
+            let days = ChunkedAttachment::longest_retention(&r.attachments).map(i32::from);
+            (r.project.id, r.event_id.clone(), r.raw.clone(), days)
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut parts = Vec::with_capacity(INSERT_PARALLELISM);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        parts.push(rows.by_ref().take(part).collect());
+    }
+    parts
+}
+
+/// Inserts the rows of `parts` into `events` (first write wins), each part in a statement of
+/// its own and the parts concurrently; returns the group of the events that already have one.
+async fn insert(deps: &Deps, parts: Vec<Vec<Row>>) -> Result<HashMap<EventKey, i64>, DbError> {
+    let stored: Vec<Result<HashMap<EventKey, i64>, DbError>> =
+        futures::future::join_all(parts.into_iter().map(|rows| {
+            deps.db.run(move |c| {
+                let events: Vec<RawEvent<'_>> = rows
+                    .iter()
+                    .map(|(p, e, d, r)| RawEvent {
+                        project_id: *p,
+                        event_id: e,
+                        json: d,
+                        retention_days: *r,
+                    })
+                    .collect();
+                Ok(events::insert_raw(c, &events)?)
+            })
+        }))
+        .await;
+    let mut grouped = HashMap::new();
+    for part in stored {
+        grouped.extend(part?);
+    }
+    Ok(grouped)
+}
+
+/// The insert of a batch's error events, started while the batch before it is being finished
+/// ([`insert_ahead`]). Dropping it (the batch's prepared work went unused) stops it unless it
+/// is already with the database.
+#[derive(Default)]
+pub struct Ahead(Option<AbortOnDropHandle<Result<HashMap<EventKey, i64>, DbError>>>);
+
+/// Starts inserting the error events of a batch handed over while the batch before it is in
+/// flight, so the database stores them while that batch produces its occurrences and emits
+/// its outcomes. Safe because the insert is what [`process_ready`] does first and is keyed by
+/// the event (first write wins): a batch whose prepared work goes unused, or that is replayed,
+/// inserts nothing twice. [`process_ready`] awaits it, and inserts again itself if it failed
+/// (an outage or a refused row is then classified there, as for any insert).
+pub fn insert_ahead(deps: &Arc<Deps>, items: &[Ready]) -> Ahead {
+    if items.is_empty() {
+        return Ahead::default();
+    }
+    let (deps, parts) = (deps.clone(), rows_in_parts(items));
+    Ahead(Some(AbortOnDropHandle::new(tokio::spawn(async move {
+        insert(&deps, parts).await
+    }))))
+}
+
+/// Stores error events (a statement per part, the parts concurrently, or awaits the insert
+/// started [`insert_ahead`]) and saves their attachments; then produces the occurrences of
+/// those without a group, emits their outcomes and looks up waiting reports, together; then
+/// shims the reports.
+/// `Err` when an insert failed on something other than an outage: the caller then runs the
+/// events one by one, so one bad event cannot hold back the others.
+pub async fn process_ready(
+    deps: &Deps,
+    items: &[Ready],
+    ahead: Ahead,
+) -> Result<Vec<(usize, Verdict)>, DbError> {
+    let started = std::time::Instant::now();
+    let inserted_ahead = match ahead.0 {
+        Some(write) => write.await.ok().and_then(Result::ok),
+        None => None,
+    };
+    metrics::event_inserts_n(
+        if inserted_ahead.is_some() {
+            "ahead"
+        } else {
+            "with_batch"
+        },
+        items.len(),
+    );
+    let stored = match inserted_ahead {
+        Some(grouped) => Ok(grouped),
+        None => insert(deps, rows_in_parts(items)).await,
+    };
     metrics::time_step("events_insert", started);
     let grouped: HashMap<EventKey, i64> = match stored {
-        Ok(parts) => parts.into_iter().flatten().collect(),
+        Ok(grouped) => grouped,
         Err(e) if e.failure().is_outage() => {
             return Ok(items.iter().map(|r| (r.index, e.verdict())).collect())
         }

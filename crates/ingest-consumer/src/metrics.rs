@@ -13,6 +13,13 @@ sluice_core::counter_vec!(
     ["when"]
 );
 
+sluice_core::counter_vec!(
+    fn event_inserts = "sluice_ingest_event_inserts_total",
+    "Error events of the batched path inserted, by when: `ahead` (started while the batch \
+     before was being finished) or `with_batch`.",
+    ["when"]
+);
+
 sluice_core::histogram_vec!(
     fn steps = "sluice_ingest_step_seconds",
     "Time spent in one step of a batched path, per batch.",
@@ -40,4 +47,9 @@ pub fn time_step(step: &str, started: std::time::Instant) {
 /// Counts `n` attachment objects written `when` (`ahead` or `with_batch`).
 pub fn object_writes_n(when: &str, n: usize) {
     object_writes().with_label_values(&[when]).inc_by(n as u64);
+}
+
+/// Counts `n` error events inserted `when` (`ahead` or `with_batch`).
+pub fn event_inserts_n(when: &str, n: usize) {
+    event_inserts().with_label_values(&[when]).inc_by(n as u64);
 }
