@@ -890,8 +890,8 @@ fn a_backlog_of_attachments_written_ahead_is_stored_once() -> anyhow::Result<()>
 #[test]
 fn a_backlog_of_error_events_inserted_ahead_is_stored_once() -> anyhow::Result<()> {
     const N: u32 = 1_200;
-    // The first events come again at the end of the backlog: their rows are already there
-    // when their batch's insert (ahead or not) runs.
+    // 150 events come again, with another value, about a batch after their first copy: the
+    // two copies are in neighbouring batches, and the first one must be the one kept.
     const AGAIN: u32 = 150;
     let broker = Broker::start(&TOPICS)?;
     let db = migrated_db(
@@ -899,13 +899,16 @@ fn a_backlog_of_error_events_inserted_ahead_is_stored_once() -> anyhow::Result<(
         "INSERT INTO organizations (id, slug) VALUES (1, 'o');
          INSERT INTO projects (id, organization_id, slug) VALUES (7, 1, 'hand');",
     )?;
-    let msgs: Vec<(Vec<u8>, Vec<u8>)> = (0..N)
-        .chain(0..AGAIN)
-        .map(|n| {
-            let event = error_event(n, "ValueError", &format!("bad cart {n}"), Vec::new());
-            (eid(n).into_bytes(), event)
-        })
-        .collect();
+    let mut msgs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for n in 0..N {
+        let event = error_event(n, "ValueError", &format!("bad cart {n}"), Vec::new());
+        msgs.push((eid(n).into_bytes(), event));
+        if (100..100 + AGAIN).contains(&n) {
+            let again = n - 100;
+            let copy = error_event(again, "ValueError", "second copy", Vec::new());
+            msgs.push((eid(again).into_bytes(), copy));
+        }
+    }
     send_keyed(&broker, "ingest-events", &msgs)?;
 
     // Small batches over a backlog: each batch is cut while the one before is in flight, so
@@ -951,10 +954,20 @@ fn a_backlog_of_error_events_inserted_ahead_is_stored_once() -> anyhow::Result<(
         "every event message of the batched path was inserted once, ahead or with its batch"
     );
 
-    // One row per event; every event's occurrence produced, one ACCEPTED outcome per event.
+    // One row per event, holding its first copy; every event's occurrence produced, one
+    // ACCEPTED outcome per event.
     assert_eq!(
         sluice_testkit::db::count(&db.url, "SELECT count(*) AS n FROM events")?,
         i64::from(N)
+    );
+    assert_eq!(
+        sluice_testkit::db::count(
+            &db.url,
+            "SELECT count(*) AS n FROM event_payloads \
+             WHERE data->'exception'->'values'->0->>'value' LIKE 'bad cart %'"
+        )?,
+        i64::from(N),
+        "every stored payload is its event's first copy"
     );
     let read = |topic: &str| -> anyhow::Result<Vec<Value>> {
         Ok(broker

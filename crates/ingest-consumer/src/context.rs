@@ -29,6 +29,8 @@ pub struct Deps {
     /// Object writes started ahead of their batch (`attachment::write_ahead`) run under these
     /// permits, granted in the order asked: a batch's writes go before the next batch's.
     pub writes_ahead: Arc<tokio::sync::Semaphore>,
+    /// How far each partition's error events are stored: an insert ahead waits for its turn.
+    pub inserted: crate::event_ahead::InsertedUpTo,
 }
 
 /// Bytes of attachment bodies read from stored chunks that the stage holds at once.

@@ -8,12 +8,13 @@
 
 use crate::chunk::{self, InBatch};
 use crate::context::Deps;
-use crate::{attachment, event, metrics, user_report};
+use crate::{attachment, event, event_ahead, metrics, user_report};
 use futures::stream::{self, StreamExt};
 use sluice_core::failure::Classify;
 use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ pub struct Decoded {
     /// while another was in flight).
     ahead: attachment::Ahead,
     /// The error events' insert started ahead (likewise).
-    events_ahead: event::Ahead,
+    events_ahead: event_ahead::Ahead,
 }
 
 /// Work prepared longer ago than this is done again: its projects may be out of date.
@@ -146,7 +147,7 @@ impl IngestStage {
             lookup_failed,
             at: started,
             ahead: attachment::Ahead::default(),
-            events_ahead: event::Ahead::default(),
+            events_ahead: event_ahead::Ahead::default(),
         }
     }
 
@@ -154,14 +155,16 @@ impl IngestStage {
     /// failed (an outage the batch in flight was waiting out) or a while ago is done again, so
     /// the batch takes the batched paths with current projects; the objects it was writing
     /// ahead are kept (an object's key and bytes come from its messages alone). Its events'
-    /// insert ahead is dropped: the events are inserted again with the batch (first write wins),
-    /// as chosen with current projects.
+    /// insert ahead is awaited, if it started, and not used: the events chosen with current
+    /// projects are inserted with the batch (first write wins).
     async fn decoded(&self, batch: &[Arc<Msg>]) -> Decoded {
         let mut carried = attachment::Ahead::default();
+        let mut stale_events = event_ahead::Ahead::default();
         let usable = |d: &mut Decoded| {
             let fresh = !d.lookup_failed && d.at.elapsed() <= PREPARED_FRESH_FOR;
             if !fresh {
                 carried = std::mem::take(&mut d.ahead);
+                stale_events = std::mem::take(&mut d.events_ahead).stale();
             }
             fresh
         };
@@ -171,6 +174,9 @@ impl IngestStage {
             .await;
         if !carried.is_empty() {
             decoded.ahead = carried;
+        }
+        if stale_events.started_ahead() {
+            decoded.events_ahead = stale_events;
         }
         decoded
     }
@@ -247,7 +253,8 @@ impl Stage for IngestStage {
             // Usable work only: work the batch would refuse is not written ahead.
             if !decoded.lookup_failed {
                 decoded.ahead = attachment::write_ahead(&self.deps, &decoded.split.1);
-                decoded.events_ahead = event::insert_ahead(&self.deps, &decoded.split.0);
+                decoded.events_ahead =
+                    event_ahead::insert_ahead(&self.deps, batch, &decoded.split.0);
             }
             decoded
         };
@@ -270,6 +277,30 @@ impl Stage for IngestStage {
             .filter(|o| matches!(o, Verdict::Reject(_)))
             .count();
         metrics::count_n("unknown", "rejected", undecodable);
+        // Once this batch's events are stored, the next batch's error events may be inserted
+        // ahead (`event_ahead`): at once when it has none, after the batched insert when they
+        // all take it, else at the end, when every event has its final verdict (the lanes run
+        // the others one by one: transactions, feedback, a batched insert that failed).
+        let events: Vec<usize> = ready_events
+            .iter()
+            .map(|r| r.index)
+            .chain(
+                rest.iter()
+                    .filter(|(_, m)| matches!(m, IngestMessage::Event(_)))
+                    .map(|(i, _)| *i),
+            )
+            .collect();
+        let all_batched = events.len() == ready_events.len();
+        let passed = AtomicBool::new(false);
+        let events_stored = || {
+            if all_batched {
+                self.deps.inserted.passed(&batch);
+                passed.store(true, Ordering::Release);
+            }
+        };
+        if events.is_empty() {
+            events_stored();
+        }
         // Chunks stay in memory only for the attachments saved from memory; every other chunk
         // is stored first (one statement), so everything that needs it finds it.
         let in_memory: HashSet<chunk::Key> = ready_attachments
@@ -312,7 +343,7 @@ impl Stage for IngestStage {
             if ready_events.is_empty() {
                 Ok(Vec::new())
             } else {
-                event::process_ready(&self.deps, &ready_events, events_ahead).await
+                event::process_ready(&self.deps, &ready_events, events_ahead, events_stored).await
             }
         };
         let (attachment_results, event_results) = futures::join!(attachment_results, event_results);
@@ -393,6 +424,12 @@ impl Stage for IngestStage {
             .await;
         for (i, o) in runs.into_iter().flatten() {
             outcomes[i] = o;
+        }
+        let settled = events
+            .iter()
+            .all(|i| matches!(outcomes[*i], Verdict::Done | Verdict::Reject(_)));
+        if settled && !passed.load(Ordering::Acquire) {
+            self.deps.inserted.passed(&batch);
         }
         outcomes
     }

@@ -7,7 +7,7 @@
 
 use crate::attachment::{self, Owner};
 use crate::context::{reject, Deps, Step};
-use crate::{event_payload, grouping, metrics, shed, user_report};
+use crate::{event_ahead, event_payload, grouping, metrics, shed, user_report};
 use serde_json::{Map, Value};
 use sluice_core::failure::Classify;
 use sluice_core::ids;
@@ -24,7 +24,6 @@ use sluice_core::storage::events::{self, RawEvent};
 use sluice_core::storage::{DbError, EventKey};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio_util::task::AbortOnDropHandle;
 
 /// Group type of error occurrences.
 const ERROR_GROUP_TYPE: i32 = 1;
@@ -80,7 +79,14 @@ pub async fn process(deps: &Deps, raw: &Msg, m: &EventMessage, project: &Project
                     "event payload is not UTF-8",
                 ));
             };
-            match process_ready(deps, std::slice::from_ref(&ready), Ahead::default()).await {
+            match process_ready(
+                deps,
+                std::slice::from_ref(&ready),
+                Default::default(),
+                || {},
+            )
+            .await
+            {
                 Ok(mut done) => done.pop().map_or(Ok(()), |(_, v)| match v {
                     Verdict::Done => Ok(()),
                     v => Err(v),
@@ -277,12 +283,12 @@ const INSERT_PARALLELISM: usize = 2;
 const MIN_ROWS_PER_INSERT: usize = 200;
 
 /// One row of `events`, owned, so it can be written by a task of its own.
-type Row = (i64, String, Arc<String>, Option<i32>);
+pub(crate) type Row = (i64, String, Arc<String>, Option<i32>);
 
 /// The rows of `items` in key order, split into the parts inserted concurrently. In key order
 /// so the parts lock rows in one order (a key repeated across the boundary of two parts is
 /// stored by one of them; the other waits for it, then skips the key).
-fn rows_in_parts(items: &[Ready]) -> Vec<Vec<Row>> {
+pub(crate) fn rows_in_parts(items: &[Ready]) -> Vec<Vec<Row>> {
     // Large batches are split over a few connections: parsing the JSON into jsonb keeps one
     // server process busy, and the parts run on different cores.
     let part = items
@@ -307,7 +313,10 @@ fn rows_in_parts(items: &[Ready]) -> Vec<Vec<Row>> {
 
 /// Inserts the rows of `parts` into `events` (first write wins), each part in a statement of
 /// its own and the parts concurrently; returns the group of the events that already have one.
-async fn insert(deps: &Deps, parts: Vec<Vec<Row>>) -> Result<HashMap<EventKey, i64>, DbError> {
+pub(crate) async fn insert(
+    deps: &Deps,
+    parts: Vec<Vec<Row>>,
+) -> Result<HashMap<EventKey, i64>, DbError> {
     let stored: Vec<Result<HashMap<EventKey, i64>, DbError>> =
         futures::future::join_all(parts.into_iter().map(|rows| {
             deps.db.run(move |c| {
@@ -331,59 +340,38 @@ async fn insert(deps: &Deps, parts: Vec<Vec<Row>>) -> Result<HashMap<EventKey, i
     Ok(grouped)
 }
 
-/// The insert of a batch's error events, started while the batch before it is being finished
-/// ([`insert_ahead`]). Dropping it (the batch's prepared work went unused) stops it unless it
-/// is already with the database.
-#[derive(Default)]
-pub struct Ahead(Option<AbortOnDropHandle<Result<HashMap<EventKey, i64>, DbError>>>);
-
-/// Starts inserting the error events of a batch handed over while the batch before it is in
-/// flight, so the database stores them while that batch produces its occurrences and emits
-/// its outcomes. Safe because the insert is what [`process_ready`] does first and is keyed by
-/// the event (first write wins): a batch whose prepared work goes unused, or that is replayed,
-/// inserts nothing twice. [`process_ready`] awaits it, and inserts again itself if it failed
-/// (an outage or a refused row is then classified there, as for any insert).
-pub fn insert_ahead(deps: &Arc<Deps>, items: &[Ready]) -> Ahead {
-    if items.is_empty() {
-        return Ahead::default();
-    }
-    let (deps, parts) = (deps.clone(), rows_in_parts(items));
-    Ahead(Some(AbortOnDropHandle::new(tokio::spawn(async move {
-        insert(&deps, parts).await
-    }))))
-}
-
-/// Stores error events (a statement per part, the parts concurrently, or awaits the insert
-/// started [`insert_ahead`]) and saves their attachments; then produces the occurrences of
-/// those without a group, emits their outcomes and looks up waiting reports, together; then
-/// shims the reports.
+/// Stores error events (a statement per part, the parts concurrently, or the insert started
+/// ahead: [`event_ahead`]) and saves their attachments; then produces the occurrences of those
+/// without a group, emits their outcomes and looks up waiting reports, together; then shims the
+/// reports. `stored` is called once the events are stored, before anything else.
 /// `Err` when an insert failed on something other than an outage: the caller then runs the
 /// events one by one, so one bad event cannot hold back the others.
 pub async fn process_ready(
     deps: &Deps,
     items: &[Ready],
-    ahead: Ahead,
+    ahead: event_ahead::Ahead,
+    stored: impl FnOnce(),
 ) -> Result<Vec<(usize, Verdict)>, DbError> {
     let started = std::time::Instant::now();
-    let inserted_ahead = match ahead.0 {
-        Some(write) => write.await.ok().and_then(Result::ok),
-        None => None,
-    };
-    metrics::event_inserts_n(
-        if inserted_ahead.is_some() {
-            "ahead"
-        } else {
-            "with_batch"
-        },
-        items.len(),
-    );
-    let stored = match inserted_ahead {
-        Some(grouped) => Ok(grouped),
-        None => insert(deps, rows_in_parts(items)).await,
+    let inserted = match ahead.outcome().await {
+        Some(Ok(grouped)) => {
+            metrics::event_inserts_n("ahead", items.len());
+            Ok(grouped)
+        }
+        // An outage is not waited out twice.
+        Some(Err(e)) if e.failure().is_outage() => Err(e),
+        // Inserted again here, where a refused row is classified as for any insert.
+        _ => {
+            metrics::event_inserts_n("with_batch", items.len());
+            insert(deps, rows_in_parts(items)).await
+        }
     };
     metrics::time_step("events_insert", started);
-    let grouped: HashMap<EventKey, i64> = match stored {
-        Ok(grouped) => grouped,
+    let grouped: HashMap<EventKey, i64> = match inserted {
+        Ok(grouped) => {
+            stored();
+            grouped
+        }
         Err(e) if e.failure().is_outage() => {
             return Ok(items.iter().map(|r| (r.index, e.verdict())).collect())
         }

@@ -5,6 +5,7 @@ mod chunk;
 mod context;
 mod dispatch;
 mod event;
+mod event_ahead;
 mod event_payload;
 mod grouping;
 mod limits;
@@ -123,6 +124,7 @@ pub fn build(s: Started<'_>) -> anyhow::Result<impl Stage> {
         writes_ahead: Arc::new(tokio::sync::Semaphore::new(
             attachment::PUT_CONCURRENCY * usize::from(common.consumers.max(1)),
         )),
+        inserted: Default::default(),
     };
     spawn_sweeper(db, s.ctx.shutdown.clone());
     Ok(dispatch::IngestStage {

@@ -40,6 +40,10 @@ pub(crate) const EXPIRY: &str =
 /// Joining the inserted keys back to the payloads inside one statement made PostgreSQL copy
 /// every payload into a materialized CTE and a hash table first, which cost about as much as
 /// parsing it.
+///
+/// Rows go in sorted by key (byte order, then their order in `events`), whatever plan the
+/// retention join gets: two inserts of overlapping keys at once (a batch and the next one's
+/// insert ahead, two replicas) lock them in the same order, so neither can deadlock the other.
 pub fn insert_raw(
     conn: &mut PgConnection,
     events: &[RawEvent<'_>],
@@ -67,10 +71,12 @@ pub fn insert_raw(
     }
     conn.transaction(|c| {
         let inserted: Vec<Inserted> = crate::prepared_format!(
-            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) AS t(p, e, r)) \
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) \
+                            WITH ORDINALITY AS t(p, e, r, n)) \
              INSERT INTO events (project_id, event_id, expires_at) \
              SELECT i.p, i.e::bpchar, {EXPIRY} FROM input i \
              LEFT JOIN project_retention pr ON pr.project_id = i.p \
+             ORDER BY i.p, i.e COLLATE \"C\", i.n \
              ON CONFLICT DO NOTHING RETURNING project_id, event_id::text AS event_id, expires_at"
         )
         .bind::<Array<BigInt>, _>(events.iter().map(|e| e.project_id).collect::<Vec<_>>())
