@@ -299,15 +299,13 @@ fn ingest_consumer_survives_hostile_messages() -> anyhow::Result<()> {
 
     let group = unique("hostile-ing");
     let url = s3.url("attachments");
-    let port = sluice_testkit::process::free_port()?;
-    let mut ingest = stage_at(
+    let (mut ingest, metrics) = stage_metered(
         "ingest-consumer",
         &broker,
         &db.url,
         &group,
         &["--object-store-url", url.as_str()],
         &s3.env(),
-        port,
     )?;
     wait_committed_all(&broker, &group, "ingest-events")?;
     wait_committed_all(&broker, &group, "ingest-attachments")?;
@@ -358,10 +356,10 @@ fn ingest_consumer_survives_hostile_messages() -> anyhow::Result<()> {
         vec!["Ann\u{fffd}".to_owned()]
     );
     // The breaker held for project 9 instead of stopping the stage.
-    let (_, metrics) = sluice_testkit::http::get(&format!("127.0.0.1:{port}"), "/metrics")
+    let (_, exposition) = sluice_testkit::http::get(&metrics, "/metrics")
         .ok_or_else(|| anyhow::anyhow!("metrics do not answer"))?;
     assert!(
-        metrics
+        exposition
             .contains("sluice_consumer_breaker_held_total{project=\"9\",topic=\"ingest-events\"}"),
         "no breaker_held sample for project 9"
     );

@@ -775,18 +775,9 @@ fn a_backlog_of_attachments_written_ahead_is_stored_once() -> anyhow::Result<()>
         "--max-batch-size",
         "100",
     ];
-    let port = sluice_testkit::process::free_port()?;
-    let mut ingest = stage_at(
-        "ingest-consumer",
-        &broker,
-        &db.url,
-        &group,
-        &flags,
-        &env,
-        port,
-    )?;
+    let (mut ingest, metrics) =
+        stage_metered("ingest-consumer", &broker, &db.url, &group, &flags, &env)?;
     wait_committed_all(&broker, &group, "ingest-attachments")?;
-    let metrics = format!("127.0.0.1:{port}");
     let ahead = metric(
         &metrics,
         "sluice_ingest_object_writes_total{when=\"ahead\"}",
@@ -922,18 +913,9 @@ fn a_backlog_of_error_events_inserted_ahead_is_stored_once() -> anyhow::Result<(
         "--object-store-url",
         store.as_str(),
     ];
-    let port = sluice_testkit::process::free_port()?;
-    let mut ingest = stage_at(
-        "ingest-consumer",
-        &broker,
-        &db.url,
-        &group,
-        &flags,
-        &[],
-        port,
-    )?;
+    let (mut ingest, metrics) =
+        stage_metered("ingest-consumer", &broker, &db.url, &group, &flags, &[])?;
     wait_committed_all(&broker, &group, "ingest-events")?;
-    let metrics = format!("127.0.0.1:{port}");
     let inserted = |when: &str| {
         metric(
             &metrics,

@@ -292,6 +292,20 @@ pub fn stage_at(
     Proc::spawn(bin, cmd)
 }
 
+/// [`stage_env`], also returning the address its metrics are served on.
+pub fn stage_metered(
+    bin: &str,
+    broker: &Broker,
+    db: &str,
+    group: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<(Proc, String)> {
+    let port = free_port()?;
+    let stage = stage_at(bin, broker, db, group, extra, env, port)?;
+    Ok((stage, format!("127.0.0.1:{port}")))
+}
+
 /// Produces (key, value) pairs to `topic` in order, accepting values up to 20 MB; a large value
 /// is flushed on its own (the mock broker bounds the batches it keeps).
 pub fn send_keyed(broker: &Broker, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
