@@ -14,7 +14,6 @@ use sluice_core::failure::Classify;
 use sluice_core::kafka::consumer::{Msg, Prepared, Stage, Verdict};
 use sluice_core::messages::IngestMessage;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -281,6 +280,7 @@ impl Stage for IngestStage {
         // ahead (`event_ahead`): at once when it has none, after the batched insert when they
         // all take it, else at the end, when every event has its final verdict (the lanes run
         // the others one by one: transactions, feedback, a batched insert that failed).
+        // Recording a batch a second time changes nothing: offsets only move forward.
         let events: Vec<usize> = ready_events
             .iter()
             .map(|r| r.index)
@@ -291,11 +291,9 @@ impl Stage for IngestStage {
             )
             .collect();
         let all_batched = events.len() == ready_events.len();
-        let passed = AtomicBool::new(false);
         let events_stored = || {
             if all_batched {
                 self.deps.inserted.passed(&batch);
-                passed.store(true, Ordering::Release);
             }
         };
         if events.is_empty() {
@@ -428,7 +426,7 @@ impl Stage for IngestStage {
         let settled = events
             .iter()
             .all(|i| matches!(outcomes[*i], Verdict::Done | Verdict::Reject(_)));
-        if settled && !passed.load(Ordering::Acquire) {
+        if settled {
             self.deps.inserted.passed(&batch);
         }
         outcomes
