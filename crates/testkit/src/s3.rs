@@ -55,10 +55,19 @@ impl S3Server {
         self.proc = None;
     }
 
-    /// Starts the server again on the same port and directory.
+    /// Starts the server again on the same port and directory. With `S3S_FS_CPUS` set (a CPU
+    /// list as `taskset` reads it), the server runs on those CPUs only: benches use it to give
+    /// the object store cores of its own, as it would have on its own machine.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.proc = None;
-        let mut cmd = Command::new(s3s_bin());
+        let mut cmd = match std::env::var("S3S_FS_CPUS") {
+            Ok(cpus) if !cpus.is_empty() => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpus]).arg(s3s_bin());
+                c
+            }
+            _ => Command::new(s3s_bin()),
+        };
         cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(self.root.path())

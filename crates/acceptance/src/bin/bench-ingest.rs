@@ -709,7 +709,8 @@ async fn main() -> anyhow::Result<()> {
                "attachments": args.attachments, "attachments_per_sec": at, "attachments_baseline_put_per_sec": atb,
                "attachments_ratio": ratio(at, atb), "attachments_consumer_peak_rss_mb": att_rss.0, "attachments_consumer_cpu_secs": att_rss.1, "attachments_latency": att_latency,
                "attachments_backlog_per_sec": atd, "attachments_backlog_ratio": ratio(atd, atb),
-               "attachments_backlog_peak_rss_mb": att_drain_usage.0, "attachments_backlog_cpu_secs": att_drain_usage.1})
+               "attachments_backlog_peak_rss_mb": att_drain_usage.0, "attachments_backlog_cpu_secs": att_drain_usage.1,
+               "object_store_cpus": std::env::var("S3S_FS_CPUS").ok()})
     );
     Ok(())
 }
