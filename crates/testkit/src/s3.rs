@@ -74,7 +74,10 @@ impl S3Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn("s3s-fs", cmd).map_err(|e| {
-            anyhow::anyhow!("{e} (install it with scripts/services up, or set S3S_FS_BIN)")
+            anyhow::anyhow!(
+                "{e} (install it with scripts/services up, or set S3S_FS_BIN; with S3S_FS_CPUS \
+                 set, `taskset` from util-linux runs it)"
+            )
         })?;
         self.proc = Some(proc);
         let addr = format!("127.0.0.1:{}", self.port);
