@@ -263,7 +263,7 @@ pub fn stage_env(
     extra: &[&str],
     env: &[(String, String)],
 ) -> anyhow::Result<Proc> {
-    stage_at(bin, broker, db, group, extra, env, free_port()?)
+    stage_metered(bin, broker, db, group, extra, env).map(|(stage, _)| stage)
 }
 
 /// [`stage_env`] serving its metrics on 127.0.0.1:`metrics_port`.
@@ -292,7 +292,8 @@ pub fn stage_at(
     Proc::spawn(bin, cmd)
 }
 
-/// [`stage_env`], also returning the address its metrics are served on.
+/// [`stage_env`], also returning the address its metrics are served on (the free port it
+/// picked).
 pub fn stage_metered(
     bin: &str,
     broker: &Broker,
